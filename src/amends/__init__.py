@@ -1,0 +1,48 @@
+"""amends: an event-sourced complaint lifecycle engine.
+
+Every complaint walks received -> acknowledged -> apologized -> plan committed
+-> updating -> resolved -> satisfaction confirmed -> prevention logged, and the
+transition table refuses every other move. Start with `ComplaintDesk`.
+"""
+
+from amends.domain.complaint import Complaint, StageReached
+from amends.domain.errors import (
+    AmendsError,
+    ComplaintNotFound,
+    ConcurrencyConflict,
+    FieldProblem,
+    HistoryViolation,
+    InvalidCommand,
+    InvalidTransition,
+)
+from amends.domain.history import CaseHistory, HistoryRecord
+from amends.domain.lifecycle import TERMINAL, TRANSITIONS, Transition, allowed_commands
+from amends.domain.stages import Severity, Stage
+from amends.infra.desk import ComplaintDesk
+from amends.infra.errors import ConfigurationError, StoreUnavailable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TERMINAL",
+    "TRANSITIONS",
+    "AmendsError",
+    "CaseHistory",
+    "Complaint",
+    "ComplaintDesk",
+    "ComplaintNotFound",
+    "ConcurrencyConflict",
+    "ConfigurationError",
+    "FieldProblem",
+    "HistoryRecord",
+    "HistoryViolation",
+    "InvalidCommand",
+    "InvalidTransition",
+    "Severity",
+    "Stage",
+    "StageReached",
+    "StoreUnavailable",
+    "Transition",
+    "__version__",
+    "allowed_commands",
+]

@@ -1,0 +1,143 @@
+"""`python -m amends`: walk one complaint through the lifecycle and print it.
+
+Also `python -m amends docs` regenerates docs/lifecycle.md and docs/events/.
+Exit codes: 2 usage or bad input, 3 refused by the domain, 4 store problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from amends.domain.errors import AmendsError, InvalidCommand
+from amends.infra.desk import ComplaintDesk
+from amends.infra.docs import write_docs
+from amends.infra.errors import ConfigurationError, StoreUnavailable
+
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_STORE = 4
+
+
+def walkthrough(store_url: str | None) -> int:
+    """Receive one complaint, take it through all eight stages, print its history."""
+    start = datetime.now(UTC) - timedelta(days=3)
+
+    def at(hours: float) -> datetime:
+        return start + timedelta(hours=hours)
+
+    with ComplaintDesk(store_url) as desk:
+        cid = desk.receive(
+            by="ana",
+            customer="Jo Smith",
+            summary="Charged twice for the March invoice",
+            channel="phone",
+            category="billing",
+            severity="high",
+            expectation="Refund of the duplicate charge",
+            at=at(0),
+        )
+        desk.acknowledge(
+            cid,
+            by="ana",
+            paraphrase="You were billed twice for March and want the extra back.",
+            at=at(0.2),
+        )
+        desk.apologize(
+            cid, by="ana", apology="I am sorry; that was our mistake.", at=at(0.3)
+        )
+        desk.commit_plan(
+            cid,
+            by="ana",
+            steps=["Confirm the duplicate with payments", "Refund it", "Call back"],
+            due=at(24),
+            at=at(0.5),
+        )
+        desk.transfer_ownership(
+            cid,
+            by="ana",
+            to="ben",
+            reason="Payments specialist",
+            customer_told=True,
+            at=at(1),
+        )
+        desk.post_update(
+            cid, by="ben", note="Payments confirmed the duplicate.", at=at(4)
+        )
+        desk.offer_gesture(
+            cid,
+            by="ben",
+            description="One month's fee waived",
+            value="9.99",
+            currency="EUR",
+            at=at(5),
+        )
+        desk.resolve(
+            cid,
+            by="ben",
+            resolution="Duplicate charge refunded",
+            explanation="A retried payment job charged the card twice.",
+            at=at(20),
+        )
+        desk.confirm_satisfaction(cid, by="ben", satisfied=True, at=at(30))
+        desk.log_prevention(
+            cid,
+            by="ben",
+            root_cause="Payment retries were not idempotent",
+            preventive_action="Retries now carry an idempotency key",
+            informed=["payments team", "support leads"],
+            at=at(48),
+        )
+        print(desk.history(cid).to_text(), end="")
+        store_url = desk.store_url
+
+    with ComplaintDesk(store_url) as reread:
+        complaint = reread.get(cid)
+    print(
+        f"read back from {store_url}: stage {complaint.stage}, "
+        f"owner {complaint.owner}, "
+        f"version {complaint.version}, reopened {complaint.reopen_count} times"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="amends",
+        description="An event-sourced complaint lifecycle engine.",
+        epilog="Example: python -m amends --store sqlite:///amends.db",
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="store URL (default: $AMENDS_STORE_URL, else sqlite:///amends.db)",
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser(
+        "walkthrough", help="walk one complaint through every stage (default)"
+    )
+    docs = sub.add_parser("docs", help="write docs/lifecycle.md and docs/events/*.json")
+    docs.add_argument("--out", type=Path, default=Path("docs"))
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "docs":
+            for path in write_docs(args.out):
+                print(path)
+            return 0
+        return walkthrough(args.store)
+    except (InvalidCommand, ConfigurationError) as exc:
+        print(f"amends: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreUnavailable as exc:
+        print(f"amends: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except AmendsError as exc:
+        print(f"amends: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""What a person asks amends to do, validated before anything is decided.
+
+Commands are pydantic models so a bad value is refused at the edge with the
+field named; `parse_command` turns pydantic's errors into `InvalidCommand`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
+
+from amends.domain.errors import FieldProblem, InvalidCommand
+from amends.domain.stages import Severity
+from amends.domain.values import (
+    Currency,
+    Instant,
+    Label,
+    Money,
+    Name,
+    NameList,
+    Text,
+    TextList,
+)
+
+COMMAND_TYPES: dict[str, type[Command]] = {}
+"""Every command type by its name (the `ComplaintDesk` method of that name)."""
+
+
+class Command(BaseModel):
+    """Common fields: which complaint, who acts, and when it happened."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ClassVar[str]
+
+    complaint_id: UUID
+    by: Name
+    at: Instant
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is not None:
+            COMMAND_TYPES[name] = cls
+
+
+class Receive(Command):
+    name = "receive"
+
+    customer: Name
+    summary: Text
+    channel: Label
+    category: Label
+    severity: Severity
+    expectation: Text
+    external_ref: Label | None = None
+
+
+class Acknowledge(Command):
+    name = "acknowledge"
+
+    paraphrase: Text
+
+
+class Apologize(Command):
+    name = "apologize"
+
+    apology: Text
+
+
+class CommitPlan(Command):
+    name = "commit_plan"
+
+    steps: TextList
+    due: Instant
+
+
+class PostUpdate(Command):
+    name = "post_update"
+
+    note: Text
+    revised_due: Instant | None = None
+    revision_reason: Text | None = None
+
+
+class Resolve(Command):
+    name = "resolve"
+
+    resolution: Text
+    explanation: Text
+
+
+class ConfirmSatisfaction(Command):
+    name = "confirm_satisfaction"
+
+    satisfied: StrictBool
+    reason: Text | None = None
+    """Why the customer is not satisfied (required then), or their comment."""
+
+
+class LogPrevention(Command):
+    name = "log_prevention"
+
+    root_cause: Text
+    preventive_action: Text
+    informed: NameList
+
+
+class TransferOwnership(Command):
+    name = "transfer_ownership"
+
+    to: Name
+    reason: Text
+    customer_told: StrictBool
+
+
+class AddNote(Command):
+    name = "add_note"
+
+    text: Text
+
+
+class OfferGesture(Command):
+    name = "offer_gesture"
+
+    description: Text
+    value: Money | None = None
+    currency: Currency | None = None
+
+
+TCommand = TypeVar("TCommand", bound=Command)
+
+
+def parse_command(command_type: type[TCommand], **arguments: Any) -> TCommand:
+    """Validate arguments into a command, or refuse naming every bad field."""
+    try:
+        return command_type.model_validate(arguments)
+    except ValidationError as exc:
+        raise InvalidCommand(
+            command_type.name,
+            [_problem(error, command_type.name) for error in exc.errors()],
+        ) from None
+
+
+def _problem(error: Any, command: str) -> FieldProblem:
+    field = ".".join(str(part) for part in error["loc"]) or "arguments"
+    kind = error["type"]
+    context = error.get("ctx") or {}
+    if kind == "missing":
+        problem = "is required"
+    elif kind == "extra_forbidden":
+        problem = f"is not an argument of {command}"
+    elif kind == "string_too_short" and context.get("min_length") == 1:
+        problem = "must not be blank"
+    elif kind == "string_too_long":
+        problem = f"is longer than {context.get('max_length')} characters"
+    elif kind == "timezone_aware":
+        problem = "must be timezone-aware (a naive datetime has no zone)"
+    elif kind == "too_short" and context.get("min_length") == 1:
+        problem = "needs at least one item"
+    else:
+        problem = str(error["msg"]).removeprefix("Value error, ")
+    return FieldProblem(field, problem)

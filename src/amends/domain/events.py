@@ -1,0 +1,156 @@
+"""What happened to a complaint, as plain immutable data.
+
+Each event type declares its own stable `topic`; the store records that string,
+never the Python module path, so classes can move without breaking stored
+history. `class_version` and `upcast` let a later schema read older rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from amends.domain.stages import Severity
+from amends.domain.values import (
+    Currency,
+    Instant,
+    Label,
+    Money,
+    Name,
+    NameList,
+    Text,
+    TextList,
+)
+
+EVENT_TYPES: dict[str, type[ComplaintEvent]] = {}
+"""Every concrete event type by its stored topic."""
+
+
+class ComplaintEvent(BaseModel):
+    """Common envelope: which complaint, its version after this event, when, who."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topic: ClassVar[str]
+    class_version: ClassVar[int] = 1
+
+    originator_id: UUID
+    originator_version: int = Field(ge=1)
+    timestamp: Instant
+    by: Name
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        topic = cls.__dict__.get("topic")
+        if topic is None:
+            return
+        if topic in EVENT_TYPES:
+            raise TypeError(f"event topic {topic!r} is declared twice")
+        EVENT_TYPES[topic] = cls
+
+    @classmethod
+    def upcast(cls, state: dict[str, Any], from_version: int) -> dict[str, Any]:
+        """Bring a stored payload of an older `class_version` up to this one."""
+        if from_version != cls.class_version:
+            raise ValueError(
+                f"{cls.topic} has no upcaster from version {from_version} "
+                f"to {cls.class_version}"
+            )
+        return state
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+class Received(ComplaintEvent):
+    topic = "amends.complaint.Received"
+
+    customer: Name
+    summary: Text
+    channel: Label
+    category: Label
+    severity: Severity
+    expectation: Text
+    external_ref: Label | None = None
+
+
+class Acknowledged(ComplaintEvent):
+    topic = "amends.complaint.Acknowledged"
+
+    paraphrase: Text
+
+
+class Apologized(ComplaintEvent):
+    topic = "amends.complaint.Apologized"
+
+    apology: Text
+
+
+class PlanCommitted(ComplaintEvent):
+    topic = "amends.complaint.PlanCommitted"
+
+    steps: TextList
+    due: Instant
+
+
+class UpdatePosted(ComplaintEvent):
+    topic = "amends.complaint.UpdatePosted"
+
+    note: Text
+    revised_due: Instant | None = None
+    revision_reason: Text | None = None
+
+
+class Resolved(ComplaintEvent):
+    topic = "amends.complaint.Resolved"
+
+    resolution: Text
+    explanation: Text
+
+
+class SatisfactionConfirmed(ComplaintEvent):
+    topic = "amends.complaint.SatisfactionConfirmed"
+
+    comment: Text | None = None
+
+
+class SatisfactionDeclined(ComplaintEvent):
+    """The customer is not satisfied: the case reopens; the old resolution stays."""
+
+    topic = "amends.complaint.SatisfactionDeclined"
+
+    reason: Text
+
+
+class PreventionLogged(ComplaintEvent):
+    topic = "amends.complaint.PreventionLogged"
+
+    root_cause: Text
+    preventive_action: Text
+    informed: NameList
+
+
+class OwnershipTransferred(ComplaintEvent):
+    topic = "amends.complaint.OwnershipTransferred"
+
+    from_owner: Name
+    to_owner: Name
+    reason: Text
+    customer_told: bool
+
+
+class NoteAdded(ComplaintEvent):
+    topic = "amends.complaint.NoteAdded"
+
+    text: Text
+
+
+class GestureOffered(ComplaintEvent):
+    topic = "amends.complaint.GestureOffered"
+
+    description: Text
+    value: Money | None = None
+    currency: Currency | None = None

@@ -1,0 +1,98 @@
+"""Constrained value types shared by commands and events.
+
+The limits are part of the public contract (see the README's "Input limits"):
+they keep one careless caller from filling the store with megabytes of text or
+with control characters that corrupt terminals and CSV exports.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
+
+MAX_NAME_LENGTH = 200
+MAX_LABEL_LENGTH = 100
+MAX_TEXT_LENGTH = 5_000
+MAX_LIST_ITEMS = 50
+MAX_MONEY = Decimal("1000000000")
+
+_LINE_BREAKS_AND_TABS = frozenset("\n\r\t")
+
+
+def _control_characters(value: str, allowed: frozenset[str]) -> list[str]:
+    return [
+        f"U+{ord(ch):04X}"
+        for ch in value
+        if ch not in allowed and unicodedata.category(ch) in ("Cc", "Cs", "Cn")
+    ]
+
+
+def _single_line(value: str) -> str:
+    bad = _control_characters(value, frozenset())
+    if bad:
+        raise ValueError(
+            f"must be one line without control characters (found {bad[0]})"
+        )
+    return value
+
+
+def _multi_line(value: str) -> str:
+    bad = _control_characters(value, _LINE_BREAKS_AND_TABS)
+    if bad:
+        raise ValueError(f"must not contain control characters (found {bad[0]})")
+    return value
+
+
+def _to_utc(value: datetime) -> datetime:
+    """Store every instant in UTC so equal instants compare and serialise alike."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("is out of the representable range in UTC") from exc
+
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def _currency(value: str) -> str:
+    if not _CURRENCY.match(value):
+        raise ValueError("must be a three-letter ISO 4217 code such as EUR")
+    return value
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_LENGTH),
+    AfterValidator(_single_line),
+]
+"""A person or team: who acted, who owns, who was informed, the customer."""
+
+Label = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_LABEL_LENGTH),
+    AfterValidator(_single_line),
+]
+"""A short tag used to group reports: channel, category, external reference."""
+
+Text = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_LENGTH),
+    AfterValidator(_multi_line),
+]
+"""Free prose written by a person: summaries, apologies, notes, explanations."""
+
+Instant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""A timezone-aware moment, normalised to UTC; naive datetimes are refused."""
+
+Money = Annotated[Decimal, Field(ge=0, le=MAX_MONEY, max_digits=14, decimal_places=2)]
+"""A non-negative amount with at most two decimal places."""
+
+Currency = Annotated[str, AfterValidator(_currency)]
+
+NameList = Annotated[tuple[Name, ...], Field(min_length=1, max_length=MAX_LIST_ITEMS)]
+TextList = Annotated[tuple[Text, ...], Field(min_length=1, max_length=MAX_LIST_ITEMS)]

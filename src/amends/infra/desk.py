@@ -1,0 +1,473 @@
+"""`ComplaintDesk`: the service an embedding team calls; transactions begin here.
+
+Each method validates its arguments into a command, reads the complaint, asks
+the pure domain to decide, and saves the events in one write. A write that
+loses an optimistic-concurrency race is decided again on the fresh state, so a
+command that is still valid is not lost and one that no longer fits is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import PersistenceError, RecordConflictError
+from pydantic import TypeAdapter, ValidationError
+
+from amends.domain import commands as c
+from amends.domain.complaint import Complaint, decide, evolve
+from amends.domain.errors import (
+    ComplaintNotFound,
+    ConcurrencyConflict,
+    InvalidCommand,
+)
+from amends.domain.events import ComplaintEvent
+from amends.domain.history import CaseHistory, history_of
+from amends.domain.stages import Severity
+from amends.infra.errors import StoreUnavailable
+from amends.infra.settings import resolve_store_url, store_settings
+from amends.infra.store import EventStoreApplication
+
+Clock = Callable[[], datetime]
+
+EXTERNAL_REF_NAMESPACE = uuid5(NAMESPACE_URL, "https://amends.dev/external-ref")
+"""Complaint ids for `external_ref` intake are uuid5(this, ref): stable forever."""
+
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
+
+TCommand = TypeVar("TCommand", bound=c.Command)
+_UUID = TypeAdapter(UUID)
+
+
+def utc_now() -> datetime:
+    """The default clock. The domain never calls it; only the desk does."""
+    return datetime.now(UTC)
+
+
+class ComplaintDesk:
+    """Receives complaints and walks them through their lifecycle.
+
+    `store_url`: `memory://`, `sqlite:///path/file.db` or
+    `postgresql://user@host:port/db`; by default `AMENDS_STORE_URL`, else
+    `sqlite:///amends.db`. `clock` supplies `at` when a command omits it.
+    `max_attempts` bounds how often a command lost to a concurrent write is
+    decided again before `ConcurrencyConflict`. `clock_skew` is how far ahead
+    of the clock an explicit `at` may lie (history may be backfilled, not
+    written in advance).
+    """
+
+    def __init__(
+        self,
+        store_url: str | None = None,
+        *,
+        clock: Clock = utc_now,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.store_url = resolve_store_url(store_url)
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._clock_skew = clock_skew
+        settings = store_settings(self.store_url)
+        with _store_errors(self.store_url):
+            self._app = EventStoreApplication(settings)
+
+    # ------------------------------------------------------------ commands
+
+    def receive(
+        self,
+        *,
+        by: str,
+        customer: str,
+        summary: str,
+        channel: str,
+        category: str,
+        severity: Severity | str,
+        expectation: str,
+        external_ref: str | None = None,
+        at: datetime | None = None,
+    ) -> UUID:
+        """Record a new complaint owned by `by`; returns its id.
+
+        With `external_ref` the id is derived from the reference, and receiving
+        the same reference again returns the same id and records nothing.
+        """
+        command = self._parse(
+            c.Receive,
+            uuid4(),
+            by=by,
+            at=at,
+            customer=customer,
+            summary=summary,
+            channel=channel,
+            category=category,
+            severity=severity,
+            expectation=expectation,
+            external_ref=external_ref,
+        )
+        if command.external_ref is not None:
+            command = command.model_copy(
+                update={
+                    "complaint_id": uuid5(EXTERNAL_REF_NAMESPACE, command.external_ref)
+                }
+            )
+        self._execute(command)
+        return command.complaint_id
+
+    def acknowledge(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        paraphrase: str,
+        at: datetime | None = None,
+    ) -> Complaint:
+        """Answer the customer, restating the complaint in your own words."""
+        return self._run(
+            c.Acknowledge, complaint_id, by=by, at=at, paraphrase=paraphrase
+        )
+
+    def apologize(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        apology: str,
+        at: datetime | None = None,
+    ) -> Complaint:
+        return self._run(c.Apologize, complaint_id, by=by, at=at, apology=apology)
+
+    def commit_plan(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        steps: Iterable[str],
+        due: datetime,
+        at: datetime | None = None,
+    ) -> Complaint:
+        """Tell the customer how it will be fixed (ordered steps) and by when."""
+        return self._run(
+            c.CommitPlan, complaint_id, by=by, at=at, steps=_listed(steps), due=due
+        )
+
+    def post_update(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        note: str,
+        revised_due: datetime | None = None,
+        revision_reason: str | None = None,
+        at: datetime | None = None,
+    ) -> Complaint:
+        """Report progress; optionally move the due date, saying why."""
+        return self._run(
+            c.PostUpdate,
+            complaint_id,
+            by=by,
+            at=at,
+            note=note,
+            revised_due=revised_due,
+            revision_reason=revision_reason,
+        )
+
+    def resolve(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        resolution: str,
+        explanation: str,
+        at: datetime | None = None,
+    ) -> Complaint:
+        """The problem is fixed: what was done, and what went wrong."""
+        return self._run(
+            c.Resolve,
+            complaint_id,
+            by=by,
+            at=at,
+            resolution=resolution,
+            explanation=explanation,
+        )
+
+    def confirm_satisfaction(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        satisfied: bool,
+        reason: str | None = None,
+        at: datetime | None = None,
+    ) -> Complaint:
+        """Record the customer's answer; `satisfied=False` (with a reason) reopens."""
+        return self._run(
+            c.ConfirmSatisfaction,
+            complaint_id,
+            by=by,
+            at=at,
+            satisfied=satisfied,
+            reason=reason,
+        )
+
+    def log_prevention(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        root_cause: str,
+        preventive_action: str,
+        informed: Iterable[str],
+        at: datetime | None = None,
+    ) -> Complaint:
+        """Close the case with what was done so it does not happen again."""
+        return self._run(
+            c.LogPrevention,
+            complaint_id,
+            by=by,
+            at=at,
+            root_cause=root_cause,
+            preventive_action=preventive_action,
+            informed=_listed(informed),
+        )
+
+    def transfer_ownership(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        to: str,
+        reason: str,
+        customer_told: bool,
+        at: datetime | None = None,
+    ) -> Complaint:
+        return self._run(
+            c.TransferOwnership,
+            complaint_id,
+            by=by,
+            at=at,
+            to=to,
+            reason=reason,
+            customer_told=customer_told,
+        )
+
+    def add_note(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        text: str,
+        at: datetime | None = None,
+    ) -> Complaint:
+        return self._run(c.AddNote, complaint_id, by=by, at=at, text=text)
+
+    def offer_gesture(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        description: str,
+        value: Decimal | str | int | None = None,
+        currency: str | None = None,
+        at: datetime | None = None,
+    ) -> Complaint:
+        """Offer something extra: a concession, a discount, a refund of fees."""
+        return self._run(
+            c.OfferGesture,
+            complaint_id,
+            by=by,
+            at=at,
+            description=description,
+            value=value,
+            currency=currency,
+        )
+
+    # ------------------------------------------------------------- queries
+
+    def get(self, complaint_id: UUID | str, *, version: int | None = None) -> Complaint:
+        """The complaint as it stands, or as it stood after `version` events."""
+        complaint_uuid = _complaint_uuid(complaint_id, "get")
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, int) or version < 1
+        ):
+            raise InvalidCommand.single("get", "version", "must be a whole number >= 1")
+        state = self._load(complaint_uuid, version)
+        if state is None:
+            raise ComplaintNotFound(complaint_uuid)
+        if version is not None and state.version < version:
+            raise ComplaintNotFound(
+                complaint_uuid, f"at version {version} (its latest is {state.version})"
+            )
+        return state
+
+    def history(self, complaint_id: UUID | str) -> CaseHistory:
+        """Every event of the complaint, in order, with the stages it moved between."""
+        complaint_uuid = _complaint_uuid(complaint_id, "history")
+        history = history_of(complaint_uuid, self.events(complaint_uuid))
+        if not history.records:
+            raise ComplaintNotFound(complaint_uuid)
+        return history
+
+    def events(self, complaint_id: UUID) -> list[ComplaintEvent]:
+        """The stored events of one complaint, oldest first (empty if none)."""
+        with _store_errors(self.store_url):
+            return [
+                _as_complaint_event(event)
+                for event in self._app.events.get(complaint_id)
+            ]
+
+    # ----------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        self._app.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ComplaintDesk({self.store_url!r})"
+
+    # ------------------------------------------------------------ internals
+
+    def _run(
+        self,
+        command_type: type[c.Command],
+        complaint_id: UUID | str,
+        **arguments: Any,
+    ) -> Complaint:
+        command = self._parse(
+            command_type, _complaint_uuid(complaint_id, command_type.name), **arguments
+        )
+        state = self._execute(command)
+        assert state is not None
+        return state
+
+    def _parse(
+        self, command_type: type[TCommand], complaint_id: UUID, **arguments: Any
+    ) -> TCommand:
+        explicit_at = arguments.get("at")
+        now = self._clock()
+        if explicit_at is None:
+            arguments["at"] = now
+        command = c.parse_command(command_type, complaint_id=complaint_id, **arguments)
+        if explicit_at is not None and command.at > now + self._clock_skew:
+            raise InvalidCommand.single(
+                command_type.name,
+                "at",
+                f"{command.at.isoformat()} is in the future (now is {now.isoformat()})",
+            )
+        return command
+
+    def _execute(self, command: c.Command) -> Complaint | None:
+        """Decide and save, deciding again on fresh state after a lost race."""
+        for _attempt in range(self._max_attempts):
+            state = self._load(command.complaint_id)
+            events = decide(command, state)
+            if not events:
+                return state
+            try:
+                with _store_errors(self.store_url):
+                    self._app.save(*events)
+            except RecordConflictError:
+                continue
+            for event in events:
+                state = evolve(state, event)
+            return state
+        raise ConcurrencyConflict(command.complaint_id, self._max_attempts)
+
+    def _load(self, complaint_id: UUID, version: int | None = None) -> Complaint | None:
+        try:
+            with _store_errors(self.store_url):
+                result: Complaint = self._app.repository.get(
+                    complaint_id, version=version, projector_func=_project
+                )
+        except AggregateNotFoundError:
+            return None
+        return result
+
+
+def _project(state: Complaint | None, events: Iterable[Any]) -> Complaint | None:
+    for event in events:
+        state = evolve(state, _as_complaint_event(event))
+    return state
+
+
+def _as_complaint_event(event: object) -> ComplaintEvent:
+    if not isinstance(event, ComplaintEvent):
+        raise TypeError(f"unexpected event type in the store: {type(event).__name__}")
+    return event
+
+
+def _listed(items: Iterable[str]) -> Any:
+    """A list of the items; anything else goes on as is for pydantic to name.
+
+    A lone string stays a string: iterating it would split it into letters.
+    """
+    if isinstance(items, str):
+        return items
+    try:
+        return list(items)
+    except TypeError:
+        return items
+
+
+def _complaint_uuid(complaint_id: UUID | str, command: str) -> UUID:
+    try:
+        return _UUID.validate_python(complaint_id)
+    except ValidationError:
+        raise InvalidCommand.single(
+            command, "complaint_id", f"{str(complaint_id)[:60]!r} is not a complaint id"
+        ) from None
+
+
+@contextmanager
+def _store_errors(store_url: str) -> Iterator[None]:
+    """Turn the library's database failures into `StoreUnavailable`.
+
+    Conflicts pass through: they are a lost race, which the desk retries.
+    """
+    try:
+        yield
+    except RecordConflictError:
+        raise
+    except (PersistenceError, OSError) as exc:
+        raise StoreUnavailable(
+            f"event store {_redacted(store_url)} failed: {exc}"
+        ) from exc
+
+
+def _redacted(store_url: str) -> str:
+    """The URL without its password, fit for an error message or a log."""
+    head, sep, tail = store_url.partition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return store_url
+    scheme, _, credentials = head.partition("//")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}//{user}:***@{tail}"

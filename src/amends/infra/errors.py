@@ -1,0 +1,13 @@
+"""Errors that come from the world outside the domain: configuration and stores."""
+
+from __future__ import annotations
+
+from amends.domain.errors import AmendsError
+
+
+class ConfigurationError(AmendsError, ValueError):
+    """A setting (such as a store URL) cannot be understood."""
+
+
+class StoreUnavailable(AmendsError):
+    """The event store could not be reached or failed; nothing was recorded."""

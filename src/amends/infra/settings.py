@@ -1,0 +1,92 @@
+"""Store URLs, turned into the eventsourcing library's own settings.
+
+One URL names the whole store (`memory://`, `sqlite:///file.db`,
+`postgresql://user@host:port/db`), so an embedding team configures amends the
+way it configures everything else, and the library's environment variables
+stay an implementation detail.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from amends.infra.errors import ConfigurationError
+
+STORE_URL_VARIABLE = "AMENDS_STORE_URL"
+DEFAULT_STORE_URL = "sqlite:///amends.db"
+
+_POSTGRES_OPTIONS = {
+    "connect_timeout": "POSTGRES_CONNECT_TIMEOUT",
+    "schema": "POSTGRES_SCHEMA",
+    "pool_size": "POSTGRES_POOL_SIZE",
+    "max_overflow": "POSTGRES_MAX_OVERFLOW",
+    "lock_timeout": "POSTGRES_LOCK_TIMEOUT",
+    "pre_ping": "POSTGRES_PRE_PING",
+}
+
+
+def resolve_store_url(store_url: str | None) -> str:
+    """The URL given, else `AMENDS_STORE_URL`, else the embedded SQLite file."""
+    if store_url is not None:
+        return store_url
+    return os.environ.get(STORE_URL_VARIABLE) or DEFAULT_STORE_URL
+
+
+def store_settings(store_url: str) -> dict[str, str]:
+    """The eventsourcing environment for `store_url`, or a `ConfigurationError`."""
+    parts = urlsplit(store_url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    if scheme == "sqlite":
+        # sqlite:///relative.db, sqlite:////absolute/path.db: as SQLAlchemy reads them.
+        path = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
+        if not path or parts.netloc:
+            raise ConfigurationError(
+                f"store URL {store_url!r}: write sqlite:///relative/file.db "
+                "or sqlite:////absolute/file.db"
+            )
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": path,
+            "SQLITE_LOCK_TIMEOUT": "10",
+        }
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        return _postgres_settings(store_url, parts.query)
+    raise ConfigurationError(
+        f"store URL {store_url!r}: the scheme must be memory, sqlite or postgresql"
+    )
+
+
+def _postgres_settings(store_url: str, query: str) -> dict[str, str]:
+    parts = urlsplit(store_url)
+    dbname = unquote(parts.path.lstrip("/"))
+    if not parts.hostname or not dbname:
+        raise ConfigurationError(
+            f"store URL {store_url!r}: write postgresql://user@host:port/dbname"
+        )
+    try:
+        port = parts.port or 5432
+    except ValueError as exc:
+        raise ConfigurationError(f"store URL {store_url!r}: {exc}") from None
+    settings = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": dbname,
+        "POSTGRES_HOST": parts.hostname,
+        "POSTGRES_PORT": str(port),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_POOL_SIZE": "5",
+        "POSTGRES_MAX_OVERFLOW": "5",
+    }
+    for name, values in parse_qs(query).items():
+        key = _POSTGRES_OPTIONS.get(name)
+        if key is None:
+            known = ", ".join(sorted(_POSTGRES_OPTIONS))
+            raise ConfigurationError(
+                f"store URL {store_url!r}: unknown option {name!r} (known: {known})"
+            )
+        settings[key] = values[-1]
+    return settings
