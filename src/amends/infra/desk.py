@@ -101,9 +101,7 @@ class ComplaintDesk:
         With `external_ref` the id is derived from the reference, and receiving
         the same reference again returns the same id and records nothing.
         """
-        command = self._parse(
-            c.Receive,
-            uuid4(),
+        return self._receive(
             by=by,
             at=at,
             customer=customer,
@@ -114,6 +112,9 @@ class ComplaintDesk:
             expectation=expectation,
             external_ref=external_ref,
         )
+
+    def _receive(self, **arguments: Any) -> UUID:
+        command = self._parse(c.Receive, uuid4(), **arguments)
         if command.external_ref is not None:
             command = command.model_copy(
                 update={
@@ -301,6 +302,31 @@ class ComplaintDesk:
             currency=currency,
         )
 
+    def execute(
+        self, command: str, complaint_id: UUID | str | None = None, /, **arguments: Any
+    ) -> Complaint:
+        """Run a command named at run time, as importers and the command line do.
+
+        Unlike the typed methods, which Python itself guards, this takes any
+        keyword arguments and refuses an unknown one with `InvalidCommand`.
+        Returns the complaint's view, also for `receive`.
+        """
+        command_type = c.COMMAND_TYPES.get(command)
+        if command_type is None:
+            known = ", ".join(sorted(c.COMMAND_TYPES))
+            raise InvalidCommand.single(
+                "execute", "command", f"{command[:60]!r} is not one of {known}"
+            )
+        if command_type is c.Receive:
+            if complaint_id is not None:
+                raise InvalidCommand.single(
+                    command, "complaint_id", "receive makes a new id; pass none"
+                )
+            return self.get(self._receive(**arguments))
+        if complaint_id is None:
+            raise InvalidCommand.single(command, "complaint_id", "is required")
+        return self._run(command_type, complaint_id, **arguments)
+
     # ------------------------------------------------------------- queries
 
     def get(self, complaint_id: UUID | str, *, version: int | None = None) -> Complaint:
@@ -334,6 +360,15 @@ class ComplaintDesk:
                 _as_complaint_event(event)
                 for event in self._app.events.get(complaint_id)
             ]
+
+    def last_position(self) -> int:
+        """The position of the newest event in the whole store (0 when empty).
+
+        Positions only grow, so comparing two readings tells whether anything
+        at all was recorded in between.
+        """
+        with _store_errors(self.store_url):
+            return self._app.recorder.max_notification_id() or 0
 
     # ----------------------------------------------------------- lifecycle
 

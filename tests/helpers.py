@@ -1,0 +1,84 @@
+"""Small builders shared by the desk tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from amends import ComplaintDesk, Stage
+
+FAR_FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
+
+RECEIVE: dict[str, Any] = {
+    "by": "ana",
+    "customer": "Jo Smith",
+    "summary": "Charged twice for March",
+    "channel": "phone",
+    "category": "billing",
+    "severity": "high",
+    "expectation": "Refund of the duplicate charge",
+}
+
+
+def walk_to(
+    desk: ComplaintDesk, stage: Stage, complaint_id: UUID | None = None
+) -> UUID:
+    """Receive a complaint (unless given) and move it forward until `stage`."""
+    if complaint_id is None:
+        complaint_id = desk.receive(**RECEIVE)
+    while (current := desk.get(complaint_id).stage) is not stage:
+        step_forward(desk, complaint_id, current)
+    return complaint_id
+
+
+def step_forward(desk: ComplaintDesk, complaint_id: UUID, stage: Stage) -> None:
+    owner = desk.get(complaint_id).owner
+    if stage is Stage.RECEIVED:
+        desk.acknowledge(complaint_id, by=owner, paraphrase="You were billed twice.")
+    elif stage is Stage.ACKNOWLEDGED:
+        desk.apologize(complaint_id, by=owner, apology="I am sorry.")
+    elif stage is Stage.APOLOGIZED:
+        at = desk.get(complaint_id).last_event_at
+        desk.commit_plan(
+            complaint_id, by=owner, steps=["Refund"], due=at + timedelta(days=1)
+        )
+    elif stage in (Stage.PLAN_COMMITTED,):
+        desk.post_update(complaint_id, by=owner, note="Refund requested.")
+    elif stage is Stage.UPDATING:
+        desk.resolve(
+            complaint_id, by=owner, resolution="Refunded", explanation="Retry bug."
+        )
+    elif stage is Stage.RESOLVED:
+        desk.confirm_satisfaction(complaint_id, by=owner, satisfied=True)
+    elif stage is Stage.SATISFACTION_CONFIRMED:
+        desk.log_prevention(
+            complaint_id,
+            by=owner,
+            root_cause="Retries",
+            preventive_action="Idempotency keys",
+            informed=["payments"],
+        )
+    else:
+        raise AssertionError(f"no step forward from {stage}")
+
+
+def valid_arguments(command: str, owner: str) -> dict[str, Any]:
+    """Arguments that are valid on their own, for any command but receive."""
+    other = "zed" if owner != "zed" else "yan"
+    return {
+        "acknowledge": {"paraphrase": "You were billed twice."},
+        "apologize": {"apology": "Sorry."},
+        "commit_plan": {"steps": ["Refund"], "due": FAR_FUTURE},
+        "post_update": {"note": "Working on it."},
+        "resolve": {"resolution": "Refunded", "explanation": "Bug."},
+        "confirm_satisfaction": {"satisfied": True},
+        "log_prevention": {
+            "root_cause": "Bug",
+            "preventive_action": "Fix",
+            "informed": ["team"],
+        },
+        "transfer_ownership": {"to": other, "reason": "Leave", "customer_told": False},
+        "add_note": {"text": "Called back."},
+        "offer_gesture": {"description": "Voucher"},
+    }[command] | {"by": owner}

@@ -1,0 +1,272 @@
+"""ComplaintDesk on every store: memory, SQLite file, PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from conftest import FixedClock
+from helpers import RECEIVE, valid_arguments, walk_to
+from spec import ALL_COMMANDS, ALLOWED, ORDER
+
+import amends.infra.desk as desk_module
+from amends import (
+    AmendsError,
+    ComplaintDesk,
+    ComplaintNotFound,
+    ConcurrencyConflict,
+    InvalidCommand,
+    InvalidTransition,
+    Stage,
+)
+
+MakeDesk = Callable[..., ComplaintDesk]
+
+
+def stored(desk: ComplaintDesk, complaint_id: Any) -> list[Any]:
+    return desk.events(complaint_id)
+
+
+def test_a_complaint_walks_all_eight_stages(desk: ComplaintDesk) -> None:
+    complaint_id = walk_to(desk, Stage.PREVENTION_LOGGED)
+    complaint = desk.get(complaint_id)
+    assert complaint.stage is Stage.PREVENTION_LOGGED
+    assert [r.stage for r in complaint.first_reached] == list(ORDER)
+    assert complaint.version == 8
+    assert desk.history(complaint_id).stages == ORDER
+
+
+def test_a_new_desk_on_the_same_store_reads_the_same_complaint(
+    make_shared_desk: MakeDesk,
+) -> None:
+    first = make_shared_desk()
+    complaint_id = walk_to(first, Stage.PREVENTION_LOGGED)
+    before = first.get(complaint_id)
+    first.close()
+    again = make_shared_desk().get(complaint_id)
+    assert (again.stage, again.owner, again.version) == (
+        before.stage,
+        before.owner,
+        before.version,
+    )
+    assert again == before
+
+
+@pytest.mark.parametrize("stage", ORDER)
+def test_every_refused_command_raises_and_records_nothing(
+    desk: ComplaintDesk, stage: Stage
+) -> None:
+    complaint_id = walk_to(desk, stage)
+    owner = desk.get(complaint_id).owner
+    refused = sorted(ALL_COMMANDS - ALLOWED[stage])
+    assert refused, "every stage refuses something"
+    for command in refused:
+        before = stored(desk, complaint_id)
+        with pytest.raises(InvalidTransition) as caught:
+            getattr(desk, command)(complaint_id, **valid_arguments(command, owner))
+        assert caught.value.stage == stage
+        assert caught.value.command == command
+        assert stored(desk, complaint_id) == before
+
+
+def test_refusals_record_nothing_anywhere(desk: ComplaintDesk) -> None:
+    complaint_id = desk.receive(**RECEIVE)
+    position = desk.last_position()
+    for attempt in (
+        lambda: desk.acknowledge(complaint_id, by="ana", paraphrase=" "),
+        lambda: desk.resolve(complaint_id, by="ana", resolution="r", explanation="e"),
+        lambda: desk.acknowledge(
+            complaint_id, by="ana", paraphrase="p", at=datetime(2026, 1, 1)
+        ),
+        lambda: desk.receive(**{**RECEIVE, "severity": "apocalyptic"}),
+        lambda: desk.acknowledge("not-an-id", by="ana", paraphrase="p"),
+    ):
+        with pytest.raises(AmendsError):
+            attempt()
+    assert desk.last_position() == position
+
+
+def test_unknown_ids_are_not_found(desk: ComplaintDesk) -> None:
+    unknown = "5f0c5ab1-7c35-4a5e-9d57-1d8b7c0a3c11"
+    with pytest.raises(ComplaintNotFound):
+        desk.get(unknown)
+    with pytest.raises(ComplaintNotFound):
+        desk.acknowledge(unknown, by="ana", paraphrase="p")
+    with pytest.raises(ComplaintNotFound):
+        desk.history(unknown)
+    with pytest.raises(InvalidCommand) as caught:
+        desk.get("nope")
+    assert caught.value.fields == ("complaint_id",)
+
+
+def test_get_as_of_a_version(desk: ComplaintDesk) -> None:
+    complaint_id = walk_to(desk, Stage.RESOLVED)
+    for version, stage in enumerate(ORDER[:6], start=1):
+        assert desk.get(complaint_id, version=version).stage is stage
+    with pytest.raises(ComplaintNotFound, match="latest is 6"):
+        desk.get(complaint_id, version=7)
+    with pytest.raises(InvalidCommand):
+        desk.get(complaint_id, version=0)
+
+
+def test_intake_by_external_reference_is_idempotent(desk: ComplaintDesk) -> None:
+    first = desk.receive(**RECEIVE, external_ref="CRM-123")
+    position = desk.last_position()
+    second = desk.receive(**RECEIVE, external_ref=" CRM-123 ")
+    assert first == second
+    assert desk.last_position() == position
+    assert desk.get(first).external_ref == "CRM-123"
+    other = desk.receive(**RECEIVE, external_ref="CRM-124")
+    assert other != first
+
+
+def test_at_defaults_to_the_injected_clock(
+    desk: ComplaintDesk, clock: FixedClock
+) -> None:
+    complaint_id = desk.receive(**RECEIVE)
+    assert desk.get(complaint_id).received_at == clock.now
+    later = clock.advance(hours=2)
+    assert (
+        desk.acknowledge(complaint_id, by="ana", paraphrase="p").last_event_at == later
+    )
+
+
+def test_history_can_be_backfilled_but_not_written_ahead(
+    desk: ComplaintDesk, clock: FixedClock
+) -> None:
+    backfilled = desk.receive(**RECEIVE, at=clock.now - timedelta(days=30))
+    assert desk.get(backfilled).received_at == clock.now - timedelta(days=30)
+    with pytest.raises(InvalidCommand) as caught:
+        desk.receive(**RECEIVE, at=clock.now + timedelta(days=1))
+    assert caught.value.fields == ("at",)
+    assert "future" in str(caught.value)
+
+
+def test_at_before_the_last_event_is_refused(
+    desk: ComplaintDesk, clock: FixedClock
+) -> None:
+    complaint_id = desk.receive(**RECEIVE)
+    with pytest.raises(InvalidCommand) as caught:
+        desk.acknowledge(
+            complaint_id, by="ana", paraphrase="p", at=clock.now - timedelta(seconds=1)
+        )
+    assert caught.value.fields == ("at",)
+    assert len(stored(desk, complaint_id)) == 1
+
+
+def test_commands_return_the_new_view(desk: ComplaintDesk) -> None:
+    complaint_id = desk.receive(**RECEIVE)
+    view = desk.transfer_ownership(
+        complaint_id, by="ana", to="ben", reason="Specialist", customer_told=True
+    )
+    assert (view.owner, view.version) == ("ben", 2)
+    assert view == desk.get(complaint_id)
+    with pytest.raises(Exception, match="frozen"):
+        view.owner = "eve"  # type: ignore[misc]
+
+
+def test_history_records_actor_command_and_stages(desk: ComplaintDesk) -> None:
+    complaint_id = walk_to(desk, Stage.APOLOGIZED)
+    records = desk.history(complaint_id).records
+    assert [(r.version, r.command, r.stage_before, r.stage_after) for r in records] == [
+        (1, "receive", None, Stage.RECEIVED),
+        (2, "acknowledge", Stage.RECEIVED, Stage.ACKNOWLEDGED),
+        (3, "apologize", Stage.ACKNOWLEDGED, Stage.APOLOGIZED),
+    ]
+    assert records[1].payload == {"paraphrase": "You were billed twice."}
+    lines = desk.history(complaint_id).to_jsonl().splitlines()
+    assert len(lines) == 3
+    assert '"command": "acknowledge"' in lines[1]
+
+
+# ---------------------------------------------------------------- races
+
+
+def race(
+    monkeypatch: pytest.MonkeyPatch, rival: Callable[[], None], times: int = 1
+) -> list[int]:
+    """Let `rival` write after the desk decided but before it saves."""
+    calls = [0]
+    rival_running = [False]
+    real_decide = desk_module.decide
+
+    def decide_then_lose(command: Any, state: Any) -> Any:
+        events = real_decide(command, state)
+        if calls[0] < times and not rival_running[0]:
+            calls[0] += 1
+            rival_running[0] = True
+            try:
+                rival()
+            finally:
+                rival_running[0] = False
+        return events
+
+    monkeypatch.setattr(desk_module, "decide", decide_then_lose)
+    return calls
+
+
+def test_a_lost_race_is_decided_again_and_still_recorded(
+    make_shared_desk: MakeDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk, rival = make_shared_desk(), make_shared_desk()
+    complaint_id = desk.receive(**RECEIVE)
+    race(monkeypatch, lambda: rival.add_note(complaint_id, by="ben", text="rival"))
+    view = desk.add_note(complaint_id, by="ana", text="mine")
+    assert view.version == 3
+    assert [ev.text for ev in desk.events(complaint_id)[1:]] == ["rival", "mine"]  # type: ignore[attr-defined]
+
+
+def test_a_lost_race_that_makes_the_command_invalid_is_refused(
+    make_shared_desk: MakeDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk, rival = make_shared_desk(), make_shared_desk()
+    complaint_id = desk.receive(**RECEIVE)
+    race(
+        monkeypatch,
+        lambda: rival.acknowledge(complaint_id, by="ben", paraphrase="theirs"),
+    )
+    with pytest.raises(InvalidTransition):
+        desk.acknowledge(complaint_id, by="ana", paraphrase="mine")
+    assert len(desk.events(complaint_id)) == 2
+
+
+def test_endless_races_end_in_concurrency_conflict(
+    make_shared_desk: MakeDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk, rival = make_shared_desk(max_attempts=3), make_shared_desk()
+    complaint_id = desk.receive(**RECEIVE)
+    calls = race(
+        monkeypatch,
+        lambda: rival.add_note(complaint_id, by="ben", text="again"),
+        times=99,
+    )
+    with pytest.raises(ConcurrencyConflict) as caught:
+        desk.add_note(complaint_id, by="ana", text="mine")
+    assert calls[0] == 3 == caught.value.attempts
+    assert [ev.text for ev in desk.events(complaint_id)[1:]] == ["again"] * 3  # type: ignore[attr-defined]
+
+
+def test_a_racing_duplicate_intake_returns_the_same_id(
+    make_shared_desk: MakeDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk, rival = make_shared_desk(), make_shared_desk()
+    race(monkeypatch, lambda: rival.receive(**RECEIVE, external_ref="CRM-9"))
+    complaint_id = desk.receive(**RECEIVE, external_ref="CRM-9")
+    assert complaint_id == rival.receive(**RECEIVE, external_ref="CRM-9")
+    assert len(desk.events(complaint_id)) == 1
+
+
+def test_times_from_any_zone_are_stored_in_utc(
+    desk: ComplaintDesk, clock: FixedClock
+) -> None:
+    from datetime import timezone
+
+    tokyo = timezone(timedelta(hours=9))
+    local = (clock.now - timedelta(hours=1)).astimezone(tokyo)
+    complaint_id = desk.receive(**RECEIVE, at=local)
+    received_at = desk.get(complaint_id).received_at
+    assert received_at == local
+    assert received_at.utcoffset() == timedelta(0)
+    assert received_at.tzinfo == UTC

@@ -1,0 +1,391 @@
+"""The pure Decider: validation, guards and replay, with no store at all."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from amends import (
+    HistoryViolation,
+    InvalidCommand,
+    InvalidTransition,
+    Stage,
+)
+from amends.domain import commands as c
+from amends.domain import events as e
+from amends.domain.commands import parse_command
+from amends.domain.complaint import Complaint, decide, evolve, replay
+from amends.domain.errors import ComplaintNotFound
+from amends.domain.values import MAX_LABEL_LENGTH, MAX_NAME_LENGTH, MAX_TEXT_LENGTH
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+CID = UUID("00000000-0000-4000-8000-000000000001")
+
+
+def command(kind: type[c.Command], at: datetime = T0, **fields: Any) -> c.Command:
+    return parse_command(
+        kind, complaint_id=CID, by=fields.pop("by", "ana"), at=at, **fields
+    )
+
+
+def received(at: datetime = T0) -> Complaint:
+    receive = command(
+        c.Receive,
+        at,
+        customer="Jo",
+        summary="Broken kettle",
+        channel="email",
+        category="quality",
+        severity="normal",
+        expectation="A new kettle",
+    )
+    (event,) = decide(receive, None)
+    return evolve(None, event)
+
+
+def run(state: Complaint | None, cmd: c.Command) -> Complaint:
+    for event in decide(cmd, state):
+        state = evolve(state, event)
+    assert state is not None
+    return state
+
+
+def test_receive_makes_the_receiver_the_owner() -> None:
+    state = received()
+    assert (state.stage, state.owner, state.version) == (Stage.RECEIVED, "ana", 1)
+    assert state.reached_at(Stage.RECEIVED) == T0
+
+
+def test_receiving_an_existing_complaint_records_nothing() -> None:
+    state = received()
+    again = command(
+        c.Receive,
+        customer="Jo",
+        summary="x",
+        channel="email",
+        category="quality",
+        severity="low",
+        expectation="x",
+    )
+    assert decide(again, state) == ()
+
+
+def test_commands_for_an_unknown_complaint_are_not_found() -> None:
+    with pytest.raises(ComplaintNotFound):
+        decide(command(c.Acknowledge, paraphrase="x"), None)
+
+
+def test_invalid_transition_names_complaint_stage_command_and_allowed() -> None:
+    with pytest.raises(InvalidTransition) as caught:
+        decide(command(c.Resolve, resolution="r", explanation="e"), received())
+    message = str(caught.value)
+    assert str(CID) in message
+    assert "RECEIVED" in message
+    assert "resolve" in message
+    assert "acknowledge, transfer_ownership, add_note, offer_gesture" in message
+    assert caught.value.allowed == (
+        "acknowledge",
+        "transfer_ownership",
+        "add_note",
+        "offer_gesture",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad_field", "words"),
+    [
+        ({"paraphrase": "   "}, "paraphrase", "must not be blank"),
+        ({}, "paraphrase", "is required"),
+        ({"paraphrase": "x" * (MAX_TEXT_LENGTH + 1)}, "paraphrase", "longer than"),
+        ({"paraphrase": "bell\x07"}, "paraphrase", "control characters"),
+        ({"paraphrase": "ok", "colour": "red"}, "colour", "not an argument"),
+        ({"paraphrase": "ok", "by": " "}, "by", "must not be blank"),
+        ({"paraphrase": "ok", "by": "a" * (MAX_NAME_LENGTH + 1)}, "by", "longer"),
+        ({"paraphrase": "ok", "by": "two\nlines"}, "by", "one line"),
+        ({"paraphrase": 42}, "paraphrase", "string"),
+    ],
+)
+def test_bad_arguments_name_the_field(
+    fields: dict[str, Any], bad_field: str, words: str
+) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        command(c.Acknowledge, **fields)
+    assert bad_field in caught.value.fields
+    assert words in str(caught.value)
+
+
+def test_naive_datetime_is_refused() -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        command(c.Acknowledge, at=datetime(2026, 1, 5, 9, 0), paraphrase="x")
+    assert caught.value.fields == ("at",)
+    assert "timezone-aware" in str(caught.value)
+
+
+def test_times_are_normalised_to_utc() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    cmd = command(
+        c.Acknowledge, at=datetime(2026, 1, 5, 11, 0, tzinfo=plus_two), paraphrase="x"
+    )
+    assert cmd.at == T0
+    assert cmd.at.tzinfo is UTC
+
+
+def test_every_bad_field_is_named_at_once() -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        command(c.TransferOwnership, to="", reason="", customer_told="maybe")
+    assert set(caught.value.fields) == {"to", "reason", "customer_told"}
+
+
+def test_label_limit() -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        command(
+            c.Receive,
+            customer="Jo",
+            summary="s",
+            channel="c" * (MAX_LABEL_LENGTH + 1),
+            category="q",
+            severity="normal",
+            expectation="e",
+        )
+    assert caught.value.fields == ("channel",)
+
+
+def test_unknown_severity_is_refused() -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        command(
+            c.Receive,
+            customer="Jo",
+            summary="s",
+            channel="c",
+            category="q",
+            severity="catastrophic",
+            expectation="e",
+        )
+    assert caught.value.fields == ("severity",)
+
+
+def test_a_command_earlier_than_the_last_event_is_refused() -> None:
+    state = received()
+    with pytest.raises(InvalidCommand) as caught:
+        decide(
+            command(c.Acknowledge, at=T0 - timedelta(seconds=1), paraphrase="x"), state
+        )
+    assert caught.value.fields == ("at",)
+
+
+def test_commands_at_the_same_instant_are_accepted() -> None:
+    state = run(received(), command(c.Acknowledge, paraphrase="x"))
+    assert state.stage is Stage.ACKNOWLEDGED
+
+
+def walk_to_apologized() -> Complaint:
+    state = run(received(), command(c.Acknowledge, paraphrase="x"))
+    return run(state, command(c.Apologize, apology="Sorry"))
+
+
+def test_a_plan_needs_a_step_and_a_due_date_after_now() -> None:
+    state = walk_to_apologized()
+    with pytest.raises(InvalidCommand) as caught:
+        command(c.CommitPlan, steps=[], due=T0 + timedelta(days=1))
+    assert caught.value.fields == ("steps",)
+    with pytest.raises(InvalidCommand) as caught:
+        decide(command(c.CommitPlan, steps=["fix"], due=T0), state)
+    assert caught.value.fields == ("due",)
+    planned = run(
+        state, command(c.CommitPlan, steps=["a", "b"], due=T0 + timedelta(hours=24))
+    )
+    assert planned.plan_steps == ("a", "b")
+    assert planned.due == T0 + timedelta(hours=24)
+
+
+def planned() -> Complaint:
+    return run(
+        walk_to_apologized(),
+        command(c.CommitPlan, steps=["fix"], due=T0 + timedelta(days=1)),
+    )
+
+
+def test_resolving_straight_from_the_plan_is_refused() -> None:
+    with pytest.raises(InvalidTransition):
+        decide(command(c.Resolve, resolution="r", explanation="e"), planned())
+
+
+def test_a_revised_due_date_needs_a_reason_and_a_future_date() -> None:
+    state = planned()
+    with pytest.raises(InvalidCommand) as caught:
+        decide(
+            command(c.PostUpdate, note="n", revised_due=T0 + timedelta(days=3)), state
+        )
+    assert caught.value.fields == ("revision_reason",)
+    with pytest.raises(InvalidCommand) as caught:
+        decide(command(c.PostUpdate, note="n", revision_reason="why"), state)
+    assert caught.value.fields == ("revision_reason",)
+    with pytest.raises(InvalidCommand) as caught:
+        decide(
+            command(c.PostUpdate, note="n", revised_due=T0, revision_reason="r"), state
+        )
+    assert caught.value.fields == ("revised_due",)
+    updated = run(
+        state,
+        command(
+            c.PostUpdate,
+            note="n",
+            revised_due=T0 + timedelta(days=3),
+            revision_reason="parts late",
+        ),
+    )
+    assert (updated.stage, updated.due, updated.due_revisions) == (
+        Stage.UPDATING,
+        T0 + timedelta(days=3),
+        1,
+    )
+
+
+def resolved() -> Complaint:
+    state = run(planned(), command(c.PostUpdate, note="n"))
+    return run(state, command(c.Resolve, resolution="r", explanation="e"))
+
+
+def test_dissatisfaction_needs_a_reason_and_reopens() -> None:
+    state = resolved()
+    with pytest.raises(InvalidCommand) as caught:
+        decide(command(c.ConfirmSatisfaction, satisfied=False), state)
+    assert caught.value.fields == ("reason",)
+    reopened = run(
+        state, command(c.ConfirmSatisfaction, satisfied=False, reason="still broken")
+    )
+    assert (reopened.stage, reopened.reopen_count, reopened.satisfied) == (
+        Stage.UPDATING,
+        1,
+        False,
+    )
+    # The first resolution keeps its date; reaching RESOLVED again does not move it.
+    again = run(reopened, command(c.Resolve, resolution="r2", explanation="e2"))
+    assert again.reached_at(Stage.RESOLVED) == state.reached_at(Stage.RESOLVED)
+
+
+def test_satisfied_must_be_a_real_boolean() -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        command(c.ConfirmSatisfaction, satisfied="yes")
+    assert caught.value.fields == ("satisfied",)
+
+
+def test_prevention_closes_the_case_and_needs_someone_informed() -> None:
+    state = run(resolved(), command(c.ConfirmSatisfaction, satisfied=True))
+    with pytest.raises(InvalidCommand) as caught:
+        command(c.LogPrevention, root_cause="r", preventive_action="p", informed=[])
+    assert caught.value.fields == ("informed",)
+    closed = run(
+        state,
+        command(
+            c.LogPrevention, root_cause="r", preventive_action="p", informed=["qa"]
+        ),
+    )
+    assert closed.is_closed
+    assert closed.allowed_commands == ()
+    with pytest.raises(InvalidTransition) as caught_transition:
+        decide(command(c.AddNote, text="late note"), closed)
+    assert "allowed now: none" in str(caught_transition.value)
+
+
+def test_transfer_changes_owner_and_refuses_the_current_owner() -> None:
+    state = received()
+    with pytest.raises(InvalidCommand) as caught:
+        decide(
+            command(c.TransferOwnership, to="ana", reason="r", customer_told=True),
+            state,
+        )
+    assert caught.value.fields == ("to",)
+    moved = run(
+        state, command(c.TransferOwnership, to="ben", reason="r", customer_told=True)
+    )
+    assert (moved.owner, moved.received_by, moved.handoffs, moved.stage) == (
+        "ben",
+        "ana",
+        1,
+        Stage.RECEIVED,
+    )
+
+
+def test_gesture_value_and_currency_go_together() -> None:
+    state = received()
+    with pytest.raises(InvalidCommand) as caught:
+        decide(command(c.OfferGesture, description="d", value="5"), state)
+    assert caught.value.fields == ("currency",)
+    with pytest.raises(InvalidCommand) as caught:
+        decide(command(c.OfferGesture, description="d", currency="EUR"), state)
+    assert caught.value.fields == ("currency",)
+    with pytest.raises(InvalidCommand) as caught:
+        command(c.OfferGesture, description="d", value="-1", currency="EUR")
+    assert caught.value.fields == ("value",)
+    with pytest.raises(InvalidCommand) as caught:
+        command(c.OfferGesture, description="d", value="1", currency="euro")
+    assert caught.value.fields == ("currency",)
+    offered = run(
+        state, command(c.OfferGesture, description="d", value="5.50", currency="EUR")
+    )
+    assert offered.gestures_offered == 1
+
+
+def history() -> list[e.ComplaintEvent]:
+    state = received()
+    events = [
+        e.Received(
+            originator_id=CID,
+            originator_version=1,
+            timestamp=T0,
+            by="ana",
+            customer=state.customer,
+            summary=state.summary,
+            channel=state.channel,
+            category=state.category,
+            severity=state.severity,
+            expectation=state.expectation,
+        ),
+        e.Acknowledged(
+            originator_id=CID,
+            originator_version=2,
+            timestamp=T0,
+            by="ana",
+            paraphrase="p",
+        ),
+    ]
+    return events
+
+
+def test_replay_of_decided_events_equals_the_decided_state() -> None:
+    state = run(received(), command(c.Acknowledge, paraphrase="p"))
+    assert replay(history()) == state
+
+
+def test_replay_refuses_a_skipped_stage() -> None:
+    events = history()
+    events[1] = e.Apologized(
+        originator_id=CID, originator_version=2, timestamp=T0, by="ana", apology="a"
+    )
+    with pytest.raises(HistoryViolation) as caught:
+        replay(events)
+    assert caught.value.version == 2
+    assert "Apologized is not allowed in RECEIVED" in str(caught.value)
+
+
+def test_replay_refuses_a_gap_in_versions() -> None:
+    events = history()
+    events[1] = events[1].model_copy(update={"originator_version": 3})
+    with pytest.raises(HistoryViolation, match="expected version 2"):
+        replay(events)
+
+
+def test_replay_refuses_time_going_backwards() -> None:
+    events = history()
+    events[1] = events[1].model_copy(update={"timestamp": T0 - timedelta(minutes=1)})
+    with pytest.raises(HistoryViolation, match="time goes backwards"):
+        replay(events)
+
+
+def test_replay_refuses_a_history_that_does_not_start_with_receive() -> None:
+    with pytest.raises(HistoryViolation, match="not yet received"):
+        replay([history()[1].model_copy(update={"originator_version": 1})])
