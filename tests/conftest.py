@@ -40,6 +40,8 @@ def postgres_url() -> Iterator[str]:
     """A store URL in a fresh schema of the test PostgreSQL database."""
     base = os.environ.get(POSTGRES_URL_VARIABLE)
     if not base:
+        if os.environ.get("CI"):
+            pytest.fail(f"{POSTGRES_URL_VARIABLE} must be set in CI")
         pytest.skip(f"{POSTGRES_URL_VARIABLE} is not set: PostgreSQL tests skipped")
     import psycopg
 

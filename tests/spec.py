@@ -5,6 +5,8 @@ the table that allows a skip (say RECEIVED -> APOLOGIZED) fails the suite
 instead of silently flowing into the guards, strategies and docs that read it.
 """
 
+from itertools import pairwise
+
 from amends import Stage
 
 ORDER: tuple[Stage, ...] = (
@@ -43,7 +45,7 @@ def is_legal_move(source: Stage, target: Stage) -> bool:
 def is_legal_walk(stages: list[Stage] | tuple[Stage, ...]) -> bool:
     if not stages or stages[0] is not Stage.RECEIVED:
         return False
-    return all(is_legal_move(a, b) for a, b in zip(stages, stages[1:], strict=False))
+    return all(is_legal_move(a, b) for a, b in pairwise(stages))
 
 
 def first_reached_order(stages: list[Stage] | tuple[Stage, ...]) -> list[Stage]:

@@ -7,9 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import FixedClock
-from helpers import RECEIVE, valid_arguments, walk_to
-from spec import ALL_COMMANDS, ALLOWED, ORDER
 
 import amends.infra.desk as desk_module
 from amends import (
@@ -21,6 +18,10 @@ from amends import (
     InvalidTransition,
     Stage,
 )
+
+from conftest import FixedClock
+from helpers import RECEIVE, valid_arguments, walk_to
+from spec import ALL_COMMANDS, ALLOWED, ORDER
 
 MakeDesk = Callable[..., ComplaintDesk]
 

@@ -332,7 +332,7 @@ def test_gesture_value_and_currency_go_together() -> None:
 
 def history() -> list[e.ComplaintEvent]:
     state = received()
-    events = [
+    return [
         e.Received(
             originator_id=CID,
             originator_version=1,
@@ -353,7 +353,6 @@ def history() -> list[e.ComplaintEvent]:
             paraphrase="p",
         ),
     ]
-    return events
 
 
 def test_replay_of_decided_events_equals_the_decided_state() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from spec import ALL_COMMANDS, ALLOWED, ORDER, is_legal_move
 
 from amends import TRANSITIONS, Stage, allowed_commands
 from amends.domain.lifecycle import command_names, event_type_of, mermaid
 from amends.infra.docs import generated_docs
+
+from spec import ALL_COMMANDS, ALLOWED, ORDER, is_legal_move
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

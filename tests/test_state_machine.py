@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from conftest import NOW, FixedClock
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -21,14 +20,6 @@ from hypothesis.stateful import (
     invariant,
     rule,
     run_state_machine_as_test,
-)
-from spec import (
-    ALL_COMMANDS,
-    ALLOWED,
-    ANYTIME,
-    ORDER,
-    first_reached_order,
-    is_legal_walk,
 )
 
 from amends import (
@@ -39,6 +30,16 @@ from amends import (
     Stage,
 )
 from amends.testing import arguments_for, gaps, people
+
+from conftest import NOW, FixedClock
+from spec import (
+    ALL_COMMANDS,
+    ALLOWED,
+    ANYTIME,
+    ORDER,
+    first_reached_order,
+    is_legal_walk,
+)
 
 COMMANDS = sorted(ALL_COMMANDS)
 
@@ -170,9 +171,7 @@ def _run(store_url: str, examples: int, **extra: Any) -> None:
             **extra,
         ),
     )
-    print(
-        f"complaint states checked in the terminal stage: {LifecycleMachine.closed_seen}"
-    )
+    print(f"closed complaint states checked: {LifecycleMachine.closed_seen}")
     assert LifecycleMachine.closed_seen > 0, "no complaint reached the end"
 
 

@@ -24,7 +24,7 @@ EXIT_STORE = 4
 
 def walkthrough(store_url: str | None) -> int:
     """Receive one complaint, take it through all eight stages, print its history."""
-    start = datetime.now(UTC) - timedelta(days=3)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
 
     def at(hours: float) -> datetime:
         return start + timedelta(hours=hours)

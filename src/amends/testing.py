@@ -17,10 +17,11 @@ by construction and follow any change to the table. Install with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -81,6 +82,7 @@ class Lifecycle:
         return complaint_id
 
 
+@cache
 def texts(max_size: int = 40) -> st.SearchStrategy[str]:
     """Printable, non-blank prose, including non-ASCII letters."""
     return st.text(
@@ -91,7 +93,7 @@ def texts(max_size: int = 40) -> st.SearchStrategy[str]:
 
 
 def people() -> st.SearchStrategy[str]:
-    return st.sampled_from(PEOPLE)
+    return _PEOPLE
 
 
 def gaps(max_hours: int = 72) -> st.SearchStrategy[timedelta]:
@@ -103,9 +105,113 @@ def gaps(max_hours: int = 72) -> st.SearchStrategy[timedelta]:
 
 def later(at: datetime) -> st.SearchStrategy[datetime]:
     """A moment strictly after `at`, within a month."""
-    return st.integers(min_value=60, max_value=30 * 86400).map(
-        lambda s: at + timedelta(seconds=s)
+    return _LATER_SECONDS.map(lambda s: at + timedelta(seconds=s))
+
+
+_PEOPLE = st.sampled_from(PEOPLE)
+_LATER_SECONDS = st.integers(min_value=60, max_value=30 * 86400)
+_Arguments = st.SearchStrategy[dict[str, Any]]
+
+
+def _receive(at: datetime, owner: str) -> _Arguments:
+    return st.fixed_dictionaries(
+        {
+            "customer": texts(30),
+            "summary": texts(),
+            "channel": st.sampled_from(CHANNELS),
+            "category": st.sampled_from(CATEGORIES),
+            "severity": st.sampled_from(list(Severity)),
+            "expectation": texts(),
+        }
     )
+
+
+def _commit_plan(at: datetime, owner: str) -> _Arguments:
+    return st.fixed_dictionaries(
+        {"steps": st.lists(texts(20), min_size=1, max_size=4), "due": later(at)}
+    )
+
+
+def _post_update(at: datetime, owner: str) -> _Arguments:
+    return st.one_of(
+        st.fixed_dictionaries({"note": texts()}),
+        st.fixed_dictionaries(
+            {"note": texts(), "revised_due": later(at), "revision_reason": texts()}
+        ),
+    )
+
+
+def _confirm_satisfaction(at: datetime, owner: str) -> _Arguments:
+    return st.one_of(
+        st.fixed_dictionaries(
+            {"satisfied": st.just(True)}, optional={"reason": texts()}
+        ),
+        st.fixed_dictionaries({"satisfied": st.just(False), "reason": texts()}),
+    )
+
+
+def _log_prevention(at: datetime, owner: str) -> _Arguments:
+    return st.fixed_dictionaries(
+        {
+            "root_cause": texts(),
+            "preventive_action": texts(),
+            "informed": st.lists(people(), min_size=1, max_size=3, unique=True),
+        }
+    )
+
+
+def _transfer_ownership(at: datetime, owner: str) -> _Arguments:
+    return st.fixed_dictionaries(
+        {
+            "to": st.sampled_from([p for p in PEOPLE if p != owner]),
+            "reason": texts(),
+            "customer_told": st.booleans(),
+        }
+    )
+
+
+def _offer_gesture(at: datetime, owner: str) -> _Arguments:
+    return st.one_of(
+        st.fixed_dictionaries({"description": texts()}),
+        st.fixed_dictionaries(
+            {
+                "description": texts(),
+                "value": st.decimals(
+                    min_value=Decimal("0"), max_value=Decimal("500"), places=2
+                ),
+                "currency": st.sampled_from(("EUR", "GBP", "USD", "AUD")),
+            }
+        ),
+    )
+
+
+def _text_field(name: str) -> Callable[[datetime, str], _Arguments]:
+    def arguments(at: datetime, owner: str) -> _Arguments:
+        return st.fixed_dictionaries({name: texts()})
+
+    return arguments
+
+
+def _two_text_fields(first: str, second: str) -> Callable[[datetime, str], _Arguments]:
+    def arguments(at: datetime, owner: str) -> _Arguments:
+        return st.fixed_dictionaries({first: texts(), second: texts()})
+
+    return arguments
+
+
+_ARGUMENTS: dict[str, Callable[[datetime, str], _Arguments]] = {
+    "receive": _receive,
+    "acknowledge": _text_field("paraphrase"),
+    "apologize": _text_field("apology"),
+    "commit_plan": _commit_plan,
+    "post_update": _post_update,
+    "resolve": _two_text_fields("resolution", "explanation"),
+    "confirm_satisfaction": _confirm_satisfaction,
+    "log_prevention": _log_prevention,
+    "transfer_ownership": _transfer_ownership,
+    "add_note": _text_field("text"),
+    "offer_gesture": _offer_gesture,
+}
 
 
 def arguments_for(
@@ -116,73 +222,12 @@ def arguments_for(
     Valid means each field passes its own rules; whether the stage allows the
     command is the table's business, not this strategy's.
     """
-    others = [p for p in PEOPLE if p != owner]
-    builders: dict[str, st.SearchStrategy[dict[str, Any]]] = {
-        "receive": st.fixed_dictionaries(
-            {
-                "customer": texts(30),
-                "summary": texts(),
-                "channel": st.sampled_from(CHANNELS),
-                "category": st.sampled_from(CATEGORIES),
-                "severity": st.sampled_from(list(Severity)),
-                "expectation": texts(),
-            }
-        ),
-        "acknowledge": st.fixed_dictionaries({"paraphrase": texts()}),
-        "apologize": st.fixed_dictionaries({"apology": texts()}),
-        "commit_plan": st.fixed_dictionaries(
-            {"steps": st.lists(texts(20), min_size=1, max_size=4), "due": later(at)}
-        ),
-        "post_update": st.one_of(
-            st.fixed_dictionaries({"note": texts()}),
-            st.fixed_dictionaries(
-                {"note": texts(), "revised_due": later(at), "revision_reason": texts()}
-            ),
-        ),
-        "resolve": st.fixed_dictionaries(
-            {"resolution": texts(), "explanation": texts()}
-        ),
-        "confirm_satisfaction": st.one_of(
-            st.fixed_dictionaries(
-                {"satisfied": st.just(True)},
-                optional={"reason": texts()},
-            ),
-            st.fixed_dictionaries({"satisfied": st.just(False), "reason": texts()}),
-        ),
-        "log_prevention": st.fixed_dictionaries(
-            {
-                "root_cause": texts(),
-                "preventive_action": texts(),
-                "informed": st.lists(people(), min_size=1, max_size=3, unique=True),
-            }
-        ),
-        "transfer_ownership": st.fixed_dictionaries(
-            {
-                "to": st.sampled_from(others),
-                "reason": texts(),
-                "customer_told": st.booleans(),
-            }
-        ),
-        "add_note": st.fixed_dictionaries({"text": texts()}),
-        "offer_gesture": st.one_of(
-            st.fixed_dictionaries({"description": texts()}),
-            st.fixed_dictionaries(
-                {
-                    "description": texts(),
-                    "value": st.decimals(
-                        min_value=Decimal("0"), max_value=Decimal("500"), places=2
-                    ),
-                    "currency": st.sampled_from(("EUR", "GBP", "USD", "AUD")),
-                }
-            ),
-        ),
-    }
-    missing = set(command_names()) - set(builders)
+    missing = set(command_names()) - set(_ARGUMENTS)
     if missing:  # a command was added to the table without a strategy
         raise LookupError(f"no argument strategy for {sorted(missing)}")
-    if command not in builders:
+    if command not in _ARGUMENTS:
         raise LookupError(f"{command!r} is not a command of the transition table")
-    return builders[command]
+    return _ARGUMENTS[command](at, owner)
 
 
 @st.composite
@@ -213,6 +258,7 @@ def lifecycles(
     receive = {"by": by, "at": at, **draw(arguments_for("receive", at=at))}
     state = _advance(None, complaint_id, "receive", receive)
     steps = [Step("receive", receive)]
+    stages = [state.stage]
     budget = draw(st.integers(min_value=1, max_value=max_steps))
     while not is_terminal(state.stage):
         finishing = len(steps) >= budget
@@ -231,12 +277,11 @@ def lifecycles(
             arguments = {"satisfied": True}  # a reopen would walk backwards
         arguments = {"by": draw(people()), "at": at, **arguments}
         state = _advance(state, complaint_id, command, arguments)
-        steps.append(Step(command, arguments))
         if complete is False and is_terminal(state.stage):
-            # Undo: an incomplete lifecycle stops one short of the end.
-            steps.pop()
-            break
-    return Lifecycle(tuple(steps), _walk(complaint_id, steps))
+            break  # an incomplete lifecycle stops one short of the end
+        steps.append(Step(command, arguments))
+        stages.append(state.stage)
+    return Lifecycle(tuple(steps), tuple(stages))
 
 
 def _forward_commands(stage: Stage) -> tuple[str, ...]:
@@ -261,15 +306,6 @@ def _advance(
         state = evolve(state, event)
     assert state is not None
     return state
-
-
-def _walk(complaint_id: UUID, steps: Sequence[Step]) -> tuple[Stage, ...]:
-    state: Complaint | None = None
-    stages = []
-    for step in steps:
-        state = _advance(state, complaint_id, step.command, step.arguments)
-        stages.append(state.stage)
-    return tuple(stages)
 
 
 @st.composite

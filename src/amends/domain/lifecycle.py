@@ -34,6 +34,10 @@ class Transition:
     def command_name(self) -> str:
         return self.command.name
 
+    def __str__(self) -> str:
+        source = self.source if self.source is not None else "(new)"
+        return f"{self.command_name}: {source} -> {self.target} ({self.event.__name__})"
+
     @property
     def changes_stage(self) -> bool:
         return self.source is not self.target

@@ -1,0 +1,37 @@
+"""The README's Python examples run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def test_readme_has_the_examples() -> None:
+    assert len(python_blocks()) >= 2
+
+
+def test_embedding_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    exec(compile(python_blocks()[0], "README embedding example", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "resolve is not allowed there; allowed now: post_update" in printed
+    assert "acknowledge" in printed
+    assert (tmp_path / "complaints.db").exists()
+
+
+def test_property_test_example_runs() -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(python_blocks()[1], "README property example", "exec"), namespace)
+    tests = [v for k, v in namespace.items() if k.startswith("test_")]
+    assert len(tests) == 1
+    tests[0]()  # type: ignore[operator]

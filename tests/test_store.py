@@ -1,0 +1,213 @@
+"""Store URLs, the stored form of events, and store failures."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from amends import (
+    ComplaintDesk,
+    ConfigurationError,
+    HistoryViolation,
+    Stage,
+    StoreUnavailable,
+)
+from amends.infra.settings import DEFAULT_STORE_URL, resolve_store_url, store_settings
+
+from helpers import RECEIVE, walk_to
+
+
+def test_memory_url() -> None:
+    assert store_settings("memory://") == {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///amends.db", "amends.db"),
+        ("sqlite:////var/lib/a.db", "/var/lib/a.db"),
+    ],
+)
+def test_sqlite_urls(url: str, path: str) -> None:
+    settings = store_settings(url)
+    assert settings["PERSISTENCE_MODULE"] == "eventsourcing.sqlite"
+    assert settings["SQLITE_DBNAME"] == path
+
+
+def test_postgres_url_with_options() -> None:
+    settings = store_settings(
+        "postgresql://alice:s%40cret@db.example:6543/complaints?schema=cs&connect_timeout=2"
+    )
+    assert settings["POSTGRES_HOST"] == "db.example"
+    assert settings["POSTGRES_PORT"] == "6543"
+    assert settings["POSTGRES_USER"] == "alice"
+    assert settings["POSTGRES_PASSWORD"] == "s@cret"
+    assert settings["POSTGRES_DBNAME"] == "complaints"
+    assert settings["POSTGRES_SCHEMA"] == "cs"
+    assert settings["POSTGRES_CONNECT_TIMEOUT"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("mysql://root@localhost/x", "scheme"),
+        ("sqlite://", "sqlite:///"),
+        ("postgresql://localhost", "dbname"),
+        ("postgresql://localhost/db?colour=red", "unknown option 'colour'"),
+        ("postgresql://localhost:notaport/db", "port"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong(url: str, words: str) -> None:
+    with pytest.raises(ConfigurationError, match=words):
+        store_settings(url)
+
+
+def test_store_url_comes_from_argument_then_environment_then_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AMENDS_STORE_URL", raising=False)
+    assert resolve_store_url(None) == DEFAULT_STORE_URL == "sqlite:///amends.db"
+    monkeypatch.setenv("AMENDS_STORE_URL", "memory://")
+    assert resolve_store_url(None) == "memory://"
+    assert resolve_store_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_library_environment_variables_cannot_redirect_the_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PERSISTENCE_MODULE", "eventsourcing.popo")
+    path = tmp_path / "here.db"
+    with ComplaintDesk(f"sqlite:///{path}") as desk:
+        desk.receive(**RECEIVE)
+    assert path.exists()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM stored_events").fetchone() == (1,)
+
+
+def test_events_are_stored_as_json_under_stable_topics(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with ComplaintDesk(f"sqlite:///{path}") as desk:
+        complaint_id = walk_to(desk, Stage.ACKNOWLEDGED)
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT originator_version, topic, state FROM stored_events "
+            "ORDER BY originator_version"
+        ).fetchall()
+    assert [(v, t) for v, t, _ in rows] == [
+        (1, "amends.complaint.Received"),
+        (2, "amends.complaint.Acknowledged"),
+    ]
+    payload = json.loads(rows[0][2])
+    assert payload["customer"] == "Jo Smith"
+    assert payload["severity"] == "high"
+    assert "originator_id" not in payload
+    assert str(complaint_id).replace("-", "") not in rows[0][2].decode()
+
+
+def test_a_payload_edited_into_nonsense_is_a_named_history_violation(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    with ComplaintDesk(f"sqlite:///{path}") as desk:
+        complaint_id = walk_to(desk, Stage.ACKNOWLEDGED)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE stored_events SET state = ? WHERE originator_version = 2",
+            (json.dumps({"paraphrase": ""}).encode(),),
+        )
+    with (
+        ComplaintDesk(f"sqlite:///{path}") as desk,
+        pytest.raises(HistoryViolation) as caught,
+    ):
+        desk.get(complaint_id)
+    assert caught.value.version == 2
+    assert "paraphrase" in str(caught.value)
+
+
+def test_a_skip_written_into_the_store_is_refused_on_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with ComplaintDesk(f"sqlite:///{path}") as desk:
+        complaint_id = walk_to(desk, Stage.ACKNOWLEDGED)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE stored_events SET topic = 'amends.complaint.Apologized', state = ? "
+            "WHERE originator_version = 2",
+            (
+                json.dumps(
+                    {
+                        "apology": "sorry",
+                        "by": "ana",
+                        "timestamp": "2026-03-02T09:00:00Z",
+                    }
+                ).encode(),
+            ),
+        )
+    with (
+        ComplaintDesk(f"sqlite:///{path}") as desk,
+        pytest.raises(HistoryViolation, match="Apologized is not allowed in RECEIVED"),
+    ):
+        desk.get(complaint_id)
+
+
+def test_an_unreachable_postgres_is_store_unavailable_quickly() -> None:
+    url = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=2"
+    with pytest.raises(StoreUnavailable) as caught:
+        ComplaintDesk(url)
+    assert "127.0.0.1:1" in str(caught.value)
+
+
+def test_an_unwritable_sqlite_path_is_store_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable):
+        ComplaintDesk(f"sqlite:///{tmp_path}/missing/dir/a.db")
+
+
+def test_passwords_never_reach_error_messages() -> None:
+    url = "postgresql://postgres:hunter2@127.0.0.1:1/test?connect_timeout=1"
+    with pytest.raises(StoreUnavailable) as caught:
+        ComplaintDesk(url)
+    assert "hunter2" not in str(caught.value)
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "amends", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_main_job_walks_a_complaint_and_reads_it_back(tmp_path: Path) -> None:
+    result = run_cli("--store", f"sqlite:///{tmp_path / 'demo.db'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for command in ("receive", "acknowledge", "log_prevention"):
+        assert command in result.stdout
+    assert "stage PREVENTION_LOGGED, owner ben, version 10" in result.stdout
+
+
+def test_main_job_defaults_to_amends_db_in_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    result = run_cli(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "amends.db").exists()
+
+
+def test_command_line_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    result = run_cli("--store", "mysql://nope", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "scheme" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli(
+        "--store", "postgresql://postgres@127.0.0.1:1/x?connect_timeout=1", cwd=tmp_path
+    )
+    assert result.returncode == 4
+    assert "Traceback" not in result.stderr
