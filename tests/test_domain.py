@@ -332,27 +332,27 @@ def test_gesture_value_and_currency_go_together() -> None:
 
 def history() -> list[e.ComplaintEvent]:
     state = received()
-    return [
-        e.Received(
-            originator_id=CID,
-            originator_version=1,
-            timestamp=T0,
-            by="ana",
-            customer=state.customer,
-            summary=state.summary,
-            channel=state.channel,
-            category=state.category,
-            severity=state.severity,
-            expectation=state.expectation,
-        ),
-        e.Acknowledged(
-            originator_id=CID,
-            originator_version=2,
-            timestamp=T0,
-            by="ana",
-            paraphrase="p",
-        ),
-    ]
+    first = e.Received(
+        originator_id=CID,
+        originator_version=1,
+        timestamp=T0,
+        by="ana",
+        customer=state.customer,
+        summary=state.summary,
+        channel=state.channel,
+        category=state.category,
+        severity=state.severity,
+        expectation=state.expectation,
+    )
+    second = e.Acknowledged(
+        originator_id=CID,
+        originator_version=2,
+        timestamp=T0,
+        by="ana",
+        paraphrase="p",
+        previous_digest=first.digest,
+    )
+    return [first, second]
 
 
 def test_replay_of_decided_events_equals_the_decided_state() -> None:
@@ -388,3 +388,19 @@ def test_replay_refuses_time_going_backwards() -> None:
 def test_replay_refuses_a_history_that_does_not_start_with_receive() -> None:
     with pytest.raises(HistoryViolation, match="not yet received"):
         replay([history()[1].model_copy(update={"originator_version": 1})])
+
+
+def test_replay_refuses_a_broken_digest_chain() -> None:
+    first, second = history()
+    altered = first.model_copy(update={"customer": "Someone Else"})
+    with pytest.raises(HistoryViolation, match="digest chain is broken") as caught:
+        replay([altered, second])
+    assert caught.value.version == 2
+
+
+def test_each_event_chains_to_its_predecessor() -> None:
+    state = run(received(), command(c.Acknowledge, paraphrase="p"))
+    (event,) = decide(command(c.Apologize, apology="sorry"), state)
+    assert event.previous_digest == state.head_digest
+    assert len(state.head_digest) == 64
+    assert evolve(state, event).head_digest == event.digest != state.head_digest

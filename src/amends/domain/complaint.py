@@ -73,6 +73,8 @@ class Complaint(BaseModel):
     gestures_offered: int = 0
     satisfied: bool | None = None
     """The customer's latest answer; None until they were asked."""
+    head_digest: str
+    """SHA-256 of the newest event: the next event records it."""
 
     def reached_at(self, stage: Stage) -> datetime | None:
         """When the complaint first reached `stage`, or None if it never did."""
@@ -126,6 +128,7 @@ def decide(command: c.Command, state: Complaint | None) -> tuple[e.ComplaintEven
         "originator_version": (state.version if state is not None else 0) + 1,
         "timestamp": command.at,
         "by": command.by,
+        "previous_digest": state.head_digest if state is not None else None,
     }
     event_type, fields = _event_for(command, state)
     if transition_for(event_type, source) is None:
@@ -224,6 +227,15 @@ def evolve(state: Complaint | None, event: e.ComplaintEvent) -> Complaint:
         raise HistoryViolation(
             complaint_id, version, f"{event.name} is not allowed in {where}"
         )
+    expected_digest = state.head_digest if state is not None else None
+    if event.previous_digest != expected_digest:
+        raise HistoryViolation(
+            complaint_id,
+            version,
+            "the digest chain is broken: this event records its predecessor as "
+            f"{_short_digest(event.previous_digest)}, but the predecessor digests "
+            f"to {_short_digest(expected_digest)} (an event was altered or removed)",
+        )
     if isinstance(event, e.Received):
         return Complaint(
             id=complaint_id,
@@ -241,6 +253,7 @@ def evolve(state: Complaint | None, event: e.ComplaintEvent) -> Complaint:
             received_at=event.timestamp,
             last_event_at=event.timestamp,
             first_reached=(StageReached(stage=transition.target, at=event.timestamp),),
+            head_digest=event.digest,
         )
     assert state is not None
     if event.timestamp < state.last_event_at:
@@ -254,6 +267,7 @@ def evolve(state: Complaint | None, event: e.ComplaintEvent) -> Complaint:
         "version": version,
         "stage": transition.target,
         "last_event_at": event.timestamp,
+        "head_digest": event.digest,
     }
     if state.reached_at(transition.target) is None:
         changes["first_reached"] = (
@@ -300,6 +314,10 @@ _APPLY: dict[type[e.ComplaintEvent], _Apply] = {
     },
 }
 """What each event changes beyond version, stage and time; absent means nothing."""
+
+
+def _short_digest(digest: str | None) -> str:
+    return "nothing" if digest is None else digest[:12] + "…"
 
 
 def replay(events: Iterable[e.ComplaintEvent]) -> Complaint | None:

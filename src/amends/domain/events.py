@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from amends.domain.digest import stored_digest
 from amends.domain.stages import Severity
 from amends.domain.values import (
     Currency,
@@ -40,6 +41,10 @@ class ComplaintEvent(BaseModel):
     originator_version: int = Field(ge=1)
     timestamp: Instant
     by: Name
+    previous_digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """SHA-256 of the complaint's previous event; None only for version 1."""
+
+    _stored_digest: str | None = PrivateAttr(default=None)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -63,6 +68,41 @@ class ComplaintEvent(BaseModel):
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    def payload(self) -> dict[str, Any]:
+        """The stored JSON body: every field but the id and version columns."""
+        payload = self.model_dump(
+            mode="json", exclude={"originator_id", "originator_version"}
+        )
+        if self.class_version > 1:
+            payload["class_version"] = self.class_version
+        return payload
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of this event as stored (see `amends.domain.digest`)."""
+        if self._stored_digest is not None:
+            return self._stored_digest
+        payload = self.payload()
+        payload.pop("class_version", None)
+        return stored_digest(
+            self.topic,
+            self.class_version,
+            self.originator_id,
+            self.originator_version,
+            payload,
+        )
+
+    def remember_stored_digest(self, digest: str) -> None:
+        """Keep the digest of the stored form this event was upcast from."""
+        self._stored_digest = digest
+
+    def __eq__(self, other: object) -> bool:
+        # Equal events have equal fields; where they were read from is no part.
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.originator_id, self.originator_version))
 
 
 class Received(ComplaintEvent):

@@ -15,7 +15,9 @@ from amends.domain.events import ComplaintEvent
 from amends.domain.lifecycle import transition_for
 from amends.domain.stages import Stage
 
-_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "by"})
+_ENVELOPE = frozenset(
+    {"originator_id", "originator_version", "timestamp", "by", "previous_digest"}
+)
 
 
 class HistoryRecord(BaseModel):
@@ -31,6 +33,8 @@ class HistoryRecord(BaseModel):
     stage_before: Stage | None
     stage_after: Stage
     payload: dict[str, Any]
+    digest: str
+    """SHA-256 of this event as stored; the next event records it."""
 
 
 class CaseHistory(BaseModel):
@@ -94,6 +98,7 @@ def history_of(complaint_id: UUID, events: Iterable[ComplaintEvent]) -> CaseHist
                 stage_before=before,
                 stage_after=state.stage,
                 payload=event.model_dump(mode="json", exclude=set(_ENVELOPE)),
+                digest=event.digest,
             )
         )
     return CaseHistory(complaint_id=complaint_id, records=tuple(records))

@@ -10,39 +10,22 @@ row edited by hand surfaces as a named `HistoryViolation`, not a crash later.
 from __future__ import annotations
 
 import json
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent
 from pydantic import ValidationError
 
+from amends.domain.digest import canonical_json, stored_digest
 from amends.domain.errors import HistoryViolation
 from amends.domain.events import EVENT_TYPES, ComplaintEvent
-
-ENVELOPE_FIELDS = frozenset({"originator_id", "originator_version"})
-
-
-def canonical_json(payload: dict[str, Any]) -> bytes:
-    """One byte string per payload: sorted keys, no spaces, UTF-8."""
-    return json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
-
-
-def event_payload(event: ComplaintEvent) -> dict[str, Any]:
-    """The stored body of `event`: everything but the id and version columns."""
-    payload = event.model_dump(mode="json", exclude=set(ENVELOPE_FIELDS))
-    if event.class_version > 1:
-        payload["class_version"] = event.class_version
-    return payload
 
 
 class PydanticMapper(Mapper[UUID]):
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         if not isinstance(domain_event, ComplaintEvent):
             return super().to_stored_event(domain_event)
-        data = canonical_json(event_payload(domain_event))
+        data = canonical_json(domain_event.payload())
         if self.compressor:
             data = self.compressor.compress(data)
         if self.cipher:
@@ -70,10 +53,15 @@ class PydanticMapper(Mapper[UUID]):
             if not isinstance(payload, dict):
                 raise TypeError("the payload is not a JSON object")
             from_version = payload.pop("class_version", 1)
+            digest = stored_digest(
+                stored_event.topic, from_version, originator_id, version, payload
+            )
             payload = event_type.upcast(payload, from_version)
             payload["originator_id"] = originator_id
             payload["originator_version"] = version
-            return event_type.model_validate(payload)
+            event = event_type.model_validate(payload)
+            event.remember_stored_digest(digest)
+            return event
         except ValidationError as exc:
             fields = ", ".join(
                 ".".join(str(p) for p in err["loc"]) for err in exc.errors()

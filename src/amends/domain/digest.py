@@ -1,0 +1,43 @@
+"""The canonical form of an event and its SHA-256 digest.
+
+Each event records the digest of its predecessor in the same complaint, so a
+complaint's events form a chain: changing, removing or reordering a stored
+event breaks it. The digest is taken over the event *as stored* (its topic,
+schema version, id, version and JSON payload), so upcasting an old event on
+read does not change the digest it was chained with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+from uuid import UUID
+
+
+def canonical_json(payload: dict[str, Any]) -> bytes:
+    """One byte string per payload: sorted keys, no spaces, UTF-8."""
+    return json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+
+
+def stored_digest(
+    topic: str,
+    class_version: int,
+    complaint_id: UUID | str,
+    version: int,
+    payload: dict[str, Any],
+) -> str:
+    """SHA-256 (hex) of an event's canonical form, from its stored parts.
+
+    `payload` is the stored JSON object without `class_version`.
+    """
+    body = {
+        **payload,
+        "topic": topic,
+        "class_version": class_version,
+        "originator_id": str(complaint_id),
+        "originator_version": version,
+    }
+    return hashlib.sha256(canonical_json(body)).hexdigest()
