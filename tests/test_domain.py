@@ -343,6 +343,7 @@ def history() -> list[e.ComplaintEvent]:
         category=state.category,
         severity=state.severity,
         expectation=state.expectation,
+        preferred_contact=state.channel,
     )
     second = e.Acknowledged(
         originator_id=CID,

@@ -5,6 +5,13 @@ Every complaint walks received -> acknowledged -> apologized -> plan committed
 transition table refuses every other move. Start with `ComplaintDesk`.
 """
 
+from amends.domain.audit import (
+    CaseBundle,
+    Finding,
+    Seal,
+    SealEntry,
+    VerificationReport,
+)
 from amends.domain.complaint import Complaint, StageReached
 from amends.domain.errors import (
     AmendsError,
@@ -27,6 +34,7 @@ __all__ = [
     "TERMINAL",
     "TRANSITIONS",
     "AmendsError",
+    "CaseBundle",
     "CaseHistory",
     "Complaint",
     "ComplaintDesk",
@@ -34,15 +42,19 @@ __all__ = [
     "ConcurrencyConflict",
     "ConfigurationError",
     "FieldProblem",
+    "Finding",
     "HistoryRecord",
     "HistoryViolation",
     "InvalidCommand",
     "InvalidTransition",
+    "Seal",
+    "SealEntry",
     "Severity",
     "Stage",
     "StageReached",
     "StoreUnavailable",
     "Transition",
+    "VerificationReport",
     "__version__",
     "allowed_commands",
 ]

@@ -16,6 +16,7 @@ from amends.domain.errors import AmendsError, InvalidCommand
 from amends.infra.desk import ComplaintDesk
 from amends.infra.docs import write_docs
 from amends.infra.errors import ConfigurationError, StoreUnavailable
+from amends.infra.settings import new_cipher_key
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
@@ -119,10 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser(
         "walkthrough", help="walk one complaint through every stage (default)"
     )
+    sub.add_parser("keygen", help="print a new AMENDS_CIPHER_KEY (AES-256, base64)")
     docs = sub.add_parser("docs", help="write docs/lifecycle.md and docs/events/*.json")
     docs.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
     try:
+        if args.command == "keygen":
+            print(new_cipher_key())
+            return 0
         if args.command == "docs":
             for path in write_docs(args.out):
                 print(path)

@@ -56,6 +56,8 @@ class Receive(Command):
     severity: Severity
     expectation: Text
     external_ref: Label | None = None
+    preferred_contact: Label | None = None
+    """How the customer wants to hear back; by default the channel it came in by."""
 
 
 class Acknowledge(Command):

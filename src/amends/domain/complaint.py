@@ -59,6 +59,7 @@ class Complaint(BaseModel):
     severity: Severity
     expectation: str
     external_ref: str | None = None
+    preferred_contact: str
     received_at: datetime
     last_event_at: datetime
     first_reached: tuple[StageReached, ...]
@@ -192,6 +193,8 @@ def _event_for(
             return e.SatisfactionConfirmed, {"comment": command.reason}
         return e.SatisfactionDeclined, {"reason": command.reason}
     fields = command.model_dump(exclude=set(_COMMAND_ONLY))
+    if isinstance(command, c.Receive) and command.preferred_contact is None:
+        fields["preferred_contact"] = command.channel
     if isinstance(command, c.TransferOwnership):
         assert state is not None
         fields = {
@@ -250,6 +253,7 @@ def evolve(state: Complaint | None, event: e.ComplaintEvent) -> Complaint:
             severity=event.severity,
             expectation=event.expectation,
             external_ref=event.external_ref,
+            preferred_contact=event.preferred_contact,
             received_at=event.timestamp,
             last_event_at=event.timestamp,
             first_reached=(StageReached(stage=transition.target, at=event.timestamp),),

@@ -57,12 +57,24 @@ class ComplaintEvent(BaseModel):
 
     @classmethod
     def upcast(cls, state: dict[str, Any], from_version: int) -> dict[str, Any]:
-        """Bring a stored payload of an older `class_version` up to this one."""
-        if from_version != cls.class_version:
+        """Bring a stored payload of an older `class_version` up to this one.
+
+        Each step is a static method `upcast_vN_vM(state) -> state` on the
+        event class, applied in order, so one step is written per schema change.
+        """
+        if not isinstance(from_version, int) or from_version > cls.class_version:
             raise ValueError(
-                f"{cls.topic} has no upcaster from version {from_version} "
-                f"to {cls.class_version}"
+                f"{cls.topic} version {from_version!r} is newer than this code "
+                f"knows ({cls.class_version})"
             )
+        for version in range(from_version, cls.class_version):
+            step = getattr(cls, f"upcast_v{version}_v{version + 1}", None)
+            if step is None:
+                raise ValueError(
+                    f"{cls.topic} has no upcaster from version {version} "
+                    f"to {version + 1}"
+                )
+            state = step(state)
         return state
 
     @property
@@ -106,7 +118,10 @@ class ComplaintEvent(BaseModel):
 
 
 class Received(ComplaintEvent):
+    """Version 2 added `preferred_contact` (version 1 rows read it as `channel`)."""
+
     topic = "amends.complaint.Received"
+    class_version = 2
 
     customer: Name
     summary: Text
@@ -115,6 +130,12 @@ class Received(ComplaintEvent):
     severity: Severity
     expectation: Text
     external_ref: Label | None = None
+    preferred_contact: Label
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> dict[str, Any]:
+        # Until told otherwise, answer on the channel the complaint came in by.
+        return {**state, "preferred_contact": state.get("channel")}
 
 
 class Acknowledged(ComplaintEvent):

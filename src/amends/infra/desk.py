@@ -8,31 +8,45 @@ command that is still valid is not lost and one that no longer fits is refused.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import PersistenceError, RecordConflictError
+from eventsourcing.persistence import PersistenceError, RecordConflictError, StoredEvent
 from pydantic import TypeAdapter, ValidationError
 
 from amends.domain import commands as c
+from amends.domain.audit import (
+    CaseBundle,
+    ChainVerifier,
+    Seal,
+    SealEntry,
+    StoredRecord,
+    VerificationReport,
+)
 from amends.domain.complaint import Complaint, decide, evolve
+from amends.domain.digest import stored_digest
 from amends.domain.errors import (
     ComplaintNotFound,
     ConcurrencyConflict,
+    HistoryViolation,
     InvalidCommand,
 )
 from amends.domain.events import ComplaintEvent
 from amends.domain.history import CaseHistory, history_of
 from amends.domain.stages import Severity
 from amends.infra.errors import StoreUnavailable
-from amends.infra.settings import resolve_store_url, store_settings
-from amends.infra.store import EventStoreApplication
+from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
+from amends.infra.settings import cipher_settings, resolve_store_url, store_settings
+from amends.infra.store import EventStoreApplication, complaint_ids
+
+logger = logging.getLogger("amends")
 
 Clock = Callable[[], datetime]
 
@@ -40,6 +54,7 @@ EXTERNAL_REF_NAMESPACE = uuid5(NAMESPACE_URL, "https://amends.dev/external-ref")
 """Complaint ids for `external_ref` intake are uuid5(this, ref): stable forever."""
 
 DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_SNAPSHOT_EVERY = 100
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
 
 TCommand = TypeVar("TCommand", bound=c.Command)
@@ -60,7 +75,9 @@ class ComplaintDesk:
     `max_attempts` bounds how often a command lost to a concurrent write is
     decided again before `ConcurrencyConflict`. `clock_skew` is how far ahead
     of the clock an explicit `at` may lie (history may be backfilled, not
-    written in advance).
+    written in advance). `cipher_key` (else `AMENDS_CIPHER_KEY`) encrypts
+    every stored payload. Every `snapshot_every` events a snapshot of the
+    complaint is stored, so reading a long history stays fast (0: never).
     """
 
     def __init__(
@@ -70,16 +87,28 @@ class ComplaintDesk:
         clock: Clock = utc_now,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+        cipher_key: str | None = None,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if snapshot_every < 0:
+            raise ValueError("snapshot_every must be 0 (never) or more")
         self.store_url = resolve_store_url(store_url)
         self._clock = clock
         self._max_attempts = max_attempts
         self._clock_skew = clock_skew
-        settings = store_settings(self.store_url)
+        self._snapshot_every = snapshot_every
+        settings = {
+            **store_settings(self.store_url),
+            **cipher_settings(cipher_key),
+            "IS_SNAPSHOTTING_ENABLED": "y",
+        }
         with _store_errors(self.store_url):
             self._app = EventStoreApplication(settings)
+        mapper = self._app.mapper
+        assert isinstance(mapper, PydanticMapper)
+        self._mapper = mapper
 
     # ------------------------------------------------------------ commands
 
@@ -94,6 +123,7 @@ class ComplaintDesk:
         severity: Severity | str,
         expectation: str,
         external_ref: str | None = None,
+        preferred_contact: str | None = None,
         at: datetime | None = None,
     ) -> UUID:
         """Record a new complaint owned by `by`; returns its id.
@@ -111,6 +141,7 @@ class ComplaintDesk:
             severity=severity,
             expectation=expectation,
             external_ref=external_ref,
+            preferred_contact=preferred_contact,
         )
 
     def _receive(self, **arguments: Any) -> UUID:
@@ -329,15 +360,30 @@ class ComplaintDesk:
 
     # ------------------------------------------------------------- queries
 
-    def get(self, complaint_id: UUID | str, *, version: int | None = None) -> Complaint:
-        """The complaint as it stands, or as it stood after `version` events."""
+    def get(
+        self,
+        complaint_id: UUID | str,
+        *,
+        version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> Complaint:
+        """The complaint as it stands, as it stood after `version` events, or
+        as it stood at the moment `as_of` (its events up to that time)."""
         complaint_uuid = _complaint_uuid(complaint_id, "get")
         if version is not None and (
             isinstance(version, bool) or not isinstance(version, int) or version < 1
         ):
             raise InvalidCommand.single("get", "version", "must be a whole number >= 1")
-        state = self._load(complaint_uuid, version)
+        if as_of is not None:
+            if version is not None:
+                raise InvalidCommand.single("get", "as_of", "give version or as_of")
+            as_of = _aware(as_of, "get", "as_of")
+        state = self._load(complaint_uuid, version, as_of)
         if state is None:
+            if as_of is not None and self._load(complaint_uuid) is not None:
+                raise ComplaintNotFound(
+                    complaint_uuid, f"as of {as_of.isoformat()} (received later)"
+                )
             raise ComplaintNotFound(complaint_uuid)
         if version is not None and state.version < version:
             raise ComplaintNotFound(
@@ -360,6 +406,71 @@ class ComplaintDesk:
                 _as_complaint_event(event)
                 for event in self._app.events.get(complaint_id)
             ]
+
+    # --------------------------------------------------------------- audit
+
+    def verify(
+        self, complaint_id: UUID | str | None = None, *, seal: Seal | None = None
+    ) -> VerificationReport:
+        """Replay the stored events and report every break, complaint by complaint.
+
+        Checks each complaint's digest chain, version sequence, transitions and
+        times straight from the stored rows (never from snapshots). With a
+        `seal`, also reports chains cut short or rewritten after it was taken.
+        """
+        only = None if complaint_id is None else _complaint_uuid(complaint_id, "verify")
+        verifier = ChainVerifier(seal, only=only)
+        with _store_errors(self.store_url):
+            for each in [only] if only is not None else self._complaint_ids():
+                for stored in self._app.recorder.select_events(each):
+                    verifier.feed(self._stored_record(stored))
+        report = verifier.report()
+        if only is not None and report.events == 0:
+            raise ComplaintNotFound(only)
+        return report
+
+    def seal(self) -> Seal:
+        """The head (version and digest) of every complaint's chain, sealed."""
+        entries = []
+        with _store_errors(self.store_url):
+            for complaint_id in self._complaint_ids():
+                rows = self._app.recorder.select_events(
+                    complaint_id, desc=True, limit=1
+                )
+                record = self._stored_record(rows[0])
+                if record.payload is None:
+                    raise HistoryViolation(complaint_id, record.version, "unreadable")
+                entries.append(
+                    SealEntry(
+                        complaint_id=complaint_id,
+                        version=record.version,
+                        digest=_record_digest(record),
+                    )
+                )
+        return Seal.create(self._clock(), entries)
+
+    def export_case(
+        self, complaint_id: UUID | str, path: str | Path | None = None
+    ) -> CaseBundle:
+        """A self-contained JSON bundle of one case; written to `path` if given.
+
+        Check it anywhere with `amends.audit.verify_bundle(path)`.
+        """
+        complaint_uuid = _complaint_uuid(complaint_id, "export_case")
+        with _store_errors(self.store_url):
+            records = [
+                self._stored_record(stored)
+                for stored in self._app.recorder.select_events(complaint_uuid)
+            ]
+        if not records:
+            raise ComplaintNotFound(complaint_uuid)
+        try:
+            bundle = CaseBundle.build(complaint_uuid, records, self._clock())
+        except ValueError as exc:
+            raise HistoryViolation(complaint_uuid, len(records), str(exc)) from None
+        if path is not None:
+            Path(path).write_text(bundle.model_dump_json(indent=2), encoding="utf-8")
+        return bundle
 
     def last_position(self) -> int:
         """The position of the newest event in the whole store (0 when empty).
@@ -433,25 +544,86 @@ class ComplaintDesk:
             except RecordConflictError:
                 continue
             for event in events:
+                previous = state.version if state is not None else 0
                 state = evolve(state, event)
+                if self._snapshot_every and (
+                    state.version // self._snapshot_every
+                    > previous // self._snapshot_every
+                ):
+                    self._take_snapshot(state)
             return state
         raise ConcurrencyConflict(command.complaint_id, self._max_attempts)
 
-    def _load(self, complaint_id: UUID, version: int | None = None) -> Complaint | None:
-        try:
-            with _store_errors(self.store_url):
-                result: Complaint = self._app.repository.get(
-                    complaint_id, version=version, projector_func=_project
-                )
-        except AggregateNotFoundError:
+    def _load(
+        self,
+        complaint_id: UUID,
+        version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> Complaint | None:
+        """Replay from the newest usable snapshot (at or before the point asked)."""
+        with _store_errors(self.store_url):
+            snapshot = self._snapshot(complaint_id, version, as_of)
+            state = snapshot.state if snapshot is not None else None
+            events = self._app.events.get(
+                complaint_id,
+                gt=state.version if state is not None else None,
+                lte=version,
+            )
+            for event in events:
+                complaint_event = _as_complaint_event(event)
+                if as_of is not None and complaint_event.timestamp > as_of:
+                    break
+                state = evolve(state, complaint_event)
+        return state
+
+    def _snapshot(
+        self, complaint_id: UUID, version: int | None, as_of: datetime | None
+    ) -> ComplaintSnapshot | None:
+        if self._app.snapshots is None or not self._snapshot_every:
             return None
-        return result
+        snapshots = self._app.snapshots.get(
+            complaint_id, desc=True, lte=version, limit=None if as_of else 1
+        )
+        try:
+            for snapshot in snapshots:
+                if not isinstance(snapshot, ComplaintSnapshot):
+                    return None
+                if as_of is None or snapshot.timestamp <= as_of:
+                    return snapshot
+        except (ValidationError, UnreadableRecord) as exc:
+            # A snapshot of an older Complaint model: replay the events instead.
+            logger.info("ignoring an unreadable snapshot of %s: %s", complaint_id, exc)
+        return None
 
+    def _take_snapshot(self, state: Complaint) -> None:
+        snapshot = ComplaintSnapshot(
+            originator_id=state.id,
+            originator_version=state.version,
+            timestamp=state.last_event_at,
+            state=state,
+        )
+        try:
+            assert self._app.snapshots is not None
+            self._app.snapshots.put([snapshot])
+        except (PersistenceError, OSError) as exc:
+            # The command is recorded; a missing snapshot only costs a longer replay.
+            logger.warning("could not store a snapshot of %s: %s", state.id, exc)
 
-def _project(state: Complaint | None, events: Iterable[Any]) -> Complaint | None:
-    for event in events:
-        state = evolve(state, _as_complaint_event(event))
-    return state
+    def _stored_record(self, stored: StoredEvent) -> StoredRecord:
+        complaint_id = _as_uuid(stored.originator_id)
+        try:
+            payload = self._mapper.decode_payload(stored)
+        except UnreadableRecord as exc:
+            return StoredRecord(
+                complaint_id, stored.originator_version, stored.topic, None, str(exc)
+            )
+        return StoredRecord(
+            complaint_id, stored.originator_version, stored.topic, payload
+        )
+
+    def _complaint_ids(self) -> list[UUID]:
+        """Every complaint id in the store, in id order."""
+        return sorted(complaint_ids(self._app.recorder))
 
 
 def _as_complaint_event(event: object) -> ComplaintEvent:
@@ -471,6 +643,29 @@ def _listed(items: Iterable[str]) -> Any:
         return list(items)
     except TypeError:
         return items
+
+
+def _as_uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+def _record_digest(record: StoredRecord) -> str:
+    assert record.payload is not None
+    body = dict(record.payload)
+    class_version = body.pop("class_version", 1)
+    return stored_digest(
+        record.topic, class_version, record.complaint_id, record.version, body
+    )
+
+
+def _aware(value: datetime, command: str, field: str) -> datetime:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise InvalidCommand.single(
+            command,
+            field,
+            "must be a timezone-aware datetime (a naive one has no zone)",
+        )
+    return value.astimezone(UTC)
 
 
 def _complaint_uuid(complaint_id: UUID | str, command: str) -> UUID:

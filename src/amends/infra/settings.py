@@ -8,12 +8,16 @@ stay an implementation detail.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import secrets
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from amends.infra.errors import ConfigurationError
 
 STORE_URL_VARIABLE = "AMENDS_STORE_URL"
+CIPHER_KEY_VARIABLE = "AMENDS_CIPHER_KEY"
 DEFAULT_STORE_URL = "sqlite:///amends.db"
 
 _POSTGRES_OPTIONS = {
@@ -31,6 +35,31 @@ def resolve_store_url(store_url: str | None) -> str:
     if store_url is not None:
         return store_url
     return os.environ.get(STORE_URL_VARIABLE) or DEFAULT_STORE_URL
+
+
+def cipher_settings(cipher_key: str | None) -> dict[str, str]:
+    """Settings that encrypt every stored payload with AES-GCM, if a key is given.
+
+    The key (from `python -m amends keygen`) is base64 of 16, 24 or 32 bytes.
+    """
+    key = cipher_key if cipher_key is not None else os.environ.get(CIPHER_KEY_VARIABLE)
+    if not key:
+        return {}
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) not in (16, 24, 32):
+        raise ConfigurationError(
+            f"{CIPHER_KEY_VARIABLE} must be base64 of 16, 24 or 32 bytes "
+            "(make one with: python -m amends keygen)"
+        )
+    return {"CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher", "CIPHER_KEY": key}
+
+
+def new_cipher_key() -> str:
+    """A fresh random AES-256 key, base64-encoded."""
+    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 def store_settings(store_url: str) -> dict[str, str]:

@@ -10,8 +10,11 @@ from collections.abc import Mapping
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import Mapper
+from eventsourcing.persistence import ApplicationRecorder, Mapper
+from eventsourcing.postgres import PostgresAggregateRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder
 from eventsourcing.utils import Environment, EnvType
+from psycopg.sql import SQL, Identifier
 
 from amends.infra.mapper import PydanticMapper
 
@@ -38,3 +41,36 @@ class EventStoreApplication(Application[UUID]):
             compressor=self.factory.compressor(),
             cipher=self.factory.cipher(),
         )
+
+
+def complaint_ids(recorder: ApplicationRecorder) -> set[UUID]:
+    """Every originator id in the events table.
+
+    The library's recorders read by id or along the notification log; an audit
+    needs the ids themselves, so SQLite and PostgreSQL are asked directly
+    (an index-only scan), and the in-memory store walks its log.
+    """
+    if isinstance(recorder, SQLiteAggregateRecorder):
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT DISTINCT originator_id FROM {recorder.events_table_name}"
+            )
+            return {_uuid(row["originator_id"]) for row in cursor.fetchall()}
+    if isinstance(recorder, PostgresAggregateRecorder):
+        statement = SQL("SELECT DISTINCT originator_id FROM {schema}.{table}").format(
+            schema=Identifier(recorder.datastore.schema),
+            table=Identifier(recorder.events_table_name),
+        )
+        with recorder.datastore.transaction(commit=False) as pg_cursor:
+            pg_cursor.execute(statement)
+            return {_uuid(row["originator_id"]) for row in pg_cursor.fetchall()}
+    ids: set[UUID] = set()
+    start = 1
+    while batch := recorder.select_notifications(start, 1_000):
+        ids.update(_uuid(n.originator_id) for n in batch)
+        start = batch[-1].id + 1
+    return ids
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)

@@ -1,0 +1,480 @@
+"""Verifying stored histories: the digest chain, the lifecycle, time, seals.
+
+Pure functions over stored records (id, version, topic, raw JSON payload), so
+the same checks run against a live store (`ComplaintDesk.verify`) and against
+an exported case bundle with no database at all (`amends.audit`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from amends.domain.digest import canonical_json, stored_digest
+from amends.domain.events import EVENT_TYPES, ComplaintEvent
+from amends.domain.lifecycle import TRANSITIONS, transition_for
+from amends.domain.stages import Stage
+
+FindingKind = Literal[
+    "unreadable", "missing", "altered", "transition", "time", "sealed", "seal"
+]
+
+
+class Finding(BaseModel):
+    """One break in the record, located by complaint and version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    complaint_id: UUID | None
+    version: int | None
+    kind: FindingKind
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"complaint {self.complaint_id}" if self.complaint_id else "seal"
+        if self.version is not None:
+            where += f" version {self.version}"
+        return f"{where}: {self.kind}: {self.detail}"
+
+
+class VerificationReport(BaseModel):
+    """What was checked and every break found; `ok` when there is none."""
+
+    model_config = ConfigDict(frozen=True)
+
+    complaints: int
+    events: int
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_text(self) -> str:
+        head = f"verified {self.events} events of {self.complaints} complaints: " + (
+            "clean" if self.ok else f"{len(self.findings)} findings"
+        )
+        return "\n".join([head, *(f"  {f}" for f in self.findings)]) + "\n"
+
+
+class SealEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    complaint_id: UUID
+    version: int
+    digest: str
+
+
+SEAL_FORMAT = "amends.seal/1"
+
+
+class Seal(BaseModel):
+    """The head of every complaint's chain at one moment, with its own digest.
+
+    An auditor keeps the seal outside the store; `verify(seal=...)` then also
+    finds events removed or rewritten at the end of a chain after it was taken.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    format: Literal["amends.seal/1"] = "amends.seal/1"
+    sealed_at: datetime
+    complaints: tuple[SealEntry, ...]
+    digest: str
+
+    @classmethod
+    def create(cls, sealed_at: datetime, entries: Iterable[SealEntry]) -> Seal:
+        ordered = tuple(sorted(entries, key=lambda e: str(e.complaint_id)))
+        return cls(
+            sealed_at=sealed_at,
+            complaints=ordered,
+            digest=_seal_digest(sealed_at, ordered),
+        )
+
+    @property
+    def is_intact(self) -> bool:
+        """False when the manifest was edited after it was made."""
+        return self.digest == _seal_digest(self.sealed_at, self.complaints)
+
+
+def _seal_digest(sealed_at: datetime, entries: tuple[SealEntry, ...]) -> str:
+    body = {
+        "format": SEAL_FORMAT,
+        "sealed_at": sealed_at.isoformat(),
+        "complaints": [e.model_dump(mode="json") for e in entries],
+    }
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """One stored event as the store holds it, decoded to JSON but no further.
+
+    `payload` is None when the row could not be decoded; `problem` says why.
+    """
+
+    complaint_id: UUID
+    version: int
+    topic: str
+    payload: dict[str, Any] | None
+    problem: str | None = None
+
+
+@dataclass
+class _Chain:
+    version: int = 0
+    digest: str | None = None
+    stage: Stage | None = None
+    last_time: datetime | None = None
+    known: bool = True
+    """False after an unreadable event: the next checks cannot rely on it."""
+    digests: dict[int, str] = field(default_factory=dict)
+
+
+class ChainVerifier:
+    """Checks records fed in version order per complaint; complaints may interleave.
+
+    `check_content` also validates each payload against its event model, which
+    catches a nonsensical edit of a chain's newest event even without a seal.
+    """
+
+    def __init__(
+        self,
+        seal: Seal | None = None,
+        *,
+        check_content: bool = True,
+        only: UUID | None = None,
+    ) -> None:
+        self._seal = seal
+        self._sealed = {
+            e.complaint_id: e
+            for e in (seal.complaints if seal is not None else ())
+            if only is None or e.complaint_id == only
+        }
+        self._check_content = check_content
+        self._chains: dict[UUID, _Chain] = {}
+        self._findings: list[Finding] = []
+        self._events = 0
+
+    def feed(self, record: StoredRecord) -> None:
+        self._events += 1
+        chain = self._chains.setdefault(record.complaint_id, _Chain())
+        expected_version = chain.version + 1
+        report = self._reporter(record)
+        if record.version > expected_version:
+            missing = (
+                f"version {expected_version}"
+                if record.version == expected_version + 1
+                else f"versions {expected_version} to {record.version - 1}"
+            )
+            report("missing", f"{missing} missing before this event", record.version)
+            chain.known = False
+        elif record.version < expected_version:
+            report("missing", f"version {record.version} appears twice or out of order")
+            return
+        chain.version = record.version
+        event_type = EVENT_TYPES.get(record.topic)
+        payload = record.payload
+        if payload is None or event_type is None:
+            problem = record.problem or f"unknown event topic {record.topic!r}"
+            report("unreadable", problem)
+            chain.known, chain.digest = False, None
+            return
+        body = dict(payload)
+        class_version = body.pop("class_version", 1)
+        digest = stored_digest(
+            record.topic, class_version, record.complaint_id, record.version, body
+        )
+        self._check_chain(record, chain, body, report)
+        self._check_transition(record, chain, event_type, report)
+        self._check_time(record, chain, body, report)
+        if self._check_content:
+            self._check_payload(record, event_type, body, class_version, report)
+        chain.digest, chain.known = digest, True
+        if record.complaint_id in self._sealed:
+            chain.digests[record.version] = digest
+
+    def report(self) -> VerificationReport:
+        findings = list(self._findings)
+        if self._seal is not None:
+            findings.extend(self._seal_findings())
+        return VerificationReport(
+            complaints=len(self._chains), events=self._events, findings=tuple(findings)
+        )
+
+    # ------------------------------------------------------------ checks
+
+    def _reporter(self, record: StoredRecord) -> Any:
+        def report(kind: FindingKind, detail: str, version: int | None = None) -> None:
+            self._findings.append(
+                Finding(
+                    complaint_id=record.complaint_id,
+                    version=record.version if version is None else version,
+                    kind=kind,
+                    detail=detail,
+                )
+            )
+
+        return report
+
+    def _check_chain(
+        self, record: StoredRecord, chain: _Chain, body: dict[str, Any], report: Any
+    ) -> None:
+        if not chain.known:
+            return
+        recorded = body.get("previous_digest")
+        if recorded != chain.digest:
+            if record.version == 1:
+                report("altered", "the first event names a predecessor")
+            else:
+                report(
+                    "altered",
+                    f"its stored form no longer matches the digest version "
+                    f"{record.version} recorded for it",
+                    record.version - 1,
+                )
+
+    def _check_transition(
+        self,
+        record: StoredRecord,
+        chain: _Chain,
+        event_type: type[ComplaintEvent],
+        report: Any,
+    ) -> None:
+        transition = transition_for(event_type, chain.stage)
+        if transition is None:
+            if chain.known or chain.stage is not None:
+                where = chain.stage or "a complaint not yet received"
+                report("transition", f"{event_type.__name__} is not allowed in {where}")
+            # Carry on from where this event would lead, to find later breaks.
+            targets = [t.target for t in TRANSITIONS if t.event is event_type]
+            chain.stage = targets[0] if targets else chain.stage
+            return
+        chain.stage = transition.target
+
+    def _check_time(
+        self, record: StoredRecord, chain: _Chain, body: dict[str, Any], report: Any
+    ) -> None:
+        try:
+            at = datetime.fromisoformat(str(body.get("timestamp")))
+        except ValueError:
+            report("unreadable", "the timestamp is not an ISO 8601 time")
+            return
+        if chain.last_time is not None and at < chain.last_time:
+            report(
+                "time",
+                f"time goes backwards: {at.isoformat()} is before "
+                f"{chain.last_time.isoformat()}",
+            )
+        chain.last_time = at
+
+    def _check_payload(
+        self,
+        record: StoredRecord,
+        event_type: type[ComplaintEvent],
+        body: dict[str, Any],
+        class_version: int,
+        report: Any,
+    ) -> None:
+        try:
+            state = event_type.upcast(dict(body), class_version)
+            event_type.model_validate(
+                {
+                    **state,
+                    "originator_id": record.complaint_id,
+                    "originator_version": record.version,
+                }
+            )
+        except ValidationError as exc:
+            fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+            report("unreadable", f"invalid {event_type.__name__} ({fields})")
+        except ValueError as exc:
+            report("unreadable", str(exc))
+
+    def _seal_findings(self) -> list[Finding]:
+        assert self._seal is not None
+        findings = []
+        if not self._seal.is_intact:
+            findings.append(
+                Finding(
+                    complaint_id=None,
+                    version=None,
+                    kind="seal",
+                    detail="the seal's own digest does not match its contents",
+                )
+            )
+        for entry in self._sealed.values():
+            chain = self._chains.get(entry.complaint_id)
+            if chain is None:
+                detail = f"sealed at version {entry.version}, now has no events"
+                findings.append(_sealed(entry, None, detail))
+            elif chain.version < entry.version:
+                detail = (
+                    f"sealed at version {entry.version}, now ends at {chain.version}: "
+                    "events were removed after the seal"
+                )
+                findings.append(_sealed(entry, chain.version, detail))
+            elif chain.digests.get(entry.version) != entry.digest:
+                detail = "the event the seal pinned was changed after the seal"
+                findings.append(_sealed(entry, entry.version, detail))
+        return findings
+
+
+def _sealed(entry: SealEntry, version: int | None, detail: str) -> Finding:
+    return Finding(
+        complaint_id=entry.complaint_id, version=version, kind="sealed", detail=detail
+    )
+
+
+def verify_records(
+    records: Iterable[StoredRecord], seal: Seal | None = None
+) -> VerificationReport:
+    verifier = ChainVerifier(seal)
+    for record in records:
+        verifier.feed(record)
+    return verifier.report()
+
+
+BUNDLE_FORMAT = "amends.case-bundle/1"
+
+
+class BundledEvent(BaseModel):
+    """One event as stored: its payload is the stored JSON object, untouched."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    topic: str
+    class_version: int
+    payload: dict[str, Any]
+    digest: str
+
+
+class CaseBundle(BaseModel):
+    """Everything an auditor needs to check one case with no database.
+
+    The events as stored, each one's digest, the schema versions and JSON
+    Schemas of their types, the head of the chain, and a digest of the whole.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    format: Literal["amends.case-bundle/1"] = "amends.case-bundle/1"
+    complaint_id: UUID
+    exported_at: datetime
+    events: tuple[BundledEvent, ...]
+    schemas: dict[str, dict[str, Any]]
+    head: SealEntry
+    digest: str
+
+    @classmethod
+    def build(
+        cls, complaint_id: UUID, records: Iterable[StoredRecord], exported_at: datetime
+    ) -> CaseBundle:
+        events = []
+        for record in records:
+            if record.payload is None:
+                raise ValueError(
+                    f"complaint {complaint_id} version {record.version} cannot be "
+                    f"read ({record.problem}); verify the store before exporting"
+                )
+            body = dict(record.payload)
+            class_version = body.pop("class_version", 1)
+            events.append(
+                BundledEvent(
+                    version=record.version,
+                    topic=record.topic,
+                    class_version=class_version,
+                    payload=record.payload,
+                    digest=stored_digest(
+                        record.topic, class_version, complaint_id, record.version, body
+                    ),
+                )
+            )
+        if not events:
+            raise ValueError(f"complaint {complaint_id} has no events")
+        schemas = {
+            topic: {
+                "class_version": EVENT_TYPES[topic].class_version,
+                "schema": EVENT_TYPES[topic].model_json_schema(mode="serialization"),
+            }
+            for topic in sorted({e.topic for e in events})
+            if topic in EVENT_TYPES
+        }
+        head = SealEntry(
+            complaint_id=complaint_id,
+            version=events[-1].version,
+            digest=events[-1].digest,
+        )
+        fields = {
+            "complaint_id": complaint_id,
+            "exported_at": exported_at,
+            "events": tuple(events),
+            "schemas": schemas,
+            "head": head,
+        }
+        draft = cls(**fields, digest="")
+        return draft.model_copy(update={"digest": draft.content_digest()})
+
+    def content_digest(self) -> str:
+        """SHA-256 over everything in the bundle but this digest itself."""
+        body = self.model_dump(mode="json", exclude={"digest"})
+        return hashlib.sha256(canonical_json(body)).hexdigest()
+
+    def records(self) -> list[StoredRecord]:
+        return [
+            StoredRecord(self.complaint_id, e.version, e.topic, dict(e.payload))
+            for e in self.events
+        ]
+
+    def verify(self) -> VerificationReport:
+        """Check the bundle's digest, every event's digest, the chain and the head."""
+        verifier = ChainVerifier()
+        for record in self.records():
+            verifier.feed(record)
+        report = verifier.report()
+        extra: list[Finding] = []
+        if self.digest != self.content_digest():
+            extra.append(
+                Finding(
+                    complaint_id=self.complaint_id,
+                    version=None,
+                    kind="seal",
+                    detail="the bundle's digest does not match its contents",
+                )
+            )
+        for event in self.events:
+            body = dict(event.payload)
+            body.pop("class_version", None)
+            actual = stored_digest(
+                event.topic, event.class_version, self.complaint_id, event.version, body
+            )
+            if actual != event.digest:
+                extra.append(
+                    Finding(
+                        complaint_id=self.complaint_id,
+                        version=event.version,
+                        kind="altered",
+                        detail="the payload does not match the digest listed for it",
+                    )
+                )
+        last = self.events[-1] if self.events else None
+        if last is None or (last.version, last.digest) != (
+            self.head.version,
+            self.head.digest,
+        ):
+            extra.append(
+                Finding(
+                    complaint_id=self.complaint_id,
+                    version=self.head.version,
+                    kind="sealed",
+                    detail="the events do not end at the head the bundle names",
+                )
+            )
+        return report.model_copy(update={"findings": (*report.findings, *extra)})
