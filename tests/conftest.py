@@ -1,7 +1,8 @@
 """Fixtures: a desk per store kind, with a fixed clock.
 
 PostgreSQL tests run when AMENDS_TEST_POSTGRES_URL is set (`.ci/run` sets it);
-each test session works in a schema of its own, dropped at the end.
+each test works in a schema of its own, dropped at its end, so whole-store
+checks (verify, seal) see only that test's complaints.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class FixedClock:
         return self.now
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A store URL in a fresh schema of the test PostgreSQL database."""
     base = os.environ.get(POSTGRES_URL_VARIABLE)

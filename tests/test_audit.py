@@ -1,0 +1,492 @@
+"""The auditor's toolkit: point in time, snapshots, tamper evidence, bundles,
+first-version fixtures and encryption at rest."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from amends import (
+    ComplaintDesk,
+    ComplaintNotFound,
+    ConfigurationError,
+    HistoryViolation,
+    InvalidCommand,
+    Seal,
+    Stage,
+)
+from amends.audit import load_seal, verify_bundle
+from amends.infra.settings import new_cipher_key, store_settings
+from amends.infra.store import EventStoreApplication
+from amends.testing import Lifecycle, lifecycles
+
+from conftest import FixedClock
+from helpers import RECEIVE, walk_to
+
+FIXTURE = Path(__file__).parent / "fixtures" / "events-v1.jsonl"
+MakeDesk = Callable[..., ComplaintDesk]
+
+
+# ------------------------------------------------------------ raw access
+
+
+class RawStore:
+    """Edits the events table behind amends' back, as a tamperer would."""
+
+    def __init__(self, store_url: str) -> None:
+        self.url = store_url
+        self.sqlite = store_url.startswith("sqlite")
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        if self.sqlite:
+            db = sqlite3.connect(self.url.removeprefix("sqlite:///"))
+            try:
+                yield db.cursor()
+                db.commit()
+            finally:
+                db.close()
+        else:
+            import psycopg
+
+            base, _, schema = self.url.partition("?schema=")
+            with psycopg.connect(base, autocommit=True) as conn, conn.cursor() as cur:
+                cur.execute(f'SET search_path TO "{schema}"')
+                yield cur
+
+    def _where(self, complaint_id: UUID) -> tuple[str, str, Any]:
+        if self.sqlite:
+            return "stored_events", "?", complaint_id.hex
+        return "amends_events", "%s", complaint_id
+
+    def state(self, complaint_id: UUID, version: int) -> dict[str, Any]:
+        table, p, cid = self._where(complaint_id)
+        with self._cursor() as cur:
+            cur.execute(
+                f"SELECT state FROM {table} WHERE originator_id = {p} "
+                f"AND originator_version = {p}",
+                (cid, version),
+            )
+            (state,) = cur.fetchone()
+        return dict(json.loads(bytes(state)))
+
+    def set_state(
+        self, complaint_id: UUID, version: int, state: dict[str, Any], topic: str = ""
+    ) -> None:
+        table, p, cid = self._where(complaint_id)
+        data = json.dumps(state).encode()
+        with self._cursor() as cur:
+            if topic:
+                cur.execute(
+                    f"UPDATE {table} SET state = {p}, topic = {p} "
+                    f"WHERE originator_id = {p} AND originator_version = {p}",
+                    (data, topic, cid, version),
+                )
+            else:
+                cur.execute(
+                    f"UPDATE {table} SET state = {p} "
+                    f"WHERE originator_id = {p} AND originator_version = {p}",
+                    (data, cid, version),
+                )
+
+    def delete(self, complaint_id: UUID, version: int) -> None:
+        table, p, cid = self._where(complaint_id)
+        with self._cursor() as cur:
+            cur.execute(
+                f"DELETE FROM {table} WHERE originator_id = {p} "
+                f"AND originator_version = {p}",
+                (cid, version),
+            )
+
+    def swap(self, complaint_id: UUID, first: int, second: int) -> None:
+        """Swap two events' positions in the complaint's sequence."""
+        table, p, cid = self._where(complaint_id)
+        with self._cursor() as cur:
+            for old, new in ((first, -1), (second, first), (-1, second)):
+                cur.execute(
+                    f"UPDATE {table} SET originator_version = {p} "
+                    f"WHERE originator_id = {p} AND originator_version = {p}",
+                    (new, cid, old),
+                )
+
+
+@pytest.fixture
+def tampered(make_shared_desk: MakeDesk) -> tuple[ComplaintDesk, RawStore, list[UUID]]:
+    desk = make_shared_desk()
+    ids = [walk_to(desk, Stage.RESOLVED) for _ in range(3)]
+    return desk, RawStore(desk.store_url), ids
+
+
+def kinds(report: Any, complaint_id: UUID) -> set[tuple[str, int | None]]:
+    return {
+        (f.kind, f.version) for f in report.findings if f.complaint_id == complaint_id
+    }
+
+
+# ---------------------------------------------------------- tamper evidence
+
+
+def test_an_untouched_store_verifies_clean(tampered: Any) -> None:
+    desk, _, ids = tampered
+    report = desk.verify()
+    assert report.ok, report.to_text()
+    assert (report.complaints, report.events) == (3, 18)
+    assert desk.verify(ids[0]).events == 6
+
+
+def test_an_altered_payload_is_reported_with_complaint_and_version(
+    tampered: Any,
+) -> None:
+    desk, raw, ids = tampered
+    state = raw.state(ids[0], 2)
+    raw.set_state(ids[0], 2, {**state, "paraphrase": "Something nobody said."})
+    report = desk.verify()
+    assert kinds(report, ids[0]) == {("altered", 2)}
+    assert not kinds(report, ids[1])
+    with pytest.raises(HistoryViolation) as caught:
+        desk.get(ids[0])
+    assert caught.value.version == 3  # the event that recorded the old digest
+
+
+def test_a_removed_event_is_reported(tampered: Any) -> None:
+    desk, raw, ids = tampered
+    raw.delete(ids[1], 3)
+    report = desk.verify(ids[1])
+    assert ("missing", 4) in kinds(report, ids[1])
+    assert "version 3 missing" in str(report.findings[0])
+
+
+def test_reordered_events_are_reported(tampered: Any) -> None:
+    desk, raw, ids = tampered
+    raw.swap(ids[2], 2, 3)
+    found = kinds(desk.verify(ids[2]), ids[2])
+    assert ("transition", 2) in found  # Apologized in RECEIVED
+    assert any(kind == "altered" for kind, _ in found)
+
+
+def test_a_transition_the_table_forbids_is_reported_even_with_a_rebuilt_chain(
+    tampered: Any,
+) -> None:
+    """A tamperer who recomputes digests still cannot make a skip look legal."""
+    desk, raw, ids = tampered
+    received = raw.state(ids[0], 1)
+    acknowledged = raw.state(ids[0], 2)
+    apology = {
+        "by": acknowledged["by"],
+        "timestamp": acknowledged["timestamp"],
+        "previous_digest": acknowledged["previous_digest"],
+        "apology": "Sorry!",
+    }
+    raw.set_state(ids[0], 2, apology, topic="amends.complaint.Apologized")
+    assert received
+    found = kinds(desk.verify(ids[0]), ids[0])
+    assert ("transition", 2) in found
+
+
+def test_time_going_backwards_is_reported(tampered: Any) -> None:
+    desk, raw, ids = tampered
+    state = raw.state(ids[1], 4)
+    raw.set_state(ids[1], 4, {**state, "timestamp": "2001-01-01T00:00:00Z"})
+    found = kinds(desk.verify(ids[1]), ids[1])
+    assert ("time", 4) in found
+    assert ("altered", 4) in found
+
+
+def test_a_seal_reveals_events_removed_from_the_end(tampered: Any) -> None:
+    desk, raw, ids = tampered
+    seal = desk.seal()
+    assert seal.is_intact
+    assert {e.complaint_id for e in seal.complaints} >= set(ids)
+    raw.delete(ids[0], 6)
+    assert desk.verify().ok  # without the seal, a shorter chain looks whole
+    report = desk.verify(seal=seal)
+    assert kinds(report, ids[0]) == {("sealed", 5)}
+    assert "removed after the seal" in report.to_text()
+
+
+def test_a_seal_reveals_a_rewritten_newest_event(tampered: Any) -> None:
+    desk, raw, ids = tampered
+    seal = desk.seal()
+    state = raw.state(ids[2], 6)
+    raw.set_state(ids[2], 6, {**state, "resolution": "Nothing was wrong"})
+    assert desk.verify().ok  # the newest event has no successor to betray it
+    assert kinds(desk.verify(seal=seal), ids[2]) == {("sealed", 6)}
+    assert kinds(desk.verify(ids[2], seal=seal), ids[2]) == {("sealed", 6)}
+
+
+def test_an_edited_seal_is_reported(tampered: Any, tmp_path: Path) -> None:
+    desk, _, _ = tampered
+    path = tmp_path / "seal.json"
+    path.write_text(desk.seal().model_dump_json())
+    data = json.loads(path.read_text())
+    data["complaints"][0]["version"] = 1
+    path.write_text(json.dumps(data))
+    edited = load_seal(path)
+    assert not edited.is_intact
+    report = desk.verify(seal=edited)
+    assert any(f.kind == "seal" for f in report.findings)
+
+
+def test_a_deleted_complaint_is_reported_against_the_seal(tampered: Any) -> None:
+    desk, raw, ids = tampered
+    seal = desk.seal()
+    for version in range(1, 7):
+        raw.delete(ids[1], version)
+    assert kinds(desk.verify(seal=seal), ids[1]) == {("sealed", None)}
+
+
+@settings(max_examples=40, deadline=None)
+@given(lifecycles(max_steps=15), st.data())
+def test_any_single_edit_is_found_given_a_seal(
+    lifecycle: Lifecycle, data: st.DataObject
+) -> None:
+    with ComplaintDesk("memory://") as desk:
+        complaint_id = lifecycle.run(desk)
+        seal = desk.seal()
+        assert desk.verify(seal=seal).ok
+        events = desk.events(complaint_id)
+        version = data.draw(st.integers(1, len(events)), label="version")
+        recorder = desk._app.recorder  # the in-memory rows, edited in place
+        stored = recorder.select_events(complaint_id, lte=version, gt=version - 1)[0]
+        payload = json.loads(stored.state)
+        field = data.draw(st.sampled_from(sorted(payload)), label="field")
+        payload[field] = "tampered" if payload[field] != "tampered" else "again"
+        index = recorder._stored_events_index[str(complaint_id)][version]
+        recorder._stored_events[index] = type(stored)(
+            originator_id=stored.originator_id,
+            originator_version=stored.originator_version,
+            topic=stored.topic,
+            state=json.dumps(payload).encode(),
+        )
+        report = desk.verify(seal=seal)
+        assert not report.ok
+        assert {f.complaint_id for f in report.findings} == {complaint_id}
+
+
+# ------------------------------------------------------------ point in time
+
+
+def test_get_as_of_a_moment(desk: ComplaintDesk, clock: FixedClock) -> None:
+    start = clock.now
+    complaint_id = desk.receive(**RECEIVE)
+    clock.advance(hours=1)
+    desk.acknowledge(complaint_id, by="ana", paraphrase="p")
+    clock.advance(hours=1)
+    desk.apologize(complaint_id, by="ana", apology="sorry")
+    assert desk.get(complaint_id, as_of=start).stage is Stage.RECEIVED
+    later = start + timedelta(minutes=90)
+    assert desk.get(complaint_id, as_of=later).stage is Stage.ACKNOWLEDGED
+    assert desk.get(complaint_id, as_of=clock.now).stage is Stage.APOLOGIZED
+    with pytest.raises(ComplaintNotFound, match="received later"):
+        desk.get(complaint_id, as_of=start - timedelta(seconds=1))
+    with pytest.raises(InvalidCommand) as caught:
+        desk.get(complaint_id, as_of=start.replace(tzinfo=None))
+    assert caught.value.fields == ("as_of",)
+
+
+def long_history(desk: ComplaintDesk, notes: int) -> UUID:
+    complaint_id = desk.receive(**RECEIVE)
+    for n in range(notes):
+        desk.add_note(complaint_id, by="ana", text=f"note {n}")
+    return complaint_id
+
+
+def test_snapshots_are_taken_and_give_the_same_state(
+    make_shared_desk: MakeDesk, clock: FixedClock
+) -> None:
+    desk = make_shared_desk(snapshot_every=10)
+    complaint_id = long_history(desk, 34)
+    plain = make_shared_desk(snapshot_every=0)
+    assert desk.get(complaint_id) == plain.get(complaint_id)
+    assert desk.get(complaint_id).version == 35
+    snapshots = list(desk._app.snapshots.get(complaint_id))  # type: ignore[union-attr]
+    assert [s.originator_version for s in snapshots] == [10, 20, 30]
+    for version in (5, 10, 11, 29, 35):
+        assert desk.get(complaint_id, version=version) == plain.get(
+            complaint_id, version=version
+        )
+    assert desk.get(complaint_id, as_of=clock.now) == plain.get(complaint_id)
+
+
+def test_an_unreadable_snapshot_is_ignored(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with ComplaintDesk(url, snapshot_every=5) as desk:
+        complaint_id = long_history(desk, 11)
+        expected = desk.get(complaint_id)
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute("UPDATE stored_snapshots SET state = ?", (b'{"state": {}}',))
+    with ComplaintDesk(url, snapshot_every=5) as desk:
+        assert desk.get(complaint_id) == expected
+
+
+# ------------------------------------------------------------- case bundles
+
+
+def test_an_exported_case_verifies_offline(desk: ComplaintDesk, tmp_path: Path) -> None:
+    complaint_id = walk_to(desk, Stage.PREVENTION_LOGGED)
+    path = tmp_path / "case.json"
+    bundle = desk.export_case(complaint_id, path)
+    assert [e.version for e in bundle.events] == list(range(1, 9))
+    assert bundle.head.digest == desk.history(complaint_id).records[-1].digest
+    data = json.loads(path.read_text())
+    assert data["schemas"]["amends.complaint.Received"]["class_version"] == 2
+    assert "properties" in data["schemas"]["amends.complaint.Resolved"]["schema"]
+    report = verify_bundle(path)
+    assert report.ok, report.to_text()
+    assert report.events == 8
+
+
+def test_an_edited_bundle_is_reported(desk: ComplaintDesk, tmp_path: Path) -> None:
+    complaint_id = walk_to(desk, Stage.RESOLVED)
+    path = tmp_path / "case.json"
+    desk.export_case(complaint_id, path)
+    data = json.loads(path.read_text())
+    data["events"][2]["payload"]["apology"] = "We apologise for nothing."
+    path.write_text(json.dumps(data))
+    found = {(f.kind, f.version) for f in verify_bundle(path).findings}
+    assert ("altered", 3) in found  # its listed digest no longer matches
+    assert ("seal", None) in found  # nor does the bundle's own digest
+
+
+def test_a_file_that_is_no_bundle_is_one_clear_finding(tmp_path: Path) -> None:
+    path = tmp_path / "nonsense.json"
+    path.write_text("{not json")
+    report = verify_bundle(path)
+    assert [f.kind for f in report.findings] == ["unreadable"]
+    assert "not a readable case bundle" in report.to_text()
+
+
+# ------------------------------------------------ first-version fixtures
+
+
+def load_fixture(store_url: str) -> set[UUID]:
+    from eventsourcing.persistence import StoredEvent
+
+    rows = [
+        json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()
+    ]
+    app = EventStoreApplication(store_settings(store_url))
+    try:
+        app.recorder.insert_events(
+            [
+                StoredEvent(
+                    originator_id=UUID(r["originator_id"]),
+                    originator_version=r["originator_version"],
+                    topic=r["topic"],
+                    state=r["state"].encode("utf-8"),
+                )
+                for r in rows
+            ]
+        )
+    finally:
+        app.close()
+    return {UUID(r["originator_id"]) for r in rows}
+
+
+def test_first_version_rows_load_verify_and_carry_on(
+    shared_store_url: str, clock: FixedClock
+) -> None:
+    ids = load_fixture(shared_store_url)
+    with ComplaintDesk(shared_store_url, clock=clock) as desk:
+        for complaint_id in ids:
+            assert desk.verify(complaint_id).ok
+        views = {desk.get(i).stage: desk.get(i) for i in ids}
+        assert set(views) == {
+            Stage.PREVENTION_LOGGED,
+            Stage.UPDATING,
+            Stage.RECEIVED,
+        }
+        closed = views[Stage.PREVENTION_LOGGED]
+        assert closed.reopen_count == 1
+        assert closed.owner == "ben"
+        assert closed.preferred_contact == closed.channel == "phone"  # upcast
+        assert closed.external_ref == "CRM-1001"
+        # New events chain onto the old ones.
+        updating = views[Stage.UPDATING]
+        desk.resolve(
+            updating.id, by="chidi", resolution="Replaced", explanation="Packaging"
+        )
+        assert desk.verify(updating.id).ok
+        assert desk.get(updating.id).stage is Stage.RESOLVED
+        received_again = desk.receive(**RECEIVE, external_ref="CRM-1001")
+        assert received_again == closed.id
+
+
+def test_first_version_rows_keep_their_stored_form(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'v1.db'}"
+    ids = load_fixture(url)
+    with ComplaintDesk(url) as desk:
+        for complaint_id in ids:
+            first = desk.history(complaint_id).records[0]
+            assert first.payload["preferred_contact"] == first.payload["channel"]
+            bundle = desk.export_case(complaint_id)
+            assert bundle.events[0].class_version == 1
+            assert "preferred_contact" not in bundle.events[0].payload
+            assert bundle.verify().ok
+
+
+# -------------------------------------------------------------- encryption
+
+
+def test_an_encrypted_store_holds_no_plaintext_personal_data(tmp_path: Path) -> None:
+    key = new_cipher_key()
+    path = tmp_path / "secret.db"
+    customer = "Zoë Quackenbush <zoe.quackenbush@example.org>"
+    with ComplaintDesk(f"sqlite:///{path}", cipher_key=key, snapshot_every=2) as desk:
+        complaint_id = desk.receive(**{**RECEIVE, "customer": customer})
+        desk.add_note(complaint_id, by="ana", text="Called zoe.quackenbush@example.org")
+        desk.add_note(complaint_id, by="ana", text="Quackenbush again")
+        assert desk.get(complaint_id).customer == customer
+        assert desk.verify().ok
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"Quackenbush" not in raw
+    assert b"quackenbush" not in raw
+    assert b"example.org" not in raw
+    with ComplaintDesk(f"sqlite:///{path}", cipher_key=key) as desk:
+        assert desk.get(complaint_id).customer == customer
+
+
+def test_a_wrong_or_missing_key_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "secret.db"
+    with ComplaintDesk(f"sqlite:///{path}", cipher_key=new_cipher_key()) as desk:
+        complaint_id = desk.receive(**RECEIVE)
+    wrong = ComplaintDesk(f"sqlite:///{path}", cipher_key=new_cipher_key())
+    with wrong, pytest.raises(ConfigurationError, match="cipher key does not decrypt"):
+        wrong.get(complaint_id)
+    missing = ComplaintDesk(f"sqlite:///{path}", cipher_key="")
+    with missing, pytest.raises(HistoryViolation, match="AMENDS_CIPHER_KEY"):
+        missing.get(complaint_id)
+
+
+def test_the_key_comes_from_the_environment_and_is_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AMENDS_CIPHER_KEY", "not base64!")
+    with pytest.raises(ConfigurationError, match="keygen"):
+        ComplaintDesk(f"sqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.setenv("AMENDS_CIPHER_KEY", new_cipher_key())
+    with ComplaintDesk(f"sqlite:///{tmp_path / 'x.db'}") as desk:
+        complaint_id = desk.receive(**RECEIVE)
+    assert b"Jo Smith" not in (tmp_path / "x.db").read_bytes()
+    monkeypatch.delenv("AMENDS_CIPHER_KEY")
+    keyless = ComplaintDesk(f"sqlite:///{tmp_path / 'x.db'}")
+    with keyless, pytest.raises(HistoryViolation):
+        keyless.get(complaint_id)
+
+
+def test_seals_round_trip_through_json(desk: ComplaintDesk) -> None:
+    walk_to(desk, Stage.ACKNOWLEDGED)
+    seal = desk.seal()
+    again = Seal.model_validate_json(seal.model_dump_json())
+    assert again == seal
+    assert again.is_intact
