@@ -224,6 +224,17 @@ def test_a_seal_reveals_a_rewritten_newest_event(tampered: Any) -> None:
     assert kinds(desk.verify(ids[2], seal=seal), ids[2]) == {("sealed", 6)}
 
 
+def test_an_invalid_edit_of_the_newest_event_is_found_without_a_seal(
+    tampered: Any,
+) -> None:
+    desk, raw, ids = tampered
+    state = raw.state(ids[1], 6)
+    raw.set_state(ids[1], 6, {**state, "resolution": "   "})
+    report = desk.verify()
+    assert kinds(report, ids[1]) == {("unreadable", 6)}
+    assert "invalid Resolved (resolution)" in report.to_text()
+
+
 def test_an_edited_seal_is_reported(tampered: Any, tmp_path: Path) -> None:
     desk, _, _ = tampered
     path = tmp_path / "seal.json"

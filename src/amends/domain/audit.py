@@ -8,8 +8,8 @@ an exported case bundle with no database at all (`amends.audit`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -134,37 +134,76 @@ class _Chain:
     last_time: datetime | None = None
     known: bool = True
     """False after an unreadable event: the next checks cannot rely on it."""
-    digests: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Head:
+    """What a seal needs to know of a checked complaint."""
+
+    version: int
+    digests: dict[int, str]
 
 
 class ChainVerifier:
-    """Checks records fed in version order per complaint; complaints may interleave.
+    """Checks complaints one at a time, each from its records in version order.
 
-    `check_content` also validates each payload against its event model, which
-    catches a nonsensical edit of a chain's newest event even without a seal.
+    Every record's digest link, version, transition and time are checked. The
+    payload is also validated against its event model wherever the next
+    record does not vouch for it by digest (the newest event, the one before a
+    gap or a break), which catches a nonsensical edit of a chain's head even
+    without a seal; records vouched for are exactly as the engine wrote them.
     """
 
-    def __init__(
-        self,
-        seal: Seal | None = None,
-        *,
-        check_content: bool = True,
-        only: UUID | None = None,
-    ) -> None:
+    def __init__(self, seal: Seal | None = None, *, only: UUID | None = None) -> None:
         self._seal = seal
         self._sealed = {
             e.complaint_id: e
             for e in (seal.complaints if seal is not None else ())
             if only is None or e.complaint_id == only
         }
-        self._check_content = check_content
-        self._chains: dict[UUID, _Chain] = {}
+        self._heads: dict[UUID, _Head] = {}
         self._findings: list[Finding] = []
+        self._complaints = 0
         self._events = 0
 
-    def feed(self, record: StoredRecord) -> None:
-        self._events += 1
-        chain = self._chains.setdefault(record.complaint_id, _Chain())
+    def check(self, records: Sequence[StoredRecord]) -> None:
+        """Check one complaint's records (all of the same complaint, by version)."""
+        if not records:
+            return
+        self._complaints += 1
+        self._events += len(records)
+        chain = _Chain()
+        sealed = records[0].complaint_id in self._sealed
+        digests: dict[int, str] = {}
+        checked: list[tuple[StoredRecord, str | None]] = []
+        for record in records:
+            digest = self._check_record(record, chain)
+            checked.append((record, digest))
+            if sealed and digest is not None:
+                digests[record.version] = digest
+        for index, (record, digest) in enumerate(checked):
+            following = checked[index + 1][0] if index + 1 < len(checked) else None
+            vouched = (
+                following is not None
+                and following.payload is not None
+                and following.version == record.version + 1
+                and following.payload.get("previous_digest") == digest
+            )
+            if digest is not None and not vouched:
+                self._check_payload(record)
+        if sealed:
+            self._heads[records[0].complaint_id] = _Head(chain.version, digests)
+
+    def report(self) -> VerificationReport:
+        findings = list(self._findings)
+        if self._seal is not None:
+            findings.extend(self._seal_findings())
+        return VerificationReport(
+            complaints=self._complaints, events=self._events, findings=tuple(findings)
+        )
+
+    def _check_record(self, record: StoredRecord, chain: _Chain) -> str | None:
+        """Check one record against the chain so far; returns its digest."""
         expected_version = chain.version + 1
         report = self._reporter(record)
         if record.version > expected_version:
@@ -177,7 +216,7 @@ class ChainVerifier:
             chain.known = False
         elif record.version < expected_version:
             report("missing", f"version {record.version} appears twice or out of order")
-            return
+            return None
         chain.version = record.version
         event_type = EVENT_TYPES.get(record.topic)
         payload = record.payload
@@ -185,7 +224,7 @@ class ChainVerifier:
             problem = record.problem or f"unknown event topic {record.topic!r}"
             report("unreadable", problem)
             chain.known, chain.digest = False, None
-            return
+            return None
         body = dict(payload)
         class_version = body.pop("class_version", 1)
         digest = stored_digest(
@@ -194,19 +233,8 @@ class ChainVerifier:
         self._check_chain(record, chain, body, report)
         self._check_transition(record, chain, event_type, report)
         self._check_time(record, chain, body, report)
-        if self._check_content:
-            self._check_payload(record, event_type, body, class_version, report)
         chain.digest, chain.known = digest, True
-        if record.complaint_id in self._sealed:
-            chain.digests[record.version] = digest
-
-    def report(self) -> VerificationReport:
-        findings = list(self._findings)
-        if self._seal is not None:
-            findings.extend(self._seal_findings())
-        return VerificationReport(
-            complaints=len(self._chains), events=self._events, findings=tuple(findings)
-        )
+        return digest
 
     # ------------------------------------------------------------ checks
 
@@ -274,16 +302,13 @@ class ChainVerifier:
             )
         chain.last_time = at
 
-    def _check_payload(
-        self,
-        record: StoredRecord,
-        event_type: type[ComplaintEvent],
-        body: dict[str, Any],
-        class_version: int,
-        report: Any,
-    ) -> None:
+    def _check_payload(self, record: StoredRecord) -> None:
+        report = self._reporter(record)
+        event_type = EVENT_TYPES[record.topic]
+        body = dict(record.payload or {})
+        class_version = body.pop("class_version", 1)
         try:
-            state = event_type.upcast(dict(body), class_version)
+            state = event_type.upcast(body, class_version)
             event_type.model_validate(
                 {
                     **state,
@@ -294,8 +319,8 @@ class ChainVerifier:
         except ValidationError as exc:
             fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
             report("unreadable", f"invalid {event_type.__name__} ({fields})")
-        except ValueError as exc:
-            report("unreadable", str(exc))
+        except (ValueError, TypeError, KeyError) as exc:
+            report("unreadable", f"cannot upcast {event_type.__name__}: {exc}")
 
     def _seal_findings(self) -> list[Finding]:
         assert self._seal is not None
@@ -310,7 +335,7 @@ class ChainVerifier:
                 )
             )
         for entry in self._sealed.values():
-            chain = self._chains.get(entry.complaint_id)
+            chain = self._heads.get(entry.complaint_id)
             if chain is None:
                 detail = f"sealed at version {entry.version}, now has no events"
                 findings.append(_sealed(entry, None, detail))
@@ -330,15 +355,6 @@ def _sealed(entry: SealEntry, version: int | None, detail: str) -> Finding:
     return Finding(
         complaint_id=entry.complaint_id, version=version, kind="sealed", detail=detail
     )
-
-
-def verify_records(
-    records: Iterable[StoredRecord], seal: Seal | None = None
-) -> VerificationReport:
-    verifier = ChainVerifier(seal)
-    for record in records:
-        verifier.feed(record)
-    return verifier.report()
 
 
 BUNDLE_FORMAT = "amends.case-bundle/1"
@@ -436,8 +452,7 @@ class CaseBundle(BaseModel):
     def verify(self) -> VerificationReport:
         """Check the bundle's digest, every event's digest, the chain and the head."""
         verifier = ChainVerifier()
-        for record in self.records():
-            verifier.feed(record)
+        verifier.check(self.records())
         report = verifier.report()
         extra: list[Finding] = []
         if self.digest != self.content_digest():

@@ -8,7 +8,6 @@ with control characters that corrupt terminals and CSV exports.
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
@@ -21,30 +20,29 @@ MAX_TEXT_LENGTH = 5_000
 MAX_LIST_ITEMS = 50
 MAX_MONEY = Decimal("1000000000")
 
-_LINE_BREAKS_AND_TABS = frozenset("\n\r\t")
-
-
-def _control_characters(value: str, allowed: frozenset[str]) -> list[str]:
-    return [
-        f"U+{ord(ch):04X}"
-        for ch in value
-        if ch not in allowed and unicodedata.category(ch) in ("Cc", "Cs", "Cn")
-    ]
+# Control characters (C0, DEL, C1) and lone surrogates corrupt terminals, CSV
+# exports and JSON consumers; Unicode line and paragraph separators break lines.
+_CONTROL = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff"
+_NOT_ONE_LINE = re.compile(f"[{_CONTROL}\n\r\t\u2028\u2029]")
+_NOT_TEXT = re.compile(f"[{_CONTROL}]")
 
 
 def _single_line(value: str) -> str:
-    bad = _control_characters(value, frozenset())
-    if bad:
+    found = _NOT_ONE_LINE.search(value)
+    if found:
         raise ValueError(
-            f"must be one line without control characters (found {bad[0]})"
+            "must be one line without control characters "
+            f"(found U+{ord(found.group()):04X})"
         )
     return value
 
 
 def _multi_line(value: str) -> str:
-    bad = _control_characters(value, _LINE_BREAKS_AND_TABS)
-    if bad:
-        raise ValueError(f"must not contain control characters (found {bad[0]})")
+    found = _NOT_TEXT.search(value)
+    if found:
+        raise ValueError(
+            f"must not contain control characters (found U+{ord(found.group()):04X})"
+        )
     return value
 
 

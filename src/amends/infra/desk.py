@@ -422,8 +422,12 @@ class ComplaintDesk:
         verifier = ChainVerifier(seal, only=only)
         with _store_errors(self.store_url):
             for each in [only] if only is not None else self._complaint_ids():
-                for stored in self._app.recorder.select_events(each):
-                    verifier.feed(self._stored_record(stored))
+                verifier.check(
+                    [
+                        self._stored_record(stored)
+                        for stored in self._app.recorder.select_events(each)
+                    ]
+                )
         report = verifier.report()
         if only is not None and report.events == 0:
             raise ComplaintNotFound(only)
