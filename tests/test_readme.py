@@ -15,7 +15,7 @@ def python_blocks() -> list[str]:
 
 
 def test_readme_has_the_examples() -> None:
-    assert len(python_blocks()) >= 2
+    assert len(python_blocks()) == 3
 
 
 def test_embedding_example_runs(
@@ -29,9 +29,20 @@ def test_embedding_example_runs(
     assert (tmp_path / "complaints.db").exists()
 
 
+def test_audit_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    exec(compile(python_blocks()[1], "README audit example", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "verified 2 events of 1 complaints: clean" in printed
+    assert (tmp_path / "seal.json").exists()
+    assert (tmp_path / "case.json").exists()
+
+
 def test_property_test_example_runs() -> None:
     namespace: dict[str, object] = {}
-    exec(compile(python_blocks()[1], "README property example", "exec"), namespace)
+    exec(compile(python_blocks()[2], "README property example", "exec"), namespace)
     tests = [v for k, v in namespace.items() if k.startswith("test_")]
     assert len(tests) == 1
     tests[0]()  # type: ignore[operator]
