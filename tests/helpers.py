@@ -80,5 +80,7 @@ def valid_arguments(command: str, owner: str) -> dict[str, Any]:
         },
         "transfer_ownership": {"to": other, "reason": "Leave", "customer_told": False},
         "add_note": {"text": "Called back."},
+        "await_customer": {"reason": "Waiting for the bank statement"},
+        "customer_replied": {"note": "Statement received"},
         "offer_gesture": {"description": "Voucher"},
     }[command] | {"by": owner}

@@ -20,7 +20,8 @@ ORDER: tuple[Stage, ...] = (
     Stage.PREVENTION_LOGGED,
 )
 
-ANYTIME = {"transfer_ownership", "add_note", "offer_gesture"}
+ANYTIME = {"transfer_ownership", "add_note", "offer_gesture", "await_customer"}
+"""Allowed in every open stage (await_customer only when not already waiting)."""
 
 ALLOWED: dict[Stage, set[str]] = {
     Stage.RECEIVED: {"acknowledge"} | ANYTIME,
@@ -33,7 +34,14 @@ ALLOWED: dict[Stage, set[str]] = {
     Stage.PREVENTION_LOGGED: set(),
 }
 
-ALL_COMMANDS = set().union(*ALLOWED.values())
+ALL_COMMANDS = set().union(*ALLOWED.values()) | {"customer_replied"}
+
+
+def allowed(stage: Stage, waiting: bool = False) -> set[str]:
+    """While waiting on the customer, customer_replied replaces await_customer."""
+    if not waiting or stage is Stage.PREVENTION_LOGGED:
+        return ALLOWED[stage]
+    return (ALLOWED[stage] - {"await_customer"}) | {"customer_replied"}
 
 
 def is_legal_move(source: Stage, target: Stage) -> bool:

@@ -21,7 +21,7 @@ from amends import (
 
 from conftest import FixedClock
 from helpers import RECEIVE, valid_arguments, walk_to
-from spec import ALL_COMMANDS, ALLOWED, ORDER
+from spec import ALL_COMMANDS, ORDER, allowed
 
 MakeDesk = Callable[..., ComplaintDesk]
 
@@ -61,7 +61,7 @@ def test_every_refused_command_raises_and_records_nothing(
 ) -> None:
     complaint_id = walk_to(desk, stage)
     owner = desk.get(complaint_id).owner
-    refused = sorted(ALL_COMMANDS - ALLOWED[stage])
+    refused = sorted(ALL_COMMANDS - allowed(stage))
     assert refused, "every stage refuses something"
     for command in refused:
         before = stored(desk, complaint_id)

@@ -85,13 +85,48 @@ def test_invalid_transition_names_complaint_stage_command_and_allowed() -> None:
     assert str(CID) in message
     assert "RECEIVED" in message
     assert "resolve" in message
-    assert "acknowledge, transfer_ownership, add_note, offer_gesture" in message
-    assert caught.value.allowed == (
+    allowed_now = (
         "acknowledge",
         "transfer_ownership",
         "add_note",
         "offer_gesture",
+        "await_customer",
     )
+    assert f"allowed now: {', '.join(allowed_now)}" in message
+    assert caught.value.allowed == allowed_now
+
+
+def test_waiting_on_the_customer_pauses_until_they_reply() -> None:
+    state = received()
+    with pytest.raises(InvalidTransition, match="nobody awaits the customer"):
+        decide(command(c.CustomerReplied), state)
+    waiting = run(
+        state, command(c.AwaitCustomer, at=T0 + timedelta(hours=1), reason="r")
+    )
+    assert waiting.waiting_since == T0 + timedelta(hours=1)
+    assert "customer_replied" in waiting.allowed_commands
+    assert "await_customer" not in waiting.allowed_commands
+    with pytest.raises(InvalidTransition, match="it is waiting on the customer"):
+        decide(command(c.AwaitCustomer, reason="again"), waiting)
+    # The team may go on working while it waits.
+    later = T0 + timedelta(hours=2)
+    acknowledged = run(waiting, command(c.Acknowledge, at=later, paraphrase="p"))
+    assert acknowledged.waiting
+    replied = run(acknowledged, command(c.CustomerReplied, at=later, note="Here"))
+    assert (replied.waiting_since, replied.waits) == (None, 1)
+
+
+def test_replay_refuses_a_reply_nobody_awaited() -> None:
+    first, _ = history()
+    reply = e.CustomerReplied(
+        originator_id=CID,
+        originator_version=2,
+        timestamp=T0,
+        by="ana",
+        previous_digest=first.digest,
+    )
+    with pytest.raises(HistoryViolation, match="while not waiting"):
+        replay([first, reply])
 
 
 @pytest.mark.parametrize(

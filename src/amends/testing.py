@@ -185,6 +185,10 @@ def _offer_gesture(at: datetime, owner: str) -> _Arguments:
     )
 
 
+def _customer_replied(at: datetime, owner: str) -> _Arguments:
+    return st.fixed_dictionaries({}, optional={"note": texts()})
+
+
 def _text_field(name: str) -> Callable[[datetime, str], _Arguments]:
     def arguments(at: datetime, owner: str) -> _Arguments:
         return st.fixed_dictionaries({name: texts()})
@@ -210,6 +214,8 @@ _ARGUMENTS: dict[str, Callable[[datetime, str], _Arguments]] = {
     "log_prevention": _log_prevention,
     "transfer_ownership": _transfer_ownership,
     "add_note": _text_field("text"),
+    "await_customer": _text_field("reason"),
+    "customer_replied": _customer_replied,
     "offer_gesture": _offer_gesture,
 }
 
@@ -266,9 +272,7 @@ def lifecycles(
             break
         # Once the budget is spent, only moves forward along the path remain.
         choices = (
-            _forward_commands(state.stage)
-            if finishing
-            else allowed_commands(state.stage)
+            _forward_commands(state.stage) if finishing else state.allowed_commands
         )
         command = draw(st.sampled_from(choices))
         at = at + draw(gaps())
@@ -309,19 +313,21 @@ def _advance(
 
 
 @st.composite
-def invalid_steps(draw: st.DrawFn, stage: Stage, *, at: datetime, owner: str) -> Step:
+def invalid_steps(
+    draw: st.DrawFn, stage: Stage, *, at: datetime, owner: str, waiting: bool = False
+) -> Step:
     """A command that `stage` does not allow, with otherwise valid arguments."""
-    command = draw(st.sampled_from(refused_commands(stage)))
+    command = draw(st.sampled_from(refused_commands(stage, waiting)))
     arguments = draw(arguments_for(command, at=at, owner=owner))
     return Step(command, {"by": draw(people()), "at": at, **arguments})
 
 
-def refused_commands(stage: Stage) -> tuple[str, ...]:
+def refused_commands(stage: Stage, waiting: bool = False) -> tuple[str, ...]:
     """Commands (other than receive) that the table refuses in `stage`."""
     return tuple(
         c
         for c in command_names()
-        if c != "receive" and c not in allowed_commands(stage)
+        if c != "receive" and c not in allowed_commands(stage, waiting)
     )
 
 

@@ -131,6 +131,7 @@ class _Chain:
     version: int = 0
     digest: str | None = None
     stage: Stage | None = None
+    waiting: bool = False
     last_time: datetime | None = None
     known: bool = True
     """False after an unreadable event: the next checks cannot rely on it."""
@@ -275,16 +276,21 @@ class ChainVerifier:
         event_type: type[ComplaintEvent],
         report: Any,
     ) -> None:
-        transition = transition_for(event_type, chain.stage)
+        transition = transition_for(event_type, chain.stage, chain.waiting)
         if transition is None:
             if chain.known or chain.stage is not None:
-                where = chain.stage or "a complaint not yet received"
+                where = str(chain.stage or "a complaint not yet received")
+                if transition_for(event_type, chain.stage, not chain.waiting):
+                    where += f" while {'' if chain.waiting else 'not '}waiting"
                 report("transition", f"{event_type.__name__} is not allowed in {where}")
             # Carry on from where this event would lead, to find later breaks.
-            targets = [t.target for t in TRANSITIONS if t.event is event_type]
-            chain.stage = targets[0] if targets else chain.stage
+            fallback = next((t for t in TRANSITIONS if t.event is event_type), None)
+            if fallback is not None:
+                chain.stage = fallback.target
+                chain.waiting = fallback.waiting_then(chain.waiting)
             return
         chain.stage = transition.target
+        chain.waiting = transition.waiting_then(chain.waiting)
 
     def _check_time(
         self, record: StoredRecord, chain: _Chain, body: dict[str, Any], report: Any

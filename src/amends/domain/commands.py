@@ -118,6 +118,22 @@ class TransferOwnership(Command):
     customer_told: StrictBool
 
 
+class AwaitCustomer(Command):
+    """The team waits on the customer: the SLA clock pauses (the wall clock not)."""
+
+    name = "await_customer"
+
+    reason: Text
+
+
+class CustomerReplied(Command):
+    """The customer answered: the SLA clock runs again."""
+
+    name = "customer_replied"
+
+    note: Text | None = None
+
+
 class AddNote(Command):
     name = "add_note"
 

@@ -76,6 +76,9 @@ class Complaint(BaseModel):
     """The customer's latest answer; None until they were asked."""
     head_digest: str
     """SHA-256 of the newest event: the next event records it."""
+    waiting_since: datetime | None = None
+    """Since when the team waits on the customer (SLA clock paused), if it does."""
+    waits: int = 0
 
     def reached_at(self, stage: Stage) -> datetime | None:
         """When the complaint first reached `stage`, or None if it never did."""
@@ -89,8 +92,12 @@ class Complaint(BaseModel):
         return is_terminal(self.stage)
 
     @property
+    def waiting(self) -> bool:
+        return self.waiting_since is not None
+
+    @property
     def allowed_commands(self) -> tuple[str, ...]:
-        return allowed_commands(self.stage)
+        return allowed_commands(self.stage, self.waiting)
 
 
 # --------------------------------------------------------------------- decide
@@ -107,10 +114,18 @@ def decide(command: c.Command, state: Complaint | None) -> tuple[e.ComplaintEven
     if state is not None and isinstance(command, c.Receive):
         return ()
     source = state.stage if state is not None else None
-    if command.name not in allowed_commands(source):
+    waiting = state is not None and state.waiting
+    if command.name not in allowed_commands(source, waiting):
         assert state is not None  # receive is always allowed on a new complaint
+        reason = ""
+        if command.name in allowed_commands(source, not waiting):
+            reason = (
+                "it is waiting on the customer"
+                if waiting
+                else "nobody awaits the customer"
+            )
         raise InvalidTransition(
-            state.id, state.stage, command.name, allowed_commands(state.stage)
+            state.id, state.stage, command.name, state.allowed_commands, reason
         )
     problems: list[FieldProblem] = []
     if state is not None and command.at < state.last_event_at:
@@ -132,10 +147,10 @@ def decide(command: c.Command, state: Complaint | None) -> tuple[e.ComplaintEven
         "previous_digest": state.head_digest if state is not None else None,
     }
     event_type, fields = _event_for(command, state)
-    if transition_for(event_type, source) is None:
+    if transition_for(event_type, source, waiting) is None:
         assert state is not None
         raise InvalidTransition(
-            state.id, state.stage, command.name, allowed_commands(state.stage)
+            state.id, state.stage, command.name, state.allowed_commands
         )
     return (event_type(**envelope, **fields),)
 
@@ -224,9 +239,12 @@ def evolve(state: Complaint | None, event: e.ComplaintEvent) -> Complaint:
             event.originator_version,
             f"expected version {version}, found {event.originator_version}",
         )
-    transition = transition_for(type(event), source)
+    waiting = state is not None and state.waiting
+    transition = transition_for(type(event), source, waiting)
     if transition is None:
         where = source if source is not None else "a complaint not yet received"
+        if transition_for(type(event), source, not waiting) is not None:
+            where = f"{where} while {'' if waiting else 'not '}waiting on the customer"
         raise HistoryViolation(
             complaint_id, version, f"{event.name} is not allowed in {where}"
         )
@@ -273,6 +291,12 @@ def evolve(state: Complaint | None, event: e.ComplaintEvent) -> Complaint:
         "last_event_at": event.timestamp,
         "head_digest": event.digest,
     }
+    if transition.waiting_then(waiting) is not waiting:
+        if waiting:
+            changes["waiting_since"] = None
+        else:
+            changes["waiting_since"] = event.timestamp
+            changes["waits"] = state.waits + 1
     if state.reached_at(transition.target) is None:
         changes["first_reached"] = (
             *state.first_reached,

@@ -54,15 +54,18 @@ class InvalidTransition(AmendsError):
         stage: str,
         command: str,
         allowed: Sequence[str],
+        reason: str = "",
     ) -> None:
         self.complaint_id = complaint_id
         self.stage = stage
         self.command = command
         self.allowed: tuple[str, ...] = tuple(allowed)
+        self.reason = reason
         allowed_text = ", ".join(self.allowed) if self.allowed else "none (closed)"
+        why = f" ({reason})" if reason else ""
         super().__init__(
-            f"complaint {complaint_id} is {stage}: {command} is not allowed there; "
-            f"allowed now: {allowed_text}"
+            f"complaint {complaint_id} is {stage}: {command} is not allowed there"
+            f"{why}; allowed now: {allowed_text}"
         )
 
 

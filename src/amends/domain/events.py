@@ -203,6 +203,18 @@ class OwnershipTransferred(ComplaintEvent):
     customer_told: bool
 
 
+class CustomerAwaited(ComplaintEvent):
+    topic = "amends.complaint.CustomerAwaited"
+
+    reason: Text
+
+
+class CustomerReplied(ComplaintEvent):
+    topic = "amends.complaint.CustomerReplied"
+
+    note: Text | None = None
+
+
 class NoteAdded(ComplaintEvent):
     topic = "amends.complaint.NoteAdded"
 

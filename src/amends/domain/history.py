@@ -85,7 +85,8 @@ def history_of(complaint_id: UUID, events: Iterable[ComplaintEvent]) -> CaseHist
     records = []
     for event in events:
         before = state.stage if state is not None else None
-        transition = transition_for(type(event), before)
+        waiting = state is not None and state.waiting
+        transition = transition_for(type(event), before, waiting)
         state = evolve(state, event)
         assert transition is not None  # evolve refuses events the table lacks
         records.append(

@@ -22,13 +22,25 @@ TERMINAL = Stage.PREVENTION_LOGGED
 class Transition:
     """`command` in `source` records `event` and moves the complaint to `target`.
 
-    `source` is None for the command that creates a complaint.
+    `source` is None for the command that creates a complaint. Waiting on the
+    customer (the SLA clock paused) is not a stage but a flag beside it:
+    `waiting` says whether the move needs the flag set (True), clear (False)
+    or either (None); `waiting_after` sets or clears it (None: leaves it).
     """
 
     command: type[c.Command]
     source: Stage | None
     target: Stage
     event: type[e.ComplaintEvent]
+    waiting: bool | None = None
+    waiting_after: bool | None = None
+
+    def fits(self, waiting: bool) -> bool:
+        return self.waiting is None or self.waiting is waiting
+
+    def waiting_then(self, waiting: bool) -> bool:
+        """Whether the complaint waits on the customer after this move."""
+        return waiting if self.waiting_after is None else self.waiting_after
 
     @property
     def command_name(self) -> str:
@@ -65,32 +77,46 @@ _PATH: tuple[Transition, ...] = (
         Stage.SATISFACTION_CONFIRMED,
         Stage.PREVENTION_LOGGED,
         e.PreventionLogged,
+        waiting_after=False,  # closing the case ends any wait
     ),
 )
 
-_IN_ANY_OPEN_STAGE: tuple[tuple[type[c.Command], type[e.ComplaintEvent]], ...] = (
-    (c.TransferOwnership, e.OwnershipTransferred),
-    (c.AddNote, e.NoteAdded),
-    (c.OfferGesture, e.GestureOffered),
+_IN_ANY_OPEN_STAGE: tuple[
+    tuple[type[c.Command], type[e.ComplaintEvent], bool | None, bool | None], ...
+] = (
+    (c.TransferOwnership, e.OwnershipTransferred, None, None),
+    (c.AddNote, e.NoteAdded, None, None),
+    (c.OfferGesture, e.GestureOffered, None, None),
+    (c.AwaitCustomer, e.CustomerAwaited, False, True),
+    (c.CustomerReplied, e.CustomerReplied, True, False),
 )
 
 TRANSITIONS: tuple[Transition, ...] = _PATH + tuple(
-    Transition(command, stage, stage, event)
+    Transition(command, stage, stage, event, waiting, waiting_after)
     for stage in Stage
     if stage is not TERMINAL
-    for command, event in _IN_ANY_OPEN_STAGE
+    for command, event, waiting, waiting_after in _IN_ANY_OPEN_STAGE
 )
 """Every allowed move. Edit this, and only this, to change the lifecycle."""
 
 
-def transitions_from(source: Stage | None) -> Iterator[Transition]:
-    return (t for t in TRANSITIONS if t.source is source)
+def transitions_from(
+    source: Stage | None, waiting: bool | None = None
+) -> Iterator[Transition]:
+    """Moves out of `source`; with `waiting` given, only those that fit it."""
+    return (
+        t
+        for t in TRANSITIONS
+        if t.source is source and (waiting is None or t.fits(waiting))
+    )
 
 
 @cache
-def allowed_commands(source: Stage | None) -> tuple[str, ...]:
+def allowed_commands(source: Stage | None, waiting: bool = False) -> tuple[str, ...]:
     """Command names allowed in `source`, in table order, without repeats."""
-    return tuple(dict.fromkeys(t.command_name for t in transitions_from(source)))
+    return tuple(
+        dict.fromkeys(t.command_name for t in transitions_from(source, waiting))
+    )
 
 
 def command_names() -> tuple[str, ...]:
@@ -98,16 +124,12 @@ def command_names() -> tuple[str, ...]:
     return tuple(dict.fromkeys(t.command_name for t in TRANSITIONS))
 
 
-def is_allowed(command_name: str, source: Stage | None) -> bool:
-    return command_name in allowed_commands(source)
-
-
 @cache
 def transition_for(
-    event_type: type[e.ComplaintEvent], source: Stage | None
+    event_type: type[e.ComplaintEvent], source: Stage | None, waiting: bool = False
 ) -> Transition | None:
     """The transition that records `event_type` in `source`, if the table has one."""
-    for t in transitions_from(source):
+    for t in transitions_from(source, waiting):
         if t.event is event_type:
             return t
     return None
@@ -133,11 +155,20 @@ def mermaid() -> str:
                 label += f" ({t.event.__name__})"
             lines.append(f"    {t.source} --> {t.target}: {label}")
     lines.append(f"    {TERMINAL} --> [*]")
-    keeping = ", ".join(cmd.name for cmd in _stage_keeping_everywhere())
+    keeping = ", ".join(_with_condition(cmd) for cmd in _stage_keeping_everywhere())
     lines.append(f"    note right of {Stage.RECEIVED}")
     lines.append(f"        In every stage but {TERMINAL}: {keeping}")
     lines.append("    end note")
     return "\n".join(lines) + "\n"
+
+
+def _with_condition(command: type[c.Command]) -> str:
+    waiting = {t.waiting for t in TRANSITIONS if t.command is command}
+    if waiting == {True}:
+        return f"{command.name} (while waiting on the customer)"
+    if waiting == {False}:
+        return f"{command.name} (when not waiting)"
+    return command.name
 
 
 @cache

@@ -300,6 +300,33 @@ class ComplaintDesk:
             customer_told=customer_told,
         )
 
+    def await_customer(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        reason: str,
+        at: datetime | None = None,
+    ) -> Complaint:
+        """Wait on the customer (for a document, an answer): the SLA clock pauses.
+
+        The wall clock never pauses; reports show both.
+        """
+        return self._run(c.AwaitCustomer, complaint_id, by=by, at=at, reason=reason)
+
+    def customer_replied(
+        self,
+        complaint_id: UUID | str,
+        /,
+        *,
+        by: str,
+        note: str | None = None,
+        at: datetime | None = None,
+    ) -> Complaint:
+        """The customer answered: the SLA clock runs again."""
+        return self._run(c.CustomerReplied, complaint_id, by=by, at=at, note=note)
+
     def add_note(
         self,
         complaint_id: UUID | str,
