@@ -1,0 +1,626 @@
+"""SLA policies: how long a team may take to acknowledge, update and resolve.
+
+A policy names its targets per severity and the clock they run on: the wall
+clock ("calendar") or business time in a `WorkingCalendar` ("business"), where
+weekends, public holidays and the hours outside the working day do not count.
+Either clock can stand still while the team waits on the customer (pauses), so a
+pause is never counted against the team; reports show the wall clock beside it
+so that a pause cannot hide delay.
+
+Everything here is pure arithmetic on the instants passed in: no clock is read.
+Instants in and out are timezone-aware and in UTC. Business time is real time
+spent inside business hours, counted in whole microseconds, so a deadline and
+the elapsed time at that deadline agree exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
+from typing import Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from amends.domain.stages import Severity
+from amends.domain.values import Instant
+
+__all__ = [
+    "DEFAULT_POLICY_NAME",
+    "PRESETS",
+    "PolicySchedule",
+    "SlaPolicy",
+    "Targets",
+    "WorkingCalendar",
+    "preset",
+]
+
+Pause = tuple[datetime, datetime | None]
+"""An interval when the SLA clock stood still; an end of None means still paused."""
+
+_ZERO = timedelta(0)
+_HOUR = timedelta(hours=1)
+_DAY = timedelta(days=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIDNIGHT = time(0)
+
+FIRST_BUSINESS_YEAR = 1900
+LAST_BUSINESS_YEAR = 2999
+"""Business calendars cover these years; holiday rules outside them are guesswork."""
+
+
+# ---------------------------------------------------------------------------
+# Instants
+
+
+def _utc(value: datetime, argument: str) -> datetime:
+    """Refuse naive datetimes: a wall-clock reading without a zone is no instant."""
+    zone = value.tzinfo
+    if zone is UTC:
+        return value
+    if zone is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{argument} must be timezone-aware, got naive {value.isoformat()}"
+        )
+    return value.astimezone(UTC)
+
+
+def _microseconds(value: datetime) -> int:
+    """Business arithmetic runs on integers so that no rounding ever creeps in."""
+    span = value - _EPOCH
+    return (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
+
+
+def _instant(microseconds: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=microseconds)
+
+
+def _whole_microseconds(value: timedelta) -> int:
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+_NEVER = datetime.max.replace(tzinfo=UTC)
+"""The end of a pause that is still open, and of a window with no end."""
+
+
+def _paused_intervals(
+    pauses: Sequence[Pause], start: datetime, end: datetime = _NEVER
+) -> list[tuple[datetime, datetime]]:
+    """The pauses clipped to [start, end], sorted and merged so that each paused
+    moment counts once; a pause still open ends at `end`."""
+    clipped: list[tuple[datetime, datetime]] = []
+    for index, (pause_start, pause_end) in enumerate(pauses):
+        if pause_start.tzinfo is not UTC:
+            pause_start = _utc(pause_start, f"pauses[{index}] start")
+        if pause_end is None:
+            pause_end = end
+        else:
+            if pause_end.tzinfo is not UTC:
+                pause_end = _utc(pause_end, f"pauses[{index}] end")
+            if pause_end < pause_start:
+                raise ValueError(
+                    f"pauses[{index}] ends ({pause_end.isoformat()}) "
+                    f"before it begins ({pause_start.isoformat()})"
+                )
+            if pause_end > end:
+                pause_end = end
+        if pause_start < start:
+            pause_start = start
+        if pause_start < pause_end:
+            clipped.append((pause_start, pause_end))
+    if len(clipped) < 2:
+        return clipped
+    clipped.sort()
+    merged = [clipped[0]]
+    for pause_start, pause_end in clipped[1:]:
+        last_start, last_end = merged[-1]
+        if pause_start <= last_end:
+            if pause_end > last_end:
+                merged[-1] = (last_start, pause_end)
+        else:
+            merged.append((pause_start, pause_end))
+    return merged
+
+
+# ---------------------------------------------------------------------------
+# Holidays and business windows, cached per year
+
+
+@functools.lru_cache(maxsize=512)
+def _holiday_dates(country: str, subdivision: str | None, year: int) -> frozenset[date]:
+    """Computing a year of holidays takes a millisecond; a projection asks often."""
+    found = holidays.country_holidays(country, subdiv=subdivision, years=year)
+    return frozenset(day for day in found if day.year == year)
+
+
+def _is_business_day(country: str, subdivision: str | None, day: date) -> bool:
+    return day.weekday() < 5 and day not in _holiday_dates(
+        country, subdivision, day.year
+    )
+
+
+_CalendarKey = tuple[str, str | None, str, tuple[time, time] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _YearWindows:
+    """One local year's business windows as UTC microseconds, with running totals.
+
+    Window i is [starts[i], ends[i]); before[i] and through[i] are the business
+    microseconds of the year before and up to the end of window i.
+    """
+
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    before: tuple[int, ...]
+    through: tuple[int, ...]
+    total: int
+
+    def up_to(self, instant: int) -> int:
+        """Business microseconds of this year's windows before `instant`."""
+        index = bisect_right(self.starts, instant) - 1
+        if index < 0:
+            return 0
+        return self.before[index] + min(
+            instant - self.starts[index], self.ends[index] - self.starts[index]
+        )
+
+    def reaching(self, amount: int) -> int:
+        """The first instant at which this year's business time reaches `amount` > 0."""
+        index = bisect_left(self.through, amount)
+        return self.starts[index] + amount - self.before[index]
+
+
+def _local_instant(day: date, at: time, zone: ZoneInfo) -> int:
+    """A local wall-clock time as UTC; a time skipped by a clock change maps
+    with the offset in force before the change (zoneinfo's fold=0)."""
+    return _microseconds(datetime.combine(day, at, tzinfo=zone))
+
+
+@functools.lru_cache(maxsize=256)
+def _year_windows(key: _CalendarKey, year: int) -> _YearWindows:
+    """Built once per calendar and year so later look-ups are two bisections."""
+    country, subdivision, timezone, working_hours = key
+    if not FIRST_BUSINESS_YEAR - 1 <= year <= LAST_BUSINESS_YEAR + 1:
+        return _YearWindows((), (), (), (), 0)
+    zone = ZoneInfo(timezone)
+    holiday_dates = _holiday_dates(country, subdivision, year)
+    starts: list[int] = []
+    ends: list[int] = []
+    before: list[int] = []
+    through: list[int] = []
+    total = 0
+    day = date(year, 1, 1)
+    while day.year == year:
+        if day.weekday() < 5 and day not in holiday_dates:
+            if working_hours is None:
+                opens = _local_instant(day, _MIDNIGHT, zone)
+                closes = _local_instant(day + _DAY, _MIDNIGHT, zone)
+            else:
+                opens = _local_instant(day, working_hours[0], zone)
+                closes = _local_instant(day, working_hours[1], zone)
+            if closes > opens:
+                starts.append(opens)
+                ends.append(closes)
+                before.append(total)
+                total += closes - opens
+                through.append(total)
+        day += _DAY
+    return _YearWindows(
+        tuple(starts), tuple(ends), tuple(before), tuple(through), total
+    )
+
+
+def _check_business_range(value: datetime, argument: str) -> None:
+    if not FIRST_BUSINESS_YEAR <= value.year <= LAST_BUSINESS_YEAR:
+        raise ValueError(
+            f"{argument} ({value.isoformat()}) is outside the years "
+            f"{FIRST_BUSINESS_YEAR} to {LAST_BUSINESS_YEAR} that business "
+            "calendars cover"
+        )
+
+
+def _business_between(key: _CalendarKey, start: datetime, end: datetime) -> int:
+    """Business microseconds in [start, end], both UTC, start <= end."""
+    low = _microseconds(start)
+    high = _microseconds(end)
+    total = 0
+    # A local year differs from the UTC year by at most one.
+    for year in range(start.year - 1, end.year + 2):
+        windows = _year_windows(key, year)
+        total += windows.up_to(high) - windows.up_to(low)
+    return total
+
+
+def _business_add(key: _CalendarKey, start: datetime, amount: int) -> datetime:
+    """The first instant at which `amount` > 0 business microseconds have passed."""
+    origin = _microseconds(start)
+    year = start.year - 1
+    while year <= LAST_BUSINESS_YEAR + 1:
+        windows = _year_windows(key, year)
+        used = windows.up_to(origin)
+        available = windows.total - used
+        if amount <= available:
+            return _instant(windows.reaching(used + amount))
+        amount -= available
+        year += 1
+    raise ValueError(
+        f"the business time runs past {LAST_BUSINESS_YEAR}, "
+        "the last year business calendars cover"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Working calendars
+
+
+class WorkingCalendar(BaseModel):
+    """Where and when a team works: its public holidays and its working day.
+
+    Days and hours are local to `timezone`, so 09:00 means 09:00 on the office
+    wall clock in winter and summer alike. Business time is the real time that
+    passes inside those hours; on the rare weekday when local clocks change
+    inside them, that day's business time is an hour shorter or longer (in the
+    UK, the EU and the US clocks change on Sundays, outside any business day).
+    Weekends are Saturday and Sunday everywhere; shifts past midnight are not
+    modelled.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    country: str = Field(min_length=2, max_length=3)
+    """ISO 3166 code understood by `holidays.country_holidays`, such as GB."""
+    subdivision: str | None = None
+    """A region with holidays of its own, such as ENG, SCT or NIR for GB."""
+    timezone: str = "UTC"
+    """The IANA zone of the office, such as Europe/London."""
+    working_hours: tuple[time, time] | None = None
+    """Opening and closing local time; None counts each business day whole (24h)."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("working_hours")
+    @classmethod
+    def _opening_before_closing(
+        cls, value: tuple[time, time] | None
+    ) -> tuple[time, time] | None:
+        if value is None:
+            return None
+        opens, closes = value
+        if opens.tzinfo is not None or closes.tzinfo is not None:
+            raise ValueError("working hours are local wall-clock times, without zone")
+        if opens >= closes:
+            raise ValueError(
+                f"opening time {opens.isoformat()} must come before "
+                f"closing time {closes.isoformat()} (shifts past midnight "
+                "are not supported)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _known_holidays(self) -> Self:
+        try:
+            holidays.country_holidays(self.country, subdiv=self.subdivision)
+        except NotImplementedError as exc:
+            raise ValueError(f"no public holidays known: {exc}") from exc
+        return self
+
+    def is_business_day(self, day: date) -> bool:
+        """Monday to Friday and not a public holiday in this country or region."""
+        return _is_business_day(self.country, self.subdivision, day)
+
+    def elapsed(self, start: datetime, end: datetime) -> timedelta:
+        """Business time between two instants; zero when `end` is not after `start`."""
+        start = _utc(start, "start")
+        end = _utc(end, "end")
+        if end <= start:
+            return _ZERO
+        _check_business_range(start, "start")
+        _check_business_range(end, "end")
+        return timedelta(
+            microseconds=_business_between(_calendar_key(self), start, end)
+        )
+
+    def add(self, start: datetime, duration: timedelta) -> datetime:
+        """The first instant at which `duration` of business time has passed since
+        `start`; a zero duration is due at once, even outside business hours."""
+        start = _utc(start, "start")
+        if duration < _ZERO:
+            raise ValueError(f"duration must not be negative, got {duration}")
+        if not duration:
+            return start
+        _check_business_range(start, "start")
+        return _business_add(_calendar_key(self), start, _whole_microseconds(duration))
+
+
+def _calendar_key(calendar: WorkingCalendar) -> _CalendarKey:
+    """What the window cache is keyed on: models themselves hash poorly."""
+    return (
+        calendar.country,
+        calendar.subdivision,
+        calendar.timezone,
+        calendar.working_hours,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Policies
+
+
+class Targets(BaseModel):
+    """How soon each promise falls due, as SLA time from the event that starts it.
+
+    A target left as None is not measured: a regime that names no figure gets
+    none invented for it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    acknowledge_within: timedelta | None = None
+    """From receipt to the first acknowledgement."""
+    update_every: timedelta | None = None
+    """The longest gap allowed between two contacts with the customer."""
+    resolve_within: timedelta | None = None
+    """From receipt to the resolution (or the final response a regime asks for)."""
+
+    @field_validator("acknowledge_within", "update_every", "resolve_within")
+    @classmethod
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= _ZERO:
+            raise ValueError(f"must be a positive duration, got {value}")
+        return value
+
+
+class SlaPolicy(BaseModel):
+    """Named, versioned targets per severity and the clock they are measured on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    version: int = Field(default=1, ge=1)
+    clock: Literal["calendar", "business"] = "calendar"
+    calendar: WorkingCalendar | None = None
+    """The working calendar of a business clock; unused, so refused, otherwise."""
+    targets: dict[Severity, Targets]
+    keep_plan_due: bool = True
+    """The due date the team promised in its plan is a target too."""
+    description: str = ""
+    """Where the figures come from, and what the policy does not model."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.clock == "business" and self.calendar is None:
+            raise ValueError("a business clock needs a working calendar")
+        if self.clock == "calendar" and self.calendar is not None:
+            raise ValueError(
+                "a calendar clock ignores the working calendar: "
+                "set clock='business' to use it"
+            )
+        missing = [
+            severity.value for severity in Severity if severity not in self.targets
+        ]
+        if missing:
+            raise ValueError(
+                "targets are needed for every severity; missing: " + ", ".join(missing)
+            )
+        return self
+
+    def targets_for(self, severity: Severity) -> Targets:
+        return self.targets[severity]
+
+    def elapsed(
+        self, start: datetime, end: datetime, pauses: Sequence[Pause] = ()
+    ) -> timedelta:
+        """SLA time from `start` to `end` on this policy's clock, minus the parts
+        of `pauses` inside that window (each paused moment counted once)."""
+        start = _utc(start, "start")
+        end = _utc(end, "end")
+        if end < start:
+            end = start
+        paused = _paused_intervals(pauses, start, end) if pauses else []
+        calendar = self.calendar
+        if calendar is None:
+            total = end - start
+            for pause_start, pause_end in paused:
+                total -= pause_end - pause_start
+            return total
+        if end == start:
+            return _ZERO
+        _check_business_range(start, "start")
+        _check_business_range(end, "end")
+        key = _calendar_key(calendar)
+        amount = _business_between(key, start, end)
+        for pause_start, pause_end in paused:
+            amount -= _business_between(key, pause_start, pause_end)
+        return timedelta(microseconds=amount)
+
+    def deadline(
+        self, start: datetime, duration: timedelta, pauses: Sequence[Pause] = ()
+    ) -> datetime | None:
+        """The instant at which `duration` of SLA time has passed since `start`.
+
+        None while a pause that is still open began before then: the clock
+        stands still, so no deadline can be named until the customer answers.
+        """
+        start = _utc(start, "start")
+        if duration < _ZERO:
+            raise ValueError(f"duration must not be negative, got {duration}")
+        paused = _paused_intervals(pauses, start) if pauses else []
+        if not duration:
+            return start
+        calendar = self.calendar
+        if calendar is None:
+            moment = start
+            remaining = duration
+            for pause_start, pause_end in paused:
+                running = pause_start - moment
+                if remaining <= running:
+                    return moment + remaining
+                if pause_end == _NEVER:
+                    return None
+                remaining -= running
+                moment = pause_end
+            return moment + remaining
+        _check_business_range(start, "start")
+        key = _calendar_key(calendar)
+        moment = start
+        amount = _whole_microseconds(duration)
+        for pause_start, pause_end in paused:
+            due = _business_add(key, moment, amount)
+            if due <= pause_start:
+                return due
+            if pause_end == _NEVER:
+                return None
+            amount -= _business_between(key, moment, pause_start)
+            moment = pause_end
+        return _business_add(key, moment, amount)
+
+
+class PolicySchedule(BaseModel):
+    """Which policy was in force when, so old complaints keep the rules they
+    were promised under after a policy changes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entries: tuple[tuple[Instant, SlaPolicy], ...]
+    """(in force from, policy), earliest first."""
+
+    @field_validator("entries")
+    @classmethod
+    def _sorted_and_not_empty(
+        cls, value: tuple[tuple[datetime, SlaPolicy], ...]
+    ) -> tuple[tuple[datetime, SlaPolicy], ...]:
+        if not value:
+            raise ValueError("a schedule needs at least one policy")
+        for (earlier, _), (later, policy) in pairwise(value):
+            if later <= earlier:
+                raise ValueError(
+                    f"entries must be in increasing time order: {policy.name} "
+                    f"from {later.isoformat()} does not follow {earlier.isoformat()}"
+                )
+        return value
+
+    def in_force(self, at: datetime) -> SlaPolicy:
+        """The policy in force at `at`; the first one for anything earlier."""
+        at = _utc(at, "at")
+        index = bisect_right(self.entries, at, key=_entry_start) - 1
+        return self.entries[max(index, 0)][1]
+
+    @classmethod
+    def always(cls, policy: SlaPolicy) -> PolicySchedule:
+        """One policy for all time, from the earliest instant there is."""
+        return cls(entries=((datetime.min.replace(tzinfo=UTC), policy),))
+
+
+def _entry_start(entry: tuple[datetime, SlaPolicy]) -> datetime:
+    return entry[0]
+
+
+# ---------------------------------------------------------------------------
+# Presets
+
+
+def _for_every_severity(targets: Targets) -> dict[Severity, Targets]:
+    return dict.fromkeys(Severity, targets)
+
+
+PRESETS: dict[str, SlaPolicy] = {
+    policy.name: policy
+    for policy in (
+        SlaPolicy(
+            name="promise_keeping",
+            targets=_for_every_severity(
+                Targets(acknowledge_within=24 * _HOUR, update_every=24 * _HOUR)
+            ),
+            description=(
+                "amends' default, no regulator's: answer within 24 hours, give an "
+                "update at least every 24 hours, and keep the due date promised in "
+                "the plan ('I will get back to you within 24 hours'). No overall "
+                "resolution target: the plan's due date is the promise."
+            ),
+        ),
+        SlaPolicy(
+            name="fca_disp",
+            targets=_for_every_severity(
+                Targets(acknowledge_within=24 * _HOUR, resolve_within=56 * _DAY)
+            ),
+            description=(
+                "UK FCA Handbook DISP 1.6: a prompt written acknowledgement "
+                "(DISP 1.6.1R; 'prompt' has no figure, 24 hours is our reading), "
+                "then keep the complainant informed (no interval is named, so no "
+                "update cadence is set), and a final or holding response by the "
+                "end of eight weeks (56 days) after receipt (DISP 1.6.2R). The "
+                "summary resolution route for complaints closed by the end of the "
+                "third business day (DISP 1.5) is not modelled."
+            ),
+        ),
+        SlaPolicy(
+            name="fca_disp_payments",
+            clock="business",
+            calendar=WorkingCalendar(
+                country="GB", subdivision="ENG", timezone="Europe/London"
+            ),
+            targets=_for_every_severity(
+                Targets(acknowledge_within=1 * _DAY, resolve_within=15 * _DAY)
+            ),
+            description=(
+                "UK FCA DISP 1.6.2AR, payment services and e-money complaints: a "
+                "final response within 15 business days of receipt, counted on "
+                "England and Wales bank holidays (use subdivision SCT or NIR for "
+                "complaints handled there). Acknowledgement within 1 business day "
+                "is our reading of DISP 1.6.1R's 'prompt'. Not modelled: the "
+                "exceptional case of a holding response and a final response "
+                "within 35 business days."
+            ),
+        ),
+        SlaPolicy(
+            name="asic_rg271",
+            targets=_for_every_severity(
+                Targets(acknowledge_within=24 * _HOUR, resolve_within=30 * _DAY)
+            ),
+            description=(
+                "Australia ASIC Regulatory Guide 271 (RG 271, internal dispute "
+                "resolution): acknowledge within 24 hours (or one business day), "
+                "final IDR response within 30 calendar days of receipt. Not "
+                "modelled: 45 days for superannuation trustees and 21 days for "
+                "complaints about default notices and financial difficulty."
+            ),
+        ),
+        SlaPolicy(
+            name="cfpb",
+            targets=_for_every_severity(
+                Targets(acknowledge_within=15 * _DAY, resolve_within=60 * _DAY)
+            ),
+            description=(
+                "US CFPB consumer complaint process: the company responds within "
+                "15 calendar days (counted here as the acknowledgement) and gives "
+                "its final response within 60 calendar days."
+            ),
+        ),
+    )
+}
+"""Policies ready to use, by name; every severity gets the same figures."""
+
+DEFAULT_POLICY_NAME = "promise_keeping"
+
+
+def preset(name: str) -> SlaPolicy:
+    """A preset by name; an unknown name is refused with the known ones listed."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown SLA preset {name!r}; known presets: {', '.join(sorted(PRESETS))}"
+        ) from None

@@ -1,0 +1,554 @@
+"""SLA policies: working calendars, pausable clocks, deadlines and presets.
+
+Unit tests pin real dates (Easter and the clock changes of 2026 in England);
+properties check the rules that must hold for every start, duration and pause
+list on both kinds of clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from amends.domain import sla
+from amends.domain.sla import (
+    DEFAULT_POLICY_NAME,
+    PRESETS,
+    PolicySchedule,
+    SlaPolicy,
+    Targets,
+    WorkingCalendar,
+    preset,
+)
+from amends.domain.stages import Severity
+
+LONDON = ZoneInfo("Europe/London")
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+MICROSECOND = timedelta(microseconds=1)
+
+OFFICE = WorkingCalendar(
+    country="GB",
+    subdivision="ENG",
+    timezone="Europe/London",
+    working_hours=(time(9), time(17)),
+)
+"""An office in England open 09:00 to 17:00 local time."""
+
+
+def london(year: int, month: int, day: int, hour: int = 0) -> datetime:
+    """A London wall-clock time as the UTC instant the API takes."""
+    return datetime(year, month, day, hour, tzinfo=LONDON).astimezone(UTC)
+
+
+def every_severity(targets: Targets) -> dict[Severity, Targets]:
+    return dict.fromkeys(Severity, targets)
+
+
+OFFICE_POLICY = SlaPolicy(
+    name="office_hours",
+    clock="business",
+    calendar=OFFICE,
+    targets=every_severity(Targets(resolve_within=40 * HOUR)),
+)
+NEW_YORK_POLICY = SlaPolicy(
+    name="new_york_office",
+    clock="business",
+    calendar=WorkingCalendar(
+        country="US",
+        subdivision="NY",
+        timezone="America/New_York",
+        working_hours=(time(8, 30), time(18)),
+    ),
+    targets=every_severity(Targets(resolve_within=10 * HOUR)),
+)
+
+
+# ---------------------------------------------------------------------------
+# Working calendars
+
+
+def test_easter_2026_is_not_a_business_day_in_england() -> None:
+    assert OFFICE.is_business_day(date(2026, 4, 2))  # Maundy Thursday
+    assert not OFFICE.is_business_day(date(2026, 4, 3))  # Good Friday
+    assert not OFFICE.is_business_day(date(2026, 4, 4))  # Saturday
+    assert not OFFICE.is_business_day(date(2026, 4, 6))  # Easter Monday
+    assert OFFICE.is_business_day(date(2026, 4, 7))
+
+
+def test_easter_monday_is_a_business_day_in_scotland() -> None:
+    scotland = WorkingCalendar(country="GB", subdivision="SCT")
+    assert not scotland.is_business_day(date(2026, 4, 3))
+    assert scotland.is_business_day(date(2026, 4, 6))
+
+
+def test_add_skips_the_easter_weekend() -> None:
+    thursday_late = london(2026, 4, 2, 16)
+    assert OFFICE.add(thursday_late, 2 * HOUR) == london(2026, 4, 7, 10)
+
+
+def test_elapsed_skips_the_easter_weekend() -> None:
+    # Thursday 2 April and Tuesday 7 April: two working days of eight hours.
+    assert OFFICE.elapsed(london(2026, 4, 2, 9), london(2026, 4, 7, 17)) == 16 * HOUR
+    assert OFFICE.elapsed(london(2026, 4, 2, 17), london(2026, 4, 7, 9)) == timedelta()
+
+
+def test_whole_day_calendar_skips_easter() -> None:
+    payments = preset("fca_disp_payments")
+    thursday_noon = london(2026, 4, 2, 12)
+    assert payments.deadline(thursday_noon, DAY) == london(2026, 4, 7, 12)
+    # Thursday afternoon, Tuesday and Wednesday morning: two whole days.
+    assert payments.elapsed(thursday_noon, london(2026, 4, 8, 12)) == 2 * DAY
+
+
+def test_friday_afternoon_plus_two_working_hours_is_monday_morning() -> None:
+    friday = london(2026, 1, 9, 16)
+    due = OFFICE.add(friday, 2 * HOUR)
+    assert due == london(2026, 1, 12, 10)
+    assert due.tzinfo is UTC
+    assert OFFICE.elapsed(friday, due) == 2 * HOUR
+
+
+def test_working_hours_follow_the_local_clock_across_the_spring_change() -> None:
+    # Clocks go forward on Sunday 29 March 2026: 16:00 GMT Friday, 10:00 BST Monday.
+    friday = london(2026, 3, 27, 16)
+    assert friday == datetime(2026, 3, 27, 16, tzinfo=UTC)
+    due = OFFICE.add(friday, 2 * HOUR)
+    assert due == london(2026, 3, 30, 10) == datetime(2026, 3, 30, 9, tzinfo=UTC)
+    assert (
+        OFFICE.elapsed(london(2026, 3, 27, 17), london(2026, 3, 30, 9)) == timedelta()
+    )
+    assert OFFICE.elapsed(london(2026, 3, 30, 9), london(2026, 3, 30, 17)) == 8 * HOUR
+
+
+def test_working_hours_follow_the_local_clock_across_the_autumn_change() -> None:
+    # Clocks go back on Sunday 25 October 2026.
+    friday = london(2026, 10, 23, 16)
+    assert friday == datetime(2026, 10, 23, 15, tzinfo=UTC)
+    assert OFFICE.add(friday, 2 * HOUR) == datetime(2026, 10, 26, 10, tzinfo=UTC)
+
+
+def test_whole_business_day_spans_the_clock_change_weekend() -> None:
+    payments = preset("fca_disp_payments")
+    friday_noon = london(2026, 3, 27, 12)
+    assert payments.deadline(friday_noon, DAY) == london(2026, 3, 30, 12)
+    assert payments.elapsed(friday_noon, london(2026, 3, 30, 12)) == DAY
+
+
+def test_zero_duration_is_due_at_once_even_outside_hours() -> None:
+    saturday = london(2026, 1, 10, 3)
+    assert OFFICE.add(saturday, timedelta()) == saturday
+    assert OFFICE_POLICY.deadline(saturday, timedelta()) == saturday
+
+
+def test_elapsed_is_zero_when_end_is_not_after_start() -> None:
+    monday = london(2026, 1, 12, 10)
+    assert OFFICE.elapsed(monday, monday - HOUR) == timedelta()
+    assert OFFICE_POLICY.elapsed(monday, monday - HOUR) == timedelta()
+    assert preset("cfpb").elapsed(monday, monday - HOUR) == timedelta()
+
+
+def test_a_calendar_is_refused_when_wrongly_configured() -> None:
+    with pytest.raises(ValueError, match="ZZ"):
+        WorkingCalendar(country="ZZ")
+    with pytest.raises(ValueError, match="XX"):
+        WorkingCalendar(country="GB", subdivision="XX")
+    with pytest.raises(ValueError, match="Mars/Olympus"):
+        WorkingCalendar(country="GB", timezone="Mars/Olympus")
+    with pytest.raises(ValueError, match="before"):
+        WorkingCalendar(country="GB", working_hours=(time(17), time(9)))
+
+
+def test_holiday_lookups_are_cached_per_year() -> None:
+    calendar = WorkingCalendar(country="FR", timezone="Europe/Paris")
+    start = datetime(2027, 2, 1, tzinfo=UTC)
+    calendar.elapsed(start, start + 365 * DAY)
+    before = sla._holiday_dates.cache_info()
+    for _ in range(50):
+        calendar.elapsed(start, start + 365 * DAY)
+        calendar.add(start, 200 * DAY)
+    after = sla._holiday_dates.cache_info()
+    assert after.misses == before.misses
+    assert after.currsize >= 2  # at least one entry per year spanned
+
+
+# ---------------------------------------------------------------------------
+# Naive datetimes and bad arguments
+
+
+def test_naive_datetimes_are_refused_naming_the_argument() -> None:
+    naive = datetime(2026, 1, 12, 10)
+    aware = naive.replace(tzinfo=UTC)
+    policy = preset(DEFAULT_POLICY_NAME)
+    with pytest.raises(ValueError, match="start"):
+        OFFICE.elapsed(naive, aware)
+    with pytest.raises(ValueError, match="end"):
+        OFFICE.elapsed(aware, naive)
+    with pytest.raises(ValueError, match="start"):
+        OFFICE.add(naive, HOUR)
+    with pytest.raises(ValueError, match="end"):
+        policy.elapsed(aware, naive)
+    with pytest.raises(ValueError, match=r"pauses\[1\] start"):
+        policy.elapsed(aware, aware + DAY, [(aware, None), (naive, None)])
+    with pytest.raises(ValueError, match=r"pauses\[0\] end"):
+        policy.deadline(aware, HOUR, [(aware, naive)])
+    with pytest.raises(ValueError, match="at"):
+        PolicySchedule.always(policy).in_force(naive)
+
+
+def test_other_zones_are_converted_to_utc() -> None:
+    policy = preset(DEFAULT_POLICY_NAME)
+    start = datetime(2026, 7, 1, 9, tzinfo=LONDON)
+    due = policy.deadline(start, HOUR)
+    assert due == datetime(2026, 7, 1, 9, tzinfo=UTC)
+    assert due is not None
+    assert due.tzinfo is UTC
+
+
+def test_negative_durations_and_backward_pauses_are_refused() -> None:
+    policy = preset(DEFAULT_POLICY_NAME)
+    start = datetime(2026, 1, 12, tzinfo=UTC)
+    with pytest.raises(ValueError, match="negative"):
+        policy.deadline(start, -HOUR)
+    with pytest.raises(ValueError, match="negative"):
+        OFFICE.add(start, -HOUR)
+    with pytest.raises(ValueError, match="before it begins"):
+        policy.elapsed(start, start + DAY, [(start + HOUR, start)])
+
+
+# ---------------------------------------------------------------------------
+# Pauses and deadlines, by example
+
+
+def test_overlapping_pauses_count_once() -> None:
+    policy = preset(DEFAULT_POLICY_NAME)
+    start = datetime(2026, 1, 12, tzinfo=UTC)
+    pauses = [
+        (start + HOUR, start + 5 * HOUR),
+        (start + 3 * HOUR, start + 8 * HOUR),
+        (start - DAY, start + 30 * MICROSECOND),  # began before the window
+        (start + 2 * DAY, None),  # after the window, still open
+    ]
+    assert (
+        policy.elapsed(start, start + DAY, pauses) == DAY - 7 * HOUR - 30 * MICROSECOND
+    )
+
+
+def test_open_pause_before_the_deadline_leaves_no_deadline() -> None:
+    policy = preset(DEFAULT_POLICY_NAME)
+    start = datetime(2026, 1, 12, tzinfo=UTC)
+    assert policy.deadline(start, DAY, [(start + HOUR, None)]) is None
+    assert policy.deadline(start, DAY, [(start + DAY, None)]) == start + DAY
+    closed = [(start + HOUR, start + 3 * HOUR)]
+    assert policy.deadline(start, DAY, closed) == start + DAY + 2 * HOUR
+
+
+def test_business_pauses_only_cost_business_time() -> None:
+    monday = london(2026, 1, 12, 9)
+    # Paused from Monday 16:00 to Tuesday 10:00: two working hours lost.
+    pauses = [(london(2026, 1, 12, 16), london(2026, 1, 13, 10))]
+    assert OFFICE_POLICY.elapsed(monday, london(2026, 1, 13, 17), pauses) == 14 * HOUR
+    assert OFFICE_POLICY.deadline(monday, 8 * HOUR, pauses) == london(2026, 1, 13, 11)
+
+
+# ---------------------------------------------------------------------------
+# Policies and presets
+
+
+def test_presets_carry_the_regulatory_figures() -> None:
+    assert DEFAULT_POLICY_NAME == "promise_keeping"
+    assert set(PRESETS) == {
+        "promise_keeping",
+        "fca_disp",
+        "fca_disp_payments",
+        "asic_rg271",
+        "cfpb",
+    }
+    expected = {
+        "promise_keeping": Targets(
+            acknowledge_within=24 * HOUR, update_every=24 * HOUR
+        ),
+        "fca_disp": Targets(acknowledge_within=24 * HOUR, resolve_within=56 * DAY),
+        "fca_disp_payments": Targets(acknowledge_within=DAY, resolve_within=15 * DAY),
+        "asic_rg271": Targets(acknowledge_within=24 * HOUR, resolve_within=30 * DAY),
+        "cfpb": Targets(acknowledge_within=15 * DAY, resolve_within=60 * DAY),
+    }
+    for name, targets in expected.items():
+        policy = preset(name)
+        assert policy.name == name
+        assert policy.keep_plan_due
+        assert policy.description
+        for severity in Severity:
+            assert policy.targets_for(severity) == targets
+    for name in ("promise_keeping", "fca_disp", "asic_rg271", "cfpb"):
+        assert preset(name).clock == "calendar"
+    payments = preset("fca_disp_payments")
+    assert payments.clock == "business"
+    assert payments.calendar == WorkingCalendar(
+        country="GB", subdivision="ENG", timezone="Europe/London"
+    )
+
+
+def test_preset_descriptions_name_their_source_and_gaps() -> None:
+    assert "DISP 1.6" in preset("fca_disp").description
+    assert "our reading" in preset("fca_disp").description
+    assert "no interval" in preset("fca_disp").description
+    assert "DISP 1.6.2A" in preset("fca_disp_payments").description
+    assert "35" in preset("fca_disp_payments").description
+    assert "RG 271" in preset("asic_rg271").description
+    assert "45" in preset("asic_rg271").description
+    assert "21" in preset("asic_rg271").description
+    assert "CFPB" in preset("cfpb").description
+
+
+def test_unknown_preset_is_refused_listing_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="nope") as refusal:
+        preset("nope")
+    for name in PRESETS:
+        assert name in str(refusal.value)
+
+
+def test_presets_survive_a_json_round_trip() -> None:
+    for policy in [*PRESETS.values(), OFFICE_POLICY, NEW_YORK_POLICY]:
+        assert SlaPolicy.model_validate_json(policy.model_dump_json()) == policy
+
+
+def test_a_policy_missing_a_severity_is_refused() -> None:
+    targets = every_severity(Targets(resolve_within=DAY))
+    del targets[Severity.URGENT]
+    with pytest.raises(ValidationError, match="urgent"):
+        SlaPolicy(name="partial", targets=targets)
+
+
+def test_a_business_clock_needs_a_calendar_and_only_it_uses_one() -> None:
+    targets = every_severity(Targets(resolve_within=DAY))
+    with pytest.raises(ValidationError, match="working calendar"):
+        SlaPolicy(name="b", clock="business", targets=targets)
+    with pytest.raises(ValidationError, match="clock='business'"):
+        SlaPolicy(name="c", calendar=OFFICE, targets=targets)
+
+
+def test_targets_must_be_positive() -> None:
+    with pytest.raises(ValidationError, match="positive"):
+        Targets(update_every=timedelta())
+
+
+def test_policies_are_frozen() -> None:
+    policy = preset(DEFAULT_POLICY_NAME)
+    with pytest.raises(ValidationError):
+        policy.name = "changed"  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------
+# Schedules
+
+
+def test_schedule_names_the_policy_in_force() -> None:
+    first, second = preset("fca_disp"), preset("fca_disp_payments")
+    switch = datetime(2026, 6, 1, tzinfo=UTC)
+    schedule = PolicySchedule(
+        entries=((datetime(2026, 1, 1, tzinfo=UTC), first), (switch, second))
+    )
+    assert schedule.in_force(datetime(2020, 1, 1, tzinfo=UTC)) is first
+    assert schedule.in_force(switch - MICROSECOND) is first
+    assert schedule.in_force(switch) is second
+    assert schedule.in_force(switch.astimezone(LONDON)) is second
+    assert schedule.in_force(datetime(2030, 1, 1, tzinfo=UTC)) is second
+    always = PolicySchedule.always(first)
+    assert always.in_force(datetime(1999, 1, 1, tzinfo=UTC)) is first
+
+
+def test_schedule_must_be_sorted_and_not_empty() -> None:
+    policy = preset(DEFAULT_POLICY_NAME)
+    later = datetime(2026, 6, 1, tzinfo=UTC)
+    with pytest.raises(ValidationError, match="at least one"):
+        PolicySchedule(entries=())
+    with pytest.raises(ValidationError, match="increasing"):
+        PolicySchedule(entries=((later, policy), (later - DAY, policy)))
+    with pytest.raises(ValidationError, match="increasing"):
+        PolicySchedule(entries=((later, policy), (later, policy)))
+    with pytest.raises(ValidationError):
+        PolicySchedule(entries=((datetime(2026, 1, 1), policy),))
+
+
+# ---------------------------------------------------------------------------
+# Properties
+
+POLICIES = [preset(DEFAULT_POLICY_NAME), preset("fca_disp_payments"), OFFICE_POLICY]
+BUSINESS_POLICIES = [preset("fca_disp_payments"), OFFICE_POLICY, NEW_YORK_POLICY]
+
+policies = st.sampled_from([*POLICIES, NEW_YORK_POLICY])
+instants = st.datetimes(
+    min_value=datetime(2020, 1, 1),
+    max_value=datetime(2030, 12, 31),
+    timezones=st.just(UTC),
+)
+spans = st.one_of(
+    st.timedeltas(min_value=timedelta(), max_value=12 * HOUR),
+    st.timedeltas(min_value=timedelta(), max_value=60 * DAY),
+)
+durations = st.one_of(
+    st.just(timedelta()),
+    st.timedeltas(min_value=MICROSECOND, max_value=10 * HOUR),
+    st.timedeltas(min_value=MICROSECOND, max_value=40 * DAY),
+)
+PauseList = list[tuple[datetime, datetime | None]]
+
+
+@st.composite
+def pause_lists(draw: st.DrawFn, around: datetime) -> PauseList:
+    """Pauses near `around`: before, across and after it, overlapping, some open."""
+    pauses: PauseList = []
+    for _ in range(draw(st.integers(min_value=0, max_value=4))):
+        begins = around + draw(st.timedeltas(min_value=-5 * DAY, max_value=50 * DAY))
+        if draw(st.integers(min_value=0, max_value=4)) == 0:
+            pauses.append((begins, None))
+        else:
+            pauses.append((begins, begins + draw(spans)))
+    return pauses
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[SlaPolicy, datetime, PauseList]:
+    start = draw(instants)
+    return draw(policies), start, draw(pause_lists(start))
+
+
+@settings(max_examples=150)
+@given(scenarios(), spans)
+def test_elapsed_is_never_negative_nor_more_than_the_wall_clock(
+    scenario: tuple[SlaPolicy, datetime, PauseList], span: timedelta
+) -> None:
+    policy, start, pauses = scenario
+    end = start + span
+    elapsed = policy.elapsed(start, end, pauses)
+    assert timedelta() <= elapsed <= span
+    assert policy.elapsed(end, start, pauses) == timedelta()
+
+
+@settings(max_examples=150)
+@given(scenarios(), spans, spans)
+def test_elapsed_is_additive(
+    scenario: tuple[SlaPolicy, datetime, PauseList], first: timedelta, second: timedelta
+) -> None:
+    policy, a, pauses = scenario
+    b = a + first
+    c = b + second
+    assert policy.elapsed(a, c, pauses) == policy.elapsed(
+        a, b, pauses
+    ) + policy.elapsed(b, c, pauses)
+
+
+@settings(max_examples=150)
+@given(scenarios(), spans, st.data())
+def test_pauses_never_increase_elapsed(
+    scenario: tuple[SlaPolicy, datetime, PauseList],
+    span: timedelta,
+    data: st.DataObject,
+) -> None:
+    policy, start, pauses = scenario
+    end = start + span
+    with_pauses = policy.elapsed(start, end, pauses)
+    assert with_pauses <= policy.elapsed(start, end)
+    more = pauses + data.draw(pause_lists(start))
+    assert policy.elapsed(start, end, more) <= with_pauses
+
+
+@settings(max_examples=200)
+@given(scenarios(), durations)
+def test_deadline_round_trips_through_elapsed(
+    scenario: tuple[SlaPolicy, datetime, PauseList], duration: timedelta
+) -> None:
+    policy, start, pauses = scenario
+    due = policy.deadline(start, duration, pauses)
+    assume(due is not None)
+    assert due is not None
+    assert due.tzinfo is UTC
+    assert due >= start
+    assert policy.elapsed(start, due, pauses) == duration
+    if duration > timedelta():
+        assert policy.elapsed(start, due - MICROSECOND, pauses) < duration
+
+
+@settings(max_examples=200)
+@given(scenarios(), durations)
+def test_deadline_is_none_exactly_when_an_open_pause_stops_the_clock_first(
+    scenario: tuple[SlaPolicy, datetime, PauseList], duration: timedelta
+) -> None:
+    policy, start, pauses = scenario
+    open_starts = [max(begins, start) for begins, ends in pauses if ends is None]
+    stopped = bool(open_starts) and (
+        policy.elapsed(start, min(open_starts), pauses) < duration
+    )
+    assert (policy.deadline(start, duration, pauses) is None) == stopped
+
+
+@settings(max_examples=100)
+@given(instants, durations)
+def test_calendar_deadline_without_pauses_is_start_plus_duration(
+    start: datetime, duration: timedelta
+) -> None:
+    for name in ("promise_keeping", "fca_disp", "asic_rg271", "cfpb"):
+        assert preset(name).deadline(start, duration) == start + duration
+
+
+@settings(max_examples=100)
+@given(st.sampled_from(BUSINESS_POLICIES), instants, durations)
+def test_business_deadline_lands_inside_business_hours(
+    policy: SlaPolicy, start: datetime, duration: timedelta
+) -> None:
+    assume(duration > timedelta())
+    due = policy.deadline(start, duration)
+    assert due is not None
+    calendar = policy.calendar
+    assert calendar is not None
+    local = (due - MICROSECOND).astimezone(ZoneInfo(calendar.timezone))
+    assert calendar.is_business_day(local.date())
+    if calendar.working_hours is not None:
+        opens, closes = calendar.working_hours
+        assert opens <= local.time() < closes
+
+
+def reference_business_time(
+    calendar: WorkingCalendar, start: datetime, end: datetime
+) -> timedelta:
+    """Business time the slow, obvious way: one local day at a time."""
+    zone = ZoneInfo(calendar.timezone)
+    opens, closes = calendar.working_hours or (time(0), time(0))
+    total = timedelta()
+    day = start.astimezone(zone).date() - DAY
+    while day <= end.astimezone(zone).date() + DAY:
+        if calendar.is_business_day(day):
+            window_start = datetime.combine(day, opens, tzinfo=zone)
+            closing_day = day if calendar.working_hours else day + DAY
+            window_end = datetime.combine(closing_day, closes, tzinfo=zone)
+            overlap = min(window_end, end) - max(window_start, start)
+            total += max(overlap, timedelta())
+        day += DAY
+    return total
+
+
+@settings(max_examples=100)
+@given(st.sampled_from(BUSINESS_POLICIES), instants, spans)
+def test_business_time_matches_a_day_by_day_count(
+    policy: SlaPolicy, start: datetime, span: timedelta
+) -> None:
+    calendar = policy.calendar
+    assert calendar is not None
+    expected = reference_business_time(calendar, start, start + span)
+    assert calendar.elapsed(start, start + span) == expected
+    assert policy.elapsed(start, start + span) == expected
+
+
+def test_business_calendars_refuse_instants_outside_their_years() -> None:
+    far = datetime(3500, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValueError, match="2999"):
+        OFFICE.elapsed(datetime(2026, 1, 1, tzinfo=UTC), far)
+    with pytest.raises(ValueError, match="2999"):
+        OFFICE.add(far, HOUR)
+    assert preset("cfpb").elapsed(datetime(2026, 1, 1, tzinfo=UTC), far) > DAY
