@@ -243,13 +243,19 @@ def lifecycles(
     complete: bool | None = None,
     max_steps: int = 30,
     start: st.SearchStrategy[datetime] | None = None,
+    forward_bias: float = 0.0,
 ) -> Lifecycle:
     """A valid history for one complaint, walked through the transition table.
 
     `complete=True` always ends in the terminal stage; `False` never does;
-    `None` lets hypothesis choose. Side commands (handoffs, notes, gestures)
-    and reopens happen at random, at random times.
+    `None` lets hypothesis choose. Side commands (handoffs, notes, gestures,
+    waits on the customer) and reopens happen at random, at random times.
+    `forward_bias` (0 to 1) is how often a step moves along the path rather
+    than picking any allowed command: raise it to reach late stages, and
+    reopens, within fewer steps.
     """
+    if not 0.0 <= forward_bias <= 1.0:
+        raise ValueError("forward_bias must lie between 0 and 1")
     at = draw(
         start
         if start is not None
@@ -271,9 +277,11 @@ def lifecycles(
         if finishing and not complete:
             break
         # Once the budget is spent, only moves forward along the path remain.
-        choices = (
-            _forward_commands(state.stage) if finishing else state.allowed_commands
+        forward = finishing or (
+            forward_bias > 0
+            and draw(st.integers(0, 99), label="forward?") < forward_bias * 100
         )
+        choices = _forward_commands(state.stage) if forward else state.allowed_commands
         command = draw(st.sampled_from(choices))
         at = at + draw(gaps())
         arguments = draw(arguments_for(command, at=at, owner=state.owner))

@@ -40,11 +40,20 @@ from amends.domain.errors import (
 )
 from amends.domain.events import ComplaintEvent
 from amends.domain.history import CaseHistory, history_of
+from amends.domain.sla import PolicySchedule, SlaPolicy
 from amends.domain.stages import Severity
 from amends.infra.errors import StoreUnavailable
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
+from amends.infra.reporting import (
+    ReportDesk,
+    StoreFeed,
+    policy_schedule,
+    views_engine,
+)
 from amends.infra.settings import cipher_settings, resolve_store_url, store_settings
 from amends.infra.store import EventStoreApplication, complaint_ids
+from amends.projections.reports import ReportQueries
+from amends.projections.runner import ProjectionRunner
 
 logger = logging.getLogger("amends")
 
@@ -78,6 +87,9 @@ class ComplaintDesk:
     written in advance). `cipher_key` (else `AMENDS_CIPHER_KEY`) encrypts
     every stored payload. Every `snapshot_every` events a snapshot of the
     complaint is stored, so reading a long history stays fast (0: never).
+    `views_url` (else `AMENDS_VIEWS_URL`, else the store's own database) holds
+    the report views; `sla_policies` (a preset name, a policy, or a schedule
+    of policies in force from given dates) measures the SLA.
     """
 
     def __init__(
@@ -89,6 +101,8 @@ class ComplaintDesk:
         clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
         cipher_key: str | None = None,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        views_url: str | None = None,
+        sla_policies: PolicySchedule | SlaPolicy | str | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -109,6 +123,26 @@ class ComplaintDesk:
         mapper = self._app.mapper
         assert isinstance(mapper, PydanticMapper)
         self._mapper = mapper
+        self._views_url = views_url
+        self._policies = policy_schedule(sla_policies)
+        self._reports: ReportDesk | None = None
+
+    @property
+    def reports(self) -> ReportDesk:
+        """Ownership, time to resolution, SLA, backlog and recurrence reports.
+
+        They read SQLAlchemy views that follow the store; each report catches
+        the views up first unless called with `catch_up=False`.
+        """
+        if self._reports is None:
+            engine = views_engine(self.store_url, self._views_url)
+            runner = ProjectionRunner(
+                StoreFeed(self._app.recorder, self._mapper), engine, self._policies
+            )
+            self._reports = ReportDesk(
+                runner, ReportQueries(engine, self._policies), self._clock
+            )
+        return self._reports
 
     # ------------------------------------------------------------ commands
 
@@ -515,6 +549,8 @@ class ComplaintDesk:
     # ----------------------------------------------------------- lifecycle
 
     def close(self) -> None:
+        if self._reports is not None:
+            self._reports.runner.engine.dispose()
         self._app.close()
 
     def __enter__(self) -> Self:

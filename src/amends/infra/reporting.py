@@ -1,0 +1,220 @@
+"""Reports for the desk: the views' engine, the event feed, and catch-up on ask.
+
+The views live in the event store's database unless `views_url` (or
+`AMENDS_VIEWS_URL`) names another SQLAlchemy database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+from uuid import UUID
+
+from eventsourcing.persistence import ApplicationRecorder
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import StaticPool
+
+from amends.domain.events import EVENT_TYPES
+from amends.domain.sla import DEFAULT_POLICY_NAME, PolicySchedule, SlaPolicy, preset
+from amends.infra.errors import ConfigurationError
+from amends.infra.mapper import PydanticMapper
+from amends.projections.reports import (
+    DEFAULT_LIMIT,
+    BacklogReport,
+    OwnershipReport,
+    RecurrenceReport,
+    ReportFilter,
+    ReportQueries,
+    SlaReport,
+    TimeToResolutionReport,
+)
+from amends.projections.runner import FeedItem, ProjectionRunner
+
+VIEWS_URL_VARIABLE = "AMENDS_VIEWS_URL"
+
+
+class StoreFeed:
+    """The event store's notification log, decoded for the projection runner."""
+
+    def __init__(self, recorder: ApplicationRecorder, mapper: PydanticMapper) -> None:
+        self.recorder = recorder
+        self.mapper = mapper
+
+    def read(self, after: int, limit: int) -> Sequence[FeedItem]:
+        items = []
+        for notification in self.recorder.select_notifications(after + 1, limit):
+            event_type = EVENT_TYPES[notification.topic]
+            payload = self.mapper.decode_payload(notification)
+            from_version = payload.pop("class_version", 1)
+            payload = event_type.upcast(payload, from_version)
+            originator_id = notification.originator_id
+            items.append(
+                FeedItem(
+                    position=notification.id,
+                    complaint_id=originator_id
+                    if isinstance(originator_id, UUID)
+                    else UUID(originator_id),
+                    version=notification.originator_version,
+                    topic=notification.topic,
+                    payload=payload,
+                )
+            )
+        return items
+
+    def last_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+
+def policy_schedule(
+    policies: PolicySchedule | SlaPolicy | str | None,
+) -> PolicySchedule:
+    """A schedule from a schedule, one policy, a preset name, or the default."""
+    if isinstance(policies, PolicySchedule):
+        return policies
+    if isinstance(policies, SlaPolicy):
+        return PolicySchedule.always(policies)
+    try:
+        return PolicySchedule.always(preset(policies or DEFAULT_POLICY_NAME))
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def views_engine(store_url: str, views_url: str | None) -> Engine:
+    """The SQLAlchemy engine for the views: beside the events, or at `views_url`."""
+    url = views_url or os.environ.get(VIEWS_URL_VARIABLE) or _beside(store_url)
+    if url == "sqlite://":
+        return create_engine(
+            url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        query = parse_qs(parts.query)
+        schema = query.pop("schema", [None])[-1]
+        base = urlunsplit(("postgresql+psycopg", parts.netloc, parts.path, "", ""))
+        options = {"options": f"-csearch_path={schema}"} if schema else {}
+        return create_engine(base, connect_args=options, pool_pre_ping=True)
+    if parts.scheme == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_connection: object, _record: object) -> None:
+            cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url)
+
+
+def _beside(store_url: str) -> str:
+    if store_url.startswith("memory:"):
+        return "sqlite://"
+    return store_url
+
+
+class ReportDesk:
+    """The five reports, caught up with the store before answering by default."""
+
+    def __init__(
+        self,
+        runner: ProjectionRunner,
+        queries: ReportQueries,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.runner = runner
+        self.queries = queries
+        self.clock = clock
+
+    def catch_up(self) -> int:
+        """Apply every stored event the views have not seen; returns how many."""
+        return self.runner.catch_up()
+
+    def rebuild(self) -> int:
+        """Drop the views and replay the whole store into them."""
+        return self.runner.rebuild()
+
+    def _prepare(
+        self, catch_up: bool, **filters: object
+    ) -> tuple[datetime, ReportFilter]:
+        if catch_up:
+            self.runner.catch_up()
+        else:
+            self.runner.ensure_tables()
+        return self.clock(), ReportFilter.model_validate(filters)
+
+    def ownership(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        owner: str | None = None,
+        category: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        catch_up: bool = True,
+    ) -> OwnershipReport:
+        now, f = self._prepare(
+            catch_up, since=since, until=until, owner=owner, category=category
+        )
+        return self.queries.ownership(now, f, limit)
+
+    def time_to_resolution(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        owner: str | None = None,
+        category: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        catch_up: bool = True,
+    ) -> TimeToResolutionReport:
+        now, f = self._prepare(
+            catch_up, since=since, until=until, owner=owner, category=category
+        )
+        return self.queries.time_to_resolution(now, f, limit)
+
+    def sla(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        owner: str | None = None,
+        category: str | None = None,
+        horizon: timedelta = timedelta(hours=24),
+        limit: int = DEFAULT_LIMIT,
+        catch_up: bool = True,
+    ) -> SlaReport:
+        now, f = self._prepare(
+            catch_up, since=since, until=until, owner=owner, category=category
+        )
+        return self.queries.sla(now, f, horizon, limit)
+
+    def backlog(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        owner: str | None = None,
+        category: str | None = None,
+        catch_up: bool = True,
+    ) -> BacklogReport:
+        now, f = self._prepare(
+            catch_up, since=since, until=until, owner=owner, category=category
+        )
+        return self.queries.backlog(now, f)
+
+    def recurrence(
+        self,
+        *,
+        min_count: int = 3,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        owner: str | None = None,
+        category: str | None = None,
+        catch_up: bool = True,
+    ) -> RecurrenceReport:
+        now, f = self._prepare(
+            catch_up, since=since, until=until, owner=owner, category=category
+        )
+        return self.queries.recurrence(now, f, min_count)

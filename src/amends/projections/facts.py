@@ -1,0 +1,361 @@
+"""What the reports need to know of one complaint, folded from its events.
+
+`ComplaintFacts` is the projection's working state for a complaint: its
+ownership spans, pauses, SLA deadlines, gestures and the first time it reached
+each stage. The runner keeps it (as JSON) beside the view rows it derives, so a
+batch of new events continues the fold instead of replaying the complaint.
+
+The fold reads stored payloads (plain JSON, upcast) rather than pydantic
+events: catch-up must run at tens of thousands of events per second, and the
+events were validated when they were written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from amends.domain.events import EVENT_TYPES
+from amends.domain.lifecycle import TERMINAL, transition_for
+from amends.domain.sla import PolicySchedule, SlaPolicy
+from amends.domain.stages import Severity, Stage
+
+CONTACTS = frozenset(
+    {"Acknowledged", "Apologized", "PlanCommitted", "UpdatePosted", "Resolved"}
+)
+"""Events that tell the customer something: each one meets the update cadence."""
+
+ACKNOWLEDGE, UPDATE, RESOLVE, PLAN_DUE = "acknowledge", "update", "resolve", "plan_due"
+TARGETS = (ACKNOWLEDGE, UPDATE, RESOLVE, PLAN_DUE)
+
+
+@dataclass
+class Span:
+    """One owner's time with the complaint: [start, end), end None while current."""
+
+    owner: str
+    start: datetime
+    end: datetime | None
+    via: str  # "intake" or "transfer"
+
+
+@dataclass
+class Deadline:
+    """A promise with a due time: relative (SLA time from start) or fixed."""
+
+    target: str
+    start: datetime
+    within: timedelta | None
+    fixed_due: datetime | None
+    met_at: datetime | None = None
+
+
+@dataclass
+class Gesture:
+    at: datetime
+    owner: str
+    value: str | None
+    currency: str | None
+
+
+@dataclass
+class ComplaintFacts:
+    id: UUID
+    version: int
+    policy: str
+    received_at: datetime
+    received_by: str
+    owner: str
+    channel: str
+    category: str
+    severity: Severity
+    stage: Stage
+    last_event_at: datetime
+    reached: dict[Stage, datetime] = field(default_factory=dict)
+    waiting: bool = False
+    spans: list[Span] = field(default_factory=list)
+    pauses: list[list[datetime | None]] = field(default_factory=list)
+    deadlines: list[Deadline] = field(default_factory=list)
+    gestures: list[Gesture] = field(default_factory=list)
+    first_resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    resolutions: int = 0
+    reopens: int = 0
+    satisfied_first: bool | None = None
+    satisfied_after_reopen: bool | None = None
+    prevention_at: datetime | None = None
+    handoffs: int = 0
+
+    # ------------------------------------------------------------ derived
+
+    @property
+    def is_open(self) -> bool:
+        return self.stage is not TERMINAL
+
+    def pause_list(self) -> list[tuple[datetime, datetime | None]]:
+        return [(start, end) for start, end in self.pauses if start is not None]
+
+    def due(self, deadline: Deadline, policy: SlaPolicy) -> datetime | None:
+        """When the deadline falls due; None while the clock stands still."""
+        if deadline.fixed_due is not None:
+            return deadline.fixed_due
+        assert deadline.within is not None
+        return policy.deadline(deadline.start, deadline.within, self.pause_list())
+
+    def sla_elapsed(self, policy: SlaPolicy, end: datetime) -> timedelta:
+        return policy.elapsed(self.received_at, end, self.pause_list())
+
+    # ------------------------------------------------------------ storage
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=_encode, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ComplaintFacts:
+        data = json.loads(text)
+        return cls(
+            id=UUID(data["id"]),
+            version=data["version"],
+            policy=data["policy"],
+            received_at=_time(data["received_at"]),
+            received_by=data["received_by"],
+            owner=data["owner"],
+            channel=data["channel"],
+            category=data["category"],
+            severity=Severity(data["severity"]),
+            stage=Stage(data["stage"]),
+            last_event_at=_time(data["last_event_at"]),
+            reached={Stage(k): _time(v) for k, v in data["reached"].items()},
+            waiting=data["waiting"],
+            spans=[
+                Span(s["owner"], _time(s["start"]), _maybe_time(s["end"]), s["via"])
+                for s in data["spans"]
+            ],
+            pauses=[[_time(a), _maybe_time(b)] for a, b in data["pauses"]],
+            deadlines=[
+                Deadline(
+                    d["target"],
+                    _time(d["start"]),
+                    timedelta(seconds=d["within"]) if d["within"] is not None else None,
+                    _maybe_time(d["fixed_due"]),
+                    _maybe_time(d["met_at"]),
+                )
+                for d in data["deadlines"]
+            ],
+            gestures=[
+                Gesture(_time(g["at"]), g["owner"], g["value"], g["currency"])
+                for g in data["gestures"]
+            ],
+            first_resolved_at=_maybe_time(data["first_resolved_at"]),
+            resolved_by=data["resolved_by"],
+            resolutions=data["resolutions"],
+            reopens=data["reopens"],
+            satisfied_first=data["satisfied_first"],
+            satisfied_after_reopen=data["satisfied_after_reopen"],
+            prevention_at=_maybe_time(data["prevention_at"]),
+            handoffs=data["handoffs"],
+        )
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, UUID | Decimal):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in projection facts")
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _maybe_time(text: str | None) -> datetime | None:
+    return None if text is None else _time(text)
+
+
+# ------------------------------------------------------------------- the fold
+
+
+class Folder:
+    """Folds stored event payloads into `ComplaintFacts`, per the policy schedule."""
+
+    def __init__(self, policies: PolicySchedule) -> None:
+        self.policies = policies
+        self._by_key = {_key(p): p for _, p in policies.entries}
+
+    def policy_of(self, facts: ComplaintFacts) -> SlaPolicy:
+        return self._by_key[facts.policy]
+
+    def apply(
+        self,
+        facts: ComplaintFacts | None,
+        complaint_id: UUID,
+        version: int,
+        topic: str,
+        payload: dict[str, Any],
+    ) -> ComplaintFacts:
+        """The facts after one stored event (payload already upcast)."""
+        event_type = EVENT_TYPES[topic]
+        name = event_type.__name__
+        at = _time(payload["timestamp"])
+        if facts is None:
+            if name != "Received":
+                raise ValueError(
+                    f"complaint {complaint_id} does not start with Received"
+                )
+            return self._received(complaint_id, at, payload)
+        transition = transition_for(event_type, facts.stage, facts.waiting)
+        if transition is None:
+            raise ValueError(
+                f"complaint {complaint_id} version {version}: {name} is not allowed "
+                f"in {facts.stage}"
+            )
+        facts.version = version
+        facts.last_event_at = at
+        self._close_contacts(facts, name, at)
+        handler = getattr(self, f"_on_{name}", None)
+        if handler is not None:
+            handler(facts, at, payload)
+        facts.stage = transition.target
+        facts.reached.setdefault(transition.target, at)
+        was_waiting = facts.waiting
+        facts.waiting = transition.waiting_then(facts.waiting)
+        if was_waiting and not facts.waiting:
+            facts.pauses[-1][1] = at
+        elif facts.waiting and not was_waiting:
+            facts.pauses.append([at, None])
+        self._open_contacts(facts, name, at)
+        return facts
+
+    def _received(
+        self, complaint_id: UUID, at: datetime, payload: dict[str, Any]
+    ) -> ComplaintFacts:
+        policy = self.policies.in_force(at)
+        by = payload["by"]
+        facts = ComplaintFacts(
+            id=complaint_id,
+            version=1,
+            policy=_key(policy),
+            received_at=at,
+            received_by=by,
+            owner=by,
+            channel=payload["channel"],
+            category=payload["category"],
+            severity=Severity(payload["severity"]),
+            stage=Stage.RECEIVED,
+            last_event_at=at,
+            reached={Stage.RECEIVED: at},
+            spans=[Span(by, at, None, "intake")],
+        )
+        targets = policy.targets_for(facts.severity)
+        if targets.acknowledge_within is not None:
+            facts.deadlines.append(
+                Deadline(ACKNOWLEDGE, at, targets.acknowledge_within, None)
+            )
+        if targets.resolve_within is not None:
+            facts.deadlines.append(Deadline(RESOLVE, at, targets.resolve_within, None))
+        return facts
+
+    # Deadlines met by this event, before it changes anything else.
+    def _close_contacts(self, facts: ComplaintFacts, name: str, at: datetime) -> None:
+        met: set[str] = set()
+        if name in CONTACTS:
+            met.add(UPDATE)
+        if name == "Acknowledged":
+            met.add(ACKNOWLEDGE)
+        if name == "Resolved":
+            met |= {RESOLVE, PLAN_DUE}
+        for deadline in facts.deadlines:
+            if deadline.met_at is None and deadline.target in met:
+                deadline.met_at = at
+
+    # Deadlines this event starts, after the stage has moved.
+    def _open_contacts(self, facts: ComplaintFacts, name: str, at: datetime) -> None:
+        every = self.policy_of(facts).targets_for(facts.severity).update_every
+        if every is None:
+            return
+        unresolved = facts.stage in (
+            Stage.ACKNOWLEDGED,
+            Stage.APOLOGIZED,
+            Stage.PLAN_COMMITTED,
+            Stage.UPDATING,
+        )
+        if (name in CONTACTS and unresolved) or name == "SatisfactionDeclined":
+            facts.deadlines.append(Deadline(UPDATE, at, every, None))
+
+    def _on_PlanCommitted(  # noqa: N802 - named after the event
+        self, facts: ComplaintFacts, at: datetime, payload: dict[str, Any]
+    ) -> None:
+        if self.policy_of(facts).keep_plan_due:
+            facts.deadlines.append(Deadline(PLAN_DUE, at, None, _time(payload["due"])))
+
+    def _on_UpdatePosted(  # noqa: N802
+        self, facts: ComplaintFacts, at: datetime, payload: dict[str, Any]
+    ) -> None:
+        revised = payload.get("revised_due")
+        if revised is None or not self.policy_of(facts).keep_plan_due:
+            return
+        for deadline in facts.deadlines:
+            if deadline.target == PLAN_DUE and deadline.met_at is None:
+                deadline.met_at = at  # the promise was restated, with a reason
+        facts.deadlines.append(Deadline(PLAN_DUE, at, None, _time(revised)))
+
+    def _on_Resolved(  # noqa: N802
+        self, facts: ComplaintFacts, at: datetime, payload: dict[str, Any]
+    ) -> None:
+        facts.resolutions += 1
+        if facts.first_resolved_at is None:
+            facts.first_resolved_at = at
+            facts.resolved_by = facts.owner
+
+    def _on_SatisfactionConfirmed(  # noqa: N802
+        self, facts: ComplaintFacts, at: datetime, payload: dict[str, Any]
+    ) -> None:
+        self._answer(facts, True)
+
+    def _on_SatisfactionDeclined(  # noqa: N802
+        self, facts: ComplaintFacts, at: datetime, payload: dict[str, Any]
+    ) -> None:
+        self._answer(facts, False)
+        facts.reopens += 1
+
+    def _answer(self, facts: ComplaintFacts, satisfied: bool) -> None:
+        if facts.resolutions == 1 and facts.satisfied_first is None:
+            facts.satisfied_first = satisfied
+        elif facts.resolutions > 1:
+            facts.satisfied_after_reopen = satisfied
+
+    def _on_PreventionLogged(  # noqa: N802
+        self, facts: ComplaintFacts, at: datetime, payload: dict[str, Any]
+    ) -> None:
+        facts.prevention_at = at
+
+    def _on_OwnershipTransferred(  # noqa: N802
+        self, facts: ComplaintFacts, at: datetime, payload: dict[str, Any]
+    ) -> None:
+        facts.spans[-1].end = at
+        facts.owner = payload["to_owner"]
+        facts.spans.append(Span(facts.owner, at, None, "transfer"))
+        facts.handoffs += 1
+
+    def _on_GestureOffered(  # noqa: N802
+        self, facts: ComplaintFacts, at: datetime, payload: dict[str, Any]
+    ) -> None:
+        facts.gestures.append(
+            Gesture(at, facts.owner, payload.get("value"), payload.get("currency"))
+        )
+
+
+def _key(policy: SlaPolicy) -> str:
+    return f"{policy.name}@{policy.version}"
+
+
+def policy_key(policy: SlaPolicy) -> str:
+    """How a complaint's row names the policy it is measured by."""
+    return _key(policy)

@@ -1,0 +1,822 @@
+"""The reports a support lead opens every morning, read from the views.
+
+Each report is a pydantic model that renders as a text table, JSON and CSV.
+The numbers come from the read models only (never from replaying events); the
+definitions are written out here once, and `tests/oracle.py` recomputes every
+report from raw event histories to hold these queries to them.
+
+Definitions shared by all reports:
+- A complaint is *open* until prevention is logged (the terminal stage).
+- Filters select complaints: received in [since, until), of a category, and
+  (owner) owned by that person at any time.
+- Durations are seconds. Time to resolution runs from receipt to the *first*
+  resolution, on the wall clock and on the SLA clock of the policy in force
+  when the complaint was received (the SLA clock stands still while waiting
+  on the customer, and, for business-time policies, outside business hours).
+- Percentiles are nearest-rank: the smallest value with at least p% of the
+  values at or below it.
+- A deadline is *breached* when it was met after it fell due, or it is unmet
+  and fell due before now; one that falls due while the clock stands still
+  has no due time yet.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Connection, Engine, Select, and_, exists, func, or_, select
+
+from amends.domain.sla import PolicySchedule
+from amends.domain.stages import Stage
+from amends.projections import tables as t
+from amends.projections.facts import ComplaintFacts, Folder
+
+AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
+    ("<1d", timedelta(days=1)),
+    ("1-3d", timedelta(days=3)),
+    ("3-7d", timedelta(days=7)),
+    ("7-30d", timedelta(days=30)),
+    (">30d", None),
+)
+GROUPINGS = ("owner", "category", "channel", "severity", "week")
+DEFAULT_LIMIT = 50
+
+
+def percentile(ordered: Sequence[float], p: int) -> float | None:
+    """Nearest-rank percentile of values sorted ascending (None for none)."""
+    if not ordered:
+        return None
+    rank = -(-p * len(ordered) // 100)  # ceil without floats
+    return ordered[max(rank, 1) - 1]
+
+
+def age_bucket(age: timedelta) -> str:
+    for name, below in AGE_BUCKETS:
+        if below is None or age < below:
+            return name
+    raise AssertionError("the last bucket is open-ended")
+
+
+class ReportFilter(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    since: datetime | None = None
+    until: datetime | None = None
+    owner: str | None = None
+    category: str | None = None
+
+
+class Report(BaseModel):
+    """Common rendering: a text table per section, JSON, and CSV of the main one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    title: ClassVar[str]
+    generated_at: datetime
+    filter: ReportFilter
+
+    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def to_csv(self) -> str:
+        """The first section as CSV (one header row, one row per item)."""
+        _, rows = self.sections()[0]
+        out = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+        return out.getvalue()
+
+    def to_table(self) -> str:
+        parts = [
+            f"{self.title} (as of {self.generated_at.isoformat(timespec='seconds')})"
+        ]
+        for name, rows in self.sections():
+            parts.append(f"\n{name}")
+            parts.append(_table(rows) if rows else "  (none)")
+        return "\n".join(parts) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    headers = list(rows[0])
+    cells = [[_cell(row[h]) for h in headers] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    body = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells
+    ]
+    return "\n".join(["  " + line, "  " + "-" * len(line), *("  " + b for b in body)])
+
+
+def _hours(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds / 3600
+
+
+# ------------------------------------------------------------------ models
+
+
+class Distribution(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    count: int
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    max: float | None
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Distribution:
+        ordered = sorted(values)
+        return cls(
+            count=len(ordered),
+            p50=percentile(ordered, 50),
+            p90=percentile(ordered, 90),
+            p95=percentile(ordered, 95),
+            max=ordered[-1] if ordered else None,
+        )
+
+
+class OwnerRow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    open_now: int
+    received_first: int
+    handed_in: int
+    handed_out: int
+    resolved_while_owner: int
+    ttr_median: float | None
+    ttr_p90: float | None
+    sla_breaches: int
+
+
+class ChainLink(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    start: datetime
+    end: datetime | None
+
+
+class OwnerChain(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    complaint_id: str
+    handoffs: int
+    links: tuple[ChainLink, ...]
+
+
+class OwnershipReport(Report):
+    title: ClassVar[str] = "Ownership"
+    owners: tuple[OwnerRow, ...]
+    chains: tuple[OwnerChain, ...]
+    """Complaints handed off at least once, newest first, up to the limit."""
+    chains_total: int
+    handed_off_three_times: tuple[OwnerChain, ...]
+
+    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        owners = [
+            {
+                **row.model_dump(exclude={"ttr_median", "ttr_p90"}),
+                "ttr_median_h": _hours(row.ttr_median),
+                "ttr_p90_h": _hours(row.ttr_p90),
+            }
+            for row in self.owners
+        ]
+        frequent = [
+            {
+                "complaint_id": c.complaint_id,
+                "handoffs": c.handoffs,
+                "chain": " -> ".join(link.owner for link in c.links),
+            }
+            for c in self.handed_off_three_times
+        ]
+        return [("Per owner", owners), ("Handed off three or more times", frequent)]
+
+
+class StageElapsed(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stage: Stage
+    wall: float
+    sla: float
+
+
+class ComplaintTimes(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    complaint_id: str
+    received_at: datetime
+    owner: str
+    category: str
+    stages: tuple[StageElapsed, ...]
+
+
+class GroupDistribution(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    group_by: str
+    key: str
+    wall: Distribution
+    sla: Distribution
+
+
+class TimeToResolutionReport(Report):
+    title: ClassVar[str] = "Time to resolution"
+    resolved: int
+    reopened: int
+    reopen_rate: float | None
+    distributions: tuple[GroupDistribution, ...]
+    complaints: tuple[ComplaintTimes, ...]
+    """Per complaint, newest first, up to the limit."""
+    complaints_total: int
+
+    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        rows = [
+            {
+                "group_by": d.group_by,
+                "key": d.key,
+                "count": d.wall.count,
+                "wall_p50_h": _hours(d.wall.p50),
+                "wall_p90_h": _hours(d.wall.p90),
+                "wall_p95_h": _hours(d.wall.p95),
+                "wall_max_h": _hours(d.wall.max),
+                "sla_p50_h": _hours(d.sla.p50),
+                "sla_p90_h": _hours(d.sla.p90),
+                "sla_p95_h": _hours(d.sla.p95),
+                "sla_max_h": _hours(d.sla.max),
+            }
+            for d in self.distributions
+        ]
+        summary = [
+            {
+                "resolved": self.resolved,
+                "reopened": self.reopened,
+                "reopen_rate": self.reopen_rate,
+            }
+        ]
+        return [("Distributions (hours)", rows), ("Reopens", summary)]
+
+
+class Breach(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    complaint_id: str
+    target: str
+    due_at: datetime
+    met_at: datetime | None
+    owner: str | None
+
+
+class Compliance(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    due: int
+    on_time: int
+    breached: int
+    rate: float | None
+
+
+class AtRisk(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    complaint_id: str
+    target: str
+    due_at: datetime
+    owner: str | None
+
+
+class SlaReport(Report):
+    title: ClassVar[str] = "SLA"
+    horizon: timedelta
+    breaches: tuple[Breach, ...]
+    """Every breach, latest due first, up to the limit."""
+    breaches_total: int
+    by_target: tuple[Compliance, ...]
+    by_owner: tuple[Compliance, ...]
+    at_risk: tuple[AtRisk, ...]
+
+    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        return [
+            ("Breaches", [b.model_dump() for b in self.breaches]),
+            ("Compliance per target", [c.model_dump() for c in self.by_target]),
+            ("Compliance per owner", [c.model_dump() for c in self.by_owner]),
+            (
+                f"At risk (due within {self.horizon})",
+                [a.model_dump() for a in self.at_risk],
+            ),
+        ]
+
+
+class StageBacklog(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stage: Stage
+    open: int
+    by_age: dict[str, int]
+
+
+class BacklogReport(Report):
+    title: ClassVar[str] = "Backlog and funnel"
+    open_by_stage: tuple[StageBacklog, ...]
+    reached: dict[Stage, int]
+    satisfied_first: dict[str, int]
+    """Answers to the first resolution: yes, no, unanswered."""
+    satisfied_after_reopen: dict[str, int]
+    gestures: int
+    gesture_totals: dict[str, str]
+    """Total value offered per currency (decimal strings)."""
+
+    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        backlog = [
+            {"stage": s.stage, "open": s.open, **s.by_age} for s in self.open_by_stage
+        ]
+        funnel = [{"stage": stage, "reached": n} for stage, n in self.reached.items()]
+        satisfaction = [
+            {"after": "first resolution", **self.satisfied_first},
+            {"after": "a reopen", **self.satisfied_after_reopen},
+        ]
+        gestures = [
+            {"gestures": self.gestures, "currency": c, "total": v}
+            for c, v in sorted(self.gesture_totals.items())
+        ] or [{"gestures": self.gestures, "currency": "", "total": ""}]
+        return [
+            ("Open by stage and age", backlog),
+            ("Funnel", funnel),
+            ("Satisfaction", satisfaction),
+            ("Gestures", gestures),
+        ]
+
+
+class CategoryRecurrence(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    category: str
+    complaints: int
+    prevention_logged: int
+    resolution_to_prevention_median: float | None
+
+
+class RecurrenceReport(Report):
+    title: ClassVar[str] = "Recurrence and prevention"
+    min_count: int
+    categories: tuple[CategoryRecurrence, ...]
+
+    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        rows = [
+            {
+                **c.model_dump(exclude={"resolution_to_prevention_median"}),
+                "resolution_to_prevention_median_h": _hours(
+                    c.resolution_to_prevention_median
+                ),
+            }
+            for c in self.categories
+        ]
+        return [(f"Categories with at least {self.min_count} complaints", rows)]
+
+
+# ----------------------------------------------------------------- queries
+
+
+class ReportQueries:
+    """Reads the views into reports; every method takes `now` (the desk's clock)."""
+
+    def __init__(self, engine: Engine, policies: PolicySchedule) -> None:
+        self.engine = engine
+        self.folder = Folder(policies)
+
+    # The complaints a filter selects, as a WHERE clause on the complaints table.
+    def _selected(self, f: ReportFilter) -> Any:
+        c = t.complaints.c
+        clauses = []
+        if f.since is not None:
+            clauses.append(c.received_at >= f.since)
+        if f.until is not None:
+            clauses.append(c.received_at < f.until)
+        if f.category is not None:
+            clauses.append(c.category == f.category)
+        if f.owner is not None:
+            clauses.append(
+                exists().where(
+                    and_(t.spans.c.complaint_id == c.id, t.spans.c.owner == f.owner)
+                )
+            )
+        return and_(True, *clauses)
+
+    def _ids(self, f: ReportFilter) -> Select[Any]:
+        return select(t.complaints.c.id).where(self._selected(f))
+
+    def ownership(
+        self, now: datetime, f: ReportFilter, limit: int = DEFAULT_LIMIT
+    ) -> OwnershipReport:
+        c, s = t.complaints.c, t.spans.c
+        with self.engine.connect() as conn:
+            selected = self._selected(f)
+            owners: dict[str, dict[str, Any]] = defaultdict(
+                lambda: {
+                    "open_now": 0,
+                    "received_first": 0,
+                    "handed_in": 0,
+                    "handed_out": 0,
+                    "resolved_while_owner": 0,
+                    "ttr": [],
+                    "sla_breaches": 0,
+                }
+            )
+            for owner, n in conn.execute(
+                select(c.owner, func.count())
+                .where(selected, c.is_open)
+                .group_by(c.owner)
+            ):
+                owners[owner]["open_now"] = n
+            for owner, n in conn.execute(
+                select(c.received_by, func.count())
+                .where(selected)
+                .group_by(c.received_by)
+            ):
+                owners[owner]["received_first"] = n
+            span_rows = conn.execute(
+                select(s.owner, s.via, s.end_at, s.complaint_id).where(
+                    s.complaint_id.in_(self._ids(f))
+                )
+            ).all()
+            for owner, via, end_at, _ in span_rows:
+                # Every owner of a span gets a row; only handoffs start or end one.
+                owners[owner]["handed_in"] += via == "transfer"
+                owners[owner]["handed_out"] += end_at is not None
+            for owner, ttr in conn.execute(
+                select(c.resolved_by, c.ttr_wall).where(
+                    selected, c.resolved_by.is_not(None)
+                )
+            ):
+                owners[owner]["resolved_while_owner"] += 1
+                owners[owner]["ttr"].append(ttr)
+            for owner, n in conn.execute(
+                select(t.deadlines.c.owner_at_due, func.count())
+                .where(
+                    t.deadlines.c.complaint_id.in_(self._ids(f)),
+                    _breached(now),
+                )
+                .group_by(t.deadlines.c.owner_at_due)
+            ):
+                if owner is not None:
+                    owners[owner]["sla_breaches"] = n
+            rows = []
+            for owner in sorted(owners):
+                if f.owner is not None and owner != f.owner:
+                    continue
+                data = owners[owner]
+                ordered = sorted(data.pop("ttr"))
+                rows.append(
+                    OwnerRow(
+                        owner=owner,
+                        ttr_median=percentile(ordered, 50),
+                        ttr_p90=percentile(ordered, 90),
+                        **data,
+                    )
+                )
+            chained = select(c.id).where(selected, c.handoffs > 0)
+            chains_total = conn.execute(
+                select(func.count()).select_from(chained.subquery())
+            ).scalar_one()
+            newest = conn.execute(
+                select(c.id, c.handoffs)
+                .where(selected, c.handoffs > 0)
+                .order_by(c.received_at.desc(), c.id)
+                .limit(limit)
+            ).all()
+            frequent = conn.execute(
+                select(c.id, c.handoffs)
+                .where(selected, c.handoffs >= 3)
+                .order_by(c.handoffs.desc(), c.id)
+            ).all()
+            chains = self._chains(conn, [cid for cid, _ in [*newest, *frequent]])
+        return OwnershipReport(
+            generated_at=now,
+            filter=f,
+            owners=tuple(rows),
+            chains=tuple(
+                OwnerChain(complaint_id=i, handoffs=n, links=chains[i])
+                for i, n in newest
+            ),
+            chains_total=chains_total,
+            handed_off_three_times=tuple(
+                OwnerChain(complaint_id=i, handoffs=n, links=chains[i])
+                for i, n in frequent
+            ),
+        )
+
+    def _chains(
+        self, conn: Connection, ids: list[str]
+    ) -> dict[str, tuple[ChainLink, ...]]:
+        links: dict[str, list[ChainLink]] = defaultdict(list)
+        s = t.spans.c
+        for start in range(0, len(ids), 500):
+            for cid, owner, start_at, end_at in conn.execute(
+                select(s.complaint_id, s.owner, s.start_at, s.end_at)
+                .where(s.complaint_id.in_(ids[start : start + 500]))
+                .order_by(s.complaint_id, s.seq)
+            ):
+                links[cid].append(ChainLink(owner=owner, start=start_at, end=end_at))
+        return {cid: tuple(chain) for cid, chain in links.items()}
+
+    def time_to_resolution(
+        self, now: datetime, f: ReportFilter, limit: int = DEFAULT_LIMIT
+    ) -> TimeToResolutionReport:
+        c = t.complaints.c
+        with self.engine.connect() as conn:
+            selected = self._selected(f)
+            resolved_rows = conn.execute(
+                select(
+                    c.resolved_by,
+                    c.category,
+                    c.channel,
+                    c.severity,
+                    c.week,
+                    c.ttr_wall,
+                    c.ttr_sla,
+                    c.reopens,
+                ).where(selected, c.first_resolved_at.is_not(None))
+            ).all()
+            total = conn.execute(
+                select(func.count()).select_from(t.complaints).where(selected)
+            ).scalar_one()
+            newest = conn.execute(
+                select(c.facts)
+                .where(selected)
+                .order_by(c.received_at.desc(), c.id)
+                .limit(limit)
+            ).all()
+        groups: dict[tuple[str, str], tuple[list[float], list[float]]] = defaultdict(
+            lambda: ([], [])
+        )
+        reopened = 0
+        for row in resolved_rows:
+            owner, category, channel, severity, week, wall, sla, reopens = row
+            reopened += reopens > 0
+            keys = zip(
+                GROUPINGS, (owner, category, channel, severity, week), strict=True
+            )
+            for group_by, key in keys:
+                walls, slas = groups[(group_by, key)]
+                walls.append(wall)
+                slas.append(sla)
+        distributions = tuple(
+            GroupDistribution(
+                group_by=group_by,
+                key=key,
+                wall=Distribution.of(walls),
+                sla=Distribution.of(slas),
+            )
+            for (group_by, key), (walls, slas) in sorted(
+                groups.items(),
+                key=lambda item: (GROUPINGS.index(item[0][0]), item[0][1]),
+            )
+        )
+        resolved = len(resolved_rows)
+        return TimeToResolutionReport(
+            generated_at=now,
+            filter=f,
+            resolved=resolved,
+            reopened=reopened,
+            reopen_rate=reopened / resolved if resolved else None,
+            distributions=distributions,
+            complaints=tuple(
+                self._times(ComplaintFacts.from_json(text)) for (text,) in newest
+            ),
+            complaints_total=total,
+        )
+
+    def _times(self, facts: ComplaintFacts) -> ComplaintTimes:
+        policy = self.folder.policy_of(facts)
+        return ComplaintTimes(
+            complaint_id=str(facts.id),
+            received_at=facts.received_at,
+            owner=facts.owner,
+            category=facts.category,
+            stages=tuple(
+                StageElapsed(
+                    stage=stage,
+                    wall=(at - facts.received_at).total_seconds(),
+                    sla=facts.sla_elapsed(policy, at).total_seconds(),
+                )
+                for stage, at in sorted(
+                    facts.reached.items(), key=lambda item: list(Stage).index(item[0])
+                )
+            ),
+        )
+
+    def sla(
+        self,
+        now: datetime,
+        f: ReportFilter,
+        horizon: timedelta = timedelta(hours=24),
+        limit: int = DEFAULT_LIMIT,
+    ) -> SlaReport:
+        d = t.deadlines.c
+        with self.engine.connect() as conn:
+            ids = self._ids(f)
+            rows = conn.execute(
+                select(
+                    d.complaint_id, d.target, d.due_at, d.met_at, d.owner_at_due
+                ).where(
+                    d.complaint_id.in_(ids),
+                    or_(d.met_at.is_not(None), d.due_at <= now),
+                )
+            ).all()
+            breaches_total = conn.execute(
+                select(func.count()).where(d.complaint_id.in_(ids), _breached(now))
+            ).scalar_one()
+            breach_rows = conn.execute(
+                select(d.complaint_id, d.target, d.due_at, d.met_at, d.owner_at_due)
+                .where(d.complaint_id.in_(ids), _breached(now))
+                .order_by(d.due_at.desc(), d.complaint_id, d.seq)
+                .limit(limit)
+            ).all()
+            risk_rows = conn.execute(
+                select(d.complaint_id, d.target, d.due_at, d.owner_at_due)
+                .where(
+                    d.complaint_id.in_(ids),
+                    d.met_at.is_(None),
+                    d.due_at >= now,
+                    d.due_at <= now + horizon,
+                )
+                .order_by(d.due_at, d.complaint_id, d.seq)
+            ).all()
+        by_target: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        by_owner: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for _cid, target, due_at, met_at, owner in rows:
+            late = due_at is not None and (
+                (met_at is not None and met_at > due_at)
+                or (met_at is None and due_at < now)
+            )
+            for bucket, key in ((by_target, target), (by_owner, owner or "")):
+                bucket[key][0] += 1
+                bucket[key][1] += late
+        return SlaReport(
+            generated_at=now,
+            filter=f,
+            horizon=horizon,
+            breaches=tuple(
+                Breach(complaint_id=i, target=g, due_at=due, met_at=met, owner=o)
+                for i, g, due, met, o in breach_rows
+            ),
+            breaches_total=breaches_total,
+            by_target=_compliance(by_target),
+            by_owner=_compliance(by_owner),
+            at_risk=tuple(
+                AtRisk(complaint_id=i, target=g, due_at=due, owner=o)
+                for i, g, due, o in risk_rows
+            ),
+        )
+
+    def backlog(self, now: datetime, f: ReportFilter) -> BacklogReport:
+        c = t.complaints.c
+        with self.engine.connect() as conn:
+            selected = self._selected(f)
+            open_rows = conn.execute(
+                select(c.stage, c.received_at).where(selected, c.is_open)
+            ).all()
+            reached = {
+                stage: conn.execute(
+                    select(func.count())
+                    .select_from(t.complaints)
+                    .where(selected, t.complaints.c[column].is_not(None))
+                ).scalar_one()
+                for stage, column in t.STAGE_COLUMNS.items()
+            }
+            answers = conn.execute(
+                select(
+                    c.satisfied_first, c.satisfied_after_reopen, c.resolutions
+                ).where(selected, c.resolutions > 0)
+            ).all()
+            gesture_rows = conn.execute(
+                select(t.gestures.c.value, t.gestures.c.currency).where(
+                    t.gestures.c.complaint_id.in_(self._ids(f))
+                )
+            ).all()
+        backlog: dict[Stage, dict[str, int]] = {}
+        for stage_name, received_at in open_rows:
+            ages = backlog.setdefault(
+                Stage(stage_name), dict.fromkeys(_bucket_names(), 0)
+            )
+            ages[age_bucket(now - received_at)] += 1
+        first = {"yes": 0, "no": 0, "unanswered": 0}
+        after = {"yes": 0, "no": 0, "unanswered": 0}
+        for satisfied_first, satisfied_after, resolutions in answers:
+            first[_answer(satisfied_first)] += 1
+            if resolutions > 1:
+                after[_answer(satisfied_after)] += 1
+        totals: dict[str, Decimal] = defaultdict(Decimal)
+        for value, currency in gesture_rows:
+            if value is not None and currency is not None:
+                totals[currency] += Decimal(value)
+        return BacklogReport(
+            generated_at=now,
+            filter=f,
+            open_by_stage=tuple(
+                StageBacklog(stage=stage, open=sum(ages.values()), by_age=ages)
+                for stage, ages in sorted(
+                    backlog.items(), key=lambda item: list(Stage).index(item[0])
+                )
+            ),
+            reached=reached,
+            satisfied_first=first,
+            satisfied_after_reopen=after,
+            gestures=len(gesture_rows),
+            gesture_totals={k: str(v) for k, v in sorted(totals.items())},
+        )
+
+    def recurrence(
+        self, now: datetime, f: ReportFilter, min_count: int = 3
+    ) -> RecurrenceReport:
+        c = t.complaints.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(c.category, c.first_resolved_at, c.prevention_at).where(
+                    self._selected(f)
+                )
+            ).all()
+        per: dict[str, list[tuple[datetime | None, datetime | None]]] = defaultdict(
+            list
+        )
+        for category, resolved_at, prevention_at in rows:
+            per[category].append((resolved_at, prevention_at))
+        categories = []
+        for category in sorted(per):
+            items = per[category]
+            if len(items) < min_count:
+                continue
+            lags = sorted(
+                (p - r).total_seconds()
+                for r, p in items
+                if r is not None and p is not None
+            )
+            categories.append(
+                CategoryRecurrence(
+                    category=category,
+                    complaints=len(items),
+                    prevention_logged=sum(p is not None for _, p in items),
+                    resolution_to_prevention_median=percentile(lags, 50),
+                )
+            )
+        return RecurrenceReport(
+            generated_at=now,
+            filter=f,
+            min_count=min_count,
+            categories=tuple(categories),
+        )
+
+
+def _breached(now: datetime) -> Any:
+    d = t.deadlines.c
+    return and_(
+        d.due_at.is_not(None),
+        or_(
+            and_(d.met_at.is_not(None), d.met_at > d.due_at),
+            and_(d.met_at.is_(None), d.due_at < now),
+        ),
+    )
+
+
+def _compliance(buckets: dict[str, list[int]]) -> tuple[Compliance, ...]:
+    return tuple(
+        Compliance(
+            key=key,
+            due=due,
+            on_time=due - late,
+            breached=late,
+            rate=(due - late) / due if due else None,
+        )
+        for key, (due, late) in sorted(buckets.items())
+    )
+
+
+def _bucket_names() -> list[str]:
+    return [name for name, _ in AGE_BUCKETS]
+
+
+def _answer(value: bool | None) -> str:
+    return "unanswered" if value is None else ("yes" if value else "no")

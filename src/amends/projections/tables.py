@@ -1,0 +1,140 @@
+"""The read models: SQLAlchemy 2 tables that the reports query.
+
+One row per complaint (with the projection's working state as JSON), and one
+row per ownership span, SLA deadline and gesture. The tables live beside the
+events by default (the same SQLite file or PostgreSQL database), or wherever
+`AMENDS_VIEWS_URL` points.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator
+
+from amends.domain.stages import Stage
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which keeps no zone) too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError("naive datetime given to a view column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+STAGE_COLUMNS = {stage: f"reached_{stage.lower()}" for stage in Stage}
+"""The column holding when a complaint first reached each stage."""
+
+tracking = Table(
+    "amends_view_tracking",
+    metadata,
+    Column("projection", String(100), primary_key=True),
+    Column("position", Integer, nullable=False),
+)
+
+complaints = Table(
+    "amends_view_complaints",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("policy", String(120), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("week", String(10), nullable=False),
+    Column("received_by", String(200), nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("channel", String(100), nullable=False),
+    Column("category", String(100), nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("stage", String(30), nullable=False),
+    Column("is_open", Boolean, nullable=False),
+    Column("waiting", Boolean, nullable=False),
+    *(Column(name, UtcDateTime) for name in STAGE_COLUMNS.values()),
+    Column("first_resolved_at", UtcDateTime),
+    Column("resolved_by", String(200)),
+    Column("ttr_wall", Float),
+    Column("ttr_sla", Float),
+    Column("resolutions", Integer, nullable=False),
+    Column("reopens", Integer, nullable=False),
+    Column("satisfied_first", Boolean),
+    Column("satisfied_after_reopen", Boolean),
+    Column("prevention_at", UtcDateTime),
+    Column("handoffs", Integer, nullable=False),
+    Column("last_event_at", UtcDateTime, nullable=False),
+    Column("facts", Text, nullable=False),
+    Index("ix_amends_view_complaints_received", "received_at"),
+    Index("ix_amends_view_complaints_owner", "owner", "is_open"),
+    Index("ix_amends_view_complaints_category", "category", "received_at"),
+    Index("ix_amends_view_complaints_stage", "is_open", "stage"),
+)
+
+spans = Table(
+    "amends_view_owner_spans",
+    metadata,
+    Column("complaint_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("start_at", UtcDateTime, nullable=False),
+    Column("end_at", UtcDateTime),
+    Column("via", String(10), nullable=False),
+    Index("ix_amends_view_owner_spans_owner", "owner"),
+)
+
+deadlines = Table(
+    "amends_view_deadlines",
+    metadata,
+    Column("complaint_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("target", String(20), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("due_at", UtcDateTime),
+    Column("met_at", UtcDateTime),
+    Column("owner_at_due", String(200)),
+    Index("ix_amends_view_deadlines_due", "met_at", "due_at"),
+)
+
+gestures = Table(
+    "amends_view_gestures",
+    metadata,
+    Column("complaint_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("value", String(20)),
+    Column("currency", String(3)),
+)
+
+CHILD_TABLES = (spans, deadlines, gestures)
+VIEW_TABLES = (complaints, *CHILD_TABLES)

@@ -1,0 +1,351 @@
+"""Reports from the views equal the oracle's, however the views were built.
+
+Random workloads (many complaints, handoffs, reopens, waits on the customer,
+gestures, random times) are written through a desk; the views are caught up
+at random moments in random batch sizes, rebuilt from zero, and crashed in
+the middle of a batch; every report must equal what `tests/oracle.py`
+computes from the raw histories.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from amends import ComplaintDesk
+from amends.domain.sla import PolicySchedule, preset
+from amends.projections.reports import ReportFilter
+from amends.projections.runner import ProjectionRunner
+from amends.testing import CATEGORIES, PEOPLE, Lifecycle, lifecycles
+from oracle import Oracle
+
+from conftest import POSTGRES_URL_VARIABLE, FixedClock
+
+START = datetime(2024, 3, 1, tzinfo=UTC)
+SCHEDULE = PolicySchedule(
+    entries=(
+        (datetime(2000, 1, 1, tzinfo=UTC), preset("promise_keeping")),
+        (START + timedelta(days=20), preset("fca_disp_payments")),
+    )
+)
+"""Two policies in force one after the other: business time from day 20 on."""
+
+
+@contextmanager
+def fresh_store(kind: str) -> Iterator[str]:
+    if kind == "memory":
+        yield "memory://"
+    elif kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{Path(folder) / 'store.db'}"
+    else:
+        base = os.environ.get(POSTGRES_URL_VARIABLE)
+        if not base:
+            pytest.skip(f"{POSTGRES_URL_VARIABLE} is not set: PostgreSQL tests skipped")
+        import psycopg
+
+        schema = f"amends_views_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            yield f"{base}?schema={schema}"
+        finally:
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def starts() -> st.SearchStrategy[datetime]:
+    return st.integers(0, 40 * 24 * 3600).map(lambda s: START + timedelta(seconds=s))
+
+
+@st.composite
+def workloads(draw: st.DrawFn) -> list[Lifecycle]:
+    lifecycle = lifecycles(max_steps=16, start=starts(), forward_bias=0.5)
+    return draw(st.lists(lifecycle, min_size=1, max_size=8))
+
+
+@st.composite
+def report_filters(draw: st.DrawFn) -> ReportFilter:
+    since = draw(st.none() | starts())
+    return ReportFilter(
+        since=since,
+        until=draw(st.none() | starts().filter(lambda u: since is None or u > since)),
+        owner=draw(st.none() | st.sampled_from(PEOPLE)),
+        category=draw(st.none() | st.sampled_from(CATEGORIES)),
+    )
+
+
+def run_workload(
+    desk: ComplaintDesk,
+    workload: list[Lifecycle],
+    catch_up_after: set[int],
+    batch_sizes: list[int],
+) -> list[uuid.UUID]:
+    """Send every step in time order, catching the views up now and then."""
+    steps = sorted(
+        (step.arguments["at"], n, i)
+        for n, lifecycle in enumerate(workload)
+        for i, step in enumerate(lifecycle.steps)
+    )
+    ids: dict[int, uuid.UUID] = {}
+    runner = desk.reports.runner
+    for count, (_, n, i) in enumerate(steps):
+        step = workload[n].steps[i]
+        if i == 0:
+            ids[n] = step.apply(desk)
+        else:
+            step.apply(desk, ids[n])
+        if count in catch_up_after:
+            runner.batch_size = batch_sizes[count % len(batch_sizes)]
+            runner.catch_up()
+    return [ids[n] for n in range(len(workload))]
+
+
+def assert_reports_match(
+    desk: ComplaintDesk, ids: list[uuid.UUID], f: ReportFilter, now: datetime
+) -> None:
+    oracle = Oracle({i: desk.events(i) for i in ids}, SCHEDULE)
+    queries = desk.reports.queries
+    limit, horizon = 3, timedelta(hours=30)
+    pairs: list[tuple[str, Any, Any]] = [
+        (
+            "ownership",
+            queries.ownership(now, f, limit),
+            oracle.ownership(now, f, limit),
+        ),
+        (
+            "time_to_resolution",
+            queries.time_to_resolution(now, f, limit),
+            oracle.time_to_resolution(now, f, limit),
+        ),
+        (
+            "sla",
+            queries.sla(now, f, horizon, limit),
+            oracle.sla(now, f, horizon, limit),
+        ),
+        ("backlog", queries.backlog(now, f), oracle.backlog(now, f)),
+        ("recurrence", queries.recurrence(now, f, 2), oracle.recurrence(now, f, 2)),
+    ]
+    for name, from_views, from_oracle in pairs:
+        assert from_views.model_dump() == from_oracle.model_dump(), name
+
+
+def make_desk(store_url: str, clock: FixedClock) -> ComplaintDesk:
+    return ComplaintDesk(store_url, clock=clock, sla_policies=SCHEDULE)
+
+
+def examples(n: int) -> settings:
+    return settings(
+        max_examples=n,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+@examples(60)
+@given(
+    workload=workloads(),
+    catch_up_after=st.sets(st.integers(0, 120), max_size=10),
+    batch_sizes=st.lists(st.integers(1, 7), min_size=1, max_size=4),
+    f=report_filters(),
+    later=st.integers(0, 20 * 24 * 3600),
+)
+def test_incremental_views_equal_the_oracle(
+    workload: list[Lifecycle],
+    catch_up_after: set[int],
+    batch_sizes: list[int],
+    f: ReportFilter,
+    later: int,
+) -> None:
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    with make_desk("memory://", clock) as desk:
+        ids = run_workload(desk, workload, catch_up_after, batch_sizes)
+        desk.reports.runner.batch_size = batch_sizes[0]
+        desk.reports.catch_up()
+        now = max(e.timestamp for i in ids for e in desk.events(i)) + timedelta(
+            seconds=later
+        )
+        assert_reports_match(desk, ids, f, now)
+        assert_reports_match(desk, ids, ReportFilter(), now)
+        desk.reports.rebuild()
+        assert_reports_match(desk, ids, f, now)
+
+
+class Crash(Exception):
+    pass
+
+
+@examples(25)
+@given(
+    workload=workloads(),
+    crash_at=st.integers(1, 6),
+    batch_size=st.integers(1, 9),
+    keep=st.integers(0, 3),
+)
+def test_a_runner_that_fails_mid_batch_and_restarts_gives_the_same_reports(
+    workload: list[Lifecycle], crash_at: int, batch_size: int, keep: int
+) -> None:
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    with make_desk("memory://", clock) as desk:
+        ids = run_workload(desk, workload, set(), [batch_size])
+        runner = desk.reports.runner
+        runner.batch_size = batch_size
+        writes = [0]
+        real_write = ProjectionRunner._write
+
+        def write_then_fail(self: ProjectionRunner, conn: Any, touched: Any) -> None:
+            writes[0] += 1
+            if writes[0] == crash_at:
+                # Write part of the batch's rows, then die before tracking moves.
+                real_write(self, conn, list(touched)[:keep])
+                raise Crash
+            real_write(self, conn, touched)
+
+        runner._write = write_then_fail.__get__(runner)  # type: ignore[method-assign]
+        with suppress(Crash):
+            runner.catch_up()
+        restarted = ProjectionRunner(runner.feed, runner.engine, SCHEDULE, batch_size=3)
+        restarted.catch_up()
+        assert restarted.lag() == 0
+        now = clock.now
+        assert_reports_match(desk, ids, ReportFilter(), now)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@examples(8)
+@given(workload=workloads(), f=report_filters(), data=st.data())
+def test_views_equal_the_oracle_on_durable_stores(
+    kind: str, workload: list[Lifecycle], f: ReportFilter, data: st.DataObject
+) -> None:
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    with fresh_store(kind) as store_url, make_desk(store_url, clock) as desk:
+        catch_up_after = data.draw(st.sets(st.integers(0, 100), max_size=5))
+        ids = run_workload(desk, workload, catch_up_after, [4])
+        desk.reports.catch_up()
+        now = START + timedelta(days=data.draw(st.integers(0, 80)))
+        assert_reports_match(desk, ids, f, now)
+        assert_reports_match(desk, ids, ReportFilter(), now)
+        desk.reports.rebuild()
+        assert_reports_match(desk, ids, ReportFilter(), now)
+
+
+def test_reports_catch_up_before_answering_unless_told_not_to(
+    tmp_path: Path,
+) -> None:
+    clock = FixedClock(START + timedelta(days=2))
+    with make_desk(f"sqlite:///{tmp_path / 'a.db'}", clock) as desk:
+        desk.receive(
+            by="ana",
+            customer="Jo",
+            summary="s",
+            channel="phone",
+            category="billing",
+            severity="low",
+            expectation="e",
+            at=START,
+        )
+        assert desk.reports.backlog(catch_up=False).reached == dict.fromkeys(
+            desk.reports.backlog(catch_up=False).reached, 0
+        )
+        assert desk.reports.runner.lag() == 1
+        report = desk.reports.backlog()
+        assert sum(s.open for s in report.open_by_stage) == 1
+        assert desk.reports.runner.lag() == 0
+
+
+def test_views_can_live_in_another_database(tmp_path: Path) -> None:
+    clock = FixedClock(START + timedelta(days=2))
+    views = tmp_path / "views.db"
+    with ComplaintDesk(
+        f"sqlite:///{tmp_path / 'events.db'}",
+        clock=clock,
+        views_url=f"sqlite:///{views}",
+    ) as desk:
+        desk.receive(
+            by="ana",
+            customer="Jo",
+            summary="s",
+            channel="phone",
+            category="billing",
+            severity="low",
+            expectation="e",
+            at=START,
+        )
+        assert desk.reports.ownership().owners[0].owner == "ana"
+    import sqlite3
+
+    with sqlite3.connect(views) as db:
+        assert db.execute("SELECT count(*) FROM amends_view_complaints").fetchone() == (
+            1,
+        )
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert "amends_view_complaints" not in tables
+
+
+def test_reports_render_as_table_json_and_csv(tmp_path: Path) -> None:
+    clock = FixedClock(START + timedelta(days=3))
+    with make_desk(f"sqlite:///{tmp_path / 'a.db'}", clock) as desk:
+        complaint = desk.receive(
+            by="ana",
+            customer="Jo",
+            summary="s",
+            channel="phone",
+            category="billing",
+            severity="low",
+            expectation="e",
+            at=START,
+        )
+        desk.acknowledge(
+            complaint, by="ana", paraphrase="p", at=START + timedelta(hours=30)
+        )
+        report = desk.reports.sla()
+        assert "acknowledge" in report.to_table()
+        assert (
+            report.to_csv().splitlines()[0] == "complaint_id,target,due_at,met_at,owner"
+        )
+        # Acknowledged 6 hours late, and no update in the 24 hours after it.
+        assert '"breaches_total": 2' in report.to_json()
+
+
+def test_replaying_from_an_older_position_counts_nothing_twice(tmp_path: Path) -> None:
+    """A tracking position restored from an old backup must not double-count."""
+    clock = FixedClock(START + timedelta(days=5))
+    with make_desk(f"sqlite:///{tmp_path / 'a.db'}", clock) as desk:
+        complaint = desk.receive(
+            by="ana",
+            customer="Jo",
+            summary="s",
+            channel="phone",
+            category="billing",
+            severity="low",
+            expectation="e",
+            at=START,
+        )
+        desk.transfer_ownership(
+            complaint, by="ana", to="ben", reason="r", customer_told=True, at=START
+        )
+        desk.offer_gesture(
+            complaint, by="ben", description="d", value="5", currency="EUR", at=START
+        )
+        before = desk.reports.ownership().model_dump(), desk.reports.backlog()
+        from sqlalchemy import update
+
+        from amends.projections import tables
+
+        with desk.reports.runner.engine.begin() as conn:
+            conn.execute(update(tables.tracking).values(position=0))
+        assert desk.reports.runner.lag() == 3
+        assert desk.reports.ownership().model_dump() == before[0]
+        assert desk.reports.backlog() == before[1]
+        assert desk.reports.backlog().gesture_totals == {"EUR": "5"}
