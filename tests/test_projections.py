@@ -349,3 +349,68 @@ def test_replaying_from_an_older_position_counts_nothing_twice(tmp_path: Path) -
         assert desk.reports.ownership().model_dump() == before[0]
         assert desk.reports.backlog() == before[1]
         assert desk.reports.backlog().gesture_totals == {"EUR": "5"}
+
+
+def test_a_follower_process_killed_and_restarted_ends_equal_to_a_rebuild(
+    tmp_path: Path,
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    env = {**os.environ, "AMENDS_STORE_URL": store}
+    clock = FixedClock(START + timedelta(days=60))
+
+    def follower() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "amends", "project", "--follow", "--poll", "0.05"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def wait_caught_up(desk: ComplaintDesk) -> None:
+        deadline = time.monotonic() + 60
+        while desk.reports.runner.lag() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert desk.reports.runner.lag() == 0
+
+    with ComplaintDesk(store, clock=clock) as desk:
+        ids = []
+        process = follower()
+        try:
+            for round_ in range(3):
+                for n in range(15):
+                    at = START + timedelta(days=round_, hours=n)
+                    complaint = desk.receive(
+                        by="ana",
+                        customer="Jo",
+                        summary="s",
+                        channel="phone",
+                        category=CATEGORIES[n % 3],
+                        severity="normal",
+                        expectation="e",
+                        at=at,
+                    )
+                    desk.acknowledge(complaint, by="ana", paraphrase="p", at=at)
+                    ids.append(complaint)
+                time.sleep(0.05 * round_)
+                process.send_signal(signal.SIGKILL)  # wherever it was
+                process.wait()
+                process = follower()
+            wait_caught_up(desk)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        followed = desk.reports.queries
+        now = clock.now
+        with ComplaintDesk(
+            store, clock=clock, views_url=f"sqlite:///{tmp_path / 'fresh.db'}"
+        ) as fresh:
+            fresh.reports.rebuild()
+            for name in ("ownership", "time_to_resolution", "backlog"):
+                assert getattr(followed, name)(now, ReportFilter()) == getattr(
+                    fresh.reports.queries, name
+                )(now, ReportFilter()), name
+        assert len(ids) == 45

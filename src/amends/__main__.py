@@ -7,7 +7,10 @@ Exit codes: 2 usage or bad input, 3 refused by the domain, 4 store problem.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -105,6 +108,51 @@ def walkthrough(store_url: str | None) -> int:
     return 0
 
 
+REPORTS = {
+    "ownership": "ownership",
+    "ttr": "time_to_resolution",
+    "sla": "sla",
+    "backlog": "backlog",
+    "recurrence": "recurrence",
+}
+
+
+def run_projection(
+    store_url: str | None, follow: bool, rebuild: bool, poll: float
+) -> int:
+    """Catch up once, rebuild, or follow the store as a process of its own."""
+    with ComplaintDesk(store_url) as desk:
+        reports = desk.reports
+        if rebuild:
+            print(f"rebuilt the views from {reports.rebuild()} events")
+        elif not follow:
+            print(f"applied {reports.catch_up()} events")
+        else:
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            print(f"following {desk.store_url} (Ctrl-C to stop)", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                reports.runner.follow(
+                    stop,
+                    poll=timedelta(seconds=poll),
+                    on_batch=lambda n: print(f"applied {n} events", flush=True),
+                )
+        print(f"views at position {reports.runner.position()}")
+    return 0
+
+
+def print_report(store_url: str | None, name: str, output: str) -> int:
+    with ComplaintDesk(store_url) as desk:
+        report = getattr(desk.reports, REPORTS[name])()
+        if output == "json":
+            print(report.to_json())
+        elif output == "csv":
+            print(report.to_csv(), end="")
+        else:
+            print(report.to_table(), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="amends",
@@ -123,6 +171,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("keygen", help="print a new AMENDS_CIPHER_KEY (AES-256, base64)")
     docs = sub.add_parser("docs", help="write docs/lifecycle.md and docs/events/*.json")
     docs.add_argument("--out", type=Path, default=Path("docs"))
+    project = sub.add_parser(
+        "project",
+        help="catch the report views up with the store",
+        epilog="Example: python -m amends project --follow --poll 0.5",
+    )
+    mode = project.add_mutually_exclusive_group()
+    mode.add_argument("--follow", action="store_true", help="keep following (Ctrl-C)")
+    mode.add_argument("--rebuild", action="store_true", help="drop and replay all")
+    project.add_argument("--poll", type=float, default=0.5, help="seconds when idle")
+    report = sub.add_parser(
+        "report",
+        help="print a report",
+        epilog="Example: python -m amends report sla --format csv",
+    )
+    report.add_argument("name", choices=sorted(REPORTS))
+    report.add_argument("--format", choices=("table", "json", "csv"), default="table")
     args = parser.parse_args(argv)
     try:
         if args.command == "keygen":
@@ -132,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in write_docs(args.out):
                 print(path)
             return 0
+        if args.command == "project":
+            return run_projection(args.store, args.follow, args.rebuild, args.poll)
+        if args.command == "report":
+            return print_report(args.store, args.name, args.format)
         return walkthrough(args.store)
     except (InvalidCommand, ConfigurationError) as exc:
         print(f"amends: {exc}", file=sys.stderr)
