@@ -414,3 +414,29 @@ def test_a_follower_process_killed_and_restarted_ends_equal_to_a_rebuild(
                     fresh.reports.queries, name
                 )(now, ReportFilter()), name
         assert len(ids) == 45
+
+
+def test_every_csv_header_matches_its_rows(tmp_path: Path) -> None:
+    clock = FixedClock(START + timedelta(days=9))
+    with make_desk(f"sqlite:///{tmp_path / 'a.db'}", clock) as desk:
+        from amends import Stage
+
+        from helpers import RECEIVE, walk_to
+
+        complaint = walk_to(desk, Stage.RESOLVED)  # on the desk's clock
+        del complaint
+        desk.receive(**RECEIVE, at=START)
+        reports = desk.reports
+        for report in (
+            reports.ownership(),
+            reports.time_to_resolution(),
+            reports.sla(),
+            reports.backlog(),
+            reports.recurrence(min_count=1),
+        ):
+            header, *rows = report.to_csv().splitlines()
+            assert header.split(",") == list(report.csv_columns)
+            assert rows, type(report).__name__
+            assert all(len(r.split(",")) == len(report.csv_columns) for r in rows)
+        empty = reports.sla(category="nothing").to_csv()
+        assert empty == "complaint_id,target,due_at,met_at,owner\n"

@@ -15,7 +15,7 @@ def python_blocks() -> list[str]:
 
 
 def test_readme_has_the_examples() -> None:
-    assert len(python_blocks()) == 3
+    assert len(python_blocks()) == 4
 
 
 def test_embedding_example_runs(
@@ -40,9 +40,20 @@ def test_audit_example_runs(
     assert (tmp_path / "case.json").exists()
 
 
+def test_reports_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    exec(compile(python_blocks()[2], "README reports example", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "Per owner" in printed
+    assert "complaint_id,target,due_at,met_at,owner" in printed
+    assert '"stage": "ACKNOWLEDGED"' in printed
+
+
 def test_property_test_example_runs() -> None:
     namespace: dict[str, object] = {}
-    exec(compile(python_blocks()[2], "README property example", "exec"), namespace)
+    exec(compile(python_blocks()[3], "README property example", "exec"), namespace)
     tests = [v for k, v in namespace.items() if k.startswith("test_")]
     assert len(tests) == 1
     tests[0]()  # type: ignore[operator]

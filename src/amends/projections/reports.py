@@ -79,6 +79,8 @@ class Report(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     title: ClassVar[str]
+    csv_columns: ClassVar[tuple[str, ...]]
+    """The columns of the first section, so an empty CSV still has its header."""
     generated_at: datetime
     filter: ReportFilter
 
@@ -92,10 +94,9 @@ class Report(BaseModel):
         """The first section as CSV (one header row, one row per item)."""
         _, rows = self.sections()[0]
         out = io.StringIO()
-        if rows:
-            writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+        writer = csv.DictWriter(out, fieldnames=self.csv_columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
         return out.getvalue()
 
     def to_table(self) -> str:
@@ -189,6 +190,17 @@ class OwnerChain(BaseModel):
 
 class OwnershipReport(Report):
     title: ClassVar[str] = "Ownership"
+    csv_columns: ClassVar[tuple[str, ...]] = (
+        "owner",
+        "open_now",
+        "received_first",
+        "handed_in",
+        "handed_out",
+        "resolved_while_owner",
+        "sla_breaches",
+        "ttr_median_h",
+        "ttr_p90_h",
+    )
     owners: tuple[OwnerRow, ...]
     chains: tuple[OwnerChain, ...]
     """Complaints handed off at least once, newest first, up to the limit."""
@@ -244,6 +256,19 @@ class GroupDistribution(BaseModel):
 
 class TimeToResolutionReport(Report):
     title: ClassVar[str] = "Time to resolution"
+    csv_columns: ClassVar[tuple[str, ...]] = (
+        "group_by",
+        "key",
+        "count",
+        "wall_p50_h",
+        "wall_p90_h",
+        "wall_p95_h",
+        "wall_max_h",
+        "sla_p50_h",
+        "sla_p90_h",
+        "sla_p95_h",
+        "sla_max_h",
+    )
     resolved: int
     reopened: int
     reopen_rate: float | None
@@ -310,6 +335,13 @@ class AtRisk(BaseModel):
 
 class SlaReport(Report):
     title: ClassVar[str] = "SLA"
+    csv_columns: ClassVar[tuple[str, ...]] = (
+        "complaint_id",
+        "target",
+        "due_at",
+        "met_at",
+        "owner",
+    )
     horizon: timedelta
     breaches: tuple[Breach, ...]
     """Every breach, latest due first, up to the limit."""
@@ -340,6 +372,11 @@ class StageBacklog(BaseModel):
 
 class BacklogReport(Report):
     title: ClassVar[str] = "Backlog and funnel"
+    csv_columns: ClassVar[tuple[str, ...]] = (
+        "stage",
+        "open",
+        *(name for name, _ in AGE_BUCKETS),
+    )
     open_by_stage: tuple[StageBacklog, ...]
     reached: dict[Stage, int]
     satisfied_first: dict[str, int]
@@ -381,6 +418,12 @@ class CategoryRecurrence(BaseModel):
 
 class RecurrenceReport(Report):
     title: ClassVar[str] = "Recurrence and prevention"
+    csv_columns: ClassVar[tuple[str, ...]] = (
+        "category",
+        "complaints",
+        "prevention_logged",
+        "resolution_to_prevention_median_h",
+    )
     min_count: int
     categories: tuple[CategoryRecurrence, ...]
 
