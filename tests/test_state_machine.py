@@ -87,6 +87,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             self._send(complaint_id, data.draw(st.sampled_from(forward)), data)
 
     @rule(complaint_id=complaints, data=st.data())
+    def walk_on_along_the_path(self, complaint_id: UUID, data: st.DataObject) -> None:
+        """Several forward moves in a row, so closed complaints are common."""
+        for _ in range(data.draw(st.integers(1, 10), label="moves")):
+            self.move_forward(complaint_id, data)
+
+    @rule(complaint_id=complaints, data=st.data())
     def send_a_command_the_stage_allows(
         self, complaint_id: UUID, data: st.DataObject
     ) -> None:
