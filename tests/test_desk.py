@@ -271,3 +271,30 @@ def test_times_from_any_zone_are_stored_in_utc(
     assert received_at == local
     assert received_at.utcoffset() == timedelta(0)
     assert received_at.tzinfo == UTC
+
+
+def test_a_cached_complaint_still_sees_what_another_desk_wrote(
+    make_shared_desk: MakeDesk,
+) -> None:
+    desk, other = make_shared_desk(), make_shared_desk()
+    complaint_id = desk.receive(**RECEIVE)
+    assert desk.get(complaint_id).version == 1  # now cached
+    other.add_note(complaint_id, by="ben", text="from elsewhere")
+    assert desk.get(complaint_id).version == 2
+    assert desk.get(complaint_id, version=1).version == 1
+
+
+def test_the_cache_keeps_only_the_most_recently_used() -> None:
+    from amends.infra.desk import ComplaintCache
+
+    with ComplaintDesk("memory://") as desk:
+        states = [desk.get(desk.receive(**RECEIVE)) for _ in range(3)]
+    cache = ComplaintCache(2)
+    for state in states:
+        cache.put(state)
+    assert cache.get(states[0].id) is None
+    assert cache.get(states[2].id) is states[2]
+    cache.put(states[1].model_copy(update={"version": 0}))
+    assert cache.get(states[1].id) is states[1]  # an older state never wins
+    with pytest.raises(ValueError, match="cache_size"):
+        ComplaintCache(-1)

@@ -9,6 +9,8 @@ command that is still valid is not lost and one that no longer fits is refused.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -64,6 +66,44 @@ EXTERNAL_REF_NAMESPACE = uuid5(NAMESPACE_URL, "https://amends.dev/external-ref")
 
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_SNAPSHOT_EVERY = 100
+DEFAULT_CACHE_SIZE = 1_000
+
+
+class ComplaintCache:
+    """The latest known state of recently used complaints (least recent out).
+
+    States are immutable and always a true prefix of the stored history, so
+    sharing them is safe; the desk fast-forwards a cached state from the store
+    before deciding, so the cache saves reading old events, never correctness.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ValueError("cache_size must be 0 (no cache) or more")
+        self._size = size
+        self._states: OrderedDict[UUID, Complaint] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, complaint_id: UUID) -> Complaint | None:
+        with self._lock:
+            state = self._states.get(complaint_id)
+            if state is not None:
+                self._states.move_to_end(complaint_id)
+            return state
+
+    def put(self, state: Complaint) -> None:
+        if not self._size:
+            return
+        with self._lock:
+            known = self._states.get(state.id)
+            if known is not None and known.version > state.version:
+                return  # a newer state arrived meanwhile
+            self._states[state.id] = state
+            self._states.move_to_end(state.id)
+            while len(self._states) > self._size:
+                self._states.popitem(last=False)
+
+
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
 
 TCommand = TypeVar("TCommand", bound=c.Command)
@@ -87,6 +127,8 @@ class ComplaintDesk:
     written in advance). `cipher_key` (else `AMENDS_CIPHER_KEY`) encrypts
     every stored payload. Every `snapshot_every` events a snapshot of the
     complaint is stored, so reading a long history stays fast (0: never).
+    The latest states of `cache_size` recently used complaints stay in memory
+    (0: none), so a command reads only the events newer than those.
     `views_url` (else `AMENDS_VIEWS_URL`, else the store's own database) holds
     the report views; `sla_policies` (a preset name, a policy, or a schedule
     of policies in force from given dates) measures the SLA.
@@ -101,6 +143,7 @@ class ComplaintDesk:
         clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
         cipher_key: str | None = None,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        cache_size: int = DEFAULT_CACHE_SIZE,
         views_url: str | None = None,
         sla_policies: PolicySchedule | SlaPolicy | str | None = None,
     ) -> None:
@@ -113,6 +156,7 @@ class ComplaintDesk:
         self._max_attempts = max_attempts
         self._clock_skew = clock_skew
         self._snapshot_every = snapshot_every
+        self._cache = ComplaintCache(cache_size)
         settings = {
             **store_settings(self.store_url),
             **cipher_settings(cipher_key),
@@ -618,6 +662,8 @@ class ComplaintDesk:
                     > previous // self._snapshot_every
                 ):
                     self._take_snapshot(state)
+            if state is not None:
+                self._cache.put(state)
             return state
         raise ConcurrencyConflict(command.complaint_id, self._max_attempts)
 
@@ -627,10 +673,19 @@ class ComplaintDesk:
         version: int | None = None,
         as_of: datetime | None = None,
     ) -> Complaint | None:
-        """Replay from the newest usable snapshot (at or before the point asked)."""
+        """The complaint now, or at a version or moment.
+
+        The latest state comes from the desk's cache when it has the complaint,
+        fast-forwarded by whatever the store holds beyond it (so a concurrent
+        writer's events are never missed); otherwise, and for the past, from
+        the newest usable snapshot at or before the point asked, plus events.
+        """
+        latest = version is None and as_of is None
         with _store_errors(self.store_url):
-            snapshot = self._snapshot(complaint_id, version, as_of)
-            state = snapshot.state if snapshot is not None else None
+            state = self._cache.get(complaint_id) if latest else None
+            if state is None:
+                snapshot = self._snapshot(complaint_id, version, as_of)
+                state = snapshot.state if snapshot is not None else None
             events = self._app.events.get(
                 complaint_id,
                 gt=state.version if state is not None else None,
@@ -641,6 +696,8 @@ class ComplaintDesk:
                 if as_of is not None and complaint_event.timestamp > as_of:
                     break
                 state = evolve(state, complaint_event)
+        if latest and state is not None:
+            self._cache.put(state)
         return state
 
     def _snapshot(
