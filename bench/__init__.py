@@ -1,0 +1,31 @@
+"""amends' benchmark harness: measures, never passes or fails.
+
+Run it from the repository root::
+
+    python -m bench                      # full size; rewrites docs/benchmarks.md
+    python -m bench --quick              # small sizes, well under a minute (CI smoke)
+    AMENDS_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test python -m bench
+
+Every figure is printed next to a baseline measured in the same process run
+(the eventsourcing library on its own, on the same kind of store), because an
+absolute figure from a shared 2-core machine means little while a ratio taken
+minutes apart under the same conditions does.
+
+Adding a section (bulk intake, projection catch-up, report latency, audit
+verify, memory, ...) takes one function:
+
+1. Write `bench/<name>.py` with ``def run(config: RunConfig) -> Section``
+   (`bench.harness.RunConfig`, `bench.report.Section`). Use
+   `bench.stores.store_targets(config)` and `bench.stores.fresh_store(...)` for
+   an isolated SQLite file or PostgreSQL schema per measurement, and
+   `bench.harness.timed` / `bench.harness.median` for the figures. Give each
+   `Row` a stable `key` and, where there is one, a `Target`; put what shapes
+   the figures (sizes, rounds, stores) in `Section.settings`, since runs are
+   compared for repeatability only when those match.
+2. Add one line to `SECTIONS` in `bench/__main__.py`: ``"name": name.run``.
+
+The entry point renders every section into `docs/benchmarks.md` (machine,
+versions, command, then one table per section and its notes) and adds a
+"Repeatability" note comparing each ratio with the previous run's, read back
+from the data the previous report embedded.
+"""

@@ -1,0 +1,67 @@
+"""What every section shares: the run's configuration and how time is taken.
+
+Kept apart from the sections so that each new one measures the same way:
+wall-clock time (`time.perf_counter`) around the work only, after a full
+garbage collection, with the median across rounds as the reported figure,
+because the median of a few interleaved rounds resists the odd slow round that
+a shared machine produces better than the mean does.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+FULL_COMPLAINTS = 2_000
+QUICK_COMPLAINTS = 200
+DEFAULT_ROUNDS = 3
+QUICK_ROUNDS = 2
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What the command line asked for, as every section reads it.
+
+    `postgres_url` is `AMENDS_TEST_POSTGRES_URL` (None: SQLite only).
+    """
+
+    quick: bool
+    complaints: int
+    rounds: int
+    postgres_url: str | None
+    profile: bool = True
+    """Whether a section may profile when it misses its target (costs seconds)."""
+
+
+def timed(work: Callable[[], T]) -> tuple[float, T]:
+    """Seconds `work` took and what it returned; collects garbage first.
+
+    Collecting first means one measurement does not pay for the garbage the
+    previous one left, which would penalise whichever ran second.
+    """
+    gc.collect()
+    started = time.perf_counter()
+    result = work()
+    return time.perf_counter() - started, result
+
+
+def median(values: Sequence[float]) -> float:
+    if not values:
+        raise ValueError("no values to take the median of")
+    return float(statistics.median(values))
+
+
+def per_second(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so a long run shows it is alive; stdout stays clean."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

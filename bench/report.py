@@ -1,0 +1,376 @@
+"""The report: sections of measured rows, rendered into `docs/benchmarks.md`.
+
+A section is data (`Section`: a title, `Row`s, `Note`s), not prose, so that
+every section renders the same table (figure, measured, baseline from the same
+run, ratio, target, met) and so that the next run can read this run's figures
+back from the JSON embedded at the end of the file to say how repeatable they
+were. Sections are registered in `bench/__main__.py`; see `bench/__init__.py`
+for how to add one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import sqlite3
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+DATA_MARKER = "bench-data"
+REPEATABILITY_TOLERANCE = 0.10
+"""Two runs' ratios agree when they differ by at most this share."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a row should reach: a ratio to its baseline, or an absolute value."""
+
+    threshold: float
+    on_ratio: bool = True
+    higher_is_better: bool = True
+
+    def describe(self, unit: str) -> str:
+        sign = "≥" if self.higher_is_better else "≤"
+        if self.on_ratio:
+            return f"{sign} {self.threshold:g} of baseline"
+        return f"{sign} {_number(self.threshold)} {unit}"
+
+    def met_by(self, value: float, ratio: float | None) -> bool | None:
+        measured = ratio if self.on_ratio else value
+        if measured is None:
+            return None
+        if self.higher_is_better:
+            return measured >= self.threshold
+        return measured <= self.threshold
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured figure, with the baseline it is judged against, if any.
+
+    `key` is stable across runs ("sqlite.amends"): the repeatability note pairs
+    rows of two runs by it.
+    """
+
+    key: str
+    figure: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    baseline_label: str = ""
+    target: Target | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or self.baseline == 0:
+            return None
+        return self.value / self.baseline
+
+    @property
+    def met(self) -> bool | None:
+        return self.target.met_by(self.value, self.ratio) if self.target else None
+
+
+@dataclass(frozen=True)
+class Note:
+    """A titled paragraph under a section's table; the body may be Markdown."""
+
+    title: str
+    body: str
+
+
+@dataclass
+class Section:
+    """One part of the report: what was measured, the rows, and what to know."""
+
+    key: str
+    title: str
+    intro: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    """What shapes the figures (sizes, rounds, stores): runs compare only when
+    these are equal."""
+
+
+@dataclass(frozen=True)
+class PreviousRun:
+    """The figures a previous report embedded, for the repeatability note."""
+
+    date: str
+    source: str
+    sections: dict[str, dict[str, Any]]
+
+    def ratios(self, section: Section) -> dict[str, float] | None:
+        """Ratios by row key, if that run measured this section the same way."""
+        data = self.sections.get(section.key)
+        if not data or data.get("settings") != _jsonable(section.settings):
+            return None
+        return {
+            key: row["ratio"]
+            for key, row in data.get("rows", {}).items()
+            if row.get("ratio") is not None
+        }
+
+
+def read_previous(path: Path) -> PreviousRun | None:
+    """The data embedded in an earlier report at `path`, if any."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    match = re.search(rf"<!-- {DATA_MARKER} (.*?) -->", text, re.DOTALL)
+    if not match:
+        return None
+    try:
+        data = json.loads(match.group(1))
+        return PreviousRun(
+            date=str(data["date"]),
+            source=str(data.get("source", "unknown")),
+            sections=dict(data["sections"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def repeatability_note(
+    section: Section, previous: PreviousRun | None, source: str
+) -> Note | None:
+    """This run's ratios beside the previous run's, and whether they agree.
+
+    Only rows with a target count: those are the figures the report judges.
+    """
+    judged = [r for r in section.rows if r.ratio is not None and r.target]
+    if not judged:
+        return None
+    earlier = previous.ratios(section) if previous else None
+    if not earlier:
+        return Note(
+            "Repeatability",
+            "no earlier run of the same size in this file to compare with; run "
+            "the same command again to get this note.",
+        )
+    assert previous is not None
+    lines = []
+    agree = True
+    for row in judged:
+        if row.ratio is None or row.key not in earlier:
+            continue
+        before = earlier[row.key]
+        spread = abs(row.ratio - before) / before if before else float("inf")
+        agree = agree and spread <= REPEATABILITY_TOLERANCE
+        lines.append(
+            f"{row.figure}: {before:.2f} in the previous run ({previous.date}), "
+            f"{row.ratio:.2f} in this one ({spread:.1%} apart)"
+        )
+    if not lines:
+        return None
+    verdict = "within" if agree else "NOT within"
+    caveat = (
+        ""
+        if previous.source == source
+        else f" The amends source differed: {previous.source} then, {source} now."
+    )
+    return Note(
+        "Repeatability",
+        f"ratios of two runs of the same command are {verdict} "
+        f"{REPEATABILITY_TOLERANCE:.0%} of each other: "
+        + "; ".join(lines)
+        + "."
+        + caveat,
+    )
+
+
+# ----------------------------------------------------------------- machine
+
+
+def machine_facts() -> list[tuple[str, str]]:
+    """What the figures depend on, read from the machine rather than assumed."""
+    return [
+        ("CPUs (nproc)", str(len(os.sched_getaffinity(0)))),
+        ("memory", _memory()),
+        ("CPU model", _cpu_model()),
+        ("OS", f"{_os_name()}, {platform.system()} {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("eventsourcing", _version("eventsourcing")),
+        (
+            "pydantic",
+            f"{_version('pydantic')} (pydantic-core {_version('pydantic-core')})",
+        ),
+        ("SQLAlchemy", _version("SQLAlchemy")),
+        ("psycopg", _version("psycopg")),
+        ("SQLite library", sqlite3.sqlite_version),
+        ("amends", _version("amends")),
+    ]
+
+
+def source_state() -> str:
+    """The commit measured, and a fingerprint of any uncommitted change to src/.
+
+    amends changes often (and others may be editing it while the bench runs);
+    a figure is only comparable with the code it measured, and the fingerprint
+    tells two runs on different uncommitted code apart.
+    """
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(
+            ["git", *arguments], cwd=root, capture_output=True, text=True, check=True
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        diff = git("diff", "HEAD", "--", "src")
+        changed = git("diff", "HEAD", "--name-only", "--", "src").split()
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", "src")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    fingerprint = hashlib.sha256(diff.encode())
+    for name in untracked.split():
+        fingerprint.update(name.encode() + b"\0" + (root / name).read_bytes())
+    files = sorted({*changed, *untracked.split()})
+    if not files:
+        return f"commit {commit}"
+    return (
+        f"commit {commit} with uncommitted changes (fingerprint "
+        f"{fingerprint.hexdigest()[:10]}) to {', '.join(files)}"
+    )
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                kib = int(line.split()[1])
+                return f"{kib / 1024**2:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.platform()
+
+
+# ------------------------------------------------------------------ render
+
+
+def render(
+    sections: list[Section],
+    *,
+    facts: list[tuple[str, str]],
+    command: str,
+    date: datetime,
+    source: str,
+    duration_seconds: float,
+) -> str:
+    """The whole report as Markdown, ending with the data the next run reads."""
+    out = [
+        "# Benchmarks",
+        "",
+        "Measurements, not pass/fail checks: every figure sits next to a baseline "
+        "measured in the same process run on the same kind of store. This file is "
+        "written by `python -m bench` (see `bench/__init__.py`); edit the harness, "
+        "not this file, since the next run rewrites it.",
+        "",
+        "## Machine, versions, command",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in facts),
+        f"| amends source | {source} |",
+        f"| date | {date:%Y-%m-%d %H:%M} UTC |",
+        f"| command | `{command}` |",
+        f"| duration | {_duration(duration_seconds)} |",
+        "",
+    ]
+    for number, section in enumerate(sections, start=1):
+        out += _render_section(number, section)
+    data = {
+        "date": f"{date:%Y-%m-%d %H:%M} UTC",
+        "source": source,
+        "sections": {
+            section.key: {
+                "settings": _jsonable(section.settings),
+                "rows": {
+                    row.key: {"value": row.value, "ratio": row.ratio}
+                    for row in section.rows
+                },
+            }
+            for section in sections
+        },
+    }
+    out += [f"<!-- {DATA_MARKER} {json.dumps(data, sort_keys=True)} -->", ""]
+    return "\n".join(out)
+
+
+def _render_section(number: int, section: Section) -> list[str]:
+    out = [f"## {number}. {section.title}", "", section.intro, ""]
+    if section.rows:
+        out += [
+            "| figure | measured | baseline (same run) | ratio | target | met |",
+            "|---|--:|---|--:|---|---|",
+        ]
+        for row in section.rows:
+            baseline = (
+                f"{row.baseline_label}: {_number(row.baseline)} {row.unit}"
+                if row.baseline is not None
+                else "—"
+            )
+            ratio = f"{row.ratio:.2f}" if row.ratio is not None else "—"
+            target = row.target.describe(row.unit) if row.target else "— (context)"
+            met = {True: "yes", False: "**no**", None: "—"}[row.met]
+            out.append(
+                f"| {row.figure} | {_number(row.value)} {row.unit} | {baseline} "
+                f"| {ratio} | {target} | {met} |"
+            )
+        out.append("")
+    for note in section.notes:
+        out += [f"**{note.title}.** {note.body}", ""]
+    return out
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` as it reads back from JSON, so settings compare equal across runs."""
+    return json.loads(json.dumps(value, sort_keys=True))
