@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
@@ -188,7 +188,7 @@ class ProjectionRunner:
                 rows[name].extend(table_rows)
         for table in t.VIEW_TABLES:
             if rows[table.name]:
-                conn.execute(insert(table), rows[table.name])
+                _insert_many(conn, table, rows[table.name])
 
     def rows_of(self, facts: ComplaintFacts) -> dict[str, list[dict[str, Any]]]:
         """The view rows that stand for one complaint's facts."""
@@ -275,6 +275,34 @@ class ProjectionRunner:
                 for seq, gesture in enumerate(facts.gestures)
             ],
         }
+
+
+def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows with the driver's executemany, converting values once.
+
+    Same values as `conn.execute(insert(table), rows)`, through the same column
+    types' bind processors, without SQLAlchemy's per-row parameter machinery,
+    which was most of the catch-up time.
+    """
+    dialect = conn.dialect
+    columns = list(table.columns)
+    processors = [column.type.bind_processor(dialect) for column in columns]
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    preparer = dialect.identifier_preparer
+    statement = (
+        f"INSERT INTO {preparer.format_table(table)} "
+        f"({', '.join(preparer.format_column(c) for c in columns)}) "
+        f"VALUES ({', '.join(mark for _ in columns)})"
+    )
+    names = [column.name for column in columns]
+    values = [
+        tuple(
+            process(row.get(name)) if process is not None else row.get(name)
+            for name, process in zip(names, processors, strict=True)
+        )
+        for row in rows
+    ]
+    conn.exec_driver_sql(statement, values)
 
 
 def owner_at(facts: ComplaintFacts, moment: datetime) -> str:
