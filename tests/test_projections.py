@@ -30,6 +30,7 @@ from amends.testing import CATEGORIES, PEOPLE, Lifecycle, lifecycles
 from oracle import Oracle
 
 from conftest import POSTGRES_URL_VARIABLE, FixedClock
+from helpers import RECEIVE
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 SCHEDULE = PolicySchedule(
@@ -244,16 +245,7 @@ def test_reports_catch_up_before_answering_unless_told_not_to(
 ) -> None:
     clock = FixedClock(START + timedelta(days=2))
     with make_desk(f"sqlite:///{tmp_path / 'a.db'}", clock) as desk:
-        desk.receive(
-            by="ana",
-            customer="Jo",
-            summary="s",
-            channel="phone",
-            category="billing",
-            severity="low",
-            expectation="e",
-            at=START,
-        )
+        desk.receive(**RECEIVE, at=START)
         assert desk.reports.backlog(catch_up=False).reached == dict.fromkeys(
             desk.reports.backlog(catch_up=False).reached, 0
         )
@@ -271,16 +263,7 @@ def test_views_can_live_in_another_database(tmp_path: Path) -> None:
         clock=clock,
         views_url=f"sqlite:///{views}",
     ) as desk:
-        desk.receive(
-            by="ana",
-            customer="Jo",
-            summary="s",
-            channel="phone",
-            category="billing",
-            severity="low",
-            expectation="e",
-            at=START,
-        )
+        desk.receive(**RECEIVE, at=START)
         assert desk.reports.ownership().owners[0].owner == "ana"
     import sqlite3
 
@@ -296,16 +279,7 @@ def test_views_can_live_in_another_database(tmp_path: Path) -> None:
 def test_reports_render_as_table_json_and_csv(tmp_path: Path) -> None:
     clock = FixedClock(START + timedelta(days=3))
     with make_desk(f"sqlite:///{tmp_path / 'a.db'}", clock) as desk:
-        complaint = desk.receive(
-            by="ana",
-            customer="Jo",
-            summary="s",
-            channel="phone",
-            category="billing",
-            severity="low",
-            expectation="e",
-            at=START,
-        )
+        complaint = desk.receive(**RECEIVE, at=START)
         desk.acknowledge(
             complaint, by="ana", paraphrase="p", at=START + timedelta(hours=30)
         )
@@ -322,16 +296,7 @@ def test_replaying_from_an_older_position_counts_nothing_twice(tmp_path: Path) -
     """A tracking position restored from an old backup must not double-count."""
     clock = FixedClock(START + timedelta(days=5))
     with make_desk(f"sqlite:///{tmp_path / 'a.db'}", clock) as desk:
-        complaint = desk.receive(
-            by="ana",
-            customer="Jo",
-            summary="s",
-            channel="phone",
-            category="billing",
-            severity="low",
-            expectation="e",
-            at=START,
-        )
+        complaint = desk.receive(**RECEIVE, at=START)
         desk.transfer_ownership(
             complaint, by="ana", to="ben", reason="r", customer_told=True, at=START
         )
@@ -421,7 +386,7 @@ def test_every_csv_header_matches_its_rows(tmp_path: Path) -> None:
     with make_desk(f"sqlite:///{tmp_path / 'a.db'}", clock) as desk:
         from amends import Stage
 
-        from helpers import RECEIVE, walk_to
+        from helpers import walk_to
 
         complaint = walk_to(desk, Stage.RESOLVED)  # on the desk's clock
         del complaint
