@@ -436,6 +436,16 @@ def test_first_version_rows_load_verify_and_carry_on(
         assert desk.get(updating.id).stage is Stage.RESOLVED
         received_again = desk.receive(**RECEIVE, external_ref="CRM-1001")
         assert received_again == closed.id
+        # ...and project into the report views like any other history.
+        backlog = desk.reports.backlog()
+        assert backlog.reached[Stage.RECEIVED] == 3
+        assert backlog.reached[Stage.PREVENTION_LOGGED] == 1
+        assert backlog.satisfied_first == {"yes": 0, "no": 1, "unanswered": 1}
+        assert backlog.satisfied_after_reopen == {"yes": 1, "no": 0, "unanswered": 0}
+        assert backlog.gesture_totals == {"EUR": "12.50"}
+        ownership = {row.owner: row for row in desk.reports.ownership().owners}
+        assert ownership["ben"].handed_in == 1
+        assert ownership["ben"].resolved_while_owner == 1
 
 
 def test_first_version_rows_keep_their_stored_form(tmp_path: Path) -> None:
@@ -464,6 +474,8 @@ def test_an_encrypted_store_holds_no_plaintext_personal_data(tmp_path: Path) -> 
         desk.add_note(complaint_id, by="ana", text="Quackenbush again")
         assert desk.get(complaint_id).customer == customer
         assert desk.verify().ok
+        # The report views, in the same file, hold no personal data either.
+        assert desk.reports.backlog().reached[Stage.RECEIVED] == 1
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"Quackenbush" not in raw
     assert b"quackenbush" not in raw
