@@ -31,7 +31,17 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Engine, Select, and_, exists, func, or_, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    case,
+    exists,
+    func,
+    or_,
+    select,
+)
 
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
@@ -681,14 +691,30 @@ class ReportQueries:
         d = t.deadlines.c
         with self.engine.connect() as conn:
             ids = self._ids(f)
-            rows = conn.execute(
-                select(
-                    d.complaint_id, d.target, d.due_at, d.met_at, d.owner_at_due
-                ).where(
-                    d.complaint_id.in_(ids),
-                    or_(d.met_at.is_not(None), d.due_at <= now),
+            # Counted: deadlines met, or fallen due by now. Counted in SQL, so
+            # only one row per target and per owner crosses into Python.
+            counted = (
+                d.complaint_id.in_(ids),
+                or_(d.met_at.is_not(None), d.due_at <= now),
+            )
+            late = func.sum(case((_breached(now), 1), else_=0))
+            owner_key = func.coalesce(d.owner_at_due, "")
+            by_target = {
+                key: [due, int(lates or 0)]
+                for key, due, lates in conn.execute(
+                    select(d.target, func.count(), late)
+                    .where(*counted)
+                    .group_by(d.target)
                 )
-            ).all()
+            }
+            by_owner = {
+                key: [due, int(lates or 0)]
+                for key, due, lates in conn.execute(
+                    select(owner_key, func.count(), late)
+                    .where(*counted)
+                    .group_by(owner_key)
+                )
+            }
             breaches_total = conn.execute(
                 select(func.count()).where(d.complaint_id.in_(ids), _breached(now))
             ).scalar_one()
@@ -708,16 +734,6 @@ class ReportQueries:
                 )
                 .order_by(d.due_at, d.complaint_id, d.seq)
             ).all()
-        by_target: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        by_owner: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for _cid, target, due_at, met_at, owner in rows:
-            late = due_at is not None and (
-                (met_at is not None and met_at > due_at)
-                or (met_at is None and due_at < now)
-            )
-            for bucket, key in ((by_target, target), (by_owner, owner or "")):
-                bucket[key][0] += 1
-                bucket[key][1] += late
         return SlaReport(
             generated_at=now,
             filter=f,
@@ -742,14 +758,15 @@ class ReportQueries:
             open_rows = conn.execute(
                 select(c.stage, c.received_at).where(selected, c.is_open)
             ).all()
-            reached = {
-                stage: conn.execute(
-                    select(func.count())
-                    .select_from(t.complaints)
-                    .where(selected, t.complaints.c[column].is_not(None))
-                ).scalar_one()
-                for stage, column in t.STAGE_COLUMNS.items()
-            }
+            counts = conn.execute(
+                select(
+                    *(
+                        func.count(t.complaints.c[col])
+                        for col in t.STAGE_COLUMNS.values()
+                    )
+                ).where(selected)
+            ).one()
+            reached = dict(zip(t.STAGE_COLUMNS, counts, strict=True))
             answers = conn.execute(
                 select(
                     c.satisfied_first, c.satisfied_after_reopen, c.resolutions
