@@ -510,15 +510,18 @@ class ReportQueries:
                 .group_by(c.received_by)
             ):
                 owners[owner]["received_first"] = n
-            span_rows = conn.execute(
-                select(s.owner, s.via, s.end_at, s.complaint_id).where(
-                    s.complaint_id.in_(self._ids(f))
+            # Every owner of a span gets a row; only handoffs start or end one.
+            for owner, handed_in, handed_out in conn.execute(
+                select(
+                    s.owner,
+                    func.sum(case((s.via == "transfer", 1), else_=0)),
+                    func.count(s.end_at),
                 )
-            ).all()
-            for owner, via, end_at, _ in span_rows:
-                # Every owner of a span gets a row; only handoffs start or end one.
-                owners[owner]["handed_in"] += via == "transfer"
-                owners[owner]["handed_out"] += end_at is not None
+                .where(s.complaint_id.in_(self._ids(f)))
+                .group_by(s.owner)
+            ):
+                owners[owner]["handed_in"] = int(handed_in or 0)
+                owners[owner]["handed_out"] = handed_out
             for owner, ttr in conn.execute(
                 select(c.resolved_by, c.ttr_wall).where(
                     selected, c.resolved_by.is_not(None)
