@@ -1,0 +1,132 @@
+"""Hostile input: arbitrary payloads to every command are refused cleanly.
+
+Wrong types, blank and huge strings, control characters, naive and far-away
+datetimes, unknown fields and unicode edge cases: every one ends in a named
+refusal (an `AmendsError`), never an unhandled exception, and nothing is
+recorded.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from amends import (
+    AmendsError,
+    ComplaintDesk,
+    ComplaintNotFound,
+    InvalidCommand,
+    InvalidTransition,
+)
+from amends.domain.commands import COMMAND_TYPES
+from amends.domain.values import MAX_TEXT_LENGTH
+
+from conftest import NOW, FixedClock
+from helpers import RECEIVE
+
+ODD_TEXT = st.sampled_from(
+    [
+        "",
+        " ",
+        "\t\n",
+        "\x00",
+        "bell\x07",
+        "\x1b[31mred",
+        "\ud800",
+        "\u202eevil",
+        "\u200b",
+        "\u2028",
+        "e\u0301",
+        "🙂" * 3,
+        "x" * (MAX_TEXT_LENGTH + 1),
+        "y" * 100_000,
+    ]
+)
+ODD_TIMES = st.sampled_from(
+    [
+        datetime(2026, 3, 1, 9, 0),  # naive
+        datetime(9999, 12, 31, 23, 59, tzinfo=UTC),
+        datetime(1, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=14))),
+        datetime(1, 1, 1, tzinfo=UTC),
+        NOW + timedelta(days=1),
+    ]
+)
+ANYTHING: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=50),
+    ODD_TEXT,
+    ODD_TIMES,
+    st.lists(st.text(max_size=5), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.binary(max_size=5),
+    st.decimals(allow_nan=True, allow_infinity=True),
+)
+
+
+@st.composite
+def hostile_payloads(draw: st.DrawFn, command: str) -> dict[str, Any]:
+    fields = [f for f in COMMAND_TYPES[command].model_fields if f != "complaint_id"]
+    payload = {
+        field: draw(ANYTHING)
+        for field in draw(st.lists(st.sampled_from(fields), unique=True))
+    }
+    if draw(st.booleans()):
+        payload[draw(st.text(min_size=1, max_size=10))] = draw(ANYTHING)
+    return payload
+
+
+REFUSALS = (InvalidCommand, InvalidTransition, ComplaintNotFound)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(command=st.sampled_from(sorted(COMMAND_TYPES)), data=st.data())
+def test_arbitrary_payloads_are_refused_by_name_and_record_nothing(
+    command: str, data: st.DataObject
+) -> None:
+    with ComplaintDesk("memory://", clock=FixedClock()) as desk:
+        complaint_id = desk.receive(**RECEIVE, at=NOW - timedelta(days=1))
+        payload = data.draw(hostile_payloads(command))
+        target = data.draw(
+            st.sampled_from([complaint_id, str(complaint_id), "nonsense", 42, None])
+        )
+        position = desk.last_position()
+        try:
+            if command == "receive":
+                desk.execute(command, **payload)
+            else:
+                desk.execute(command, target, **payload)
+        except REFUSALS as refusal:
+            assert str(refusal)
+            if isinstance(refusal, InvalidCommand):
+                assert refusal.problems, "an InvalidCommand names its fields"
+            assert desk.last_position() == position
+        except AmendsError as other:  # pragma: no cover - reported as a failure
+            raise AssertionError(f"unexpected refusal {other!r}") from other
+        else:
+            assert desk.last_position() == position + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=hostile_payloads("receive"))
+def test_hostile_intake_next_to_valid_fields_is_refused(
+    payload: dict[str, Any],
+) -> None:
+    with ComplaintDesk("memory://", clock=FixedClock()) as desk:
+        arguments = {**RECEIVE, **payload}
+        try:
+            desk.execute("receive", **arguments)
+        except InvalidCommand as refusal:
+            assert set(refusal.fields) & (set(payload) | {"at", "external_ref"})
+            assert desk.last_position() == 0
+        else:
+            assert desk.last_position() == 1
