@@ -298,3 +298,15 @@ def test_the_cache_keeps_only_the_most_recently_used() -> None:
     assert cache.get(states[1].id) is states[1]  # an older state never wins
     with pytest.raises(ValueError, match="cache_size"):
         ComplaintCache(-1)
+
+
+def test_a_clock_behind_the_last_event_still_records_now(
+    make_shared_desk: MakeDesk, clock: FixedClock
+) -> None:
+    """Another process's clock may run ahead; a command on the clock waits for none."""
+    ahead = make_shared_desk()
+    complaint_id = ahead.receive(**RECEIVE, at=clock.now + timedelta(minutes=1))
+    view = make_shared_desk().add_note(complaint_id, by="ben", text="from behind")
+    assert view.last_event_at == clock.now + timedelta(minutes=1)
+    with pytest.raises(InvalidCommand):  # an explicit time is taken at its word
+        make_shared_desk().add_note(complaint_id, by="ben", text="x", at=clock.now)

@@ -157,6 +157,8 @@ class ComplaintDesk:
         self._clock_skew = clock_skew
         self._snapshot_every = snapshot_every
         self._cache = ComplaintCache(cache_size)
+        self.retries = 0
+        """How many writes lost a race and were decided again (for drills, metrics)."""
         settings = {
             **store_settings(self.store_url),
             **cipher_settings(cipher_key),
@@ -223,6 +225,7 @@ class ComplaintDesk:
         )
 
     def _receive(self, **arguments: Any) -> UUID:
+        stamp_now = arguments.get("at") is None
         command = self._parse(c.Receive, uuid4(), **arguments)
         if command.external_ref is not None:
             command = command.model_copy(
@@ -230,7 +233,7 @@ class ComplaintDesk:
                     "complaint_id": uuid5(EXTERNAL_REF_NAMESPACE, command.external_ref)
                 }
             )
-        self._execute(command)
+        self._execute(command, stamp_now=stamp_now)
         return command.complaint_id
 
     def acknowledge(
@@ -619,10 +622,11 @@ class ComplaintDesk:
         complaint_id: UUID | str,
         **arguments: Any,
     ) -> Complaint:
+        stamp_now = arguments.get("at") is None
         command = self._parse(
             command_type, _complaint_uuid(complaint_id, command_type.name), **arguments
         )
-        state = self._execute(command)
+        state = self._execute(command, stamp_now=stamp_now)
         assert state is not None
         return state
 
@@ -642,10 +646,19 @@ class ComplaintDesk:
             )
         return command
 
-    def _execute(self, command: c.Command) -> Complaint | None:
-        """Decide and save, deciding again on fresh state after a lost race."""
+    def _execute(self, command: c.Command, *, stamp_now: bool) -> Complaint | None:
+        """Decide and save, deciding again on fresh state after a lost race.
+
+        A command whose `at` the caller left to the clock happens now, and
+        never before the complaint's last event: another process's clock may
+        run a little ahead, and a retry comes later than the first try.
+        """
         for _attempt in range(self._max_attempts):
             state = self._load(command.complaint_id)
+            if stamp_now and state is not None:
+                at = max(self._clock().astimezone(UTC), state.last_event_at)
+                if at != command.at:
+                    command = command.model_copy(update={"at": at})
             events = decide(command, state)
             if not events:
                 return state
@@ -653,6 +666,7 @@ class ComplaintDesk:
                 with _store_errors(self.store_url):
                     self._app.save(*events)
             except RecordConflictError:
+                self.retries += 1
                 continue
             for event in events:
                 previous = state.version if state is not None else 0
