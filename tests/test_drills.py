@@ -165,3 +165,27 @@ def test_two_processes_share_one_sqlite_file(tmp_path: Path) -> None:
         assert report.events == sum(made for made, _ in results)
         backlog = desk.reports.backlog()
         assert backlog.reached[Stage.RECEIVED] == report.complaints
+
+
+def test_dropped_postgres_connections_are_survived(postgres_url: str) -> None:
+    import psycopg
+
+    base = postgres_url.partition("?")[0]
+    with ComplaintDesk(postgres_url) as desk:
+        complaint_id = desk.receive(**RECEIVE)
+        with psycopg.connect(base, autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+                "AND backend_type = 'client backend' AND application_name = ''"
+            ).fetchone()
+        assert dropped is not None
+        assert dropped[0] >= 1
+        try:
+            desk.add_note(complaint_id, by="ana", text="after the drop")
+        except StoreUnavailable:
+            pass  # refused whole; the next command must work
+        desk.add_note(complaint_id, by="ana", text="once more")
+        notes = list(desk.events(complaint_id)[1:])
+        assert 1 <= len(notes) <= 2
+        assert desk.verify(complaint_id).ok
