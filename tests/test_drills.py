@@ -10,6 +10,7 @@ import multiprocessing
 import random
 import sqlite3
 from collections import Counter
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def test_concurrent_writers_on_postgres_lose_nothing(postgres_url: str) -> None:
     ]
     for process in processes:
         process.start()
-    results = [queue.get(timeout=300) for _ in processes]
+    results = [queue.get(timeout=120) for _ in processes]
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0
@@ -135,7 +136,10 @@ def _sqlite_writer(store_url: str, seed: int, out: Any) -> None:
             except StoreUnavailable:
                 busy += 1
             if rng.random() < 0.1:
-                desk.reports.catch_up()
+                try:
+                    desk.reports.catch_up()
+                except StoreUnavailable:
+                    busy += 1
     out.put((made, busy))
 
 
@@ -151,7 +155,7 @@ def test_two_processes_share_one_sqlite_file(tmp_path: Path) -> None:
     ]
     for process in processes:
         process.start()
-    results = [queue.get(timeout=300) for _ in processes]
+    results = [queue.get(timeout=120) for _ in processes]
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0
@@ -181,10 +185,8 @@ def test_dropped_postgres_connections_are_survived(postgres_url: str) -> None:
             ).fetchone()
         assert dropped is not None
         assert dropped[0] >= 1
-        try:
+        with suppress(StoreUnavailable):  # refused whole; the next must work
             desk.add_note(complaint_id, by="ana", text="after the drop")
-        except StoreUnavailable:
-            pass  # refused whole; the next command must work
         desk.add_note(complaint_id, by="ana", text="once more")
         notes = list(desk.events(complaint_id)[1:])
         assert 1 <= len(notes) <= 2

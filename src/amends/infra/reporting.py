@@ -7,18 +7,22 @@ The views live in the event store's database unless `views_url` (or
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.persistence import ApplicationRecorder, PersistenceError
+from pydantic import ValidationError
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
+from amends.domain.errors import FieldProblem, InvalidCommand
 from amends.domain.events import EVENT_TYPES
 from amends.domain.sla import DEFAULT_POLICY_NAME, PolicySchedule, SlaPolicy, preset
-from amends.infra.errors import ConfigurationError
+from amends.infra.errors import ConfigurationError, StoreUnavailable
 from amends.infra.mapper import PydanticMapper
 from amends.projections.reports import (
     DEFAULT_LIMIT,
@@ -114,6 +118,15 @@ def _beside(store_url: str) -> str:
     return store_url
 
 
+@contextmanager
+def _views_errors() -> Iterator[None]:
+    """The views' database failing (locked, gone) is a `StoreUnavailable`."""
+    try:
+        yield
+    except (DBAPIError, PersistenceError, OSError) as exc:
+        raise StoreUnavailable(f"report views unavailable: {exc}") from exc
+
+
 class ReportDesk:
     """The five reports, caught up with the store before answering by default."""
 
@@ -129,20 +142,34 @@ class ReportDesk:
 
     def catch_up(self) -> int:
         """Apply every stored event the views have not seen; returns how many."""
-        return self.runner.catch_up()
+        with _views_errors():
+            return self.runner.catch_up()
 
     def rebuild(self) -> int:
         """Drop the views and replay the whole store into them."""
-        return self.runner.rebuild()
+        with _views_errors():
+            return self.runner.rebuild()
 
-    def _prepare(
+    @contextmanager
+    def _prepared(
         self, catch_up: bool, **filters: object
-    ) -> tuple[datetime, ReportFilter]:
-        if catch_up:
-            self.runner.catch_up()
-        else:
-            self.runner.ensure_tables()
-        return self.clock(), ReportFilter.model_validate(filters)
+    ) -> Iterator[tuple[datetime, ReportFilter]]:
+        try:
+            report_filter = ReportFilter.model_validate(filters)
+        except ValidationError as exc:
+            raise InvalidCommand(
+                "report",
+                [
+                    FieldProblem(".".join(map(str, e["loc"])), e["msg"])
+                    for e in exc.errors()
+                ],
+            ) from None
+        with _views_errors():
+            if catch_up:
+                self.runner.catch_up()
+            else:
+                self.runner.ensure_tables()
+            yield self.clock(), report_filter
 
     def ownership(
         self,
@@ -154,10 +181,10 @@ class ReportDesk:
         limit: int = DEFAULT_LIMIT,
         catch_up: bool = True,
     ) -> OwnershipReport:
-        now, f = self._prepare(
+        with self._prepared(
             catch_up, since=since, until=until, owner=owner, category=category
-        )
-        return self.queries.ownership(now, f, limit)
+        ) as (now, f):
+            return self.queries.ownership(now, f, limit)
 
     def time_to_resolution(
         self,
@@ -169,10 +196,10 @@ class ReportDesk:
         limit: int = DEFAULT_LIMIT,
         catch_up: bool = True,
     ) -> TimeToResolutionReport:
-        now, f = self._prepare(
+        with self._prepared(
             catch_up, since=since, until=until, owner=owner, category=category
-        )
-        return self.queries.time_to_resolution(now, f, limit)
+        ) as (now, f):
+            return self.queries.time_to_resolution(now, f, limit)
 
     def sla(
         self,
@@ -185,10 +212,10 @@ class ReportDesk:
         limit: int = DEFAULT_LIMIT,
         catch_up: bool = True,
     ) -> SlaReport:
-        now, f = self._prepare(
+        with self._prepared(
             catch_up, since=since, until=until, owner=owner, category=category
-        )
-        return self.queries.sla(now, f, horizon, limit)
+        ) as (now, f):
+            return self.queries.sla(now, f, horizon, limit)
 
     def backlog(
         self,
@@ -199,10 +226,10 @@ class ReportDesk:
         category: str | None = None,
         catch_up: bool = True,
     ) -> BacklogReport:
-        now, f = self._prepare(
+        with self._prepared(
             catch_up, since=since, until=until, owner=owner, category=category
-        )
-        return self.queries.backlog(now, f)
+        ) as (now, f):
+            return self.queries.backlog(now, f)
 
     def recurrence(
         self,
@@ -214,7 +241,7 @@ class ReportDesk:
         category: str | None = None,
         catch_up: bool = True,
     ) -> RecurrenceReport:
-        now, f = self._prepare(
+        with self._prepared(
             catch_up, since=since, until=until, owner=owner, category=category
-        )
-        return self.queries.recurrence(now, f, min_count)
+        ) as (now, f):
+            return self.queries.recurrence(now, f, min_count)

@@ -9,6 +9,7 @@ nothing is counted twice.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,12 +17,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
+from eventsourcing.persistence import PersistenceError
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy.exc import OperationalError
 
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
 from amends.projections import tables as t
 from amends.projections.facts import ComplaintFacts, Folder
+
+logger = logging.getLogger("amends.projections")
 
 DEFAULT_PROJECTION = "amends.reports"
 DEFAULT_BATCH_SIZE = 2_000
@@ -120,9 +125,18 @@ class ProjectionRunner:
         poll: timedelta = timedelta(seconds=0.5),
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        """Keep catching up until `stop` is set, polling when idle."""
+        """Keep catching up until `stop` is set, polling when idle.
+
+        A database that is briefly locked or unreachable is waited out: the
+        batch rolled back, and the next poll applies it again.
+        """
         while not stop.is_set():
-            applied = self.catch_up(max_batches=1)
+            try:
+                applied = self.catch_up(max_batches=1)
+            except (OperationalError, PersistenceError) as exc:
+                logger.warning("projection %s waits: %s", self.name, exc)
+                stop.wait(poll.total_seconds())
+                continue
             if on_batch is not None and applied:
                 on_batch(applied)
             if not applied:
