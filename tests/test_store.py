@@ -202,12 +202,11 @@ def test_main_job_defaults_to_amends_db_in_the_working_directory(
 
 def test_command_line_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     result = run_cli("--store", "mysql://nope", cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
     assert "scheme" in result.stderr
     assert "Traceback" not in result.stderr
     result = run_cli(
         "--store", "postgresql://postgres@127.0.0.1:1/x?connect_timeout=1", cwd=tmp_path
     )
-    assert result.returncode == 4
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
