@@ -184,18 +184,20 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_main_job_walks_a_complaint_and_reads_it_back(tmp_path: Path) -> None:
-    result = run_cli("--store", f"sqlite:///{tmp_path / 'demo.db'}", cwd=tmp_path)
+def test_walkthrough_walks_a_complaint_and_reads_it_back(tmp_path: Path) -> None:
+    result = run_cli(
+        "--store", f"sqlite:///{tmp_path / 'demo.db'}", "walkthrough", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     for command in ("receive", "acknowledge", "log_prevention"):
         assert command in result.stdout
     assert "stage PREVENTION_LOGGED, owner ben, version 10" in result.stdout
 
 
-def test_main_job_defaults_to_amends_db_in_the_working_directory(
+def test_the_store_defaults_to_amends_db_in_the_working_directory(
     tmp_path: Path,
 ) -> None:
-    result = run_cli(cwd=tmp_path)
+    result = run_cli("walkthrough", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "amends.db").exists()
 

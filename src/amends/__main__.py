@@ -11,15 +11,19 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from amends.domain.errors import AmendsError, InvalidCommand
+from amends.infra.charts import save_charts
+from amends.infra.demo import simulate
 from amends.infra.desk import ComplaintDesk
 from amends.infra.docs import write_docs
 from amends.infra.errors import ConfigurationError, StoreUnavailable
 from amends.infra.settings import new_cipher_key
+from amends.projections.reports import chart_data
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
@@ -141,6 +145,44 @@ def run_projection(
     return 0
 
 
+def run_demo(
+    store_url: str | None, complaints: int, days: float, seed: int, charts: Path
+) -> int:
+    """The main job: a realistic stretch of work, its reports and its charts."""
+    if complaints < 1 or days <= 0:
+        raise InvalidCommand.single(
+            "demo", "complaints", "needs complaints >= 1, days > 0"
+        )
+    with ComplaintDesk(store_url) as desk:
+
+        def progress(done: int, total: int) -> None:
+            if done == total or done % 250 == 0:
+                bar = "#" * (30 * done // total)
+                print(
+                    f"\r  [{bar:<30}] {done}/{total} commands", end="", file=sys.stderr
+                )
+                if done == total:
+                    print(file=sys.stderr)
+
+        started = time.perf_counter()
+        summary = simulate(
+            desk, complaints=complaints, days=days, seed=seed, progress=progress
+        )
+        applied = desk.reports.catch_up()
+        elapsed = time.perf_counter() - started
+        print(
+            f"simulated {summary.complaints} complaints, {summary.commands} commands "
+            f"({summary.first:%Y-%m-%d} to {summary.last:%Y-%m-%d}) into "
+            f"{desk.store_url}; views caught up {applied} events; {elapsed:.1f} s\n"
+        )
+        print(desk.reports.ownership().to_table())
+        print(desk.reports.time_to_resolution().to_table())
+        data = chart_data(desk.reports.queries, desk.reports.clock(), int(days))
+        for path in save_charts(data, charts):
+            print(f"chart: {path}")
+    return 0
+
+
 def print_report(store_url: str | None, name: str, output: str) -> int:
     with ComplaintDesk(store_url) as desk:
         report = getattr(desk.reports, REPORTS[name])()
@@ -165,9 +207,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="store URL (default: $AMENDS_STORE_URL, else sqlite:///amends.db)",
     )
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser(
-        "walkthrough", help="walk one complaint through every stage (default)"
+    demo = sub.add_parser(
+        "demo",
+        help="simulate a team's month of complaints, print reports, draw charts "
+        "(the default)",
+        epilog="Example: python -m amends demo --complaints 500 --days 60 --seed 1",
     )
+    demo.add_argument("--complaints", type=int, default=300)
+    demo.add_argument("--days", type=float, default=30)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--charts", type=Path, default=Path("charts"))
+    sub.add_parser("walkthrough", help="walk one complaint through every stage")
     sub.add_parser("keygen", help="print a new AMENDS_CIPHER_KEY (AES-256, base64)")
     docs = sub.add_parser("docs", help="write docs/lifecycle.md and docs/events/*.json")
     docs.add_argument("--out", type=Path, default=Path("docs"))
@@ -200,7 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_projection(args.store, args.follow, args.rebuild, args.poll)
         if args.command == "report":
             return print_report(args.store, args.name, args.format)
-        return walkthrough(args.store)
+        if args.command == "walkthrough":
+            return walkthrough(args.store)
+        if args.command == "demo":
+            return run_demo(
+                args.store, args.complaints, args.days, args.seed, args.charts
+            )
+        return run_demo(args.store, 300, 30, 7, Path("charts"))
     except (InvalidCommand, ConfigurationError) as exc:
         print(f"amends: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -30,7 +30,16 @@ class EventStoreApplication(Application[UUID]):
     name = "amends"
 
     def __init__(self, settings: Mapping[str, str]) -> None:
-        super().__init__(env=dict(settings))
+        try:
+            super().__init__(env=dict(settings))
+        except BaseException:
+            # A store that cannot be reached leaves a half-made connection pool
+            # whose threads would otherwise be shut down by the garbage
+            # collector, at some random later moment and thread.
+            factory = getattr(self, "factory", None)
+            if factory is not None:
+                factory.close()
+            raise
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         return Environment(name, dict(env or {}))

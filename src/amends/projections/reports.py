@@ -123,7 +123,8 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.1f}"
+        # Hours read best to a tenth; rates and small figures keep 3 digits.
+        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
     if isinstance(value, datetime):
         return value.isoformat(timespec="seconds")
     return str(value)
@@ -133,9 +134,10 @@ def _table(rows: list[dict[str, Any]]) -> str:
     headers = list(rows[0])
     cells = [[_cell(row[h]) for h in headers] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
     body = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in cells
     ]
     return "\n".join(["  " + line, "  " + "-" * len(line), *("  " + b for b in body)])
 
@@ -883,3 +885,54 @@ def _bucket_names() -> list[str]:
 
 def _answer(value: bool | None) -> str:
     return "unanswered" if value is None else ("yes" if value else "no")
+
+
+class ChartData(BaseModel):
+    """What the demo's charts draw, read from the views like the reports."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ttr_hours_by_owner: dict[str, list[float]]
+    open_by_day: list[tuple[str, int]]
+    compliance_by_week: list[tuple[str, float]]
+
+
+def chart_data(queries: ReportQueries, now: datetime, days: int) -> ChartData:
+    """Time to resolution per owner, open backlog per day, SLA compliance per week."""
+    c, d = t.complaints.c, t.deadlines.c
+    with queries.engine.connect() as conn:
+        ttr: dict[str, list[float]] = defaultdict(list)
+        for owner, seconds in conn.execute(
+            select(c.resolved_by, c.ttr_wall).where(c.ttr_wall.is_not(None))
+        ):
+            ttr[owner].append(seconds / 3600)
+        lifetimes = conn.execute(select(c.received_at, c.prevention_at)).all()
+        deadline_rows = conn.execute(
+            select(d.due_at, d.met_at).where(
+                d.due_at.is_not(None), or_(d.met_at.is_not(None), d.due_at <= now)
+            )
+        ).all()
+    open_by_day = []
+    for back in range(days, -1, -1):
+        moment = now - timedelta(days=back)
+        count = sum(
+            1
+            for received, closed in lifetimes
+            if received <= moment and (closed is None or closed > moment)
+        )
+        open_by_day.append((moment.date().isoformat(), count))
+    weeks: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for due, met in deadline_rows:
+        day = due.date()
+        week = (day - timedelta(days=day.weekday())).isoformat()
+        weeks[week][0] += 1
+        weeks[week][1] += (met is not None and met <= due) or (
+            met is None and due >= now
+        )
+    return ChartData(
+        ttr_hours_by_owner={k: sorted(v) for k, v in sorted(ttr.items())},
+        open_by_day=open_by_day,
+        compliance_by_week=[
+            (week, on_time / due) for week, (due, on_time) in sorted(weeks.items())
+        ],
+    )
