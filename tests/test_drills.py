@@ -191,3 +191,29 @@ def test_dropped_postgres_connections_are_survived(postgres_url: str) -> None:
         notes = list(desk.events(complaint_id)[1:])
         assert 1 <= len(notes) <= 2
         assert desk.verify(complaint_id).ok
+
+
+def _open_and_receive(store_url: str, out: Any) -> None:
+    with ComplaintDesk(store_url) as desk:
+        out.put(str(desk.receive(**RECEIVE)))
+
+
+def test_processes_starting_together_on_a_fresh_postgres_schema(
+    postgres_url: str,
+) -> None:
+    """Each start creates the library's tables, types and functions: they race."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    processes = [
+        context.Process(target=_open_and_receive, args=(postgres_url, queue))
+        for _ in range(WORKERS)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0] * WORKERS
+    ids = {queue.get(timeout=10) for _ in processes}
+    assert len(ids) == WORKERS
+    with ComplaintDesk(postgres_url) as desk:
+        assert desk.verify().complaints == WORKERS

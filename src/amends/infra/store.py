@@ -6,17 +6,48 @@ recorder from a store URL and plugs in its pydantic mapper.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import ApplicationRecorder, Mapper
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    InternalError,
+    Mapper,
+)
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from eventsourcing.utils import Environment, EnvType
 from psycopg.sql import SQL, Identifier
 
 from amends.infra.mapper import PydanticMapper
+
+DDL_ATTEMPTS = 5
+
+
+def _lost_a_ddl_race(exc: BaseException) -> bool:
+    """PostgreSQL refuses concurrent `CREATE OR REPLACE` of the same object.
+
+    The library creates its tables, types and functions whenever an
+    application starts, so processes starting together can collide; a moment
+    later the objects exist and the same statements succeed.
+    """
+    message = str(exc)
+    if isinstance(exc, InternalError):
+        return "concurrently" in message
+    # Two CREATE ... IF NOT EXISTS at once: the loser trips the catalog's key.
+    return isinstance(exc, IntegrityError) and any(
+        index in message for index in _CATALOG_INDEXES
+    )
+
+
+_CATALOG_INDEXES = (
+    "pg_type_typname_nsp_index",
+    "pg_class_relname_nsp_index",
+    "pg_proc_proname_args_nsp_index",
+)
 
 
 class EventStoreApplication(Application[UUID]):
@@ -30,16 +61,20 @@ class EventStoreApplication(Application[UUID]):
     name = "amends"
 
     def __init__(self, settings: Mapping[str, str]) -> None:
-        try:
-            super().__init__(env=dict(settings))
-        except BaseException:
-            # A store that cannot be reached leaves a half-made connection pool
-            # whose threads would otherwise be shut down by the garbage
-            # collector, at some random later moment and thread.
-            factory = getattr(self, "factory", None)
-            if factory is not None:
-                factory.close()
-            raise
+        for attempt in range(1, DDL_ATTEMPTS + 1):
+            try:
+                super().__init__(env=dict(settings))
+                return
+            except BaseException as exc:
+                # A store that cannot be reached leaves a half-made connection
+                # pool whose threads the garbage collector would otherwise shut
+                # down at some random later moment, in some random thread.
+                factory = getattr(self, "factory", None)
+                if factory is not None:
+                    factory.close()
+                if attempt == DDL_ATTEMPTS or not _lost_a_ddl_race(exc):
+                    raise
+                time.sleep(0.05 * attempt)
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         return Environment(name, dict(env or {}))

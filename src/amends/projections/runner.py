@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import InternalError as SqlInternalError
 
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
@@ -81,9 +83,18 @@ class ProjectionRunner:
     # ------------------------------------------------------------ public
 
     def ensure_tables(self) -> None:
-        if not self._tables_ready:
-            t.metadata.create_all(self.engine)
-            self._tables_ready = True
+        """Create the views if missing; processes starting together may race."""
+        for attempt in range(1, 6):
+            if self._tables_ready:
+                return
+            try:
+                t.metadata.create_all(self.engine)
+                self._tables_ready = True
+            except (IntegrityError, ProgrammingError, SqlInternalError):
+                # Another process created them between our check and create.
+                if attempt == 5:
+                    raise
+                time.sleep(0.05 * attempt)
 
     def position(self) -> int:
         self.ensure_tables()
