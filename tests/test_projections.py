@@ -405,3 +405,15 @@ def test_every_csv_header_matches_its_rows(tmp_path: Path) -> None:
             assert all(len(r.split(",")) == len(report.csv_columns) for r in rows)
         empty = reports.sla(category="nothing").to_csv()
         assert empty == "complaint_id,target,due_at,met_at,owner\n"
+
+
+def test_a_naive_report_window_is_refused_by_name() -> None:
+    from amends import InvalidCommand
+
+    with ComplaintDesk("memory://") as desk:
+        try:
+            desk.reports.sla(since=datetime(2026, 1, 1))
+        except InvalidCommand as refusal:
+            assert refusal.fields == ("since",)
+        else:
+            raise AssertionError("a naive since was accepted")

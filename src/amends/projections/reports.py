@@ -45,6 +45,7 @@ from sqlalchemy import (
 
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
+from amends.domain.values import Instant
 from amends.projections import tables as t
 from amends.projections.facts import ComplaintFacts, Folder
 
@@ -77,8 +78,8 @@ def age_bucket(age: timedelta) -> str:
 class ReportFilter(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Instant | None = None
+    until: Instant | None = None
     owner: str | None = None
     category: str | None = None
 
