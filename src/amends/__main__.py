@@ -23,6 +23,7 @@ from amends.infra.desk import ComplaintDesk
 from amends.infra.docs import write_docs
 from amends.infra.errors import ConfigurationError, StoreUnavailable
 from amends.infra.settings import new_cipher_key
+from amends.projections.facts import PolicyMismatch
 from amends.projections.reports import chart_data
 
 EXIT_USAGE = 2
@@ -37,7 +38,7 @@ def walkthrough(store_url: str | None) -> int:
     def at(hours: float) -> datetime:
         return start + timedelta(hours=hours)
 
-    with ComplaintDesk(store_url) as desk:
+    with open_desk(store_url) as desk:
         cid = desk.receive(
             by="ana",
             customer="Jo Smith",
@@ -102,7 +103,7 @@ def walkthrough(store_url: str | None) -> int:
         print(desk.history(cid).to_text(), end="")
         store_url = desk.store_url
 
-    with ComplaintDesk(store_url) as reread:
+    with open_desk(store_url) as reread:
         complaint = reread.get(cid)
     print(
         f"read back from {store_url}: stage {complaint.stage}, "
@@ -110,6 +111,11 @@ def walkthrough(store_url: str | None) -> int:
         f"version {complaint.version}, reopened {complaint.reopen_count} times"
     )
     return 0
+
+
+def open_desk(store_url: str | None, sla: str | None = None) -> ComplaintDesk:
+    """The desk for a command-line run; `sla` is the --sla preset, if given."""
+    return ComplaintDesk(store_url, sla_policies=sla)
 
 
 REPORTS = {
@@ -122,10 +128,10 @@ REPORTS = {
 
 
 def run_projection(
-    store_url: str | None, follow: bool, rebuild: bool, poll: float
+    store_url: str | None, sla: str | None, follow: bool, rebuild: bool, poll: float
 ) -> int:
     """Catch up once, rebuild, or follow the store as a process of its own."""
-    with ComplaintDesk(store_url) as desk:
+    with open_desk(store_url, sla) as desk:
         reports = desk.reports
         if rebuild:
             print(f"rebuilt the views from {reports.rebuild()} events")
@@ -146,17 +152,23 @@ def run_projection(
 
 
 def run_demo(
-    store_url: str | None, complaints: int, days: float, seed: int, charts: Path
+    store_url: str | None,
+    sla: str | None,
+    complaints: int,
+    days: float,
+    seed: int,
+    charts: Path,
 ) -> int:
     """The main job: a realistic stretch of work, its reports and its charts."""
     if complaints < 1 or days <= 0:
         raise InvalidCommand.single(
             "demo", "complaints", "needs complaints >= 1, days > 0"
         )
-    with ComplaintDesk(store_url) as desk:
+    charts.mkdir(parents=True, exist_ok=True)  # fail before anything is recorded
+    with open_desk(store_url, sla) as desk:
 
         def progress(done: int, total: int) -> None:
-            if done == total or done % 250 == 0:
+            if sys.stderr.isatty() and (done == total or done % 250 == 0):
                 bar = "#" * (30 * done // total)
                 print(
                     f"\r  [{bar:<30}] {done}/{total} commands", end="", file=sys.stderr
@@ -183,8 +195,8 @@ def run_demo(
     return 0
 
 
-def print_report(store_url: str | None, name: str, output: str) -> int:
-    with ComplaintDesk(store_url) as desk:
+def print_report(store_url: str | None, sla: str | None, name: str, output: str) -> int:
+    with open_desk(store_url, sla) as desk:
         report = getattr(desk.reports, REPORTS[name])()
         if output == "json":
             print(report.to_json())
@@ -205,6 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--store",
         default=None,
         help="store URL (default: $AMENDS_STORE_URL, else sqlite:///amends.db)",
+    )
+    parser.add_argument(
+        "--sla",
+        default=None,
+        help="SLA policy preset the reports measure by (default: promise_keeping; "
+        "also fca_disp, fca_disp_payments, asic_rg271, cfpb)",
     )
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser(
@@ -247,17 +265,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(path)
             return 0
         if args.command == "project":
-            return run_projection(args.store, args.follow, args.rebuild, args.poll)
+            return run_projection(
+                args.store, args.sla, args.follow, args.rebuild, args.poll
+            )
         if args.command == "report":
-            return print_report(args.store, args.name, args.format)
+            return print_report(args.store, args.sla, args.name, args.format)
         if args.command == "walkthrough":
             return walkthrough(args.store)
         if args.command == "demo":
             return run_demo(
-                args.store, args.complaints, args.days, args.seed, args.charts
+                args.store, args.sla, args.complaints, args.days, args.seed, args.charts
             )
-        return run_demo(args.store, 300, 30, 7, Path("charts"))
-    except (InvalidCommand, ConfigurationError) as exc:
+        return run_demo(args.store, args.sla, 300, 30, 7, Path("charts"))
+    except (InvalidCommand, ConfigurationError, PolicyMismatch, OSError) as exc:
         print(f"amends: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreUnavailable as exc:

@@ -21,6 +21,9 @@ from amends.domain.events import EVENT_TYPES, ComplaintEvent
 from amends.domain.lifecycle import TRANSITIONS, transition_for
 from amends.domain.stages import Stage
 
+ENVELOPE_NAMES = frozenset({"topic", "originator_id", "originator_version"})
+"""Names the digest adds to a payload; a payload must not carry them itself."""
+
 FindingKind = Literal[
     "unreadable", "missing", "altered", "transition", "time", "sealed", "seal"
 ]
@@ -228,6 +231,10 @@ class ChainVerifier:
             return None
         body = dict(payload)
         class_version = body.pop("class_version", 1)
+        if ENVELOPE_NAMES & body.keys():
+            # They would shadow the envelope in the digest: never written by amends.
+            names = ", ".join(sorted(ENVELOPE_NAMES & body.keys()))
+            report("unreadable", f"the payload carries envelope fields ({names})")
         digest = stored_digest(
             record.topic, class_version, record.complaint_id, record.version, body
         )
@@ -299,6 +306,9 @@ class ChainVerifier:
             at = datetime.fromisoformat(str(body.get("timestamp")))
         except ValueError:
             report("unreadable", "the timestamp is not an ISO 8601 time")
+            return
+        if at.utcoffset() is None:
+            report("unreadable", "the timestamp has no time zone")
             return
         if chain.last_time is not None and at < chain.last_time:
             report(

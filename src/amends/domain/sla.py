@@ -510,6 +510,15 @@ class PolicySchedule(BaseModel):
                     f"entries must be in increasing time order: {policy.name} "
                     f"from {later.isoformat()} does not follow {earlier.isoformat()}"
                 )
+        seen: dict[tuple[str, int], SlaPolicy] = {}
+        for _, policy in value:
+            key = (policy.name, policy.version)
+            if seen.setdefault(key, policy) != policy:
+                # Views and reports name a complaint's policy by name and version.
+                raise ValueError(
+                    f"two different policies are both {policy.name} version "
+                    f"{policy.version}: give the changed one a new version"
+                )
         return value
 
     def in_force(self, at: datetime) -> SlaPolicy:

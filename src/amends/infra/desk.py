@@ -37,6 +37,7 @@ from amends.domain.digest import stored_digest
 from amends.domain.errors import (
     ComplaintNotFound,
     ConcurrencyConflict,
+    FieldProblem,
     HistoryViolation,
     InvalidCommand,
 )
@@ -450,11 +451,23 @@ class ComplaintDesk:
         keyword arguments and refuses an unknown one with `InvalidCommand`.
         Returns the complaint's view, also for `receive`.
         """
-        command_type = c.COMMAND_TYPES.get(command)
+        command_type = (
+            c.COMMAND_TYPES.get(command) if isinstance(command, str) else None
+        )
         if command_type is None:
             known = ", ".join(sorted(c.COMMAND_TYPES))
             raise InvalidCommand.single(
-                "execute", "command", f"{command[:60]!r} is not one of {known}"
+                "execute", "command", f"{str(command)[:60]!r} is not one of {known}"
+            )
+        fields = set(command_type.model_fields) - {"complaint_id"}
+        unknown = [name for name in arguments if name not in fields]
+        if unknown:
+            raise InvalidCommand(
+                command,
+                [
+                    FieldProblem(name[:60], f"is not an argument of {command}")
+                    for name in unknown
+                ],
             )
         if command_type is c.Receive:
             if complaint_id is not None:

@@ -16,14 +16,14 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, PersistenceError
 from pydantic import ValidationError
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
-from amends.domain.errors import FieldProblem, InvalidCommand
+from amends.domain.errors import FieldProblem, HistoryViolation, InvalidCommand
 from amends.domain.events import EVENT_TYPES
 from amends.domain.sla import DEFAULT_POLICY_NAME, PolicySchedule, SlaPolicy, preset
 from amends.infra.errors import ConfigurationError, StoreUnavailable
-from amends.infra.mapper import PydanticMapper
+from amends.infra.mapper import PydanticMapper, UnreadableRecord
 from amends.projections.reports import (
     DEFAULT_LIMIT,
     BacklogReport,
@@ -49,17 +49,28 @@ class StoreFeed:
     def read(self, after: int, limit: int) -> Sequence[FeedItem]:
         items = []
         for notification in self.recorder.select_notifications(after + 1, limit):
-            event_type = EVENT_TYPES[notification.topic]
-            payload = self.mapper.decode_payload(notification)
-            from_version = payload.pop("class_version", 1)
-            payload = event_type.upcast(payload, from_version)
             originator_id = notification.originator_id
+            complaint_id = (
+                originator_id
+                if isinstance(originator_id, UUID)
+                else UUID(originator_id)
+            )
+            try:
+                event_type = EVENT_TYPES[notification.topic]
+                payload = self.mapper.decode_payload(notification)
+                from_version = payload.pop("class_version", 1)
+                payload = event_type.upcast(payload, from_version)
+            except (KeyError, UnreadableRecord, ValueError, TypeError) as exc:
+                # The views stop here, and say where: verify() names the rest.
+                raise HistoryViolation(
+                    complaint_id,
+                    notification.originator_version,
+                    f"the report views cannot read this stored event: {exc}",
+                ) from None
             items.append(
                 FeedItem(
                     position=notification.id,
-                    complaint_id=originator_id
-                    if isinstance(originator_id, UUID)
-                    else UUID(originator_id),
+                    complaint_id=complaint_id,
                     version=notification.originator_version,
                     topic=notification.topic,
                     payload=payload,
@@ -88,6 +99,13 @@ def policy_schedule(
 def views_engine(store_url: str, views_url: str | None) -> Engine:
     """The SQLAlchemy engine for the views: beside the events, or at `views_url`."""
     url = views_url or os.environ.get(VIEWS_URL_VARIABLE) or _beside(store_url)
+    try:
+        return _engine(url)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigurationError(f"views URL {url!r}: {exc}") from None
+
+
+def _engine(url: str) -> Engine:
     if url == "sqlite://":
         return create_engine(
             url, poolclass=StaticPool, connect_args={"check_same_thread": False}

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from amends.domain.errors import AmendsError, HistoryViolation
 from amends.domain.events import EVENT_TYPES
 from amends.domain.lifecycle import TERMINAL, transition_for
 from amends.domain.sla import PolicySchedule, SlaPolicy
@@ -231,6 +232,10 @@ def _maybe_time(text: str | None) -> datetime | None:
 # ------------------------------------------------------------------- the fold
 
 
+class PolicyMismatch(AmendsError):
+    """The views were built under SLA policies this desk was not given."""
+
+
 class Folder:
     """Folds stored event payloads into `ComplaintFacts`, per the policy schedule."""
 
@@ -239,7 +244,15 @@ class Folder:
         self._by_key = {_key(p): p for _, p in policies.entries}
 
     def policy_of(self, facts: ComplaintFacts) -> SlaPolicy:
-        return self._by_key[facts.policy]
+        try:
+            return self._by_key[facts.policy]
+        except KeyError:
+            known = ", ".join(sorted(self._by_key))
+            raise PolicyMismatch(
+                f"the report views measure complaint {facts.id} by SLA policy "
+                f"{facts.policy}, which this desk's policies ({known}) lack: use "
+                "the same sla_policies (--sla) everywhere, or rebuild the views"
+            ) from None
 
     def apply(
         self,
@@ -255,15 +268,14 @@ class Folder:
         at = _time(payload["timestamp"])
         if facts is None:
             if name != "Received":
-                raise ValueError(
-                    f"complaint {complaint_id} does not start with Received"
+                raise HistoryViolation(
+                    complaint_id, version, f"{name} before the complaint was received"
                 )
             return self._received(complaint_id, at, payload)
         transition = transition_for(event_type, facts.stage, facts.waiting)
         if transition is None:
-            raise ValueError(
-                f"complaint {complaint_id} version {version}: {name} is not allowed "
-                f"in {facts.stage}"
+            raise HistoryViolation(
+                complaint_id, version, f"{name} is not allowed in {facts.stage}"
             )
         facts.version = version
         facts.last_event_at = at

@@ -9,6 +9,7 @@ nothing is counted twice.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -23,10 +24,16 @@ from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import InternalError as SqlInternalError
 
+from amends.domain.errors import HistoryViolation
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
 from amends.projections import tables as t
-from amends.projections.facts import ComplaintFacts, Folder
+from amends.projections.facts import (
+    ComplaintFacts,
+    Folder,
+    PolicyMismatch,
+    policy_key,
+)
 
 logger = logging.getLogger("amends.projections")
 
@@ -78,7 +85,9 @@ class ProjectionRunner:
         self.name = name
         self.batch_size = batch_size
         self.folder = Folder(policies)
+        self._policies = schedule_label(policies)
         self._tables_ready = False
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------ public
 
@@ -106,7 +115,15 @@ class ProjectionRunner:
         return max(0, self.feed.last_position() - self.position())
 
     def catch_up(self, *, max_batches: int | None = None) -> int:
-        """Apply every event stored so far; returns how many were applied."""
+        """Apply every event stored so far; returns how many were applied.
+
+        One thread at a time per runner: threads of one process share its
+        views' connections (all of them, for in-memory views).
+        """
+        with self._lock:
+            return self._catch_up(max_batches)
+
+    def _catch_up(self, max_batches: int | None) -> int:
         self.ensure_tables()
         applied = 0
         batches = 0
@@ -125,9 +142,10 @@ class ProjectionRunner:
 
     def rebuild(self) -> int:
         """Drop the views, start from position zero, and catch up."""
-        t.metadata.drop_all(self.engine, tables=[*t.VIEW_TABLES, t.tracking])
-        self._tables_ready = False
-        return self.catch_up()
+        with self._lock:
+            t.metadata.drop_all(self.engine, tables=[*t.VIEW_TABLES, t.tracking])
+            self._tables_ready = False
+            return self._catch_up(None)
 
     def follow(
         self,
@@ -144,7 +162,7 @@ class ProjectionRunner:
         while not stop.is_set():
             try:
                 applied = self.catch_up(max_batches=1)
-            except (OperationalError, PersistenceError) as exc:
+            except (OperationalError, PersistenceError, IntegrityError) as exc:
                 logger.warning("projection %s waits: %s", self.name, exc)
                 stop.wait(poll.total_seconds())
                 continue
@@ -156,17 +174,13 @@ class ProjectionRunner:
     # ------------------------------------------------------------ a batch
 
     def apply_batch(self, position: int, items: Sequence[FeedItem]) -> None:
-        """Fold `items` (read after `position`) into the views, in one transaction."""
+        """Fold `items` (read after `position`) into the views, in one transaction.
+
+        The tracking row moves first: on PostgreSQL its row lock makes a second
+        runner wait for this transaction, then find the position moved and
+        roll back, instead of colliding on the view rows.
+        """
         with self.engine.begin() as conn:
-            touched = self._load(conn, {item.complaint_id for item in items})
-            for item in items:
-                facts = touched.get(item.complaint_id)
-                if facts is not None and item.version <= facts.version:
-                    continue  # already folded (a replayed batch)
-                touched[item.complaint_id] = self.folder.apply(
-                    facts, item.complaint_id, item.version, item.topic, item.payload
-                )
-            self._write(conn, touched.values())
             moved = conn.execute(
                 update(t.tracking)
                 .where(t.tracking.c.projection == self.name)
@@ -175,16 +189,45 @@ class ProjectionRunner:
             )
             if moved.rowcount != 1:
                 raise ProjectionConflict(self.name)
+            touched = self._load(conn, {item.complaint_id for item in items})
+            for item in items:
+                facts = touched.get(item.complaint_id)
+                if facts is not None and item.version <= facts.version:
+                    continue  # already folded (a replayed batch)
+                try:
+                    touched[item.complaint_id] = self.folder.apply(
+                        facts, item.complaint_id, item.version, item.topic, item.payload
+                    )
+                except (KeyError, ValueError, TypeError) as exc:
+                    raise HistoryViolation(
+                        item.complaint_id,
+                        item.version,
+                        f"the report views cannot fold this stored event: {exc!r}",
+                    ) from None
+            self._write(conn, touched.values())
 
     def _position(self, conn: Connection) -> int:
         found = conn.execute(
-            select(t.tracking.c.position).where(t.tracking.c.projection == self.name)
-        ).scalar()
+            select(t.tracking.c.position, t.tracking.c.policies).where(
+                t.tracking.c.projection == self.name
+            )
+        ).first()
         if found is None:
-            conn.execute(insert(t.tracking).values(projection=self.name, position=0))
+            conn.execute(
+                insert(t.tracking).values(
+                    projection=self.name, position=0, policies=self._policies
+                )
+            )
             conn.commit()
             return 0
-        return int(found)
+        position, policies = found
+        if policies != self._policies:
+            raise PolicyMismatch(
+                f"the report views were built under SLA policies {policies}, not "
+                f"{self._policies}: use the same sla_policies (--sla) everywhere, "
+                "or rebuild the views"
+            )
+        return int(position)
 
     def _load(self, conn: Connection, ids: set[UUID]) -> dict[UUID, ComplaintFacts]:
         loaded: dict[UUID, ComplaintFacts] = {}
@@ -328,6 +371,13 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
         for row in rows
     ]
     conn.exec_driver_sql(statement, values)
+
+
+def schedule_label(policies: PolicySchedule) -> str:
+    """Names the schedule's policies and fingerprints their every figure."""
+    names = ",".join(policy_key(p) for _, p in policies.entries)
+    digest = hashlib.sha256(policies.model_dump_json().encode()).hexdigest()[:12]
+    return f"{names} #{digest}"
 
 
 def owner_at(facts: ComplaintFacts, moment: datetime) -> str:

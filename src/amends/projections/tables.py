@@ -78,6 +78,7 @@ tracking = Table(
     metadata,
     Column("projection", String(100), primary_key=True),
     Column("position", Integer, nullable=False),
+    Column("policies", String(500), nullable=False),
 )
 
 complaints = Table(
