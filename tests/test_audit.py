@@ -518,3 +518,17 @@ def test_seals_round_trip_through_json(desk: ComplaintDesk) -> None:
     again = Seal.model_validate_json(seal.model_dump_json())
     assert again == seal
     assert again.is_intact
+
+
+def test_the_whole_store_scan_pages_across_complaints(
+    tampered: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify() reads the store in keyset pages; no page boundary loses a row."""
+    import amends.infra.store as store
+
+    desk, raw, ids = tampered
+    monkeypatch.setattr(store, "SCAN_BATCH", 4)
+    report = desk.verify()
+    assert (report.complaints, report.events, report.ok) == (3, 18, True)
+    raw.delete(ids[2], 4)
+    assert kinds(desk.verify(), ids[2]) == {("missing", 5)}

@@ -106,7 +106,9 @@ def test_views_built_under_another_policy_are_refused_by_name(tmp_path: Path) ->
         check=False,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("amends: the report views were built"), result.stderr
+    assert result.stderr.startswith("amends: the report views were built"), (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import groupby
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -54,7 +55,11 @@ from amends.infra.reporting import (
     views_engine,
 )
 from amends.infra.settings import cipher_settings, resolve_store_url, store_settings
-from amends.infra.store import EventStoreApplication, complaint_ids
+from amends.infra.store import (
+    EventStoreApplication,
+    complaint_ids,
+    stored_events_in_order,
+)
 from amends.projections.reports import ReportQueries
 from amends.projections.runner import ProjectionRunner
 
@@ -542,13 +547,13 @@ class ComplaintDesk:
         only = None if complaint_id is None else _complaint_uuid(complaint_id, "verify")
         verifier = ChainVerifier(seal, only=only)
         with _store_errors(self.store_url):
-            for each in [only] if only is not None else self._complaint_ids():
-                verifier.check(
-                    [
-                        self._stored_record(stored)
-                        for stored in self._app.recorder.select_events(each)
-                    ]
-                )
+            rows = (
+                self._app.recorder.select_events(only)
+                if only is not None
+                else stored_events_in_order(self._app.recorder)
+            )
+            for _, chain in groupby(rows, key=lambda row: row.originator_id):
+                verifier.check([self._stored_record(stored) for stored in chain])
         report = verifier.report()
         if only is not None and report.events == 0:
             raise ComplaintNotFound(only)

@@ -7,7 +7,7 @@ recorder from a store URL and plugs in its pydantic mapper.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -16,6 +16,7 @@ from eventsourcing.persistence import (
     IntegrityError,
     InternalError,
     Mapper,
+    StoredEvent,
 )
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
@@ -118,3 +119,63 @@ def complaint_ids(recorder: ApplicationRecorder) -> set[UUID]:
 
 def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
+
+
+SCAN_BATCH = 5_000
+
+
+def stored_events_in_order(recorder: ApplicationRecorder) -> Iterator[StoredEvent]:
+    """Every stored event, complaint by complaint, each in version order.
+
+    One index-ordered scan in batches (keyset pagination) rather than one query
+    per complaint: an audit of the whole store reads it at the database's pace.
+    """
+    if isinstance(recorder, SQLiteAggregateRecorder | PostgresAggregateRecorder):
+        yield from _scan(recorder)
+        return
+    for complaint_id in sorted(complaint_ids(recorder)):
+        yield from recorder.select_events(complaint_id)
+
+
+def _scan(
+    recorder: SQLiteAggregateRecorder | PostgresAggregateRecorder,
+) -> Iterator[StoredEvent]:
+    sqlite = isinstance(recorder, SQLiteAggregateRecorder)
+    columns = "originator_id, originator_version, topic, state"
+    order = "ORDER BY originator_id, originator_version"
+    if sqlite:
+        table = recorder.events_table_name
+        first = f"SELECT {columns} FROM {table} {order} LIMIT ?"
+        more = (
+            f"SELECT {columns} FROM {table} WHERE (originator_id, originator_version) "
+            f"> (?, ?) {order} LIMIT ?"
+        )
+    else:
+        assert isinstance(recorder, PostgresAggregateRecorder)
+        table = (
+            f"{Identifier(recorder.datastore.schema).as_string()}."
+            f"{Identifier(recorder.events_table_name).as_string()}"
+        )
+        first = f"SELECT {columns} FROM {table} {order} LIMIT %s"
+        more = (
+            f"SELECT {columns} FROM {table} WHERE (originator_id, originator_version) "
+            f"> (%s, %s) {order} LIMIT %s"
+        )
+    last: tuple[object, int] | None = None
+    while True:
+        with recorder.datastore.transaction(commit=False) as cursor:
+            if last is None:
+                cursor.execute(first, (SCAN_BATCH,))
+            else:
+                cursor.execute(more, (*last, SCAN_BATCH))
+            rows = cursor.fetchall()
+        for row in rows:
+            yield StoredEvent(
+                originator_id=_uuid(row["originator_id"]),
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+        if len(rows) < SCAN_BATCH:
+            return
+        last = (rows[-1]["originator_id"], rows[-1]["originator_version"])
