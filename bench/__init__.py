@@ -24,6 +24,16 @@ verify, memory, ...) takes one function:
    compared for repeatability only when those match.
 2. Add one line to `SECTIONS` in `bench/__main__.py`: ``"name": name.run``.
 
+Sections so far: `command_path` (one command per call against the bare
+library), `audit` (`verify()` throughput, point-in-time reconstruction),
+`projections` (catch-up into the report views, report latency at two sizes)
+and `memory` (peak resident memory of a rebuild, in a child process). For
+stores of hundreds of thousands of events, `bench.bulk.build` generates a
+year of realistic traffic with amends' pure domain and inserts it through
+the library's recorder in seconds; `bench.diagnose` has the percentile,
+latency and "what bounds the figure" helpers (cProfile summaries, stage
+timers, time per SQL statement) that a section uses when it misses a target.
+
 The entry point renders every section into `docs/benchmarks.md` (machine,
 versions, command, then one table per section and its notes) and adds a
 "Repeatability" note comparing each ratio with the previous run's, read back

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import command_path
+from bench import audit, command_path, memory, projections
 from bench.harness import (
     DEFAULT_ROUNDS,
     FULL_COMPLAINTS,
@@ -44,6 +44,9 @@ SectionRunner = Callable[[RunConfig], Section]
 
 SECTIONS: dict[str, SectionRunner] = {
     "command_path": command_path.run,
+    "audit": audit.run,
+    "projections": projections.run,
+    "memory": memory.run,
 }
 """Every section by name, in report order."""
 

@@ -10,12 +10,18 @@ store is what amends itself costs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder
+
+LOG_BATCH = 2_000
+"""Notifications per read of the log: the projection runner's batch size."""
 
 
 class RawComplaint(Aggregate):
@@ -213,3 +219,38 @@ class RawDesk(Application[UUID]):
     def event_count(self) -> int:
         """How many events the store holds: checks the workload did its work."""
         return self.recorder.max_notification_id() or 0
+
+
+# ------------------------------------------------------------ raw readers
+
+
+def read_by_complaint(recorder: ApplicationRecorder) -> int:
+    """The baseline: every complaint's rows, as verify reads them, JSON-decoded.
+
+    The ids come from the same `SELECT DISTINCT` verify uses (the library has
+    no call that lists aggregates), sorted as verify sorts them.
+    """
+    assert isinstance(recorder, SQLiteAggregateRecorder)
+    with recorder.datastore.transaction(commit=False) as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT originator_id FROM {recorder.events_table_name}"
+        )
+        ids = sorted(UUID(row["originator_id"]) for row in cursor.fetchall())
+    events = 0
+    for complaint_id in ids:
+        for stored in recorder.select_events(complaint_id):
+            json.loads(stored.state)
+            events += 1
+    return events
+
+
+def read_log(recorder: ApplicationRecorder) -> int:
+    """The notification log in batches of `LOG_BATCH`, each state JSON-decoded:
+    what reading the store costs before any projection or check."""
+    start, events = 1, 0
+    while batch := recorder.select_notifications(start, LOG_BATCH):
+        for notification in batch:
+            json.loads(notification.state)
+        events += len(batch)
+        start = batch[-1].id + 1
+    return events

@@ -1,0 +1,55 @@
+"""The stages of a projection catch-up, as stage timers (`bench.probes`).
+
+Shared by the projections section (a probed rebuild when catch-up misses its
+target) and the memory section's child process (`bench.rss_child --stages`),
+which times the stages of its rebuild so the report can say what grows with
+the store's size. Kept free of the harness's other modules, so the child
+imports little beyond amends.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+from amends.infra.mapper import PydanticMapper
+from amends.infra.reporting import StoreFeed
+from amends.projections.facts import ComplaintFacts, Folder
+from amends.projections.runner import ProjectionRunner
+from bench.probes import Probe
+
+STAGES = (
+    ("read", "read the log (`StoreFeed.read`, rest: upcast, `FeedItem`)"),
+    ("fetch", "fetch rows (recorder `select_notifications`)"),
+    ("decode", "decode JSON (`PydanticMapper.decode_payload`)"),
+    ("position", "read the tracking position (`ProjectionRunner.position`)"),
+    ("batch", "apply a batch (`apply_batch`, rest: update tracking, commit)"),
+    ("load", "load touched complaints' facts (`_load`)"),
+    ("from_json", "parse facts JSON (`ComplaintFacts.from_json`)"),
+    ("fold", "fold events into facts (`Folder.apply`)"),
+    ("write", "rewrite view rows (`_write`, rest: the DELETEs)"),
+    ("rows", "derive view rows (`rows_of`, rest: SLA deadlines, spans)"),
+    ("to_json", "facts to JSON (`ComplaintFacts.to_json`)"),
+    ("insert", "insert rows (`_insert_many`: bind processors, executemany)"),
+)
+"""(label, description) in the order the report lists them; nested stages
+follow the stage that calls them."""
+
+
+def probes() -> list[Probe]:
+    runner_module = importlib.import_module("amends.projections.runner")
+    return [
+        Probe(StoreFeed, "read", "read"),
+        Probe(SQLiteApplicationRecorder, "select_notifications", "fetch"),
+        Probe(PydanticMapper, "decode_payload", "decode"),
+        Probe(ProjectionRunner, "position", "position"),
+        Probe(ProjectionRunner, "apply_batch", "batch"),
+        Probe(ProjectionRunner, "_load", "load"),
+        Probe(ComplaintFacts, "from_json", "from_json"),
+        Probe(Folder, "apply", "fold"),
+        Probe(ProjectionRunner, "_write", "write"),
+        Probe(ProjectionRunner, "rows_of", "rows"),
+        Probe(ComplaintFacts, "to_json", "to_json"),
+        Probe(runner_module, "_insert_many", "insert"),
+    ]

@@ -1,0 +1,458 @@
+"""Section: projections — catch-up into the report views, and report latency.
+
+Targets from the issue: the views catch up with the store at 50,000 events a
+second or more on SQLite; each report answers, from caught-up views, with a
+p95 under 20 ms at 100,000 complaints, and its p95 at 100,000 complaints is at
+most twice its p95 at 10,000.
+
+Catch-up is `desk.reports.rebuild()` (drop the views, replay the whole
+notification log into them) on a fresh desk; its baseline, in the same run on
+the same file, is the bare library reading that log (`select_notifications`
+in batches of 2,000, the runner's batch size, and `json.loads` of each
+state), so the ratio shows what the projection costs beyond reading. Stores
+come from the bulk generator (`bench.bulk`): a year of realistic traffic.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from amends import ComplaintDesk
+from amends.infra.settings import store_settings
+from bench import bulk, catchup_stages
+from bench.diagnose import (
+    frozen_heap,
+    percentile,
+    profile_text,
+    stage_table,
+    statement_spans,
+    timed_ms,
+)
+from bench.harness import RunConfig, log, median, per_second, timed
+from bench.probes import probed
+from bench.profiling import Profile, share_table
+from bench.raw import RawDesk, read_log
+from bench.report import Note, Row, Section, Target
+
+CATCH_UP_TARGET = Target(50_000, on_ratio=False)
+LATENCY_TARGET = Target(20, on_ratio=False, higher_is_better=False)
+SCALING_TARGET = Target(2, on_ratio=True, higher_is_better=False)
+FULL_SIZES = (10_000, 100_000)
+QUICK_SIZES = (1_000, 10_000)
+WARMUP_COMPLAINTS = 200
+FULL_CALLS = 40
+QUICK_CALLS = 20
+"""Calls per report, filter and store: at least 20; 40 in a full run puts the
+p95 (nearest rank) at the third-slowest call rather than the second."""
+WARMUP_CALLS = 2
+REPORTS = ("ownership", "time_to_resolution", "sla", "backlog", "recurrence")
+FILTERS = ("none", "typical")
+WINDOW_START = timedelta(days=120)
+"""The typical filter's week starts this long before now (midnight UTC)."""
+CATEGORY = "billing"
+UNIT = "events/s"
+
+
+@dataclass
+class Store:
+    bulk: bulk.BulkStore
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return self.bulk.url
+
+    @property
+    def complaints(self) -> int:
+        return self.bulk.complaints
+
+    @property
+    def events(self) -> int:
+        return self.bulk.events
+
+
+@dataclass
+class CatchUp:
+    store: Store
+    amends: list[float] = field(default_factory=list)
+    raw: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Latency:
+    size: int
+    samples: dict[tuple[str, str], list[float]]
+    selected: int
+    """Complaints the typical filter selects."""
+
+
+@contextmanager
+def bulk_store(complaints: int, seed: int = 2026) -> Iterator[Store]:
+    with tempfile.TemporaryDirectory(prefix="amends-bench-") as directory:
+        url = f"sqlite:///{Path(directory) / 'events.db'}"
+        generated = bulk.build(
+            url,
+            complaints=complaints,
+            seed=seed,
+            workers=None if complaints > 5_000 else 1,
+        )
+        bulk.check(generated)
+        log(
+            f"projections: store of {generated.describe()}, built in "
+            f"{generated.seconds:.1f} s"
+        )
+        yield Store(generated, Path(directory))
+
+
+def rebuild(url: str) -> int:
+    with ComplaintDesk(url) as desk:
+        return desk.reports.rebuild()
+
+
+def catch_up_round(
+    store: Store, order: int, *, rebuild: bool = True
+) -> tuple[float, float]:
+    """(amends, raw) events/s: one rebuild on a fresh desk (unless not asked
+    for: then amends is 0), one raw read, in an order alternating by round."""
+    results: dict[str, float] = {"amends": 0.0}
+
+    def amends() -> None:
+        with ComplaintDesk(store.url) as desk:
+            reports = desk.reports
+            seconds, applied = timed(reports.rebuild)
+        if applied != store.events:
+            raise RuntimeError(f"rebuild applied {applied}, not {store.events}")
+        results["amends"] = per_second(applied, seconds)
+
+    def raw() -> None:
+        with closing(RawDesk(store_settings(store.url))) as app:
+            seconds, count = timed(lambda: read_log(app.recorder))
+        if count != store.events:
+            raise RuntimeError(f"raw read {count}, not {store.events}")
+        results["raw"] = per_second(count, seconds)
+
+    works = (amends, raw) if rebuild else (raw,)
+    for work in works[:: 1 if order % 2 == 0 else -1]:
+        work()
+    return results["amends"], results["raw"]
+
+
+def typical_filter(now: datetime) -> dict[str, Any]:
+    since = (now - WINDOW_START).replace(hour=0, minute=0, second=0, microsecond=0)
+    return {"since": since, "until": since + timedelta(days=7), "category": CATEGORY}
+
+
+def measure_latency(stores: list[Store], now: datetime, calls: int) -> list[Latency]:
+    """Every report, unfiltered and filtered, from caught-up views
+    (`catch_up=False`), on every store: `calls` rounds after `WARMUP_CALLS`,
+    each round calling each report once per filter on each store, the stores
+    taking turns going first, so drift on a shared machine hits every store
+    alike (the scaling rows compare them)."""
+    filters = {"none": {}, "typical": typical_filter(now)}
+    latencies = [
+        Latency(store.complaints, {(r, f): [] for r in REPORTS for f in FILTERS}, 0)
+        for store in stores
+    ]
+    with ExitStack() as stack:
+        desks = [stack.enter_context(ComplaintDesk(store.url)) for store in stores]
+        for desk, latency in zip(desks, latencies, strict=True):
+            if desk.reports.runner.lag():
+                raise RuntimeError("the views are not caught up")
+            latency.selected = desk.reports.time_to_resolution(
+                catch_up=False, **filters["typical"]
+            ).complaints_total
+        turns = list(zip(desks, latencies, strict=True))
+        with frozen_heap():
+            for index in range(WARMUP_CALLS + calls):
+                for desk, latency in turns[:: 1 if index % 2 == 0 else -1]:
+                    for name in REPORTS:
+                        report: Callable[..., Any] = getattr(desk.reports, name)
+                        for filter_name in FILTERS:
+                            arguments = filters[filter_name]
+                            elapsed = timed_ms(
+                                lambda r=report, a=arguments: r(catch_up=False, **a)  # type: ignore[misc]
+                            )
+                            if index >= WARMUP_CALLS:
+                                latency.samples[name, filter_name].append(elapsed)
+                if (index + 1) % 5 == 0:
+                    log(
+                        "projections: report latency, round "
+                        f"{index + 1}/{WARMUP_CALLS + calls}"
+                    )
+    return latencies
+
+
+# --------------------------------------------------------------- diagnosis
+
+
+def catch_up_bound(store: Store, rate: float) -> str:
+    """Stage timers on one more rebuild; cProfile on another."""
+    with ComplaintDesk(store.url) as desk:
+        reports = desk.reports
+        with probed(catchup_stages.probes()) as times:
+            whole, _ = timed(reports.rebuild)
+    table = stage_table(
+        times, whole, catchup_stages.STAGES, units=store.events, per="event"
+    )
+    with ComplaintDesk(store.url) as desk:
+        reports = desk.reports
+        profile = Profile.of(reports.rebuild)
+    allowed = 1e6 / CATCH_UP_TARGET.threshold
+    rewrites = times.calls["rows"]
+    return (
+        f"*Catch-up* ({rate:,.0f} events/s, {1e6 / rate:.1f} µs per event; "
+        f"50,000 events/s allows {allowed:.0f} µs). Each batch of 2,000 events "
+        "reloads, refolds and rewrites every complaint it touches (its row, "
+        "spans, deadlines, gestures and facts JSON); with a year's traffic "
+        f"interleaved, the {store.complaints:,} complaints were rewritten "
+        f"{rewrites:,} times ({rewrites / store.complaints:.1f} each, "
+        f"{rewrites / store.events:.2f} per event). Stage timers on one more "
+        f"rebuild of the {store.events:,} events ({1e6 * whole / store.events:.1f} "
+        "µs per event there); each row is its own time, without the rows "
+        "below it that it calls:\n\n"
+        + table
+        + "\n\n"
+        + profile_text(
+            profile,
+            what=f"a further rebuild of the {store.events:,} events",
+            per="event",
+            units=store.events,
+        )
+    )
+
+
+def latency_bound(store: Store, now: datetime, missed: list[tuple[str, str]]) -> str:
+    """For each report that missed (its unfiltered call if that missed): one
+    more call split by SQL statement, and one under cProfile."""
+    filters = {"none": {}, "typical": typical_filter(now)}
+    parts = []
+    seen: set[str] = set()
+    with ComplaintDesk(store.url) as desk:
+        reports = desk.reports
+        engine = reports.runner.engine
+        for name, filter_name in sorted(missed, key=lambda m: FILTERS.index(m[1])):
+            if name in seen:
+                continue
+            seen.add(name)
+            report: Callable[..., Any] = getattr(reports, name)
+            arguments = filters[filter_name]
+
+            def call(r: Callable[..., Any] = report, a: Any = arguments) -> Any:
+                return r(catch_up=False, **a)
+
+            whole, spans = statement_spans(engine, call)
+            ranked = sorted(spans, key=lambda span: span[1], reverse=True)
+            statements = "; ".join(
+                f"`{sql}` {seconds * 1e3:,.0f} ms ({seconds / whole:.0%})"
+                for sql, seconds in ranked[:3]
+            )
+            profile = Profile.of(call)
+            parts.append(
+                f"*`{name}()`*, {_filter_text(filter_name)}, "
+                f"{store.complaints:,} complaints: {whole * 1e3:,.0f} ms in one "
+                f"more call, {len(spans) - 1} SQL statements. By statement (each "
+                "span runs from a statement to the next, so it counts fetching "
+                "and handling that statement's rows): "
+                + statements
+                + ". "
+                + profile_text(profile, what="a further call", per="call", units=1)
+            )
+    return "\n\n".join(parts)
+
+
+# ----------------------------------------------------------------- section
+
+
+def run(config: RunConfig) -> Section:
+    small, large = QUICK_SIZES if config.quick else FULL_SIZES
+    calls = QUICK_CALLS if config.quick else FULL_CALLS
+    now = datetime.now(UTC)
+    section = Section(
+        key="projections",
+        title="Projections: catch-up and report latency",
+        intro=(
+            f"Two SQLite stores from the bulk generator (`bench/bulk.py`): "
+            f"{small:,} and {large:,} complaints received over a year, events "
+            "interleaved in time order as real traffic would be. Catch-up: "
+            "`desk.reports.rebuild()` on a fresh desk (drop the views in the "
+            "same file, replay the whole notification log into them), against "
+            "the bare library reading the same log in the same run "
+            "(`select_notifications` in batches of 2,000 plus `json.loads` of "
+            f"each state): {config.rounds} rounds at {small:,}, order "
+            f"alternating; at {large:,}, one rebuild between two reads (the "
+            "baseline is their mean). Report latency: each of the five reports "
+            "with `catch_up=False` from caught-up views, unfiltered and with a "
+            f"typical filter (received in one week {WINDOW_START.days} days "
+            f"ago, `category='{CATEGORY}'`): {calls} rounds after "
+            f"{WARMUP_CALLS} untimed, each calling every report once per filter "
+            "on both stores, the stores taking turns going first."
+        ),
+        settings={
+            "sizes": [small, large],
+            "rounds": config.rounds,
+            "calls": calls,
+        },
+    )
+    with bulk_store(WARMUP_COMPLAINTS, seed=1) as warmup:
+        rebuild(warmup.url)  # first-use costs: imports, SQLAlchemy's caches
+        with ComplaintDesk(warmup.url) as desk:
+            for name in REPORTS:
+                getattr(desk.reports, name)(catch_up=False)
+    bounds: list[str] = []
+    catch_ups: list[CatchUp] = []
+    with bulk_store(small) as low_store, bulk_store(large, seed=2027) as high_store:
+        figures = CatchUp(low_store)
+        for number in range(config.rounds):
+            amends, raw = catch_up_round(low_store, number)
+            figures.amends.append(amends)
+            figures.raw.append(raw)
+            log(
+                f"projections: catch-up round {number + 1}/{config.rounds}: "
+                f"rebuild {amends:,.0f}, raw read {raw:,.0f} {UNIT}"
+            )
+        catch_ups.append(figures)
+        rate = median(figures.amends)
+        if config.profile and not CATCH_UP_TARGET.met_by(rate, None):
+            bounds.append(catch_up_bound(low_store, rate))
+        figures = CatchUp(high_store)
+        _, before = catch_up_round(high_store, 0, rebuild=False)
+        amends, after = catch_up_round(high_store, 0)  # rebuild, then read
+        figures.raw += [before, after]
+        figures.amends.append(amends)
+        log(f"projections: catch-up at {large:,}: rebuild {amends:,.0f} {UNIT}")
+        catch_ups.append(figures)
+        latencies = measure_latency([low_store, high_store], now, calls)
+        missed = [
+            key
+            for key, values in latencies[1].samples.items()
+            if not LATENCY_TARGET.met_by(percentile(values, 95), None)
+        ]
+        if config.profile and missed:
+            bounds.append(latency_bound(high_store, now, missed))
+        small_store, large_store = low_store.bulk, high_store.bulk
+    for figures in catch_ups:
+        store = figures.store
+        section.rows.append(
+            Row(
+                key=f"catch_up.{store.complaints}",
+                figure=(
+                    f"`desk.reports.rebuild()`, {store.complaints:,} complaints "
+                    f"({store.events:,} events), SQLite file"
+                    + (
+                        f", median of {len(figures.amends)}"
+                        if len(figures.amends) > 1
+                        else ", one run"
+                    )
+                ),
+                value=median(figures.amends),
+                unit=UNIT,
+                baseline=median(figures.raw),
+                baseline_label="raw library reading the log",
+                target=CATCH_UP_TARGET,
+            )
+        )
+    low, high = latencies
+    for latency in latencies:
+        for name in REPORTS:
+            for filter_name in FILTERS:
+                section.rows.append(
+                    Row(
+                        key=f"report.{latency.size}.{name}.{filter_name}",
+                        figure=(
+                            f"`{name}()`, {_filter_text(filter_name)}, "
+                            f"{latency.size:,} complaints: p95"
+                        ),
+                        value=percentile(latency.samples[name, filter_name], 95),
+                        unit="ms",
+                        target=LATENCY_TARGET,
+                    )
+                )
+    for name in REPORTS:
+        for filter_name in FILTERS:
+            section.rows.append(
+                Row(
+                    key=f"scaling.{name}.{filter_name}",
+                    figure=(
+                        f"`{name}()`, {_filter_text(filter_name)}: p95 at "
+                        f"{high.size:,} complaints"
+                    ),
+                    value=percentile(high.samples[name, filter_name], 95),
+                    unit="ms",
+                    baseline=percentile(low.samples[name, filter_name], 95),
+                    baseline_label=f"p95 at {low.size:,}",
+                    target=SCALING_TARGET,
+                )
+            )
+    section.notes += [
+        Note(
+            "Stores",
+            f"{small:,}: {small_store.describe()}, built in "
+            f"{small_store.seconds:.1f} s. {large:,}: {large_store.describe()}, "
+            f"built in {large_store.seconds:.1f} s. The typical filter selects "
+            f"{low.selected:,} and {high.selected:,} complaints.",
+        ),
+        rounds_note(catch_ups, latencies),
+    ]
+    if bounds:
+        section.notes.append(Note("What bounds the figures", "\n\n".join(bounds)))
+    section.notes.append(scaling_note(catch_ups, low, high))
+    return section
+
+
+def scaling_note(catch_ups: list[CatchUp], low: Latency, high: Latency) -> Note:
+    small, large = catch_ups
+    return Note(
+        "Scaling",
+        f"Catch-up runs at {median(large.amends) / median(small.amends):.2f} of "
+        f"its {small.store.complaints:,}-complaint rate at "
+        f"{large.store.complaints:,}: the runner rewrites every complaint a "
+        "batch of 2,000 events touches, and the denser the traffic, the more "
+        "often each complaint is touched; the memory section's stage timers "
+        "compare a rebuild of a small and a large store to show it. Both "
+        "stores span one year, so the typical filter's week holds ten times "
+        f"as many complaints in the larger ({low.selected:,} and "
+        f"{high.selected:,} selected): its scaling rows grow with the rows "
+        "selected, while the unfiltered ones read every complaint in the "
+        "views.",
+    )
+
+
+def _filter_text(filter_name: str) -> str:
+    return "no filter" if filter_name == "none" else "typical filter"
+
+
+def rounds_note(catch_ups: list[CatchUp], latencies: list[Latency]) -> Note:
+    parts = [
+        f"Catch-up at {f.store.complaints:,} complaints: rebuild "
+        + ", ".join(f"{v:,.0f}" for v in f.amends)
+        + f" {UNIT}; raw read "
+        + ", ".join(f"{v:,.0f}" for v in f.raw)
+        + f" {UNIT}."
+        for f in catch_ups
+    ]
+    rows = []
+    for name in REPORTS:
+        for filter_name in FILTERS:
+            cells = []
+            for latency in latencies:
+                values = latency.samples[name, filter_name]
+                cells += [
+                    f"{percentile(values, 50):.1f}",
+                    f"{percentile(values, 95):.1f}",
+                ]
+            rows.append((f"`{name}()`, {_filter_text(filter_name)}", cells))
+    columns = [
+        f"{label} at {latency.size:,}"
+        for latency in latencies
+        for label in ("p50", "p95")
+    ]
+    return Note(
+        "Rounds and latencies",
+        " ".join(parts) + "\n\n" + share_table("report, ms", columns, rows),
+    )
