@@ -222,6 +222,82 @@ def test_a_runner_that_fails_mid_batch_and_restarts_gives_the_same_reports(
         assert_reports_match(desk, ids, ReportFilter(), now)
 
 
+@given(
+    workload=workloads(),
+    crash_at=st.integers(1, 6),
+    batch_size=st.integers(1, 9),
+    keep=st.integers(0, 3),
+    cache_size=st.integers(0, 4),
+)
+def test_the_same_runner_goes_on_after_a_failed_batch(
+    workload: list[Lifecycle],
+    crash_at: int,
+    batch_size: int,
+    keep: int,
+    cache_size: int,
+) -> None:
+    """The runner keeps recent facts in memory between batches; a batch that
+    fails after folding must not leave facts the database never saw."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    with make_desk("memory://", clock) as desk:
+        ids = run_workload(desk, workload, set(), [batch_size])
+        desk.reports.runner.rebuild()  # drop the views the workload built
+        runner = ProjectionRunner(
+            desk.reports.runner.feed,
+            desk.reports.runner.engine,
+            SCHEDULE,
+            batch_size=batch_size,
+            cache_size=cache_size,
+        )
+        real_write = ProjectionRunner._write
+        writes = [0]
+
+        def write_then_fail(self: ProjectionRunner, conn: Any, touched: Any) -> None:
+            writes[0] += 1
+            if writes[0] == crash_at:
+                real_write(self, conn, list(touched)[:keep])
+                raise Crash
+            real_write(self, conn, touched)
+
+        runner._write = write_then_fail.__get__(runner)  # type: ignore[method-assign]
+        with suppress(Crash):
+            runner.catch_up()
+        runner.catch_up()
+        assert runner.lag() == 0
+        assert_reports_match(desk, ids, ReportFilter(), clock.now)
+
+
+def test_a_batch_rolled_back_after_its_rows_were_written_is_written_again() -> None:
+    clock = FixedClock(START)
+    with make_desk("memory://", clock) as desk:
+        runner = desk.reports.runner
+        first = desk.receive(**RECEIVE, at=START)
+        runner.catch_up()  # the complaint's facts are now kept in memory
+        desk.acknowledge(first, by="ana", paraphrase="Billed twice.", at=START)
+        desk.transfer_ownership(
+            first, by="ana", to="ben", reason="Payments", customer_told=True, at=START
+        )
+        real_write = ProjectionRunner._write
+
+        def write_all_then_fail(
+            self: ProjectionRunner, conn: Any, touched: Any
+        ) -> None:
+            real_write(self, conn, touched)
+            raise Crash  # the transaction rolls back what was just written
+
+        runner._write = write_all_then_fail.__get__(runner)  # type: ignore[method-assign]
+        with suppress(Crash):
+            runner.catch_up()
+        del runner._write
+        runner.catch_up()
+        owners = {
+            row.owner: row for row in desk.reports.ownership(catch_up=False).owners
+        }
+        assert owners["ben"].handed_in == 1
+        assert owners["ana"].handed_out == 1
+        assert_reports_match(desk, [first], ReportFilter(), START + timedelta(days=3))
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @examples(8)
 @given(workload=workloads(), f=report_filters(), data=st.data())

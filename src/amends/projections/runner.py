@@ -13,14 +13,24 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    delete,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import InternalError as SqlInternalError
 
@@ -38,11 +48,15 @@ from amends.projections.facts import (
 logger = logging.getLogger("amends.projections")
 
 DEFAULT_PROJECTION = "amends.reports"
-DEFAULT_BATCH_SIZE = 2_000
+DEFAULT_BATCH_SIZE = 10_000
+"""Events per transaction: the fewer batches a complaint's events fall into, the
+fewer times its rows are written (a batch is about 5,000 complaints' worth of
+state at most, a few MB)."""
+DEFAULT_CACHE_SIZE = 10_000
+"""Open complaints whose facts a runner keeps between batches."""
 
 
-@dataclass(frozen=True)
-class FeedItem:
+class FeedItem(NamedTuple):
     """One stored event, decoded to its (upcast) JSON payload."""
 
     position: int
@@ -77,6 +91,7 @@ class ProjectionRunner:
         *,
         name: str = DEFAULT_PROJECTION,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -88,6 +103,9 @@ class ProjectionRunner:
         self._policies = schedule_label(policies)
         self._tables_ready = False
         self._lock = threading.RLock()
+        self._cache = FactsCache(cache_size)
+        self._cached_at: int | None = None
+        """The position the cache holds facts for; None when it holds none."""
 
     # ------------------------------------------------------------ public
 
@@ -145,6 +163,8 @@ class ProjectionRunner:
         with self._lock:
             t.metadata.drop_all(self.engine, tables=[*t.VIEW_TABLES, t.tracking])
             self._tables_ready = False
+            self._cache.clear()
+            self._cached_at = None
             return self._catch_up(None)
 
     def follow(
@@ -176,35 +196,64 @@ class ProjectionRunner:
     def apply_batch(self, position: int, items: Sequence[FeedItem]) -> None:
         """Fold `items` (read after `position`) into the views, in one transaction.
 
-        The tracking row moves first: on PostgreSQL its row lock makes a second
-        runner wait for this transaction, then find the position moved and
-        roll back, instead of colliding on the view rows.
+        The fold runs first, outside the write transaction, so a SQLite file is
+        locked only while the rows are written. The tracking row then moves
+        first in the write transaction, and only from `position`: a second
+        runner that applied the batch meanwhile makes this one roll back
+        (`ProjectionConflict`), and on PostgreSQL its row lock makes the second
+        runner wait rather than collide on the view rows. Only the rows that
+        changed are written. Any failure empties the in-memory state, which may
+        hold facts the database never saw.
         """
-        with self.engine.begin() as conn:
-            moved = conn.execute(
-                update(t.tracking)
-                .where(t.tracking.c.projection == self.name)
-                .where(t.tracking.c.position == position)
-                .values(position=items[-1].position)
-            )
-            if moved.rowcount != 1:
-                raise ProjectionConflict(self.name)
-            touched = self._load(conn, {item.complaint_id for item in items})
-            for item in items:
-                facts = touched.get(item.complaint_id)
-                if facts is not None and item.version <= facts.version:
-                    continue  # already folded (a replayed batch)
-                try:
-                    touched[item.complaint_id] = self.folder.apply(
-                        facts, item.complaint_id, item.version, item.topic, item.payload
-                    )
-                except (KeyError, ValueError, TypeError) as exc:
-                    raise HistoryViolation(
-                        item.complaint_id,
-                        item.version,
-                        f"the report views cannot fold this stored event: {exc!r}",
-                    ) from None
-            self._write(conn, touched.values())
+        try:
+            if self._cached_at != position:
+                self._cache.clear()
+            changes = self._fold(items)
+            with self.engine.begin() as conn:
+                moved = conn.execute(
+                    update(t.tracking)
+                    .where(t.tracking.c.projection == self.name)
+                    .where(t.tracking.c.position == position)
+                    .values(position=items[-1].position)
+                )
+                if moved.rowcount != 1:
+                    raise ProjectionConflict(self.name)
+                self._write(conn, changes)
+        except BaseException:
+            self._cache.clear()
+            self._cached_at = None
+            raise
+        for change in changes:
+            self._cache.keep(change)
+        self._cached_at = items[-1].position
+
+    def _fold(self, items: Sequence[FeedItem]) -> list[Change]:
+        """Each touched complaint's facts after `items`, with its rows before."""
+        ids = list(dict.fromkeys(item.complaint_id for item in items))
+        before = self._cache.take(ids)
+        missing = [i for i in ids if i not in before]
+        if missing:
+            with self.engine.connect() as conn:
+                for loaded in self._load(conn, missing):
+                    before[loaded.id] = Change(loaded, self.rows_of(loaded))
+        for item in items:
+            change = before.get(item.complaint_id)
+            facts = change.facts if change is not None else None
+            if facts is not None and item.version <= facts.version:
+                continue  # already folded (a replayed batch)
+            try:
+                folded = self.folder.apply(
+                    facts, item.complaint_id, item.version, item.topic, item.payload
+                )
+            except (KeyError, ValueError, TypeError) as exc:
+                raise HistoryViolation(
+                    item.complaint_id,
+                    item.version,
+                    f"the report views cannot fold this stored event: {exc!r}",
+                ) from None
+            if change is None:
+                before[item.complaint_id] = Change(folded, EMPTY_ROWS)
+        return [before[i] for i in ids if i in before]
 
     def _position(self, conn: Connection) -> int:
         found = conn.execute(
@@ -229,77 +278,97 @@ class ProjectionRunner:
             )
         return int(position)
 
-    def _load(self, conn: Connection, ids: set[UUID]) -> dict[UUID, ComplaintFacts]:
-        loaded: dict[UUID, ComplaintFacts] = {}
+    def _load(self, conn: Connection, ids: Sequence[UUID]) -> list[ComplaintFacts]:
+        loaded = []
         keys = [str(i) for i in ids]
         for chunk in _chunks(keys, 500):
             rows = conn.execute(
                 select(t.complaints.c.facts).where(t.complaints.c.id.in_(chunk))
             )
-            for (text,) in rows:
-                facts = ComplaintFacts.from_json(text)
-                loaded[facts.id] = facts
+            loaded += [ComplaintFacts.from_json(text) for (text,) in rows]
         return loaded
 
-    def _write(self, conn: Connection, touched: Iterable[ComplaintFacts]) -> None:
-        facts_list = list(touched)
-        keys = [str(f.id) for f in facts_list]
-        for chunk in _chunks(keys, 500):
-            for table in t.VIEW_TABLES:
-                column = table.c.id if table is t.complaints else table.c.complaint_id
-                conn.execute(delete(table).where(column.in_(chunk)))
-        rows: dict[str, list[dict[str, Any]]] = {
+    def _write(self, conn: Connection, changes: Iterable[Change]) -> None:
+        """Upsert each complaint's row, and the child rows that changed.
+
+        Spans, deadlines and gestures only grow (a fold appends to them and
+        amends the last few), so most of a touched complaint's child rows are
+        the same as before and are left alone.
+        """
+        upserts: dict[str, list[tuple[Any, ...]]] = {
             table.name: [] for table in t.VIEW_TABLES
         }
-        for facts in facts_list:
-            for name, table_rows in self.rows_of(facts).items():
-                rows[name].extend(table_rows)
+        removed: dict[str, list[tuple[str, int]]] = {
+            table.name: [] for table in t.CHILD_TABLES
+        }
+        for change in changes:
+            rows = self.rows_of(change.facts)
+            upserts[t.complaints.name] += rows[t.complaints.name]
+            for table in t.CHILD_TABLES:
+                old, new = change.rows[table.name], rows[table.name]
+                upserts[table.name] += [
+                    row
+                    for seq, row in enumerate(new)
+                    if seq >= len(old) or old[seq] != row
+                ]
+                key = str(change.facts.id)
+                removed[table.name] += [(key, seq) for seq in range(len(new), len(old))]
+            change.rows = rows
+        for table in t.CHILD_TABLES:
+            if removed[table.name]:
+                conn.execute(
+                    delete(table).where(
+                        tuple_(table.c.complaint_id, table.c.seq).in_(
+                            removed[table.name]
+                        )
+                    )
+                )
         for table in t.VIEW_TABLES:
-            if rows[table.name]:
-                _insert_many(conn, table, rows[table.name])
+            if upserts[table.name]:
+                _upsert_many(conn, table, upserts[table.name])
 
-    def rows_of(self, facts: ComplaintFacts) -> dict[str, list[dict[str, Any]]]:
-        """The view rows that stand for one complaint's facts."""
+    def rows_of(self, facts: ComplaintFacts) -> Rows:
+        """The view rows that stand for one complaint's facts, in column order."""
         policy = self.folder.policy_of(facts)
         key = str(facts.id)
         first_resolved = facts.first_resolved_at
-        complaint: dict[str, Any] = {
-            "id": key,
-            "version": facts.version,
-            "policy": facts.policy,
-            "received_at": facts.received_at,
-            "week": week_of(facts.received_at),
-            "received_by": facts.received_by,
-            "owner": facts.owner,
-            "channel": facts.channel,
-            "category": facts.category,
-            "severity": facts.severity.value,
-            "stage": facts.stage.value,
-            "is_open": facts.is_open,
-            "waiting": facts.waiting,
-            "first_resolved_at": first_resolved,
-            "resolved_by": facts.resolved_by,
-            "ttr_wall": (
+        reached = facts.reached
+        complaint = (
+            key,
+            facts.version,
+            facts.policy,
+            facts.received_at,
+            week_of(facts.received_at),
+            facts.received_by,
+            facts.owner,
+            facts.channel,
+            facts.category,
+            facts.severity.value,
+            facts.stage.value,
+            facts.is_open,
+            facts.waiting,
+            *(reached.get(stage) for stage in t.STAGE_COLUMNS),
+            first_resolved,
+            facts.resolved_by,
+            (
                 (first_resolved - facts.received_at).total_seconds()
                 if first_resolved is not None
                 else None
             ),
-            "ttr_sla": (
+            (
                 facts.sla_elapsed(policy, first_resolved).total_seconds()
                 if first_resolved is not None
                 else None
             ),
-            "resolutions": facts.resolutions,
-            "reopens": facts.reopens,
-            "satisfied_first": facts.satisfied_first,
-            "satisfied_after_reopen": facts.satisfied_after_reopen,
-            "prevention_at": facts.prevention_at,
-            "handoffs": facts.handoffs,
-            "last_event_at": facts.last_event_at,
-            "facts": facts.to_json(),
-        }
-        for stage, column in t.STAGE_COLUMNS.items():
-            complaint[column] = facts.reached.get(stage)
+            facts.resolutions,
+            facts.reopens,
+            facts.satisfied_first,
+            facts.satisfied_after_reopen,
+            facts.prevention_at,
+            facts.handoffs,
+            facts.last_event_at,
+            facts.to_json(),
+        )
         deadline_rows = []
         for seq, deadline in enumerate(facts.deadlines):
             due = facts.due(deadline, policy)
@@ -307,69 +376,113 @@ class ProjectionRunner:
             # met while the clock stood still, the owner who met it.
             moment = due if due is not None else deadline.met_at
             deadline_rows.append(
-                {
-                    "complaint_id": key,
-                    "seq": seq,
-                    "target": deadline.target,
-                    "started_at": deadline.start,
-                    "due_at": due,
-                    "met_at": deadline.met_at,
-                    "owner_at_due": owner_at(facts, moment) if moment else None,
-                }
+                (
+                    key,
+                    seq,
+                    deadline.target,
+                    deadline.start,
+                    due,
+                    deadline.met_at,
+                    owner_at(facts, moment) if moment else None,
+                )
             )
         return {
             t.complaints.name: [complaint],
             t.spans.name: [
-                {
-                    "complaint_id": key,
-                    "seq": seq,
-                    "owner": span.owner,
-                    "start_at": span.start,
-                    "end_at": span.end,
-                    "via": span.via,
-                }
+                (key, seq, span.owner, span.start, span.end, span.via)
                 for seq, span in enumerate(facts.spans)
             ],
             t.deadlines.name: deadline_rows,
             t.gestures.name: [
-                {
-                    "complaint_id": key,
-                    "seq": seq,
-                    "at": gesture.at,
-                    "owner": gesture.owner,
-                    "value": gesture.value,
-                    "currency": gesture.currency,
-                }
+                (key, seq, gesture.at, gesture.owner, gesture.value, gesture.currency)
                 for seq, gesture in enumerate(facts.gestures)
             ],
         }
 
 
-def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows with the driver's executemany, converting values once.
+Rows = dict[str, list[tuple[Any, ...]]]
+"""View rows per table name, each a tuple in the table's column order."""
 
-    Same values as `conn.execute(insert(table), rows)`, through the same column
-    types' bind processors, without SQLAlchemy's per-row parameter machinery,
-    which was most of the catch-up time.
+EMPTY_ROWS: Rows = {table.name: [] for table in t.VIEW_TABLES}
+
+
+@dataclass
+class Change:
+    """A complaint's facts, and the view rows last written for them."""
+
+    facts: ComplaintFacts
+    rows: Rows
+
+
+class FactsCache:
+    """The facts of recently touched open complaints, as last committed.
+
+    Saves a catch-up from reading and parsing a complaint's facts again in the
+    next batch. Bounded (least recently used first out); a closed complaint
+    takes no more events, so it is not kept.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[UUID, Change] = OrderedDict()
+
+    def take(self, ids: Iterable[UUID]) -> dict[UUID, Change]:
+        """Remove and return the entries for `ids` that are here."""
+        found = {}
+        for complaint_id in ids:
+            change = self._entries.pop(complaint_id, None)
+            if change is not None:
+                found[complaint_id] = change
+        return found
+
+    def keep(self, change: Change) -> None:
+        if not change.facts.is_open or self.capacity < 1:
+            return
+        self._entries[change.facts.id] = change
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _upsert_many(conn: Connection, table: Table, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows, or update them where the key exists, with the driver's
+    executemany, converting values once.
+
+    Same values as SQLAlchemy's own insert, through the same column types'
+    bind processors, without its per-row parameter machinery, which was most
+    of the catch-up time. `ON CONFLICT ... DO UPDATE` reads the same on
+    SQLite (3.24 and later) and PostgreSQL.
     """
     dialect = conn.dialect
     columns = list(table.columns)
     processors = [column.type.bind_processor(dialect) for column in columns]
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     preparer = dialect.identifier_preparer
+    names = [preparer.format_column(c) for c in columns]
+    keys = [preparer.format_column(c) for c in table.primary_key.columns]
+    updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in keys)
     statement = (
-        f"INSERT INTO {preparer.format_table(table)} "
-        f"({', '.join(preparer.format_column(c) for c in columns)}) "
-        f"VALUES ({', '.join(mark for _ in columns)})"
+        f"INSERT INTO {preparer.format_table(table)} ({', '.join(names)}) "
+        f"VALUES ({', '.join(mark for _ in columns)}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
     )
-    names = [column.name for column in columns]
-    values = [
-        tuple(
-            process(row.get(name)) if process is not None else row.get(name)
-            for name, process in zip(names, processors, strict=True)
-        )
-        for row in rows
+    converting = [
+        (index, process) for index, process in enumerate(processors) if process
     ]
+    values: list[tuple[Any, ...]] = []
+    for row in rows:
+        if converting:
+            cells = list(row)
+            for index, process in converting:
+                cells[index] = process(cells[index])
+            values.append(tuple(cells))
+        else:
+            values.append(row)
     conn.exec_driver_sql(statement, values)
 
 
@@ -401,6 +514,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CACHE_SIZE",
     "DEFAULT_PROJECTION",
     "EventFeed",
     "FeedItem",

@@ -48,10 +48,9 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        offset = value.utcoffset()
-        if offset is None:
-            raise ValueError("naive datetime given to a view column")
-        if offset or value.tzinfo is not UTC:
+        if value.tzinfo is not UTC:  # the views' own times are UTC already
+            if value.utcoffset() is None:
+                raise ValueError("naive datetime given to a view column")
             value = value.astimezone(UTC)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None).isoformat(" ", "microseconds")
