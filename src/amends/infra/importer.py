@@ -1,0 +1,1185 @@
+"""Importing case histories from another system: CSV or JSON Lines, in bulk.
+
+A log holds one row per activity (a case id, an activity name, a timestamp, an
+actor, and whatever else that system kept). A TOML mapping says which columns
+are which, which amends command each activity stands for, and where each
+command field comes from. Every case is replayed in time order through the
+pure domain (`parse_command`, `decide`, `evolve`: the same rules the desk
+applies), so a history the lifecycle forbids is refused exactly as the desk
+would refuse it, and only whole, conformant cases are written.
+
+The events are the desk's own (same commands, same digest chain, same mapper),
+written in large batches through the library's recorder, one transaction per
+batch and never a case split across two: a crash leaves whole cases or none.
+The complaint id of a case is derived from its case id the way
+`ComplaintDesk.receive(external_ref=...)` derives it, so importing a case twice,
+or receiving it through the desk after importing it, finds the same complaint.
+
+Every input row ends in the summary: imported, skipped by the mapping, the
+offending row of a refused case, another row of a refused case, or unreadable.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+import tomllib
+import types
+import typing
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID, uuid5
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import PersistenceError, RecordConflictError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from amends.domain import commands as c
+from amends.domain.complaint import Complaint, decide, evolve
+from amends.domain.errors import AmendsError, InvalidCommand, InvalidTransition
+from amends.domain.events import ComplaintEvent
+from amends.domain.lifecycle import TERMINAL, TRANSITIONS
+from amends.domain.stages import Stage
+from amends.infra.desk import EXTERNAL_REF_NAMESPACE, ComplaintDesk, _redacted
+from amends.infra.errors import StoreUnavailable
+from amends.infra.mapper import ComplaintSnapshot, PydanticMapper
+
+DEFAULT_BATCH_SIZE = 10_000
+"""Events per transaction. Large batches are what make bulk intake fast (one
+commit per batch instead of one per command); a case is never split, so a
+batch may run over by one case's events."""
+
+RESERVED_FIELDS = frozenset({"complaint_id", "by", "at", "external_ref"})
+"""Command fields the importer fills itself: the case id, the actor column and
+the timestamp column. `external_ref` is the case id, which is what ties the
+imported complaint to its case for good."""
+
+DEFAULT_SPLIT = ";"
+"""How a list field (plan steps, people informed) is split when read from text."""
+
+_TRUE = frozenset({"true", "yes", "y", "1"})
+_FALSE = frozenset({"false", "no", "n", "0"})
+
+Format = Literal["csv", "jsonl"]
+_SUFFIXES: dict[str, Format] = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+
+
+class ImportMappingError(AmendsError, ValueError):
+    """The mapping file is missing, not TOML, or names something wrong."""
+
+
+class ImportLogError(AmendsError, ValueError):
+    """The log as a whole cannot be read (missing file, columns, encoding)."""
+
+
+# ----------------------------------------------------------------- the mapping
+
+
+class FieldSource(BaseModel):
+    """Where one command field comes from: a column, a constant, or a time.
+
+    In TOML a bare string is a column name; a table says more:
+    `{ column = "prio", values = { P1 = "urgent" }, default = "normal" }`,
+    `{ value = true }`, `{ column = "steps", split = "|" }`,
+    `{ hours_after = 72 }` (the row's time plus 72 hours, for due dates).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    column: str | None = Field(default=None, min_length=1)
+    value: Any = None
+    default: Any = None
+    values: dict[str, Any] | None = None
+    """Translates the column's text (e.g. priority codes to severities)."""
+    split: str | None = Field(default=None, min_length=1)
+    hours_after: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _column_shorthand(cls, data: Any) -> Any:
+        return {"column": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FieldSource:
+        sources = [
+            name
+            for name in ("column", "value", "hours_after")
+            if getattr(self, name) is not None
+        ]
+        if len(sources) != 1:
+            raise ValueError(
+                "give exactly one of column, value or hours_after"
+                + (f" (found {', '.join(sources)})" if sources else "")
+            )
+        if self.column is None and (
+            self.default is not None or self.values is not None
+        ):
+            raise ValueError("default and values only go with column")
+        return self
+
+
+class ActivityRule(BaseModel):
+    """The command an activity stands for, and fields particular to it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    command: str
+    fields: dict[str, FieldSource] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _command_shorthand(cls, data: Any) -> Any:
+        return {"command": data} if isinstance(data, str) else data
+
+    @field_validator("command")
+    @classmethod
+    def _known_command(cls, command: str) -> str:
+        if command not in c.COMMAND_TYPES:
+            raise ValueError(
+                f"{command!r} is not an amends command "
+                f"(known: {', '.join(c.COMMAND_TYPES)})"
+            )
+        return command
+
+
+class Columns(BaseModel):
+    """The log's columns (or JSON keys) for the four things every row has."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    case: str = Field(min_length=1)
+    activity: str = Field(min_length=1)
+    timestamp: str = Field(min_length=1)
+    actor: str = Field(min_length=1)
+
+
+class LogOptions(BaseModel):
+    """How to read the log file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Format | None = None
+    """csv or jsonl; by default from the extension (.csv, .jsonl, .ndjson)."""
+    timezone: str | None = None
+    """IANA zone for timestamps written without an offset; without it such a
+    timestamp is refused, since guessing a zone would shift every clock."""
+    timestamp_format: str | None = None
+    """A `strptime` pattern; by default ISO 8601."""
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    ignore_activities: tuple[str, ...] = ()
+    """Activities that are no part of the complaint's story (e.g. "Email
+    opened"): their rows are counted as skipped, never replayed."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str | None) -> str | None:
+        if name is not None:
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"{name!r} is not an IANA time zone (e.g. Europe/London)"
+                ) from None
+        return name
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str) -> str:
+        try:
+            "".encode(name)
+        except LookupError:
+            raise ValueError(f"{name!r} is not a text encoding") from None
+        return name
+
+
+class ImportMapping(BaseModel):
+    """A parsed, checked mapping; `load_mapping` reads one from TOML."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    log: LogOptions = Field(default_factory=LogOptions)
+    columns: Columns
+    activities: dict[str, ActivityRule] = Field(min_length=1)
+    fields: dict[str, dict[str, FieldSource]] = Field(default_factory=dict)
+    """Field sources per command name, shared by every activity of that command."""
+
+    def sources_for(self, activity: str) -> dict[str, FieldSource]:
+        rule = self.activities[activity]
+        return {**self.fields.get(rule.command, {}), **rule.fields}
+
+    def referenced_columns(self) -> set[str]:
+        """Every column the mapping reads, so a log can be checked up front."""
+        columns = set(self.columns.model_dump().values())
+        for activity in self.activities:
+            columns.update(
+                s.column for s in self.sources_for(activity).values() if s.column
+            )
+        return columns
+
+
+def load_mapping(path: str | Path) -> ImportMapping:
+    """Read and check a TOML mapping; `ImportMappingError` names the bad key."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ImportMappingError(
+            f"mapping {path}: cannot read it ({exc.strerror or exc})"
+        ) from None
+    except UnicodeDecodeError:
+        raise ImportMappingError(f"mapping {path}: is not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ImportMappingError(f"mapping {path}: not valid TOML: {exc}") from None
+    return parse_mapping(data, source=str(path))
+
+
+def parse_mapping(data: Mapping[str, Any], *, source: str = "mapping") -> ImportMapping:
+    """Check an already-parsed mapping (as `tomllib` returns it)."""
+    try:
+        mapping = ImportMapping.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ImportMappingError(
+            f"{source}: {_key_path(error['loc'])}: {_problem_text(error)}"
+        ) from None
+    problem = _cross_check(mapping)
+    if problem is not None:
+        raise ImportMappingError(f"{source}: {problem}")
+    return mapping
+
+
+def _cross_check(mapping: ImportMapping) -> str | None:
+    """Rules across keys: fields that exist, required fields covered, a receive."""
+    for command, sources in mapping.fields.items():
+        if command not in c.COMMAND_TYPES:
+            return (
+                f"{_key_path(('fields', command))}: {command!r} is not an amends "
+                f"command (known: {', '.join(c.COMMAND_TYPES)})"
+            )
+        problem = _check_fields(("fields", command), command, sources)
+        if problem:
+            return problem
+    for activity, rule in mapping.activities.items():
+        where = ("activities", activity)
+        problem = _check_fields((*where, "fields"), rule.command, rule.fields)
+        if problem:
+            return problem
+        sources = mapping.sources_for(activity)
+        command_type = c.COMMAND_TYPES[rule.command]
+        missing = [
+            name
+            for name, info in command_type.model_fields.items()
+            if info.is_required()
+            and name not in RESERVED_FIELDS
+            and name not in sources
+        ]
+        if missing:
+            return (
+                f"{_key_path(where)}: {rule.command} needs "
+                f"{', '.join(missing)}; map {'it' if len(missing) == 1 else 'them'} "
+                f"under [fields.{rule.command}] or in this activity's fields"
+            )
+    if not any(rule.command == "receive" for rule in mapping.activities.values()):
+        return "activities: no activity maps to receive, so no case could start"
+    ignored = set(mapping.log.ignore_activities) & set(mapping.activities)
+    if ignored:
+        return (
+            f"log.ignore_activities: {', '.join(sorted(map(repr, ignored)))} "
+            "is also mapped under [activities]"
+        )
+    return None
+
+
+def _check_fields(
+    where: tuple[str, ...], command: str, sources: Mapping[str, FieldSource]
+) -> str | None:
+    command_type = c.COMMAND_TYPES[command]
+    for name, source in sources.items():
+        path = _key_path((*where, name))
+        if name in RESERVED_FIELDS:
+            return (
+                f"{path}: the importer fills {name} itself (from the case, actor "
+                "and timestamp columns)"
+            )
+        if name not in command_type.model_fields:
+            known = [f for f in command_type.model_fields if f not in RESERVED_FIELDS]
+            return (
+                f"{path}: {command} has no field {name!r} "
+                f"(its fields: {', '.join(known) or 'none'})"
+            )
+        if source.hours_after is not None and _kind(command_type, name) != "time":
+            return f"{path}: hours_after only fits a date field ({name} is not one)"
+        if source.split is not None and _kind(command_type, name) != "list":
+            return f"{path}: split only fits a list field ({name} is not one)"
+    return None
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _key_path(loc: Sequence[int | str]) -> str:
+    """A pydantic error location written as the TOML key a user would edit."""
+    parts = []
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+            continue
+        text = part if _BARE_KEY.match(part) else json.dumps(part, ensure_ascii=False)
+        parts.append(("." if parts else "") + text)
+    return "".join(parts) or "(top level)"
+
+
+def _problem_text(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a key the mapping knows"
+    if kind == "too_short":
+        return "must not be empty"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+_FieldKind = Literal["time", "list", "bool", "other"]
+
+
+def _kind(command_type: type[c.Command], name: str) -> _FieldKind:
+    """What a command field holds, so text from a CSV can be turned into it."""
+    annotation: Any = command_type.model_fields[name].annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not None)
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (tuple, list):
+        return "list"
+    if annotation is bool:
+        return "bool"
+    if isinstance(annotation, type) and issubclass(annotation, datetime):
+        return "time"
+    return "other"
+
+
+# ------------------------------------------------------------------ the summary
+
+
+class RowStatus(StrEnum):
+    """What became of one input row."""
+
+    IMPORTED = "imported"
+    SKIPPED = "skipped"
+    """Its activity is in `log.ignore_activities`."""
+    OFFENDING = "offending"
+    """The first row of its case that the lifecycle or the mapping refuses."""
+    CASE_REJECTED = "case_rejected"
+    """Another row of a refused case ("case rejected at line N")."""
+    UNREADABLE = "unreadable"
+    """Not a row at all (bad JSON, wrong field count) or it names no case."""
+
+
+class Offence(StrEnum):
+    """Why a case was refused, in the words of the lifecycle."""
+
+    NOT_RECEIVED_FIRST = "not_received_first"
+    SKIPPED_STEP = "skipped_step"
+    WENT_BACKWARDS = "went_backwards"
+    AFTER_END = "after_end"
+    NOT_ALLOWED = "not_allowed"
+    """Allowed in the stage, but not now (e.g. a reply nobody awaited)."""
+    BAD_FIELD = "bad_field"
+    BAD_ROW = "bad_row"
+    """An unknown activity, an unreadable or zone-less timestamp, no actor."""
+    ALREADY_IN_STORE = "already_in_store"
+
+
+class ImportedCase(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    case: str
+    complaint_id: UUID
+    events: int
+    stage: Stage
+
+
+class RejectedCase(BaseModel):
+    """A case not imported: its first offending row (line number) and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    case: str
+    complaint_id: UUID
+    line: int
+    activity: str | None
+    offence: Offence
+    reason: str
+    rows: int
+    """All its rows (the offending one included), none of them imported."""
+
+
+class UnreadableRow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    line: int
+    reason: str
+
+
+class ImportSummary(BaseModel):
+    """What an import did (or, on a dry run, would do), row by row accounted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    log: str
+    format: Format
+    dry_run: bool
+    rows: int
+    """Rows read from the log (blank lines and the CSV header are not rows)."""
+    rows_by_status: dict[RowStatus, int]
+    imported: tuple[ImportedCase, ...]
+    rejected: tuple[RejectedCase, ...]
+    unreadable: tuple[UnreadableRow, ...]
+    events: int
+    """Events written; on a dry run, the events that would have been."""
+    batches: int
+    """Write transactions (0 on a dry run)."""
+    elapsed_seconds: float
+    events_per_second: float
+
+    @property
+    def accounted(self) -> int:
+        return sum(self.rows_by_status.values())
+
+    @property
+    def clean(self) -> bool:
+        """Whether every row was imported or deliberately skipped."""
+        return not self.rejected and not self.unreadable
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def to_text(self, limit: int = 20) -> str:
+        """A report for a terminal; `limit` caps each list (JSON has them all)."""
+        verb = "would import" if self.dry_run else "imported"
+        batches = "" if self.dry_run else f" in {_count(self.batches, 'batch')}"
+        rate = f"{self.elapsed_seconds:.2f} s, {self.events_per_second:,.0f} events/s"
+        lines = [
+            f"{'dry run: ' if self.dry_run else ''}{self.log} ({self.format}): "
+            f"{self.rows:,} rows",
+            f"  {verb} {_count(len(self.imported), 'case')}, "
+            f"{_count(self.events, 'event')}{batches} ({rate})",
+            f"  rejected {_count(len(self.rejected), 'case')}, "
+            f"{_count(len(self.unreadable), 'unreadable row')}",
+            "  rows: "
+            + ", ".join(
+                f"{self.rows_by_status.get(status, 0):,} {status.value}"
+                for status in RowStatus
+            )
+            + f" (total {self.accounted:,})",
+        ]
+        if self.rejected:
+            lines.append("rejected cases (first offending line, why):")
+            for case in self.rejected[:limit]:
+                lines.append(
+                    f"  {case.case}: line {case.line}"
+                    + (f" ({case.activity})" if case.activity else "")
+                    + f": {case.offence.value}: {case.reason}"
+                    + (
+                        f"; its {case.rows - 1} other "
+                        f"row{'s' if case.rows != 2 else ''} not imported"
+                        if case.rows > 1
+                        else ""
+                    )
+                )
+            if len(self.rejected) > limit:
+                lines.append(f"  ... and {len(self.rejected) - limit:,} more")
+        if self.unreadable:
+            lines.append("unreadable rows:")
+            for row in self.unreadable[:limit]:
+                lines.append(f"  line {row.line}: {row.reason}")
+            if len(self.unreadable) > limit:
+                lines.append(f"  ... and {len(self.unreadable) - limit:,} more")
+        return "\n".join(lines) + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    plural = noun + ("es" if noun.endswith("ch") else "s")
+    return f"{n:,} {noun if n == 1 else plural}"
+
+
+# ------------------------------------------------------------------ reading
+
+
+@dataclass(slots=True)
+class _Row:
+    """One readable row: which line, which case, and its values by column."""
+
+    line: int
+    case: str
+    values: Mapping[str, Any]
+    problem: str | None = None
+    """Why the row cannot be read although it names its case (it stops the case:
+    importing the case without it would tell a different history)."""
+
+
+@dataclass(slots=True)
+class _Unreadable:
+    line: int
+    reason: str
+
+
+def log_format(path: Path, mapping: ImportMapping) -> Format:
+    if mapping.log.format is not None:
+        return mapping.log.format
+    found = _SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise ImportLogError(
+            f"log {path}: cannot tell CSV from JSON Lines by the extension "
+            f"{path.suffix or '(none)'!r}; set format under [log] in the mapping"
+        )
+    return found
+
+
+def _read_rows(
+    path: Path, mapping: ImportMapping, fmt: Format
+) -> Iterator[_Row | _Unreadable]:
+    case_column = mapping.columns.case
+    try:
+        with path.open(encoding=mapping.log.encoding, newline="") as handle:
+            if fmt == "csv":
+                yield from _csv_rows(path, handle, mapping, case_column)
+            else:
+                yield from _jsonl_rows(handle, case_column)
+    except OSError as exc:
+        raise ImportLogError(
+            f"log {path}: cannot read it ({exc.strerror or exc})"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ImportLogError(
+            f"log {path}: is not {mapping.log.encoding} text ({exc.reason} at byte "
+            f"{exc.start}); set encoding under [log] in the mapping"
+        ) from None
+    except csv.Error as exc:
+        raise ImportLogError(f"log {path}: not readable as CSV ({exc})") from None
+
+
+def _csv_rows(
+    path: Path, handle: typing.TextIO, mapping: ImportMapping, case_column: str
+) -> Iterator[_Row | _Unreadable]:
+    reader = csv.reader(handle, delimiter=mapping.log.delimiter)
+    header: list[str] | None = None
+    ended = 0
+    for record in reader:
+        line, ended = ended + 1, reader.line_num
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue  # a blank line is not a row
+        if header is None:
+            header = [name.strip() for name in record]
+            missing = sorted(mapping.referenced_columns() - set(header))
+            if missing:
+                raise ImportLogError(
+                    f"log {path}: the header has no column "
+                    f"{', '.join(map(repr, missing))} that the mapping reads "
+                    f"(it has {', '.join(map(repr, header))})"
+                )
+            continue
+        problem = None
+        if len(record) != len(header):
+            problem = f"has {len(record)} fields, the header has {len(header)}"
+        values = dict(zip(header, record, strict=False))
+        case = values.get(case_column, "").strip()
+        if not case:
+            yield _Unreadable(line, problem or f"no case id in column {case_column!r}")
+            continue
+        yield _Row(line, case, values, problem)
+    if header is None:
+        raise ImportLogError(f"log {path}: is empty (no header row)")
+
+
+def _jsonl_rows(
+    handle: typing.TextIO, case_column: str
+) -> Iterator[_Row | _Unreadable]:
+    for line, text in enumerate(handle, start=1):
+        if not text.strip():
+            continue
+        try:
+            values = json.loads(text)
+        except ValueError as exc:
+            yield _Unreadable(line, f"not JSON ({exc})")
+            continue
+        if not isinstance(values, dict):
+            yield _Unreadable(line, "not a JSON object")
+            continue
+        case = values.get(case_column)
+        if isinstance(case, int) and not isinstance(case, bool):
+            case = str(case)
+        if not isinstance(case, str) or not case.strip():
+            yield _Unreadable(line, f"no case id under {case_column!r}")
+            continue
+        yield _Row(line, case.strip(), values)
+
+
+# ------------------------------------------------------------ rows to commands
+
+
+class _RowProblem(Exception):
+    def __init__(self, offence: Offence, reason: str) -> None:
+        super().__init__(reason)
+        self.offence = offence
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Step:
+    """A row turned into a command, ready to replay."""
+
+    line: int
+    activity: str
+    command: c.Command
+
+
+@dataclass(slots=True)
+class _BadRow:
+    line: int
+    activity: str | None
+    problem: _RowProblem
+
+
+class _Translator:
+    """Turns rows into commands as the mapping says; refuses with a reason."""
+
+    def __init__(self, mapping: ImportMapping, now: datetime, skew: timedelta):
+        self.mapping = mapping
+        self.zone = ZoneInfo(mapping.log.timezone) if mapping.log.timezone else None
+        self.latest = now + skew
+        self.now = now
+        self.ignored = frozenset(mapping.log.ignore_activities)
+        self.rules = {
+            activity: (
+                c.COMMAND_TYPES[rule.command],
+                [
+                    (name, source, _kind(c.COMMAND_TYPES[rule.command], name))
+                    for name, source in mapping.sources_for(activity).items()
+                ],
+            )
+            for activity, rule in mapping.activities.items()
+        }
+
+    def activity(self, row: _Row) -> str | None:
+        value = row.values.get(self.mapping.columns.activity)
+        return value.strip() if isinstance(value, str) else None
+
+    def step(self, row: _Row, activity: str | None, complaint_id: UUID) -> _Step:
+        columns = self.mapping.columns
+        if not activity:
+            raise _RowProblem(
+                Offence.BAD_ROW, f"no activity in column {columns.activity!r}"
+            )
+        rule = self.rules.get(activity)
+        if rule is None:
+            raise _RowProblem(
+                Offence.BAD_ROW,
+                f"activity {activity!r} is not in the mapping "
+                "(map it under [activities] or list it in log.ignore_activities)",
+            )
+        command_type, sources = rule
+        at = self.instant(row.values.get(columns.timestamp), columns.timestamp)
+        actor = row.values.get(columns.actor)
+        if not isinstance(actor, str) or not actor.strip():
+            raise _RowProblem(Offence.BAD_ROW, f"no actor in column {columns.actor!r}")
+        arguments: dict[str, Any] = {}
+        for name, source, kind in sources:
+            value = self.value(row, source, kind, name, at)
+            if value is not None:
+                arguments[name] = value
+        if command_type is c.Receive:
+            arguments["external_ref"] = row.case
+        try:
+            command = c.parse_command(
+                command_type,
+                complaint_id=complaint_id,
+                by=actor,
+                at=at,
+                **arguments,
+            )
+        except InvalidCommand as exc:
+            raise _RowProblem(Offence.BAD_FIELD, str(exc)) from None
+        if command.at > self.latest:
+            raise _RowProblem(
+                Offence.BAD_ROW,
+                f"timestamp {command.at.isoformat()} is in the future "
+                f"(now is {self.now.isoformat()})",
+            )
+        return _Step(row.line, activity, command)
+
+    def instant(self, value: Any, column: str) -> datetime:
+        """A timezone-aware time from a cell; naive only with a declared zone."""
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, date):
+            moment = datetime(value.year, value.month, value.day)
+        elif isinstance(value, str) and value.strip():
+            text = value.strip()
+            pattern = self.mapping.log.timestamp_format
+            try:
+                moment = (
+                    datetime.strptime(text, pattern)
+                    if pattern
+                    else datetime.fromisoformat(text)
+                )
+            except ValueError:
+                expected = f"the pattern {pattern!r}" if pattern else "ISO 8601"
+                raise _RowProblem(
+                    Offence.BAD_ROW,
+                    f"{column}: {text[:60]!r} is not a time in {expected}",
+                ) from None
+        else:
+            raise _RowProblem(Offence.BAD_ROW, f"{column}: no time given")
+        if moment.utcoffset() is None:
+            if self.zone is None:
+                raise _RowProblem(
+                    Offence.BAD_ROW,
+                    f"{column}: {moment.isoformat()} has no time zone and the "
+                    "mapping names none (set timezone under [log])",
+                )
+            moment = moment.replace(tzinfo=self.zone)
+        return moment
+
+    def value(
+        self,
+        row: _Row,
+        source: FieldSource,
+        kind: _FieldKind,
+        name: str,
+        at: datetime,
+    ) -> Any:
+        if source.hours_after is not None:
+            return at + timedelta(hours=source.hours_after)
+        if source.column is None:
+            raw = source.value
+        else:
+            raw = row.values.get(source.column)
+            if isinstance(raw, str):
+                raw = raw.strip()
+            if raw is None or raw == "":
+                raw = source.default
+            elif source.values is not None:
+                key = raw if isinstance(raw, str) else json.dumps(raw)
+                if key not in source.values:
+                    raise _RowProblem(
+                        Offence.BAD_FIELD,
+                        f"{name}: {key[:60]!r} in column {source.column!r} is not "
+                        f"one of the mapped values ({', '.join(source.values)})",
+                    )
+                raw = source.values[key]
+        if raw is None:
+            return None
+        return self.convert(raw, kind, name, source)
+
+    def convert(
+        self, raw: Any, kind: _FieldKind, name: str, source: FieldSource
+    ) -> Any:
+        if kind == "time" and isinstance(raw, str | datetime | date):
+            return self.instant(raw, name)
+        if kind == "list" and isinstance(raw, str):
+            separator = source.split or DEFAULT_SPLIT
+            return [part.strip() for part in raw.split(separator) if part.strip()]
+        if kind == "bool" and isinstance(raw, str):
+            word = raw.lower()
+            if word in _TRUE:
+                return True
+            if word in _FALSE:
+                return False
+            raise _RowProblem(
+                Offence.BAD_FIELD, f"{name}: {raw[:60]!r} is not yes/no (true/false)"
+            )
+        return raw
+
+
+# ------------------------------------------------------------------ replaying
+
+
+@dataclass
+class _Case:
+    key: str
+    complaint_id: UUID
+    lines: list[int] = field(default_factory=list)
+    steps: list[_Step] = field(default_factory=list)
+    bad: list[_BadRow] = field(default_factory=list)
+    skipped: int = 0
+
+
+@dataclass
+class _Accepted:
+    case: _Case
+    events: list[ComplaintEvent]
+    state: Complaint
+    snapshots: list[Complaint]
+
+
+_ORDER = {stage: index for index, stage in enumerate(Stage)}
+
+
+def _replay(case: _Case, snapshot_every: int) -> _Accepted | RejectedCase:
+    """Decide a case's commands in time order with the pure domain.
+
+    A row the mapping could not turn into a command stops the case before
+    replay (its earliest line is the offending one): without it, the replay
+    would judge a different history from the one the log tells.
+    """
+    if case.bad:
+        first = min(case.bad, key=lambda bad: bad.line)
+        return _rejected(
+            case,
+            first.line,
+            first.activity,
+            first.problem.offence,
+            first.problem.reason,
+        )
+    steps = sorted(case.steps, key=lambda step: (step.command.at, step.line))
+    state: Complaint | None = None
+    received_at_line = 0
+    events: list[ComplaintEvent] = []
+    snapshots: list[Complaint] = []
+    for step in steps:
+        command = step.command
+        if isinstance(command, c.Receive) and state is not None:
+            offence = Offence.AFTER_END if state.is_closed else Offence.WENT_BACKWARDS
+            return _rejected(
+                case,
+                step.line,
+                step.activity,
+                offence,
+                f"receive again: the case was received at line {received_at_line}",
+            )
+        if state is None and not isinstance(command, c.Receive):
+            return _rejected(
+                case,
+                step.line,
+                step.activity,
+                Offence.NOT_RECEIVED_FIRST,
+                f"the case starts with {command.name}: its first activity must "
+                "map to receive",
+            )
+        try:
+            decided = decide(command, state)
+        except InvalidTransition as exc:
+            assert state is not None
+            why = f" ({exc.reason})" if exc.reason else ""
+            allowed = ", ".join(exc.allowed) or "nothing (it is closed)"
+            return _rejected(
+                case,
+                step.line,
+                step.activity,
+                _offence(state, command.name),
+                f"{exc.command} is not allowed in {exc.stage}{why}; "
+                f"allowed there: {allowed}",
+            )
+        except AmendsError as exc:
+            return _rejected(
+                case, step.line, step.activity, Offence.BAD_FIELD, str(exc)
+            )
+        if isinstance(command, c.Receive):
+            received_at_line = step.line
+        for event in decided:
+            state = evolve(state, event)
+            events.append(event)
+            if snapshot_every and state.version % snapshot_every == 0:
+                snapshots.append(state)
+    if state is None:
+        raise AssertionError("a case with no steps is never replayed")
+    return _Accepted(case, events, state, snapshots)
+
+
+def _offence(state: Complaint, command: str) -> Offence:
+    """Name what a refused move does to the path: skip, go back, or go on."""
+    if state.stage is TERMINAL:
+        return Offence.AFTER_END
+    sources = {
+        _ORDER[t.source]
+        for t in TRANSITIONS
+        if t.command_name == command and t.source is not None
+    }
+    here = _ORDER[state.stage]
+    if sources and all(source < here for source in sources):
+        return Offence.WENT_BACKWARDS
+    if sources and all(source > here for source in sources):
+        return Offence.SKIPPED_STEP
+    return Offence.NOT_ALLOWED
+
+
+def _rejected(
+    case: _Case, line: int, activity: str | None, offence: Offence, reason: str
+) -> RejectedCase:
+    return RejectedCase(
+        case=case.key,
+        complaint_id=case.complaint_id,
+        line=line,
+        activity=activity,
+        offence=offence,
+        reason=reason,
+        rows=len(case.lines),
+    )
+
+
+def complaint_id_for(case: str) -> UUID:
+    """The complaint id an imported case gets: the desk's id for that
+    `external_ref`, so the desk and the importer always agree on it."""
+    return uuid5(EXTERNAL_REF_NAMESPACE, case)
+
+
+# ------------------------------------------------------------------ importing
+
+
+Progress = Callable[[int, int], None]
+"""Called with (cases done, cases in all) as the import goes."""
+
+
+def import_log(
+    desk: ComplaintDesk,
+    log_path: str | Path,
+    mapping: ImportMapping,
+    *,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
+) -> ImportSummary:
+    """Import the conformant cases of a log into the desk's store.
+
+    Cases are decided by the pure domain in time order; those that follow the
+    lifecycle and are not in the store yet are written, `batch_size` events
+    (whole cases) per transaction. With `dry_run` nothing is written and the
+    summary says what would have been. Raises `ImportLogError` when the log as
+    a whole cannot be read and `StoreUnavailable` when the store fails; a
+    refused case is never an exception, it is in the summary.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    started = time.perf_counter()
+    path = Path(log_path)
+    fmt = log_format(path, mapping)
+    app, mapper = _application(desk)
+    translator = _Translator(mapping, desk._clock(), desk._clock_skew)
+    statuses: Counter[RowStatus] = Counter()
+    unreadable: list[UnreadableRow] = []
+    cases: dict[str, _Case] = {}
+    rows = 0
+    for row in _read_rows(path, mapping, fmt):
+        rows += 1
+        if isinstance(row, _Unreadable):
+            statuses[RowStatus.UNREADABLE] += 1
+            unreadable.append(UnreadableRow(line=row.line, reason=row.reason))
+            continue
+        case = cases.get(row.case)
+        if case is None:
+            case = cases[row.case] = _Case(row.case, complaint_id_for(row.case))
+        activity = translator.activity(row)
+        if activity is not None and activity in translator.ignored:
+            case.skipped += 1
+            statuses[RowStatus.SKIPPED] += 1
+            continue
+        case.lines.append(row.line)
+        try:
+            if row.problem is not None:
+                raise _RowProblem(Offence.BAD_ROW, row.problem)
+            case.steps.append(translator.step(row, activity, case.complaint_id))
+        except _RowProblem as problem:
+            case.bad.append(_BadRow(row.line, activity, problem))
+    snapshot_every = desk._snapshot_every
+    accepted: list[_Accepted] = []
+    rejected: list[RejectedCase] = []
+    todo = [case for case in cases.values() if case.lines]
+    with _store_errors(desk.store_url):
+        for done, case in enumerate(todo, start=1):
+            verdict = _replay(case, snapshot_every)
+            if isinstance(verdict, RejectedCase):
+                rejected.append(verdict)
+            elif _in_store(app, case.complaint_id):
+                rejected.append(_already_in_store(verdict))
+            else:
+                accepted.append(verdict)
+            if progress is not None:
+                progress(done, len(todo))
+        accepted.sort(key=lambda a: (a.events[0].timestamp, a.case.key))
+        batches = 0
+        if not dry_run:
+            batches, refused = _write(app, mapper, accepted, batch_size)
+            rejected.extend(refused)
+            gone = {r.case for r in refused}
+            accepted = [a for a in accepted if a.case.key not in gone]
+    for verdict in rejected:
+        statuses[RowStatus.OFFENDING] += 1
+        statuses[RowStatus.CASE_REJECTED] += verdict.rows - 1
+    statuses[RowStatus.IMPORTED] += sum(len(a.case.lines) for a in accepted)
+    events = sum(len(a.events) for a in accepted)
+    elapsed = time.perf_counter() - started
+    rejected.sort(key=lambda r: r.line)
+    return ImportSummary(
+        log=str(path),
+        format=fmt,
+        dry_run=dry_run,
+        rows=rows,
+        rows_by_status={status: statuses[status] for status in RowStatus},
+        imported=tuple(
+            ImportedCase(
+                case=a.case.key,
+                complaint_id=a.case.complaint_id,
+                events=len(a.events),
+                stage=a.state.stage,
+            )
+            for a in accepted
+        ),
+        rejected=tuple(rejected),
+        unreadable=tuple(unreadable),
+        events=events,
+        batches=batches,
+        elapsed_seconds=elapsed,
+        events_per_second=events / elapsed if elapsed > 0 else 0.0,
+    )
+
+
+def _application(desk: ComplaintDesk) -> tuple[Application[UUID], PydanticMapper]:
+    """The desk's own application: its store, its mapper (and cipher).
+
+    Writing through the desk's application rather than a second one is what
+    makes an import reach an in-memory store, and what guarantees the rows are
+    encoded exactly as the desk encodes them.
+    """
+    app = desk._app
+    mapper = app.mapper
+    assert isinstance(mapper, PydanticMapper)
+    return app, mapper
+
+
+def _in_store(app: Application[UUID], complaint_id: UUID) -> bool:
+    return bool(app.recorder.select_events(complaint_id, limit=1))
+
+
+def _already_in_store(verdict: _Accepted) -> RejectedCase:
+    case = verdict.case
+    return _rejected(
+        case,
+        min(case.lines),
+        verdict.case.steps[0].activity if case.steps else None,
+        Offence.ALREADY_IN_STORE,
+        f"the store already holds complaint {case.complaint_id} for this case "
+        "(imported before?); nothing of it was written again",
+    )
+
+
+def _write(
+    app: Application[UUID],
+    mapper: PydanticMapper,
+    accepted: Sequence[_Accepted],
+    batch_size: int,
+) -> tuple[int, list[RejectedCase]]:
+    """Insert whole cases, about `batch_size` events per transaction.
+
+    A batch that collides with a complaint written meanwhile (another process
+    importing the same log) is rolled back by the database; its cases are
+    checked again, those now in the store are reported, and the rest retried.
+    """
+    batches = 0
+    refused: list[RejectedCase] = []
+    pending: list[_Accepted] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal batches
+        todo = list(pending)
+        while todo:
+            rows = [mapper.to_stored_event(e) for a in todo for e in a.events]
+            try:
+                app.recorder.insert_events(rows)
+            except RecordConflictError:
+                still = []
+                for verdict in todo:
+                    if _in_store(app, verdict.case.complaint_id):
+                        refused.append(_already_in_store(verdict))
+                    else:
+                        still.append(verdict)
+                if len(still) == len(todo):
+                    raise
+                todo = still
+                continue
+            batches += 1
+            snapshots = [
+                ComplaintSnapshot(
+                    originator_id=state.id,
+                    originator_version=state.version,
+                    timestamp=state.last_event_at,
+                    state=state,
+                )
+                for verdict in todo
+                for state in verdict.snapshots
+            ]
+            if snapshots and app.snapshots is not None:
+                app.snapshots.put(snapshots)
+            break
+        pending.clear()
+
+    for verdict in accepted:
+        pending.append(verdict)
+        size += len(verdict.events)
+        if size >= batch_size:
+            flush()
+            size = 0
+    flush()
+    return batches, refused
+
+
+@contextmanager
+def _store_errors(store_url: str) -> Iterator[None]:
+    """The library's database failures as `StoreUnavailable`, like the desk's."""
+    try:
+        yield
+    except RecordConflictError as exc:
+        raise StoreUnavailable(
+            f"event store {_redacted(store_url)}: a batch kept colliding with "
+            f"concurrent writes ({exc}); nothing of that batch was written"
+        ) from exc
+    except (PersistenceError, OSError) as exc:
+        raise StoreUnavailable(
+            f"event store {_redacted(store_url)} failed: {exc}"
+        ) from exc
+
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "ActivityRule",
+    "Columns",
+    "FieldSource",
+    "ImportLogError",
+    "ImportMapping",
+    "ImportMappingError",
+    "ImportSummary",
+    "ImportedCase",
+    "LogOptions",
+    "Offence",
+    "RejectedCase",
+    "RowStatus",
+    "UnreadableRow",
+    "complaint_id_for",
+    "import_log",
+    "load_mapping",
+    "parse_mapping",
+]
