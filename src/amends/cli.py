@@ -1,0 +1,1020 @@
+"""The `amends` command line: the demo, one subcommand per domain command,
+point-in-time reads, the audit trail and the reports, over any store URL.
+
+Exit codes, so scripts can tell who is at fault:
+
+- 0: done.
+- 2: the command line or the configuration could not be used (an unknown
+  option, a missing one, a time without a zone, a bad store URL or SLA preset,
+  views built under another policy, a file that cannot be written).
+- 3: amends refused (`InvalidCommand`, `InvalidTransition`,
+  `ComplaintNotFound`, `HistoryViolation`, ...), or `verify` found a break.
+- 4: the store failed (`StoreUnavailable`).
+
+Every failure is one line on stderr; nothing is recorded by a refused command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import typer
+from pydantic import AwareDatetime, ValidationError
+from pydantic.fields import FieldInfo
+
+from amends.audit import load_seal
+from amends.domain import commands as c
+from amends.domain.complaint import Complaint
+from amends.domain.errors import AmendsError
+from amends.domain.lifecycle import command_names, mermaid
+from amends.infra.desk import Clock, ComplaintDesk, utc_now
+from amends.infra.docs import lifecycle_markdown, write_docs
+from amends.infra.errors import ConfigurationError, StoreUnavailable
+from amends.infra.settings import new_cipher_key
+from amends.projections.facts import PolicyMismatch
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_STORE = 4
+
+MAX_MESSAGE = 400
+"""Characters of an error line; a huge argument must not flood the terminal."""
+
+LIFECYCLE = "Lifecycle commands (one per domain command)"
+READING = "Reading and auditing"
+REPORTS = "Reports and views"
+SETUP = "Demo and setup"
+
+app = typer.Typer(
+    name="amends",
+    help="An event-sourced complaint lifecycle engine: every complaint walks one "
+    "provable path.",
+    epilog="Examples:\n\n"
+    "  amends  (runs the demo on ./amends.db)\n\n"
+    "  amends --store sqlite:///work.db demo --complaints 500 --charts charts\n\n"
+    "  ID=$(amends receive --by ana --customer 'Jo Smith' --summary 'Charged twice' "
+    "--channel phone --category billing --severity high --expectation 'A refund')\n\n"
+    '  amends acknowledge "$ID" --by ana --paraphrase "You were billed twice"\n\n'
+    '  amends show "$ID" --as-of 2026-03-01T12:00:00Z\n\n'
+    "  AMENDS_STORE_URL=postgresql://amends@db:5432/amends amends report sla",
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@dataclass
+class Session:
+    """What the global options chose, and the clock (injected by tests)."""
+
+    clock: Clock = utc_now
+    store: str | None = None
+    sla: str | None = None
+
+    def desk(self) -> ComplaintDesk:
+        return ComplaintDesk(self.store, clock=self.clock, sla_policies=self.sla)
+
+
+def _session(context: typer.Context) -> Session:
+    root = context.find_root()
+    if not isinstance(root.obj, Session):
+        root.obj = Session()  # the app was called without `main`
+    return root.obj
+
+
+def _examples(*lines: str) -> str:
+    """An epilog that rich prints line by line (it joins single newlines)."""
+    return "Examples:\n\n" + "\n\n".join(f"  {line}" for line in lines)
+
+
+# ------------------------------------------------------------------ values
+
+
+def parse_instant(value: str) -> datetime:
+    """An ISO 8601 moment that carries its zone; naive times are refused.
+
+    A time without a zone means different instants on different servers, so
+    the command line refuses it rather than guess.
+    """
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{_quoted(value)} is not an ISO 8601 time "
+            "such as 2026-03-01T09:30:00+00:00"
+        ) from None
+    if moment.utcoffset() is None:
+        raise typer.BadParameter(
+            f"{_quoted(value)} has no timezone; add one, such as Z or +01:00"
+        )
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise typer.BadParameter(
+            f"{_quoted(value)} is out of the representable range in UTC"
+        ) from None
+
+
+def _quoted(value: object, limit: int = 60) -> str:
+    text = str(value)
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` fit for one line of a terminal: no breaks, no control characters."""
+    joined = " ".join(text.split())
+    safe = "".join(
+        ch
+        if unicodedata.category(ch) not in ("Cc", "Cs", "Zl", "Zp")
+        else f"\\x{{{ord(ch):x}}}"
+        for ch in joined
+    )
+    return safe if len(safe) <= limit else safe[: limit - 1] + "…"
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+class HistoryFormat(StrEnum):
+    TEXT = "text"
+    JSONL = "jsonl"
+
+
+class ShowFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class DiagramFormat(StrEnum):
+    MERMAID = "mermaid"
+    MARKDOWN = "markdown"
+
+
+class ReportName(StrEnum):
+    OWNERSHIP = "ownership"
+    TTR = "ttr"
+    SLA = "sla"
+    BACKLOG = "backlog"
+    RECURRENCE = "recurrence"
+
+
+REPORT_METHODS = {
+    ReportName.OWNERSHIP: "ownership",
+    ReportName.TTR: "time_to_resolution",
+    ReportName.SLA: "sla",
+    ReportName.BACKLOG: "backlog",
+    ReportName.RECURRENCE: "recurrence",
+}
+
+ComplaintId = Annotated[
+    str, typer.Argument(metavar="ID", help="the complaint's id (receive prints it)")
+]
+
+
+# --------------------------------------------------------- global options
+
+
+@app.callback()
+def _global(
+    context: typer.Context,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="store URL: memory://, sqlite:///file.db, "
+            "postgresql://user@host:port/db (default: $AMENDS_STORE_URL, "
+            "else sqlite:///amends.db)",
+            show_default=False,
+        ),
+    ] = None,
+    sla: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PRESET",
+            help="SLA policy the reports measure by: promise_keeping (default), "
+            "fca_disp, fca_disp_payments, asic_rg271, cfpb",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run without a command to simulate a month of work (the demo)."""
+    session = _session(context)
+    session.store = store
+    session.sla = sla
+    if context.invoked_subcommand is None:
+        run_demo(session, 300, 30, 7, Path("charts"))
+
+
+# ------------------------------------------------ domain commands (generated)
+
+FIELD_HELP = {
+    "by": "who acts (a person or team)",
+    "customer": "the customer's name",
+    "summary": "what went wrong, in the customer's words",
+    "channel": "how it came in: phone, email, chat, ...",
+    "category": "what it is about, for the reports: billing, delivery, ...",
+    "severity": "how much it hurts; SLA targets depend on it",
+    "expectation": "what the customer expects to happen",
+    "external_ref": "its id in another system; receiving it again records nothing",
+    "preferred_contact": "how the customer wants to hear back (default: the channel)",
+    "paraphrase": "the complaint restated in your own words",
+    "apology": "the apology given to the customer",
+    "steps": "one step of the plan; repeat it, in order",
+    "due": "when the plan will be done",
+    "note": "what happened",
+    "revised_due": "a new due date (give --revision-reason)",
+    "revision_reason": "why the due date moved",
+    "resolution": "what was done",
+    "explanation": "what went wrong",
+    "satisfied": "the customer's answer (--not-satisfied reopens the case)",
+    "reason": "why",
+    "root_cause": "why it happened",
+    "preventive_action": "what keeps it from happening again",
+    "informed": "who was told; repeat it for each",
+    "to": "the new owner",
+    "customer_told": "whether the customer was told of the handoff",
+    "text": "the note",
+    "description": "what is offered",
+    "value": "its value (0 to 1,000,000,000, two decimals at most)",
+    "currency": "ISO 4217 code of the value, such as EUR",
+}
+
+LIST_FLAGS = {"steps": "--step"}
+"""A repeated option reads best in the singular: `--step A --step B`."""
+
+NEGATIVE_FLAGS = {
+    "satisfied": "--not-satisfied",
+    "customer_told": "--customer-not-told",
+}
+
+COMMAND_DOCS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "receive": (
+        "Record a new complaint owned by --by and print its id.",
+        (
+            "amends receive --by ana --customer 'Jo Smith' --summary 'Charged twice'"
+            " --channel phone --category billing --severity high"
+            " --expectation 'Refund the duplicate'",
+            "amends receive ... --external-ref CRM-1042 --at 2026-03-01T09:30:00Z",
+        ),
+    ),
+    "acknowledge": (
+        "Answer the customer, restating the complaint in your own words.",
+        ('amends acknowledge ID --by ana --paraphrase "You were billed twice"',),
+    ),
+    "apologize": (
+        "Apologize to the customer.",
+        ('amends apologize ID --by ana --apology "I am sorry; that was our mistake"',),
+    ),
+    "commit_plan": (
+        "Tell the customer how it will be fixed (ordered steps) and by when.",
+        (
+            "amends commit-plan ID --by ana --step 'Confirm with payments'"
+            " --step 'Refund it' --due 2026-03-03T17:00:00+01:00",
+        ),
+    ),
+    "post_update": (
+        "Report progress; optionally move the due date, saying why.",
+        (
+            'amends post-update ID --by ben --note "Payments confirmed it"',
+            'amends post-update ID --by ben --note "Bank holiday" '
+            '--revised-due 2026-03-05T12:00Z --revision-reason "Bank closed"',
+        ),
+    ),
+    "resolve": (
+        "The problem is fixed: what was done, and what went wrong.",
+        (
+            'amends resolve ID --by ben --resolution "Refunded" '
+            '--explanation "A retried job charged twice"',
+        ),
+    ),
+    "confirm_satisfaction": (
+        "Record the customer's answer; --not-satisfied (with --reason) reopens.",
+        (
+            "amends confirm-satisfaction ID --by ben --satisfied",
+            "amends confirm-satisfaction ID --by ben --not-satisfied"
+            ' --reason "No refund yet"',
+        ),
+    ),
+    "log_prevention": (
+        "Close the case with what was done so it does not happen again.",
+        (
+            'amends log-prevention ID --by ben --root-cause "Retries not idempotent" '
+            '--preventive-action "Idempotency keys" --informed payments',
+        ),
+    ),
+    "transfer_ownership": (
+        "Hand the complaint to another owner.",
+        (
+            'amends transfer-ownership ID --by ana --to ben --reason "Payments" '
+            "--customer-told",
+        ),
+    ),
+    "await_customer": (
+        "Wait on the customer (the SLA clock pauses; the wall clock does not).",
+        ('amends await-customer ID --by ben --reason "Asked for the bank statement"',),
+    ),
+    "customer_replied": (
+        "The customer answered: the SLA clock runs again.",
+        ('amends customer-replied ID --by ben --note "Statement received"',),
+    ),
+    "add_note": (
+        "Add an internal note; the stage stays.",
+        ('amends add-note ID --by ana --text "Customer called again"',),
+    ),
+    "offer_gesture": (
+        "Offer something extra: a concession, a discount, a refund of fees.",
+        (
+            'amends offer-gesture ID --by ben --description "Fee waived" '
+            "--value 9.99 --currency EUR",
+        ),
+    ),
+}
+
+
+def _unwrapped(annotation: Any) -> tuple[Any, int | None]:
+    """The plain type under Optional/Annotated, and its max length if it has one."""
+    max_length = None
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation, *metadata = get_args(annotation)
+            for item in metadata:
+                max_length = getattr(item, "max_length", None) or max_length
+        elif origin in (Union, type(int | None)):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        else:
+            return annotation, max_length
+
+
+def _field_parameter(name: str, field: FieldInfo) -> inspect.Parameter:
+    """A Typer option for one command field, from its pydantic type."""
+    required = field.is_required()
+    base, max_length = _unwrapped(field.annotation)
+    flag = "--" + name.replace("_", "-")
+    help_text = FIELD_HELP.get(name, name.replace("_", " "))
+    annotation: Any
+    if base is bool:
+        option = typer.Option(f"{flag}/{NEGATIVE_FLAGS[name]}", help=help_text)
+        annotation = bool if required else bool | None
+    elif get_origin(base) is tuple:
+        _item, item_length = _unwrapped(get_args(base)[0])
+        if item_length:
+            help_text += f" (each at most {item_length} characters)"
+        option = typer.Option(
+            LIST_FLAGS.get(name, flag), help=help_text, metavar="TEXT"
+        )
+        annotation = list[str] | None
+    elif base is AwareDatetime or (
+        isinstance(base, type) and issubclass(base, datetime)
+    ):
+        option = typer.Option(
+            flag,
+            parser=parse_instant,
+            metavar="ISO",
+            help=help_text + " (ISO 8601 with a zone)",
+        )
+        annotation = datetime | None
+    elif isinstance(base, type) and issubclass(base, Enum):
+        option = typer.Option(flag, help=help_text, case_sensitive=False)
+        annotation = base if required else base | None
+    else:
+        if max_length:
+            help_text += f" (at most {max_length} characters)"
+        option = typer.Option(
+            flag, help=help_text, metavar="AMOUNT" if base is Decimal else "TEXT"
+        )
+        annotation = str if required else str | None
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Annotated[annotation, option],
+        default=inspect.Parameter.empty if required else None,
+    )
+
+
+def _domain_command(command_type: type[c.Command]) -> Callable[..., None]:
+    """A subcommand that validates its options into `command_type` and runs it."""
+    name = command_type.name
+
+    def run(context: typer.Context, **values: Any) -> None:
+        complaint_id = values.pop("complaint_id", None)
+        arguments = {key: value for key, value in values.items() if value is not None}
+        with _session(context).desk() as desk:
+            complaint = desk.execute(name, complaint_id, **arguments)
+        if command_type is c.Receive:
+            print(complaint.id)
+        else:
+            print(_one_line_state(complaint))
+
+    parameters = [
+        inspect.Parameter(
+            "context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
+        )
+    ]
+    if command_type is not c.Receive:
+        parameters.append(
+            inspect.Parameter(
+                "complaint_id", inspect.Parameter.KEYWORD_ONLY, annotation=ComplaintId
+            )
+        )
+    for field_name, field in command_type.model_fields.items():
+        if field_name not in ("complaint_id", "at"):
+            parameters.append(_field_parameter(field_name, field))
+    parameters.append(
+        inspect.Parameter(
+            "at",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[
+                datetime | None,
+                typer.Option(
+                    parser=parse_instant,
+                    metavar="ISO",
+                    help="when it happened (ISO 8601 with a zone; default: now)",
+                ),
+            ],
+            default=None,
+        )
+    )
+    run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    run.__name__ = name
+    run.__doc__ = COMMAND_DOCS[name][0]
+    return run
+
+
+def _one_line_state(complaint: Complaint) -> str:
+    waiting = ", waiting on the customer" if complaint.waiting else ""
+    return (
+        f"complaint {complaint.id}: {complaint.stage} (owner {complaint.owner}, "
+        f"version {complaint.version}{waiting})"
+    )
+
+
+for _name in command_names():
+    _summary, _lines = COMMAND_DOCS[_name]
+    app.command(
+        _name.replace("_", "-"),
+        help=_summary,
+        epilog=_examples(*_lines),
+        rich_help_panel=LIFECYCLE,
+    )(_domain_command(c.COMMAND_TYPES[_name]))
+
+
+# ------------------------------------------------------- reading the record
+
+
+@app.command(
+    rich_help_panel=READING,
+    epilog=_examples(
+        "amends show ID",
+        "amends show ID --as-of 2026-03-02T09:00:00+01:00",
+        "amends show ID --at-version 3 --format json",
+    ),
+)
+def show(
+    context: typer.Context,
+    complaint_id: ComplaintId,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            parser=parse_instant,
+            metavar="ISO",
+            help="the state as it stood at that moment (ISO 8601 with a zone)",
+        ),
+    ] = None,
+    at_version: Annotated[
+        int | None,
+        typer.Option(min=1, help="the state after that many events"),
+    ] = None,
+    output: Annotated[
+        ShowFormat, typer.Option("--format", help="text or json")
+    ] = ShowFormat.TEXT,
+) -> None:
+    """The complaint as it stands, or as it stood at a moment or version."""
+    if as_of is not None and at_version is not None:
+        raise typer.BadParameter(
+            "give one, not both", param_hint="'--as-of' / '--at-version'"
+        )
+    with _session(context).desk() as desk:
+        complaint = desk.get(complaint_id, version=at_version, as_of=as_of)
+    if output is ShowFormat.JSON:
+        data = complaint.model_dump(mode="json")
+        data["allowed_commands"] = list(complaint.allowed_commands)
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    heading = f"complaint {complaint.id}"
+    if as_of is not None:
+        heading += f" as of {as_of.isoformat()}"
+    print(heading)
+    rows = complaint.model_dump(mode="json", exclude={"id", "first_reached"})
+    rows["reached"] = [f"{r.stage} {r.at.isoformat()}" for r in complaint.first_reached]
+    rows["allowed_now"] = list(complaint.allowed_commands) or ["none (closed)"]
+    for key, value in rows.items():
+        if value is None or value == []:
+            continue
+        shown = "; ".join(map(str, value)) if isinstance(value, list) else value
+        print(f"  {key:<18} {one_line(str(shown), 2000)}")
+
+
+@app.command(
+    rich_help_panel=READING,
+    epilog=_examples("amends history ID", "amends history ID --format jsonl | jq ."),
+)
+def history(
+    context: typer.Context,
+    complaint_id: ComplaintId,
+    output: Annotated[
+        HistoryFormat,
+        typer.Option("--format", help="text (a timeline) or jsonl (one event a line)"),
+    ] = HistoryFormat.TEXT,
+) -> None:
+    """Every event of a complaint: who did what, when, moving it between stages."""
+    with _session(context).desk() as desk:
+        case = desk.history(complaint_id)
+    print(case.to_jsonl() if output is HistoryFormat.JSONL else case.to_text(), end="")
+
+
+@app.command(
+    rich_help_panel=READING,
+    epilog=_examples(
+        "amends verify",
+        "amends seal --out seal.json  ...later...  amends verify --seal seal.json",
+        "amends verify --complaint ID",
+    ),
+)
+def verify(
+    context: typer.Context,
+    seal: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            exists=True,
+            dir_okay=False,
+            help="a seal from `amends seal`: also find chains cut or rewritten since",
+        ),
+    ] = None,
+    complaint: Annotated[
+        str | None, typer.Option(metavar="ID", help="check this complaint only")
+    ] = None,
+) -> None:
+    """Replay the stored events and report every break; exits 3 if there is one."""
+    sealed = None
+    if seal is not None:
+        try:
+            sealed = load_seal(seal)
+        except (OSError, ValidationError, ValueError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise typer.BadParameter(
+                f"{seal} is not a seal written by `amends seal`: {message}",
+                param_hint="'--seal'",
+            ) from None
+    with _session(context).desk() as desk:
+        report = desk.verify(complaint, seal=sealed)
+    print(report.to_text(), end="")
+    if not report.ok:
+        _fail(
+            f"verify found {len(report.findings)} breaks in the record (listed above)"
+        )
+        raise typer.Exit(EXIT_REFUSED)
+
+
+@app.command(
+    rich_help_panel=READING,
+    epilog=_examples("amends seal > seal.json", "amends seal --out seal.json"),
+)
+def seal(
+    context: typer.Context,
+    out: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", dir_okay=False, help="write the seal there"),
+    ] = None,
+) -> None:
+    """Seal the head of every complaint's chain (JSON), to keep outside the store."""
+    with _session(context).desk() as desk:
+        sealed = desk.seal()
+    text = sealed.model_dump_json(indent=2)
+    if out is None:
+        print(text)
+        return
+    out.write_text(text + "\n", encoding="utf-8")
+    print(
+        f"sealed {len(sealed.complaints)} complaints at "
+        f"{sealed.sealed_at.isoformat()} into {out} (digest {sealed.digest})"
+    )
+
+
+@app.command(
+    "export-case",
+    rich_help_panel=READING,
+    epilog=_examples(
+        "amends export-case ID > case.json",
+        "amends export-case ID --out case.json",
+        "python -c 'from amends.audit import verify_bundle; "
+        'print(verify_bundle("case.json").to_text())\'',
+    ),
+)
+def export_case(
+    context: typer.Context,
+    complaint_id: ComplaintId,
+    out: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", dir_okay=False, help="write the bundle there"),
+    ] = None,
+) -> None:
+    """One complaint's evidence as JSON: its events, digests, schemas and head."""
+    with _session(context).desk() as desk:
+        bundle = desk.export_case(complaint_id, out)
+    if out is None:
+        print(bundle.model_dump_json(indent=2))
+    else:
+        print(
+            f"exported {len(bundle.events)} events of complaint {bundle.complaint_id} "
+            f"into {out} (digest {bundle.digest})"
+        )
+
+
+@app.command(
+    rich_help_panel=READING,
+    epilog=_examples(
+        "amends diagram > lifecycle.mmd", "amends diagram --format markdown"
+    ),
+)
+def diagram(
+    output: Annotated[
+        DiagramFormat,
+        typer.Option(
+            "--format",
+            help="mermaid (the state diagram) or markdown (with the tables)",
+        ),
+    ] = DiagramFormat.MERMAID,
+) -> None:
+    """The lifecycle, drawn from the transition table."""
+    print(
+        mermaid() if output is DiagramFormat.MERMAID else lifecycle_markdown(), end=""
+    )
+
+
+# -------------------------------------------------------- reports and views
+
+
+@app.command(
+    rich_help_panel=REPORTS,
+    epilog=_examples(
+        "amends report ownership",
+        "amends report sla --format csv --since 2026-03-01T00:00Z --owner ana",
+        "amends --sla fca_disp report ttr --format json --category billing",
+    ),
+)
+def report(
+    context: typer.Context,
+    name: Annotated[
+        ReportName, typer.Argument(help="which report", show_default=False)
+    ],
+    output: Annotated[
+        Format, typer.Option("--format", help="table, json or csv")
+    ] = Format.TABLE,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            parser=parse_instant, metavar="ISO", help="complaints received from then"
+        ),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        typer.Option(
+            parser=parse_instant, metavar="ISO", help="complaints received before then"
+        ),
+    ] = None,
+    owner: Annotated[str | None, typer.Option(help="one owner's complaints")] = None,
+    category: Annotated[str | None, typer.Option(help="one category")] = None,
+) -> None:
+    """Print a report, catching the views up with the store first."""
+    with _session(context).desk() as desk:
+        method = getattr(desk.reports, REPORT_METHODS[name])
+        result = method(since=since, until=until, owner=owner, category=category)
+        if output is Format.JSON:
+            print(result.to_json())
+        elif output is Format.CSV:
+            print(result.to_csv(), end="")
+        else:
+            print(result.to_table(), end="")
+
+
+@app.command(
+    rich_help_panel=REPORTS,
+    epilog=_examples(
+        "amends project",
+        "amends project --follow --poll 0.5",
+        "amends --sla fca_disp project --rebuild",
+    ),
+)
+def project(
+    context: typer.Context,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="keep following the store (Ctrl-C stops)")
+    ] = False,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="drop the views and replay every event")
+    ] = False,
+    poll: Annotated[
+        float, typer.Option(min=0.01, help="seconds between looks when idle")
+    ] = 0.5,
+) -> None:
+    """Catch the report views up with the store once, rebuild them, or follow."""
+    if follow and rebuild:
+        raise typer.BadParameter(
+            "give one, not both", param_hint="'--follow' / '--rebuild'"
+        )
+    with _session(context).desk() as desk:
+        reports = desk.reports
+        if rebuild:
+            print(f"rebuilt the views from {reports.rebuild()} events")
+        elif not follow:
+            print(f"applied {reports.catch_up()} events")
+        else:
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            print(f"following {desk.store_url} (Ctrl-C to stop)", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                reports.runner.follow(
+                    stop,
+                    poll=timedelta(seconds=poll),
+                    on_batch=lambda n: print(f"applied {n} events", flush=True),
+                )
+        print(f"views at position {reports.runner.position()}")
+
+
+# ------------------------------------------------------------------ import
+#
+# `amends import LOG --map MAPPING.toml [--dry-run]` goes here (issue 5 part 2):
+# a thin command over amends.infra.importer, registered like the others with
+# `@app.command("import", rich_help_panel=SETUP, epilog=_examples(...))`.
+# It opens the desk with `_session(context).desk()`; AmendsError subclasses it raises
+# get their exit codes from `main`, like every command here.
+
+
+# ---------------------------------------------------------- demo and setup
+
+
+@app.command(
+    rich_help_panel=SETUP,
+    epilog=_examples(
+        "amends demo",
+        "amends --store sqlite:///demo.db demo --complaints 500 --days 60 --seed 1",
+        "amends demo --charts /tmp/charts",
+    ),
+)
+def demo(
+    context: typer.Context,
+    complaints: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="how many complaints")
+    ] = 300,
+    days: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=3650,
+            help="over how many days",
+        ),
+    ] = 30,
+    seed: Annotated[int, typer.Option(help="the same seed tells the same story")] = 7,
+    charts: Annotated[
+        Path, typer.Option(metavar="DIR", file_okay=False, help="where the PNGs go")
+    ] = Path("charts"),
+) -> None:
+    """Simulate a team's stretch of work, print two reports, draw three charts."""
+    run_demo(_session(context), complaints, days, seed, charts)
+
+
+def run_demo(
+    session: Session, complaints: int, days: float, seed: int, charts: Path
+) -> None:
+    """The main job: a realistic stretch of work, its reports and its charts."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from amends.infra.charts import save_charts
+    from amends.infra.demo import simulate
+    from amends.projections.reports import chart_data
+
+    charts.mkdir(parents=True, exist_ok=True)  # fail before anything is recorded
+    console = Console(stderr=True)
+    with (
+        session.desk() as desk,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        ) as bar,
+    ):
+        task = bar.add_task("commands", total=None)
+
+        def progress(done: int, total: int) -> None:
+            if done == total or done % 100 == 0:
+                bar.update(task, completed=done, total=total)
+
+        started = time.perf_counter()
+        summary = simulate(
+            desk, complaints=complaints, days=days, seed=seed, progress=progress
+        )
+        bar.update(task, description="views")
+        applied = desk.reports.catch_up()
+        elapsed = time.perf_counter() - started
+        bar.stop()
+        print(
+            f"simulated {summary.complaints} complaints, {summary.commands} commands "
+            f"({summary.first:%Y-%m-%d} to {summary.last:%Y-%m-%d}) into "
+            f"{desk.store_url}; views caught up {applied} events; {elapsed:.1f} s\n"
+        )
+        print(desk.reports.ownership().to_table())
+        print(desk.reports.time_to_resolution().to_table())
+        data = chart_data(desk.reports.queries, desk.reports.clock(), int(days))
+        for path in save_charts(data, charts):
+            print(f"chart: {path}")
+
+
+@app.command(
+    rich_help_panel=SETUP,
+    epilog=_examples("amends walkthrough", "amends --store memory:// walkthrough"),
+)
+def walkthrough(context: typer.Context) -> None:
+    """Walk one complaint through all eight stages and print its history."""
+    session = _session(context)
+    start = session.clock().astimezone(UTC).replace(microsecond=0) - timedelta(days=3)
+
+    def at(hours: float) -> datetime:
+        return start + timedelta(hours=hours)
+
+    with session.desk() as desk:
+        cid = desk.receive(
+            by="ana",
+            customer="Jo Smith",
+            summary="Charged twice for the March invoice",
+            channel="phone",
+            category="billing",
+            severity="high",
+            expectation="Refund of the duplicate charge",
+            at=at(0),
+        )
+        desk.acknowledge(
+            cid,
+            by="ana",
+            paraphrase="You were billed twice for March and want the extra back.",
+            at=at(0.2),
+        )
+        desk.apologize(
+            cid, by="ana", apology="I am sorry; that was our mistake.", at=at(0.3)
+        )
+        desk.commit_plan(
+            cid,
+            by="ana",
+            steps=["Confirm the duplicate with payments", "Refund it", "Call back"],
+            due=at(24),
+            at=at(0.5),
+        )
+        desk.transfer_ownership(
+            cid,
+            by="ana",
+            to="ben",
+            reason="Payments specialist",
+            customer_told=True,
+            at=at(1),
+        )
+        desk.post_update(
+            cid, by="ben", note="Payments confirmed the duplicate.", at=at(4)
+        )
+        desk.offer_gesture(
+            cid,
+            by="ben",
+            description="One month's fee waived",
+            value="9.99",
+            currency="EUR",
+            at=at(5),
+        )
+        desk.resolve(
+            cid,
+            by="ben",
+            resolution="Duplicate charge refunded",
+            explanation="A retried payment job charged the card twice.",
+            at=at(20),
+        )
+        desk.confirm_satisfaction(cid, by="ben", satisfied=True, at=at(30))
+        desk.log_prevention(
+            cid,
+            by="ben",
+            root_cause="Payment retries were not idempotent",
+            preventive_action="Retries now carry an idempotency key",
+            informed=["payments team", "support leads"],
+            at=at(48),
+        )
+        print(desk.history(cid).to_text(), end="")
+        store_url = desk.store_url
+
+    with ComplaintDesk(store_url, clock=session.clock) as reread:
+        complaint = reread.get(cid)
+    print(
+        f"read back from {store_url}: stage {complaint.stage}, "
+        f"owner {complaint.owner}, "
+        f"version {complaint.version}, reopened {complaint.reopen_count} times"
+    )
+
+
+@app.command(
+    rich_help_panel=SETUP,
+    epilog=_examples("amends docs", "amends docs --out /tmp/docs"),
+)
+def docs(
+    out: Annotated[
+        Path, typer.Option(metavar="DIR", file_okay=False, help="the docs folder")
+    ] = Path("docs"),
+) -> None:
+    """Write docs/lifecycle.md and docs/events/*.json from the code."""
+    for path in write_docs(out):
+        print(path)
+
+
+@app.command(
+    rich_help_panel=SETUP,
+    epilog=_examples("export AMENDS_CIPHER_KEY=$(amends keygen)"),
+)
+def keygen() -> None:
+    """Print a new AMENDS_CIPHER_KEY (AES-256, base64) to encrypt stored payloads."""
+    print(new_cipher_key())
+
+
+# -------------------------------------------------------------------- main
+
+
+def _fail(message: str) -> None:
+    print(f"amends: {one_line(message)}", file=sys.stderr)
+
+
+def _usage_message(error: typer.TyperException) -> str:
+    context = getattr(error, "ctx", None)
+    where = context.command_path if context is not None else "amends"
+    hint = f" (see {where} --help)" if error.exit_code == EXIT_USAGE else ""
+    command = where.removeprefix("amends").strip() or "usage"
+    return f"{command}: {error.format_message()}{hint}"
+
+
+def main(argv: Sequence[str] | None = None, *, clock: Clock = utc_now) -> int:
+    """Run the command line; returns the exit code (see the module docstring).
+
+    `clock` is the desk's clock (tests inject a fixed one). Set AMENDS_DEBUG=1
+    to see the traceback of an unexpected error instead of its one line.
+    """
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="amends",
+            standalone_mode=False,
+            obj=Session(clock=clock),
+        )
+    except typer.TyperException as exc:  # usage errors, unreadable files
+        _fail(_usage_message(exc))
+        return EXIT_USAGE
+    except typer.Abort:
+        _fail("aborted")
+        return EXIT_USAGE
+    except (ConfigurationError, PolicyMismatch, OSError) as exc:
+        _fail(str(exc) or type(exc).__name__)
+        return EXIT_USAGE
+    except StoreUnavailable as exc:
+        _fail(str(exc))
+        return EXIT_STORE
+    except AmendsError as exc:
+        _fail(str(exc))
+        return EXIT_REFUSED
+    except Exception as exc:
+        if os.environ.get("AMENDS_DEBUG"):
+            raise
+        _fail(
+            f"unexpected error (a bug; AMENDS_DEBUG=1 shows where): "
+            f"{type(exc).__name__}: {exc}"
+        )
+        return EXIT_BUG
+    return result if isinstance(result, int) else EXIT_OK

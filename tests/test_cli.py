@@ -1,0 +1,379 @@
+"""The `amends` command line, run in-process against a SQLite file.
+
+Every refusal must be one line on stderr with the documented exit code (2 the
+command line, 3 amends refused, 4 the store failed), and record nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sqlite3
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from amends import ComplaintDesk, Stage
+from amends.audit import verify_bundle
+from amends.cli import main
+from amends.domain.lifecycle import command_names
+
+from conftest import NOW, FixedClock
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+class Cli:
+    """Runs `amends --store URL ...` in-process with a clock the test moves."""
+
+    def __init__(self, store: str, capsys: pytest.CaptureFixture[str]) -> None:
+        self.store = store
+        self.capsys = capsys
+        self.clock = FixedClock(NOW)
+
+    def __call__(self, *args: str, store: str | None = None) -> Run:
+        self.capsys.readouterr()
+        code = main(["--store", store or self.store, *args], clock=self.clock)
+        captured = self.capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    def ok(self, *args: str) -> str:
+        result = self(*args)
+        assert (result.code, result.err) == (0, ""), result
+        return result.out
+
+    def events(self) -> int:
+        with ComplaintDesk(self.store) as desk:
+            return desk.last_position()
+
+    def receive(self, *extra: str) -> str:
+        return self.ok(
+            "receive",
+            "--by",
+            "ana",
+            "--customer",
+            "Jo Smith",
+            "--summary",
+            "Charged twice for March",
+            "--channel",
+            "phone",
+            "--category",
+            "billing",
+            "--severity",
+            "high",
+            "--expectation",
+            "Refund the duplicate",
+            *extra,
+        ).strip()
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(f"sqlite:///{tmp_path / 'amends.db'}", capsys)
+
+
+def iso(hours: float) -> str:
+    return (NOW - timedelta(days=2) + timedelta(hours=hours)).isoformat()
+
+
+def walk(cli: Cli, complaint: str) -> None:
+    """The whole lifecycle through the per-command subcommands, with a reopen."""
+    steps = [
+        "acknowledge --by ana --paraphrase 'You were billed twice'",
+        "apologize --by ana --apology 'I am sorry'",
+        f"commit-plan --by ana --step Check --step Refund --due {iso(30)}",
+        "transfer-ownership --by ana --to ben --reason Payments --customer-told",
+        "await-customer --by ben --reason 'Need the statement'",
+        "customer-replied --by ben --note 'Statement received'",
+        "post-update --by ben --note 'Payments confirmed it'",
+        "offer-gesture --by ben --description 'Fee waived' --value 9.99 --currency EUR",
+        "add-note --by ben --text 'Customer called'",
+        "resolve --by ben --resolution Refunded --explanation 'A retried job'",
+        "confirm-satisfaction --by ben --not-satisfied --reason 'Not there yet'",
+        "post-update --by ben --note 'Refund visible now'",
+        "resolve --by ben --resolution Refunded --explanation 'A retried job'",
+        "confirm-satisfaction --by ben --satisfied",
+        "log-prevention --by ben --root-cause Retries --preventive-action 'Keys'"
+        " --informed payments --informed 'support leads'",
+    ]
+    for hour, step in enumerate(steps, start=1):
+        name, *options = shlex.split(step)
+        printed = cli.ok(name, complaint, *options, "--at", iso(hour))
+        assert printed.startswith(f"complaint {complaint}: "), printed
+
+
+def test_a_complaint_walks_the_whole_lifecycle_through_the_subcommands(
+    cli: Cli,
+) -> None:
+    complaint = cli.receive("--at", iso(0))
+    assert str(UUID(complaint)) == complaint
+    walk(cli, complaint)
+    shown = cli.ok("show", complaint)
+    assert "stage              PREVENTION_LOGGED" in shown
+    assert "owner              ben" in shown
+    assert "reopen_count       1" in shown
+    assert "allowed_now        none (closed)" in shown
+    with ComplaintDesk(cli.store) as desk:
+        complaint_state = desk.get(complaint)
+        assert complaint_state.version == 16
+        assert complaint_state.plan_steps == ("Check", "Refund")
+        assert complaint_state.gestures_offered == 1
+        assert complaint_state.waits == 1
+    # Every domain command has a subcommand, and the walk used them all.
+    text = cli.ok("history", complaint)
+    assert all(f" {name} " in text for name in command_names())
+
+
+def test_every_command_shows_help_with_examples(cli: Cli) -> None:
+    names = [name.replace("_", "-") for name in command_names()]
+    names += ["show", "history", "verify", "seal", "export-case", "diagram"]
+    names += ["report", "project", "demo", "walkthrough", "docs", "keygen"]
+    for name in names:
+        result = cli(name, "--help")
+        assert result.code == 0, (name, result)
+        assert "Examples" in result.out, name
+        assert f"amends {name}" in result.out, name
+    assert "Examples" in cli("--help").out
+
+
+def test_receive_prints_the_id_and_an_external_ref_is_received_once(
+    cli: Cli,
+) -> None:
+    first = cli.receive("--external-ref", "CRM-1042")
+    count = cli.events()
+    assert cli.receive("--external-ref", "CRM-1042") == first
+    assert cli.events() == count == 1
+
+
+def test_show_reads_the_state_as_of_a_moment_and_at_a_version(cli: Cli) -> None:
+    complaint = cli.receive("--at", iso(0))
+    cli.ok("acknowledge", complaint, "--by", "ana", "--paraphrase", "P", "--at", iso(2))
+    cli.ok("apologize", complaint, "--by", "ana", "--apology", "Sorry", "--at", iso(4))
+    assert "stage              ACKNOWLEDGED" in cli.ok(
+        "show", complaint, "--as-of", iso(3)
+    )
+    assert "stage              RECEIVED" in cli.ok(
+        "show", complaint, "--at-version", "1"
+    )
+    data = json.loads(cli.ok("show", complaint, "--format", "json"))
+    assert (data["stage"], data["version"]) == ("APOLOGIZED", 3)
+    assert "commit_plan" in data["allowed_commands"]
+    before = cli("show", complaint, "--as-of", iso(-1))
+    assert before.code == 3
+    assert "received later" in before.err
+
+
+def test_history_as_json_lines(cli: Cli) -> None:
+    complaint = cli.receive("--at", iso(0))
+    walk(cli, complaint)
+    lines = cli.ok("history", complaint, "--format", "jsonl").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["version"] for r in records] == list(range(1, 17))
+    assert records[-1]["stage_after"] == Stage.PREVENTION_LOGGED
+    assert {r["complaint_id"] for r in records} == {complaint}
+
+
+def _edit_event(path: Path, version: int, **change: object) -> None:
+    with sqlite3.connect(path) as db:
+        (state,) = db.execute(
+            "SELECT state FROM stored_events WHERE originator_version = ?", (version,)
+        ).fetchone()
+        db.execute(
+            "UPDATE stored_events SET state = ? WHERE originator_version = ?",
+            (json.dumps({**json.loads(state), **change}).encode(), version),
+        )
+
+
+def test_verify_seal_and_a_tampered_store(cli: Cli, tmp_path: Path) -> None:
+    complaint = cli.receive("--at", iso(0))
+    cli.ok("acknowledge", complaint, "--by", "ana", "--paraphrase", "P", "--at", iso(1))
+    assert cli.ok("verify") == "verified 2 events of 1 complaints: clean\n"
+    seal = json.loads(cli.ok("seal"))
+    assert seal["complaints"][0]["complaint_id"] == complaint
+    assert seal["complaints"][0]["version"] == 2
+    printed = cli.ok("seal", "--out", str(tmp_path / "seal.json"))
+    assert printed.startswith("sealed 1 complaints at ")
+    assert "clean" in cli.ok("verify", "--seal", str(tmp_path / "seal.json"))
+
+    _edit_event(tmp_path / "amends.db", 2, paraphrase="Something else")
+    result = cli("verify", "--seal", str(tmp_path / "seal.json"))
+    assert result.code == 3
+    assert "version 2: sealed: the event the seal pinned was changed" in result.out
+    assert result.err == "amends: verify found 1 breaks in the record (listed above)\n"
+    _edit_event(tmp_path / "amends.db", 1, summary="Nothing happened")
+    result = cli("verify")
+    assert result.code == 3
+    assert "version 1: altered" in result.out
+
+
+def test_verify_refuses_a_file_that_is_no_seal(cli: Cli, tmp_path: Path) -> None:
+    cli.receive()
+    (tmp_path / "junk.json").write_text('{"no": "seal"}')
+    for path in (tmp_path / "junk.json", tmp_path / "missing.json"):
+        result = cli("verify", "--seal", str(path))
+        assert result.code == 2, result
+        assert "--seal" in result.err
+        assert result.err.count("\n") == 1
+
+
+def test_export_case_is_a_bundle_an_auditor_can_check(cli: Cli, tmp_path: Path) -> None:
+    complaint = cli.receive("--at", iso(0))
+    walk(cli, complaint)
+    bundle = json.loads(cli.ok("export-case", complaint))
+    assert bundle["complaint_id"] == complaint
+    assert [e["version"] for e in bundle["events"]] == list(range(1, 17))
+    assert bundle["head"]["version"] == 16
+    printed = cli.ok("export-case", complaint, "--out", str(tmp_path / "case.json"))
+    assert printed.startswith(f"exported 16 events of complaint {complaint}")
+    assert verify_bundle(tmp_path / "case.json").ok
+
+
+def test_the_diagram_is_drawn_from_the_transition_table(cli: Cli) -> None:
+    drawn = cli.ok("diagram")
+    assert drawn.startswith("stateDiagram-v2")
+    assert all(stage.value in drawn for stage in Stage)
+    assert "RESOLVED --> UPDATING" in drawn  # the reopen
+    markdown = cli.ok("diagram", "--format", "markdown")
+    assert "```mermaid" in markdown
+    assert "| command | from | to | records |" in markdown
+
+
+def test_reports_in_every_format_and_with_filters(cli: Cli) -> None:
+    complaint = cli.receive("--at", iso(0))
+    walk(cli, complaint)
+    other = cli.receive("--at", iso(1))
+    handoff = ["--reason", "Holiday", "--customer-not-told"]
+    cli.ok("transfer-ownership", other, "--by", "ana", "--to", "chidi", *handoff)
+    cli.ok("transfer-ownership", other, "--by", "chidi", "--to", "dana", *handoff)
+    cli.ok("add-note", other, "--by", "dana", "--text", "n")
+    assert "Ownership (as of" in cli.ok("report", "ownership")
+    ttr = json.loads(cli.ok("report", "ttr", "--format", "json"))
+    assert ttr["filter"]["owner"] is None
+    csv = cli.ok("report", "sla", "--format", "csv").splitlines()
+    assert csv[0].startswith("complaint_id,target,due_at,met_at,owner")
+    backlog = json.loads(
+        cli.ok("report", "backlog", "--format", "json", "--owner", "dana")
+    )
+    assert backlog["filter"]["owner"] == "dana"
+    since = json.loads(
+        cli.ok("report", "backlog", "--format", "json", "--since", iso(0.5))
+    )
+    assert since["filter"]["since"] is not None
+    assert "Recurrence" in cli.ok("report", "recurrence", "--category", "billing")
+
+
+def test_project_catches_up_and_rebuilds(cli: Cli) -> None:
+    cli.receive()
+    assert cli.ok("project").startswith("applied 1 events")
+    assert cli.ok("project").startswith("applied 0 events")
+    assert cli.ok("project", "--rebuild").startswith("rebuilt the views from 1 events")
+
+
+def test_keygen_and_walkthrough(cli: Cli) -> None:
+    assert len(cli.ok("keygen").strip()) == 44  # base64 of 32 bytes
+    printed = cli.ok("walkthrough")
+    assert "stage PREVENTION_LOGGED, owner ben, version 10" in printed
+
+
+MISSING = "00000000-0000-4000-8000-000000000000"
+
+
+def malformed(complaint: str, tmp_path: Path) -> list[tuple[str, list[str], int]]:
+    """(what, argv, exit code): one of each kind of bad command.
+
+    The complaint is ACKNOWLEDGED; the fixed clock stands at NOW.
+    """
+    note = ["add-note", complaint, "--by", "ana", "--text"]
+    return [
+        ("missing field", ["acknowledge", complaint, "--by", "ana"], 2),
+        ("missing id", ["acknowledge", "--by", "ana", "--paraphrase", "P"], 2),
+        ("unknown option", [*note, "n", "--txt", "n"], 2),
+        ("unknown command", ["acknowledged", complaint], 2),
+        ("naive time", [*note, "n", "--at", "2026-03-01T09:00:00"], 2),
+        ("not a time", ["show", complaint, "--as-of", "yesterday"], 2),
+        ("bad severity", ["receive", "--by", "a", "--severity", "extreme"], 2),
+        ("both modes", ["project", "--follow", "--rebuild"], 2),
+        ("no complaints", ["demo", "--complaints", "0"], 2),
+        ("naive report", ["report", "sla", "--since", "2026-03-01T00:00"], 2),
+        ("unknown report", ["report", "velocity"], 2),
+        ("unknown SLA", ["--sla", "nope", "report", "sla"], 2),
+        ("bad store URL", ["--store", "nosuch://x", "show", complaint], 2),
+        ("unknown id", ["acknowledge", MISSING, "--by", "a", "--paraphrase", "P"], 3),
+        ("not an id", ["acknowledge", "12", "--by", "a", "--paraphrase", "P"], 3),
+        (
+            "wrong stage",
+            shlex.split(f"resolve {complaint} --by ana --resolution R --explanation E"),
+            3,
+        ),
+        ("blank name", ["apologize", complaint, "--by", " ", "--apology", "S"], 3),
+        ("control character", [*note, "\x1b[2J"], 3),
+        ("huge text", [*note, "x" * 100_000], 3),
+        ("future time", [*note, "n", "--at", "2099-01-01T00:00:00Z"], 3),
+        ("before the last event", [*note, "n", "--at", iso(-5)], 3),
+        ("unknown show", ["show", MISSING], 3),
+        ("unknown export", ["export-case", MISSING], 3),
+        (
+            "store unavailable",
+            ["--store", f"sqlite:///{tmp_path}/no/such/dir.db", "show", complaint],
+            4,
+        ),
+    ]
+
+
+def test_each_malformed_command_is_one_line_with_its_code_and_records_nothing(
+    cli: Cli, tmp_path: Path
+) -> None:
+    complaint = cli.receive("--at", iso(0))
+    cli.ok("acknowledge", complaint, "--by", "ana", "--paraphrase", "P", "--at", iso(1))
+    before = cli.events()
+    for what, argv, code in malformed(complaint, tmp_path):
+        store = None
+        if argv[0] == "--store":
+            store, argv = argv[1], argv[2:]
+        result = cli(*argv, store=store)
+        assert result.code == code, (what, result)
+        assert result.err.startswith("amends: "), (what, result.err)
+        assert result.err.count("\n") == 1, (what, result.err)
+        assert "Traceback" not in result.err + result.out, what
+        assert cli.events() == before, what
+
+
+def test_refusals_name_what_is_wrong(cli: Cli) -> None:
+    complaint = cli.receive()
+    note = ("add-note", complaint, "--by", "ana", "--text")
+    checks = [
+        (("acknowledge", complaint, "--by", "ana"), "Missing option '--paraphrase'"),
+        ((*note, "n", "--at", "2026-03-01T09:00"), "'--at': '2026-03-01T09:00' has no"),
+        (
+            (*note, "bell\x07"),
+            "text: must not contain control characters (found U+0007)",
+        ),
+        ((*note, "n", "--by", ""), "by: must not be blank"),
+        (
+            (
+                "resolve",
+                complaint,
+                "--by",
+                "a",
+                "--resolution",
+                "R",
+                "--explanation",
+                "E",
+            ),
+            "is RECEIVED: resolve is not allowed there",
+        ),
+        (
+            ("acknowledge", MISSING, "--by", "a", "--paraphrase", "P"),
+            f"complaint {MISSING} not found",
+        ),
+    ]
+    for argv, expected in checks:
+        assert expected in cli(*argv).err, argv
