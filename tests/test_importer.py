@@ -1,0 +1,783 @@
+"""Importing case histories: exactly the conformant cases, every row accounted.
+
+The fixture log (tests/fixtures/import/helpdesk.csv) mixes conformant cases
+with one broken case of each kind; generated logs (hypothesis) hold walks
+along the lifecycle and mutated ones, and an independent check replays each
+case through `ComplaintDesk`, one command at a time, in a fresh store.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from amends import AmendsError, ComplaintDesk, Stage
+from amends.domain.commands import COMMAND_TYPES
+from amends.infra.importer import (
+    RESERVED_FIELDS,
+    ImportLogError,
+    ImportMapping,
+    ImportMappingError,
+    ImportSummary,
+    Offence,
+    RowStatus,
+    complaint_id_for,
+    import_log,
+    load_mapping,
+    parse_mapping,
+)
+
+from conftest import NOW, FixedClock
+
+FIXTURES = Path(__file__).parent / "fixtures" / "import"
+HELPDESK = FIXTURES / "helpdesk.csv"
+HELPDESK_MAPPING = FIXTURES / "mapping.toml"
+
+
+@pytest.fixture
+def sqlite_desk(tmp_path: Path) -> Iterator[ComplaintDesk]:
+    with ComplaintDesk(
+        f"sqlite:///{tmp_path / 'events.db'}", clock=FixedClock()
+    ) as desk:
+        yield desk
+
+
+def data_rows(path: Path) -> list[tuple[int, dict[str, str] | None]]:
+    """The log's rows as a plain reader sees them: (line, values or None)."""
+    rows: list[tuple[int, dict[str, str] | None]] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        for record in reader:
+            if not record:
+                continue
+            values = dict(zip(header, record, strict=False))
+            rows.append(
+                (reader.line_num, values if len(record) == len(header) else None)
+            )
+    return rows
+
+
+def line_of(case: str, activity: str, occurrence: int = 1) -> int:
+    seen = 0
+    for line, values in data_rows(HELPDESK):
+        if values and values["case_id"] == case and values["activity"] == activity:
+            seen += 1
+            if seen == occurrence:
+                return line
+    raise LookupError(f"{case} {activity} not in the fixture")
+
+
+# ----------------------------------------------------------- the fixture log
+
+
+EXPECTED_REJECTIONS = {
+    "HD-1004": (Offence.SKIPPED_STEP, ("Apology sent", 1)),
+    "HD-1005": (Offence.WENT_BACKWARDS, ("First reply sent", 2)),
+    "HD-1006": (Offence.AFTER_END, ("Progress update", 2)),
+    "HD-1007": (Offence.BAD_FIELD, ("Plan agreed", 1)),
+    "HD-1008": (Offence.BAD_ROW, ("First reply sent", 1)),
+    "HD-1009": (Offence.BAD_FIELD, ("Ticket opened", 1)),
+    "HD-1010": (Offence.NOT_RECEIVED_FIRST, ("First reply sent", 1)),
+}
+
+
+def test_mixed_log_imports_exactly_the_conformant_cases(
+    sqlite_desk: ComplaintDesk,
+) -> None:
+    mapping = load_mapping(HELPDESK_MAPPING)
+    summary = import_log(sqlite_desk, HELPDESK, mapping)
+
+    assert {case.case for case in summary.imported} == {
+        "HD-1001",
+        "HD-1002",
+        "HD-1003",
+        "HD-1011",
+    }
+    rejected = {case.case: case for case in summary.rejected}
+    for case, (offence, (activity, occurrence)) in EXPECTED_REJECTIONS.items():
+        assert rejected[case].offence is offence, rejected[case]
+        assert rejected[case].line == line_of(case, activity, occurrence)
+    # A row too short to read, but naming its case, stops that case.
+    assert rejected["HD-1012"].offence is Offence.BAD_ROW
+    assert "fields" in rejected["HD-1012"].reason
+    assert set(rejected) == {*EXPECTED_REJECTIONS, "HD-1012"}
+    assert "no time zone" in rejected["HD-1008"].reason
+
+    rows = data_rows(HELPDESK)
+    assert summary.rows == len(rows)
+    assert summary.accounted == len(rows)
+    no_case = [
+        line for line, values in rows if values is not None and not values["case_id"]
+    ]
+    assert [row.line for row in summary.unreadable] == no_case
+    ignored = {"Email opened", "Survey sent"}
+    assert summary.rows_by_status[RowStatus.SKIPPED] == sum(
+        1 for _, values in rows if values and values["activity"] in ignored
+    )
+    assert summary.rows_by_status[RowStatus.OFFENDING] == len(summary.rejected)
+    assert summary.rows_by_status[RowStatus.CASE_REJECTED] == sum(
+        case.rows - 1 for case in summary.rejected
+    )
+    imported_rows = [
+        values
+        for _, values in rows
+        if values
+        and values["case_id"] in {c.case for c in summary.imported}
+        and values["activity"] not in ignored
+    ]
+    assert summary.rows_by_status[RowStatus.IMPORTED] == len(imported_rows)
+    assert summary.events == len(imported_rows) == sqlite_desk.last_position()
+
+    assert sqlite_desk.verify().ok
+    reopened = sqlite_desk.get(complaint_id_for("HD-1002"))
+    assert (reopened.stage, reopened.owner, reopened.reopen_count) == (
+        Stage.PREVENTION_LOGGED,
+        "Ewa Nowak",
+        1,
+    )
+    assert reopened.external_ref == "HD-1002"
+    open_case = sqlite_desk.get(complaint_id_for("HD-1003"))
+    assert (open_case.stage, open_case.waiting, open_case.waits) == (
+        Stage.UPDATING,
+        False,
+        1,
+    )
+    shuffled = sqlite_desk.get(complaint_id_for("HD-1011"))
+    assert shuffled.stage is Stage.APOLOGIZED
+    for case in rejected.values():
+        with pytest.raises(AmendsError):
+            sqlite_desk.get(case.complaint_id)
+
+
+def test_dry_run_writes_nothing_and_reports_the_same(
+    sqlite_desk: ComplaintDesk,
+) -> None:
+    mapping = load_mapping(HELPDESK_MAPPING)
+    dry = import_log(sqlite_desk, HELPDESK, mapping, dry_run=True)
+    assert sqlite_desk.last_position() == 0
+    assert dry.dry_run
+    assert dry.batches == 0
+    real = import_log(sqlite_desk, HELPDESK, mapping)
+    assert sqlite_desk.last_position() == real.events == dry.events > 0
+    for name in ("rows", "rows_by_status", "imported", "rejected", "unreadable"):
+        assert getattr(dry, name) == getattr(real, name), name
+    assert "would import 4 cases" in dry.to_text()
+    assert "imported 4 cases" in real.to_text()
+
+
+def test_a_case_already_in_the_store_is_refused_not_duplicated(
+    sqlite_desk: ComplaintDesk,
+) -> None:
+    mapping = load_mapping(HELPDESK_MAPPING)
+    first = import_log(sqlite_desk, HELPDESK, mapping)
+    stored = sqlite_desk.last_position()
+    for dry_run in (True, False):
+        again = import_log(sqlite_desk, HELPDESK, mapping, dry_run=dry_run)
+        assert again.imported == ()
+        assert sqlite_desk.last_position() == stored
+        in_store = {
+            c.case for c in again.rejected if c.offence is Offence.ALREADY_IN_STORE
+        }
+        assert in_store == {c.case for c in first.imported}
+        assert again.accounted == again.rows == first.rows
+    assert sqlite_desk.verify().ok
+
+
+def test_a_case_received_through_the_desk_is_not_imported_again(
+    sqlite_desk: ComplaintDesk,
+) -> None:
+    sqlite_desk.receive(
+        by="Ana Ribeiro",
+        customer="Jo Smith",
+        summary="Charged twice",
+        channel="phone",
+        category="billing",
+        severity="high",
+        expectation="A refund",
+        external_ref="HD-1001",
+        at=NOW - timedelta(days=100),
+    )
+    summary = import_log(sqlite_desk, HELPDESK, load_mapping(HELPDESK_MAPPING))
+    refused = {c.case: c for c in summary.rejected}
+    assert refused["HD-1001"].offence is Offence.ALREADY_IN_STORE
+    assert refused["HD-1001"].line == line_of("HD-1001", "Ticket opened")
+    assert "HD-1001" not in {c.case for c in summary.imported}
+    assert sqlite_desk.get(complaint_id_for("HD-1001")).version == 1
+    assert summary.accounted == summary.rows
+
+
+def test_summary_renders_as_json_and_text(sqlite_desk: ComplaintDesk) -> None:
+    summary = import_log(sqlite_desk, HELPDESK, load_mapping(HELPDESK_MAPPING))
+    assert ImportSummary.model_validate_json(summary.to_json()) == summary
+    document = json.loads(summary.to_json())
+    assert sum(document["rows_by_status"].values()) == document["rows"]
+    text = summary.to_text()
+    first = summary.rejected[0]
+    assert f"{first.case}: line {first.line}" in text
+    assert f"total {summary.rows}" in text
+    assert "line 25: no case id" in text
+
+
+# ------------------------------------------------------- mapping and log errors
+
+
+BASE_MAPPING = """\
+[columns]
+case = "case"
+activity = "activity"
+timestamp = "at"
+actor = "by"
+
+[activities]
+"Opened" = "receive"
+
+[fields.receive]
+customer = "customer"
+summary = "summary"
+channel = "channel"
+category = "category"
+severity = "severity"
+expectation = { value = "A fix" }
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (('"Opened" = "receive"', '"Opened" = "recieve"'), "activities.Opened.command"),
+        (('case = "case"\n', ""), "columns.case: is required"),
+        (('customer = "customer"', 'client = "customer"'), "fields.receive.client"),
+        (('customer = "customer"', 'by = "customer"'), "fields.receive.by"),
+        (('customer = "customer"\n', ""), "needs customer"),
+        (
+            ("[columns]", '[log]\ntimezone = "Mars/Olympus"\n\n[columns]'),
+            "log.timezone",
+        ),
+        (("[columns]", "[log]\ncolour = 1\n\n[columns]"), "log.colour"),
+        (
+            ('expectation = { value = "A fix" }', "expectation = { hours_after = 2 }"),
+            "fields.receive.expectation",
+        ),
+        (
+            (
+                'expectation = { value = "A fix" }',
+                'expectation = { column = "e", value = "x" }',
+            ),
+            "exactly one of",
+        ),
+        (
+            (
+                '"Opened" = "receive"',
+                '"Opened" = { command = "add_note", fields = { text = "summary" } }',
+            ),
+            "no activity maps to receive",
+        ),
+        (
+            ("[fields.receive]", '[fields.close]\nx = "y"\n\n[fields.receive]'),
+            "fields.close",
+        ),
+        (("[columns]", "[columns"), "not valid TOML"),
+    ],
+)
+def test_a_malformed_mapping_is_one_clear_error(
+    tmp_path: Path, change: tuple[str, str], named: str
+) -> None:
+    old, new = change
+    assert old in BASE_MAPPING
+    path = tmp_path / "mapping.toml"
+    path.write_text(BASE_MAPPING.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ImportMappingError) as caught:
+        load_mapping(path)
+    message = str(caught.value)
+    assert named in message
+    assert str(path) in message
+    assert "\n" not in message
+
+
+def test_the_base_mapping_loads(tmp_path: Path) -> None:
+    path = tmp_path / "mapping.toml"
+    path.write_text(BASE_MAPPING, encoding="utf-8")
+    mapping = load_mapping(path)
+    assert mapping.activities["Opened"].command == "receive"
+
+
+def test_a_missing_mapping_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ImportMappingError, match=r"nowhere\.toml"):
+        load_mapping(tmp_path / "nowhere.toml")
+
+
+def test_a_log_without_a_mapped_column_is_refused_before_anything_is_written(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    log = tmp_path / "log.csv"
+    text = HELPDESK.read_text(encoding="utf-8").replace(",priority,", ",urgency,", 1)
+    log.write_text(text, encoding="utf-8")
+    with pytest.raises(ImportLogError, match="'priority'"):
+        import_log(sqlite_desk, log, load_mapping(HELPDESK_MAPPING))
+    assert sqlite_desk.last_position() == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("log.txt", "x", "extension"),
+        ("missing.csv", None, "cannot read"),
+        ("empty.csv", "", "empty"),
+        ("latin.csv", "case_id\n\xe9\n", "not utf-8 text"),
+    ],
+)
+def test_an_unreadable_log_is_one_clear_error(
+    tmp_path: Path,
+    sqlite_desk: ComplaintDesk,
+    name: str,
+    content: str | None,
+    message: str,
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(ImportLogError, match=message):
+        import_log(sqlite_desk, path, load_mapping(HELPDESK_MAPPING))
+    assert sqlite_desk.last_position() == 0
+
+
+# -------------------------------------------------- generated logs (JSON Lines)
+
+
+def generic_mapping(**log: Any) -> ImportMapping:
+    """Activity names are command names; every field has a key of its name."""
+    return parse_mapping(
+        {
+            "log": {"format": "jsonl", **log},
+            "columns": {
+                "case": "case",
+                "activity": "activity",
+                "timestamp": "at",
+                "actor": "by",
+            },
+            "activities": {name: name for name in COMMAND_TYPES},
+            "fields": {
+                name: {
+                    f: {"column": f}
+                    for f in command.model_fields
+                    if f not in RESERVED_FIELDS
+                }
+                for name, command in COMMAND_TYPES.items()
+            },
+        }
+    )
+
+
+@dataclass
+class Step:
+    command: str
+    at: datetime
+    by: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Walk:
+    case: str
+    steps: list[Step]
+
+
+TEXT = {
+    "receive": {
+        "customer": "Jo Smith",
+        "summary": "Charged twice",
+        "channel": "phone",
+        "category": "billing",
+        "severity": "high",
+        "expectation": "A refund",
+    },
+    "acknowledge": {"paraphrase": "You were charged twice."},
+    "apologize": {"apology": "Sorry."},
+    "post_update": {"note": "Refund requested."},
+    "resolve": {"resolution": "Refunded.", "explanation": "A retry bug."},
+    "log_prevention": {
+        "root_cause": "Retries",
+        "preventive_action": "Idempotency keys",
+        "informed": ["payments"],
+    },
+    "add_note": {"text": "Called the customer."},
+    "await_customer": {"reason": "Need the receipt."},
+    "customer_replied": {"note": "Receipt sent."},
+}
+OWNERS = ("ana", "ben", "chidi")
+
+
+def walk_path(rng: random.Random, case: str, start: datetime, stop: int) -> Walk:
+    """A conformant history up to step `stop` of 8, with extras and reopens."""
+    steps: list[Step] = []
+    at = start
+    owner = rng.choice(OWNERS)
+
+    def add(command: str, **fields: Any) -> None:
+        nonlocal at
+        steps.append(Step(command, at, owner, {**TEXT.get(command, {}), **fields}))
+        at += timedelta(minutes=rng.randint(1, 600))
+
+    def extras() -> None:
+        nonlocal owner
+        roll = rng.random()
+        if roll < 0.15:
+            add("add_note")
+        elif roll < 0.3:
+            new = rng.choice([o for o in OWNERS if o != owner])
+            add("transfer_ownership", to=new, reason="Specialist", customer_told=True)
+            owner = new
+        elif roll < 0.4:
+            add("await_customer")
+            add("customer_replied")
+
+    add("receive")
+    for position in range(1, stop):
+        extras()
+        if position == 1:
+            add("acknowledge")
+        elif position == 2:
+            add("apologize")
+        elif position == 3:
+            add(
+                "commit_plan",
+                steps=["Refund"],
+                due=(at + timedelta(days=2)).isoformat(),
+            )
+        elif position == 4:
+            add("post_update")
+        elif position == 5:
+            add("resolve")
+        elif position == 6:
+            if rng.random() < 0.2:
+                add("confirm_satisfaction", satisfied=False, reason="Still charged")
+                add("post_update")
+                add("resolve")
+            add("confirm_satisfaction", satisfied=True)
+        elif position == 7:
+            add("log_prevention")
+    return Walk(case, steps)
+
+
+MUTATIONS = ("none", "drop", "swap", "after_end", "bad_due")
+
+
+def mutate(rng: random.Random, walk: Walk, mutation: str) -> Walk:
+    steps = list(walk.steps)
+    if mutation == "drop" and len(steps) > 1:
+        del steps[rng.randrange(len(steps))]
+    elif mutation == "swap" and len(steps) > 1:
+        i = rng.randrange(len(steps) - 1)
+        a, b = steps[i], steps[i + 1]
+        steps[i] = Step(b.command, a.at, b.by, b.fields)
+        steps[i + 1] = Step(a.command, b.at, a.by, a.fields)
+    elif mutation == "after_end":
+        last = steps[-1]
+        command = rng.choice(["add_note", "post_update", "acknowledge"])
+        steps.append(
+            Step(
+                command,
+                last.at + timedelta(hours=1),
+                last.by,
+                dict(TEXT.get(command, {})),
+            )
+        )
+    elif mutation == "bad_due":
+        for i, step in enumerate(steps):
+            if step.command == "commit_plan":
+                due = (step.at - timedelta(hours=1)).isoformat()
+                steps[i] = Step(
+                    step.command, step.at, step.by, {**step.fields, "due": due}
+                )
+    return Walk(walk.case, steps)
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> list[Walk]:
+    seed = draw(st.integers(0, 2**32 - 1))
+    shape = draw(
+        st.lists(
+            st.tuples(st.integers(1, 8), st.sampled_from(MUTATIONS)),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    rng = random.Random(seed)
+    start = NOW - timedelta(days=90)
+    return [
+        mutate(
+            rng,
+            walk_path(
+                rng,
+                f"G-{n}",
+                start + timedelta(days=n, minutes=rng.randint(0, 99)),
+                stop,
+            ),
+            mutation,
+        )
+        for n, (stop, mutation) in enumerate(shape)
+    ]
+
+
+def write_jsonl(path: Path, walks: list[Walk], rng: random.Random) -> int:
+    """One row per step, all cases' rows shuffled: order comes from the times."""
+    rows = [
+        {
+            "case": walk.case,
+            "activity": step.command,
+            "at": step.at.isoformat(),
+            "by": step.by,
+            **step.fields,
+        }
+        for walk in walks
+        for step in walk.steps
+    ]
+    rng.shuffle(rows)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return len(rows)
+
+
+def desk_verdicts(walks: list[Walk]) -> dict[str, datetime | None]:
+    """The independent check: each case through the desk, a command at a time.
+
+    Gives, per case, the time of the step the desk refused (None: accepted).
+    """
+    verdicts: dict[str, datetime | None] = {}
+    with ComplaintDesk("memory://", clock=FixedClock()) as desk:
+        for walk in walks:
+            verdicts[walk.case] = None
+            try:
+                replay_through(desk, walk)
+            except Refused as refused:
+                verdicts[walk.case] = refused.at
+    return verdicts
+
+
+class Refused(Exception):
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+
+def replay_through(desk: ComplaintDesk, walk: Walk) -> None:
+    complaint_id = None
+    for step in sorted(walk.steps, key=lambda s: s.at):
+        try:
+            if step.command == "receive":
+                if complaint_id is not None:
+                    raise Refused(step.at)
+                complaint_id = desk.execute(
+                    "receive",
+                    by=step.by,
+                    at=step.at,
+                    external_ref=walk.case,
+                    **step.fields,
+                ).id
+            else:
+                if complaint_id is None:
+                    raise Refused(step.at)
+                desk.execute(
+                    step.command, complaint_id, by=step.by, at=step.at, **step.fields
+                )
+        except AmendsError:
+            raise Refused(step.at) from None
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(walks=logs(), order_seed=st.integers(0, 1000))
+def test_generated_logs_import_what_the_desk_accepts(
+    walks: list[Walk], order_seed: int
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        log = Path(directory) / "log.jsonl"
+        rows = write_jsonl(log, walks, random.Random(order_seed))
+        with ComplaintDesk("memory://", clock=FixedClock()) as desk:
+            summary = import_log(desk, log, generic_mapping(), batch_size=7)
+            verdicts = desk_verdicts(walks)
+            accepted = {case for case, refused in verdicts.items() if refused is None}
+            assert {c.case for c in summary.imported} == accepted
+            written = log.read_text(encoding="utf-8").splitlines()
+            for case in summary.rejected:
+                offending = json.loads(written[case.line - 1])
+                assert offending["case"] == case.case
+                assert datetime.fromisoformat(offending["at"]) == verdicts[case.case]
+            assert summary.rows == rows == summary.accounted
+            assert desk.last_position() == summary.events
+            assert desk.verify().ok
+            for case in summary.imported:
+                assert desk.get(case.complaint_id).version == case.events
+
+
+def conformant_walks(count: int, seed: int) -> list[Walk]:
+    rng = random.Random(seed)
+    start = NOW - timedelta(days=60)
+    return [
+        walk_path(rng, f"W-{n}", start + timedelta(hours=7 * n), rng.randint(1, 8))
+        for n in range(count)
+    ]
+
+
+def test_imported_events_are_those_the_desk_writes_and_reports_agree(
+    tmp_path: Path,
+) -> None:
+    walks = conformant_walks(40, seed=3)
+    before, after = walks[:10], walks[10:]
+    log = tmp_path / "log.jsonl"
+    write_jsonl(log, after, random.Random(1))
+    clock = FixedClock()
+    with (
+        ComplaintDesk(f"sqlite:///{tmp_path / 'imported.db'}", clock=clock) as imported,
+        ComplaintDesk(f"sqlite:///{tmp_path / 'desk.db'}", clock=clock) as by_desk,
+    ):
+        for walk in before:
+            replay_through(imported, walk)
+        imported.reports.catch_up()  # the views are current before the import
+        summary = import_log(imported, log, generic_mapping(), batch_size=50)
+        assert len(summary.imported) == len(after)
+        for walk in walks:
+            replay_through(by_desk, walk)
+
+        for walk in walks:
+            complaint_id = complaint_id_for(walk.case)
+            rows = imported._app.recorder.select_events(complaint_id)
+            expected = by_desk._app.recorder.select_events(complaint_id)
+            assert [(r.topic, r.state) for r in rows] == [
+                (r.topic, r.state) for r in expected
+            ]
+        assert imported.verify().ok
+        assert imported.reports.ownership() == by_desk.reports.ownership()
+        assert (
+            imported.reports.time_to_resolution()
+            == by_desk.reports.time_to_resolution()
+        )
+        assert imported.reports.sla() == by_desk.reports.sla()
+        assert imported.reports.backlog() == by_desk.reports.backlog()
+
+
+def test_worker_processes_decide_as_this_process_does(tmp_path: Path) -> None:
+    walks = [
+        mutate(random.Random(n), w, MUTATIONS[n % len(MUTATIONS)])
+        for n, w in enumerate(conformant_walks(120, seed=5))
+    ]
+    log = tmp_path / "log.jsonl"
+    write_jsonl(log, walks, random.Random(2))
+    results = []
+    for workers in (1, 2):
+        with ComplaintDesk(
+            f"sqlite:///{tmp_path / f'{workers}.db'}", clock=FixedClock()
+        ) as desk:
+            summary = import_log(
+                desk, log, generic_mapping(), workers=workers, batch_size=100
+            )
+            stored = [
+                (r.originator_id, r.originator_version, r.state)
+                for r in desk._app.recorder.select_notifications(1, 100_000)
+            ]
+            results.append((summary, stored))
+    (inline, inline_rows), (forked, forked_rows) = results
+    for name in ("rows_by_status", "imported", "rejected", "events", "batches"):
+        assert getattr(inline, name) == getattr(forked, name), name
+    assert inline_rows == forked_rows
+    assert inline.rejected
+    assert inline.imported
+
+
+def test_batches_hold_whole_cases(tmp_path: Path) -> None:
+    walks = conformant_walks(30, seed=8)
+    log = tmp_path / "log.jsonl"
+    write_jsonl(log, walks, random.Random(3))
+    with ComplaintDesk(f"sqlite:///{tmp_path / 'e.db'}", clock=FixedClock()) as desk:
+        summary = import_log(desk, log, generic_mapping(), batch_size=20)
+        sizes = [case.events for case in summary.imported]
+        batches, pending = 0, 0
+        for size in sizes:
+            pending += size
+            if pending >= 20:
+                batches, pending = batches + 1, 0
+        assert summary.batches == batches + (1 if pending else 0)
+        assert summary.events == sum(sizes) == desk.last_position()
+
+
+def test_snapshots_are_taken_where_the_desk_takes_them(tmp_path: Path) -> None:
+    walks = [w for w in conformant_walks(10, seed=4) if len(w.steps) >= 6]
+    log = tmp_path / "log.jsonl"
+    write_jsonl(log, walks, random.Random(4))
+    with ComplaintDesk(
+        f"sqlite:///{tmp_path / 'e.db'}", clock=FixedClock(), snapshot_every=3
+    ) as desk:
+        summary = import_log(desk, log, generic_mapping())
+        for case in summary.imported:
+            assert desk._app.snapshots is not None
+            versions = [
+                s.originator_version for s in desk._app.snapshots.get(case.complaint_id)
+            ]
+            assert versions == list(range(3, case.events + 1, 3))
+        assert desk.verify().ok
+
+
+# --------------------------------------------------------------- time zones
+
+
+def test_naive_times_take_the_declared_zone(tmp_path: Path) -> None:
+    walk = conformant_walks(1, seed=1)[0]
+    log = tmp_path / "log.jsonl"
+    rows = []
+    for step in walk.steps:
+        local = step.at.astimezone(UTC).replace(tzinfo=None) + timedelta(hours=2)
+        rows.append(
+            {
+                "case": walk.case,
+                "activity": step.command,
+                "at": local.isoformat(),
+                "by": step.by,
+                **step.fields,
+            }
+        )
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with ComplaintDesk("memory://", clock=FixedClock()) as desk:
+        refused = import_log(desk, log, generic_mapping(), dry_run=True)
+        assert refused.rejected[0].offence is Offence.BAD_ROW
+        assert "no time zone" in refused.rejected[0].reason
+        summary = import_log(desk, log, generic_mapping(timezone="Africa/Cairo"))
+        assert [c.case for c in summary.imported] == [walk.case]
+        complaint = desk.get(complaint_id_for(walk.case))
+        assert complaint.received_at == walk.steps[0].at.astimezone(UTC)
+
+
+def test_a_row_in_the_future_stops_its_case(tmp_path: Path) -> None:
+    walk = conformant_walks(1, seed=2)[0]
+    late = Step(
+        "add_note", NOW + timedelta(days=3), walk.steps[-1].by, dict(TEXT["add_note"])
+    )
+    if walk.steps[-1].command == "log_prevention":
+        walk.steps.insert(-1, late)
+        walk.steps[-1] = Step(
+            walk.steps[-1].command,
+            NOW + timedelta(days=4),
+            walk.steps[-1].by,
+            walk.steps[-1].fields,
+        )
+    else:
+        walk.steps.append(late)
+    log = tmp_path / "log.jsonl"
+    write_jsonl(log, [walk], random.Random(0))
+    with ComplaintDesk("memory://", clock=FixedClock()) as desk:
+        summary = import_log(desk, log, generic_mapping())
+        assert summary.imported == ()
+        assert "in the future" in summary.rejected[0].reason
+        assert desk.last_position() == 0
