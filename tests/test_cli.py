@@ -16,6 +16,7 @@ from uuid import UUID
 
 import pytest
 
+import amends.cli
 from amends import ComplaintDesk, Stage
 from amends.audit import verify_bundle
 from amends.cli import main
@@ -281,6 +282,35 @@ def test_keygen_and_walkthrough(cli: Cli) -> None:
     assert len(cli.ok("keygen").strip()) == 44  # base64 of 32 bytes
     printed = cli.ok("walkthrough")
     assert "stage PREVENTION_LOGGED, owner ben, version 10" in printed
+
+
+def test_without_a_command_the_demo_runs_with_its_defaults(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(amends.cli, "run_demo", lambda *args: calls.append(args))
+    assert cli.ok() == ""
+    ((session, *arguments),) = calls
+    assert session.store == cli.store
+    assert arguments == [300, 30, 7, Path("charts")]
+
+
+def test_an_unexpected_error_is_one_line_too(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> str:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(amends.cli, "mermaid", broken)
+    result = cli("diagram")
+    assert result.code == 1
+    assert result.err == (
+        "amends: unexpected error (a bug; AMENDS_DEBUG=1 shows where): "
+        "RuntimeError: boom second line\n"
+    )
+    monkeypatch.setenv("AMENDS_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli("diagram")
 
 
 MISSING = "00000000-0000-4000-8000-000000000000"

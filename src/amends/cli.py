@@ -840,7 +840,7 @@ def run_demo(
         summary = simulate(
             desk, complaints=complaints, days=days, seed=seed, progress=progress
         )
-        bar.update(task, description="views")
+        bar.update(task, description="views", completed=0, total=None)
         applied = desk.reports.catch_up()
         elapsed = time.perf_counter() - started
         bar.stop()
