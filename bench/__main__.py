@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import audit, command_path, memory, projections
+from bench import audit, command_path, intake, memory, projections
 from bench.harness import (
     DEFAULT_ROUNDS,
     FULL_COMPLAINTS,
@@ -44,6 +44,7 @@ SectionRunner = Callable[[RunConfig], Section]
 
 SECTIONS: dict[str, SectionRunner] = {
     "command_path": command_path.run,
+    "intake": intake.run,
     "audit": audit.run,
     "projections": projections.run,
     "memory": memory.run,
