@@ -26,6 +26,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import threading
 import time
 import tomllib
 import types
@@ -1009,33 +1010,31 @@ MAX_WORKERS = 4
 CHUNK_ROWS = 2_000
 """Rows per unit of work handed to a worker (whole cases)."""
 
-_WORKER_JUDGE: _Judge | None = None
+_FORKED: tuple[_Judge, Sequence[_Case]] | None = None
+"""What forked workers judge: set just before the fork, so they inherit it."""
+_FORK_LOCK = threading.Lock()
 
 
-def _start_worker(judge: _Judge) -> None:
-    global _WORKER_JUDGE
-    _WORKER_JUDGE = judge
+def _judge_range(bounds: tuple[int, int]) -> list[_Verdict]:
+    assert _FORKED is not None, "only forked workers judge ranges"
+    judge, cases = _FORKED
+    return [judge(case) for case in cases[bounds[0] : bounds[1]]]
 
 
-def _judge_chunk(cases: list[_Case]) -> list[_Verdict]:
-    assert _WORKER_JUDGE is not None
-    return [_WORKER_JUDGE(case) for case in cases]
-
-
-def _chunks(cases: Sequence[_Case]) -> Iterator[list[_Case]]:
-    chunk: list[_Case] = []
-    rows = 0
-    for case in cases:
-        chunk.append(case)
+def _ranges(cases: Sequence[_Case]) -> Iterator[tuple[int, int]]:
+    """Consecutive ranges of whole cases, about `CHUNK_ROWS` rows each."""
+    start, rows = 0, 0
+    for index, case in enumerate(cases):
         rows += len(case.rows)
         if rows >= CHUNK_ROWS:
-            yield chunk
-            chunk, rows = [], 0
-    if chunk:
-        yield chunk
+            yield start, index + 1
+            start, rows = index + 1, 0
+    if start < len(cases):
+        yield start, len(cases)
 
 
-def _worker_count(workers: int | None, rows: int) -> int:
+def worker_count(workers: int | None, rows: int) -> int:
+    """How many processes decide a log of `rows` rows (`workers`: as asked)."""
     if workers is not None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -1052,15 +1051,23 @@ def _verdicts(
 
     Deciding is CPU-bound (pydantic validation, SHA-256 digests), so large logs
     are judged by forked worker processes while this one writes. Forked, not
-    spawned: a worker needs the mapper (and its cipher) and the imported
-    domain, which a fork has at once; it touches no connection of ours.
+    spawned: a worker needs the rows, the mapper (and its cipher) and the
+    imported domain, which a fork has at once without copying any of it
+    through a pipe; only the verdicts come back. It touches no connection.
     """
     if workers <= 1:
         yield from map(judge, cases)
         return
+    global _FORKED
     context = mp.get_context("fork")
-    with context.Pool(workers, initializer=_start_worker, initargs=(judge,)) as pool:
-        for verdicts in pool.imap(_judge_chunk, _chunks(cases)):
+    with _FORK_LOCK:
+        _FORKED = (judge, cases)
+        try:
+            pool = context.Pool(workers)
+        finally:
+            _FORKED = None
+    with pool:
+        for verdicts in pool.imap(_judge_range, _ranges(cases)):
             yield from verdicts
 
 
@@ -1126,7 +1133,7 @@ def import_log(
     rejected: list[RejectedCase] = []
     writer = _Writer(app, batch_size, imported, rejected)
     with _store_errors(desk.store_url):
-        verdicts = _verdicts(judge, todo, _worker_count(workers, rows))
+        verdicts = _verdicts(judge, todo, worker_count(workers, rows))
         for done, verdict in enumerate(verdicts, start=1):
             if isinstance(verdict, RejectedCase):
                 rejected.append(verdict)
