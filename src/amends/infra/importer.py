@@ -842,6 +842,24 @@ class _Decided:
     stage: Stage
     snapshots: list[Complaint]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # From a worker process the events travel as plain tuples: pickling
+        # thousands of dataclass instances cost more than rebuilding them.
+        rows = [(s.originator_version, s.topic, s.state) for s in self.stored]
+        fields = (self.key, self.complaint_id, self.line, self.activity, self.rows)
+        return _rebuilt, (fields, rows, self.stage, self.snapshots)
+
+
+def _rebuilt(
+    fields: tuple[str, UUID, int, str | None, int],
+    rows: list[tuple[int, str, bytes]],
+    stage: Stage,
+    snapshots: list[Complaint],
+) -> _Decided:
+    key, complaint_id, line, activity, count = fields
+    stored = [StoredEvent(complaint_id, *row) for row in rows]
+    return _Decided(key, complaint_id, line, activity, count, stored, stage, snapshots)
+
 
 _Verdict = _Decided | RejectedCase
 _ORDER = {stage: index for index, stage in enumerate(Stage)}
