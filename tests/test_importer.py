@@ -37,6 +37,7 @@ from amends.infra.importer import (
     load_mapping,
     parse_mapping,
 )
+from amends.infra.settings import new_cipher_key
 
 from conftest import NOW, FixedClock
 
@@ -802,3 +803,54 @@ def test_a_row_in_the_future_stops_its_case(tmp_path: Path) -> None:
         assert summary.imported == ()
         assert "in the future" in summary.rejected[0].reason
         assert desk.last_position() == 0
+
+
+# ------------------------------------------------------------ stores and keys
+
+
+def test_every_store_kind_imports_once_and_refuses_the_second_time(
+    store_url: str,
+) -> None:
+    mapping = load_mapping(HELPDESK_MAPPING)
+    with ComplaintDesk(store_url, clock=FixedClock()) as desk:
+        first = import_log(desk, HELPDESK, mapping, batch_size=10)
+        assert len(first.imported) == 4
+        assert first.batches > 1
+        stored = desk.last_position()
+        assert stored == first.events
+        again = import_log(desk, HELPDESK, mapping, batch_size=10)
+        assert again.imported == ()
+        assert desk.last_position() == stored
+        assert {
+            c.case for c in again.rejected if c.offence is Offence.ALREADY_IN_STORE
+        } == {c.case for c in first.imported}
+        assert desk.verify().ok
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_encrypted_store_gets_encrypted_imports(
+    tmp_path: Path, workers: int
+) -> None:
+    walks = conformant_walks(12, seed=6)
+    log = tmp_path / "log.jsonl"
+    write_jsonl(log, walks, random.Random(5))
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    key = new_cipher_key()
+    with ComplaintDesk(url, clock=FixedClock(), cipher_key=key) as desk:
+        summary = import_log(desk, log, generic_mapping(), workers=workers)
+        assert len(summary.imported) == len(walks)
+        assert desk.verify().ok
+        rows = desk._app.recorder.select_notifications(1, 10_000)
+        assert rows
+        assert not any(b"Jo Smith" in row.state for row in rows)
+        received = desk.get(complaint_id_for(walks[0].case))
+        assert received.customer == "Jo Smith"
+
+
+def test_a_byte_order_mark_before_the_header_is_no_column_name(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    log = tmp_path / "excel.csv"
+    log.write_text("\ufeff" + HELPDESK.read_text(encoding="utf-8"), encoding="utf-8")
+    summary = import_log(sqlite_desk, log, load_mapping(HELPDESK_MAPPING))
+    assert len(summary.imported) == 4

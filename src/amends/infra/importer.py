@@ -596,7 +596,9 @@ def _csv_rows(
         if not record or (len(record) == 1 and not record[0].strip()):
             continue  # a blank line is not a row
         if header is None:
+            # Spreadsheets often save UTF-8 with a byte order mark.
             header = [name.strip() for name in record]
+            header[0] = header[0].removeprefix("\ufeff").strip()
             missing = sorted(mapping.referenced_columns() - set(header))
             if missing:
                 raise ImportLogError(
@@ -754,8 +756,13 @@ class _Translator:
                     Offence.BAD_ROW,
                     f"{column}: {text[:60]!r} is not a time in {expected}",
                 ) from None
-        else:
+        elif value is None or value == "":
             raise _RowProblem(Offence.BAD_ROW, f"{column}: no time given")
+        else:
+            raise _RowProblem(
+                Offence.BAD_ROW,
+                f"{column}: {str(value)[:60]!r} is not a time (write ISO 8601 text)",
+            )
         if moment.utcoffset() is None:
             if self.zone is None:
                 raise _RowProblem(
@@ -1059,7 +1066,9 @@ def worker_count(workers: int | None, rows: int) -> int:
         return workers
     if rows < PARALLEL_FROM_ROWS or "fork" not in mp.get_all_start_methods():
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+    affinity = getattr(os, "sched_getaffinity", None)
+    cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
 
 
 def _verdicts(
