@@ -19,7 +19,7 @@ import pytest
 import amends.cli
 from amends import ComplaintDesk, Stage
 from amends.audit import verify_bundle
-from amends.cli import main
+from amends.cli import MAX_MESSAGE, main
 from amends.domain.lifecycle import command_names
 
 from conftest import NOW, FixedClock
@@ -374,6 +374,20 @@ def test_each_malformed_command_is_one_line_with_its_code_and_records_nothing(
         assert result.err.count("\n") == 1, (what, result.err)
         assert "Traceback" not in result.err + result.out, what
         assert cli.events() == before, what
+
+
+def test_arguments_echoed_in_an_error_cannot_break_the_line_or_the_screen(
+    cli: Cli,
+) -> None:
+    for hostile in ("bell\x07", "\x1b[2J", "a\nb", "\u202eevil", "\ud800", "z" * 5000):
+        result = cli(hostile)
+        assert result.code == 2
+        assert result.err.startswith("amends: usage: No such command")
+        assert result.err.count("\n") == 1
+        printed = result.err.rstrip("\n")
+        assert printed.isprintable(), printed
+        assert len(printed) <= len("amends: ") + MAX_MESSAGE
+    assert "bell\\x07" in cli("bell\x07").err
 
 
 def test_refusals_name_what_is_wrong(cli: Cli) -> None:

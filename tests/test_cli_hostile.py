@@ -260,6 +260,7 @@ def test_arbitrary_argv_is_answered_or_refused_in_one_line(
         if code != 0:
             assert err.startswith("amends: "), (argv, err)
             assert err.count("\n") == 1, (argv, err)
+            assert err.rstrip("\n").isprintable(), (argv, err)
             assert len(err) < 1_000, argv
             assert events(path) == before, (argv, err)
 

@@ -45,6 +45,7 @@ from amends.domain.lifecycle import command_names, mermaid
 from amends.infra.desk import Clock, ComplaintDesk, utc_now
 from amends.infra.docs import lifecycle_markdown, write_docs
 from amends.infra.errors import ConfigurationError, StoreUnavailable
+from amends.infra.reporting import policy_schedule
 from amends.infra.settings import new_cipher_key
 from amends.projections.facts import PolicyMismatch
 
@@ -54,6 +55,7 @@ EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_STORE = 4
 
+UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 MAX_MESSAGE = 400
 """Characters of an error line; a huge argument must not flood the terminal."""
 
@@ -138,12 +140,14 @@ def _quoted(value: object, limit: int = 60) -> str:
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
-    """`text` fit for one line of a terminal: no breaks, no control characters."""
+    """`text` fit for one line of a terminal: no line breaks, and control,
+    format (such as a right-to-left override) and lone surrogate characters
+    escaped, so an argument echoed in an error cannot rewrite the screen."""
     joined = " ".join(text.split())
     safe = "".join(
-        ch
-        if unicodedata.category(ch) not in ("Cc", "Cs", "Zl", "Zp")
-        else f"\\x{{{ord(ch):x}}}"
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in UNPRINTABLE
+        else ch
         for ch in joined
     )
     return safe if len(safe) <= limit else safe[: limit - 1] + "…"
@@ -221,6 +225,8 @@ def _global(
     session = _session(context)
     session.store = store
     session.sla = sla
+    if sla is not None:
+        policy_schedule(sla)  # refuse an unknown preset before opening the store
     if context.invoked_subcommand is None:
         run_demo(session, 300, 30, 7, Path("charts"))
 
