@@ -319,7 +319,8 @@ class Oracle:
             owners=tuple(rows),
             chains=tuple(chain(c) for c in handed[:limit]),
             chains_total=len(handed),
-            handed_off_three_times=tuple(chain(c) for c in frequent),
+            handed_off_three_times=tuple(chain(c) for c in frequent[:limit]),
+            handed_off_three_times_total=len(frequent),
         )
 
     def time_to_resolution(

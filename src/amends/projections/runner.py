@@ -37,6 +37,7 @@ from sqlalchemy.exc import InternalError as SqlInternalError
 from amends.domain.errors import HistoryViolation
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
+from amends.projections import summary
 from amends.projections import tables as t
 from amends.projections.facts import (
     ComplaintFacts,
@@ -52,6 +53,8 @@ DEFAULT_BATCH_SIZE = 10_000
 """Events per transaction: the fewer batches a complaint's events fall into, the
 fewer times its rows are written (a batch is about 5,000 complaints' worth of
 state at most, a few MB)."""
+VIEWS_FORMAT = "views/2"
+"""The layout of the view tables; views of another layout are rebuilt."""
 DEFAULT_CACHE_SIZE = 10_000
 """Open complaints whose facts a runner keeps between batches."""
 
@@ -116,12 +119,28 @@ class ProjectionRunner:
                 return
             try:
                 t.metadata.create_all(self.engine)
+                if self._outdated():
+                    logger.warning(
+                        "projection %s: the views were written by an earlier "
+                        "release of amends; rebuilding them",
+                        self.name,
+                    )
+                    t.metadata.drop_all(
+                        self.engine, tables=[*t.VIEW_TABLES, t.tracking]
+                    )
+                    t.metadata.create_all(self.engine)
                 self._tables_ready = True
             except (IntegrityError, ProgrammingError, SqlInternalError):
                 # Another process created them between our check and create.
                 if attempt == 5:
                     raise
                 time.sleep(0.05 * attempt)
+
+    def _outdated(self) -> bool:
+        """Whether the tracking row was written for another layout of the views."""
+        with self.engine.connect() as conn:
+            labels = conn.execute(select(t.tracking.c.policies)).scalars().all()
+        return any(not label.startswith(f"{VIEWS_FORMAT} ") for label in labels)
 
     def position(self) -> int:
         self.ensure_tables()
@@ -296,13 +315,15 @@ class ProjectionRunner:
         the same as before and are left alone.
         """
         upserts: dict[str, list[tuple[Any, ...]]] = {
-            table.name: [] for table in t.VIEW_TABLES
+            table.name: [] for table in t.ROW_TABLES
         }
         removed: dict[str, list[tuple[str, int]]] = {
             table.name: [] for table in t.CHILD_TABLES
         }
+        delta = summary.Delta()
         for change in changes:
             rows = self.rows_of(change.facts)
+            delta.change(change.rows, rows)
             upserts[t.complaints.name] += rows[t.complaints.name]
             for table in t.CHILD_TABLES:
                 old, new = change.rows[table.name], rows[table.name]
@@ -323,9 +344,10 @@ class ProjectionRunner:
                         )
                     )
                 )
-        for table in t.VIEW_TABLES:
+        for table in t.ROW_TABLES:
             if upserts[table.name]:
                 _upsert_many(conn, table, upserts[table.name])
+        _write_summary(conn, delta)
 
     def rows_of(self, facts: ComplaintFacts) -> Rows:
         """The view rows that stand for one complaint's facts, in column order."""
@@ -403,7 +425,7 @@ class ProjectionRunner:
 Rows = dict[str, list[tuple[Any, ...]]]
 """View rows per table name, each a tuple in the table's column order."""
 
-EMPTY_ROWS: Rows = {table.name: [] for table in t.VIEW_TABLES}
+EMPTY_ROWS: Rows = {table.name: [] for table in t.ROW_TABLES}
 
 
 @dataclass
@@ -449,14 +471,35 @@ class FactsCache:
         return len(self._entries)
 
 
-def _upsert_many(conn: Connection, table: Table, rows: list[tuple[Any, ...]]) -> None:
+def _write_summary(conn: Connection, delta: summary.Delta) -> None:
+    """Add the batch's changes to the running totals and sorted values."""
+    if delta.removed:
+        m = t.measures.c
+        key = tuple_(m.measure, m.key, m.bucket, m.value, m.complaint_id)
+        gone = sorted(delta.removed)
+        for start in range(0, len(gone), 500):
+            conn.execute(delete(t.measures).where(key.in_(gone[start : start + 500])))
+    if delta.added:
+        _upsert_many(conn, t.measures, sorted(delta.added))
+    counts = [(*key, n) for key, n in sorted(delta.counts.items()) if n]
+    if counts:
+        _upsert_many(conn, t.counts, counts, add=True)
+    buckets = [(*key, n) for key, n in sorted(delta.bucket_counts().items()) if n]
+    if buckets:
+        _upsert_many(conn, t.buckets, buckets, add=True)
+
+
+def _upsert_many(
+    conn: Connection, table: Table, rows: list[tuple[Any, ...]], *, add: bool = False
+) -> None:
     """Insert rows, or update them where the key exists, with the driver's
     executemany, converting values once.
 
     Same values as SQLAlchemy's own insert, through the same column types'
     bind processors, without its per-row parameter machinery, which was most
     of the catch-up time. `ON CONFLICT ... DO UPDATE` reads the same on
-    SQLite (3.24 and later) and PostgreSQL.
+    SQLite (3.24 and later) and PostgreSQL. With `add`, an existing row's
+    other columns are increased by the new values instead of replaced.
     """
     dialect = conn.dialect
     columns = list(table.columns)
@@ -465,11 +508,17 @@ def _upsert_many(conn: Connection, table: Table, rows: list[tuple[Any, ...]]) ->
     preparer = dialect.identifier_preparer
     names = [preparer.format_column(c) for c in columns]
     keys = [preparer.format_column(c) for c in table.primary_key.columns]
-    updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in keys)
+    table_name = preparer.format_table(table)
+    updates = ", ".join(
+        f"{n} = {table_name}.{n} + excluded.{n}" if add else f"{n} = excluded.{n}"
+        for n in names
+        if n not in keys
+    )
     statement = (
-        f"INSERT INTO {preparer.format_table(table)} ({', '.join(names)}) "
+        f"INSERT INTO {table_name} ({', '.join(names)}) "
         f"VALUES ({', '.join(mark for _ in columns)}) "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        f"ON CONFLICT ({', '.join(keys)}) "
+        + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
     )
     converting = [
         (index, process) for index, process in enumerate(processors) if process
@@ -490,7 +539,7 @@ def schedule_label(policies: PolicySchedule) -> str:
     """Names the schedule's policies and fingerprints their every figure."""
     names = ",".join(policy_key(p) for _, p in policies.entries)
     digest = hashlib.sha256(policies.model_dump_json().encode()).hexdigest()[:12]
-    return f"{names} #{digest}"
+    return f"{VIEWS_FORMAT} {names} #{digest}"
 
 
 def owner_at(facts: ComplaintFacts, moment: datetime) -> str:

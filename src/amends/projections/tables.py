@@ -109,10 +109,11 @@ complaints = Table(
     Column("handoffs", Integer, nullable=False),
     Column("last_event_at", UtcDateTime, nullable=False),
     Column("facts", Text, nullable=False),
-    Index("ix_amends_view_complaints_received", "received_at"),
+    Index("ix_amends_view_complaints_received", "received_at", "id"),
     Index("ix_amends_view_complaints_owner", "owner", "is_open"),
     Index("ix_amends_view_complaints_category", "category", "received_at"),
-    Index("ix_amends_view_complaints_stage", "is_open", "stage"),
+    Index("ix_amends_view_complaints_stage", "is_open", "stage", "received_at"),
+    Index("ix_amends_view_complaints_handoffs", "handoffs", "id"),
 )
 
 spans = Table(
@@ -137,7 +138,8 @@ deadlines = Table(
     Column("due_at", UtcDateTime),
     Column("met_at", UtcDateTime),
     Column("owner_at_due", String(200)),
-    Index("ix_amends_view_deadlines_due", "met_at", "due_at"),
+    Index("ix_amends_view_deadlines_due", "met_at", "due_at", "owner_at_due", "target"),
+    Index("ix_amends_view_deadlines_by_due", "due_at"),
 )
 
 gestures = Table(
@@ -151,5 +153,41 @@ gestures = Table(
     Column("currency", String(3)),
 )
 
+counts = Table(
+    "amends_view_counts",
+    metadata,
+    Column("metric", String(40), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("n", Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+"""Running totals (see `amends.projections.summary`)."""
+
+measures = Table(
+    "amends_view_measures",
+    metadata,
+    Column("measure", String(40), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("bucket", Integer, primary_key=True),
+    Column("value", Float, primary_key=True),
+    Column("complaint_id", String(36), primary_key=True),
+    sqlite_with_rowid=False,
+)
+"""Every value of each measured duration, sorted within its bucket."""
+
+buckets = Table(
+    "amends_view_buckets",
+    metadata,
+    Column("measure", String(40), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("bucket", Integer, primary_key=True),
+    Column("n", Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+"""How many values of each measure and key fall in each bucket."""
+
 CHILD_TABLES = (spans, deadlines, gestures)
-VIEW_TABLES = (complaints, *CHILD_TABLES)
+SUMMARY_TABLES = (counts, measures, buckets)
+ROW_TABLES = (complaints, *CHILD_TABLES)
+"""The tables a complaint's rows live in (the summaries are totals)."""
+VIEW_TABLES = (*ROW_TABLES, *SUMMARY_TABLES)

@@ -1,0 +1,350 @@
+"""Running totals and sorted values that answer the unfiltered reports quickly.
+
+An unfiltered report covers every complaint in the views; counting them at
+question time costs a scan of every row, which grows with the store. Instead
+the runner keeps, in the same transaction as the rows (so the totals never
+disagree with the rows they sum):
+
+- `counts`: one integer per (metric, key): open complaints per owner, per
+  stage, per day received and stage; deadlines met late per target; answers
+  to the first resolution, ...
+- `measures` and `buckets`: every value of each measured duration (time to
+  resolution per owner, category, channel, severity and week; resolution to
+  prevention per category), filed under a coarse logarithmic bucket, with the
+  number of values per bucket. A nearest-rank percentile then reads the small
+  bucket table to find the bucket holding the wanted rank, and one index seek
+  with a short OFFSET inside that bucket returns the exact value.
+
+What depends on the moment of asking (deadlines fallen due by now, ages of open
+complaints) is not kept: the reports count those from indexed ranges of the
+rows, which only cover deadlines still unmet and complaints still open.
+
+The contributions are derived from the view rows themselves (old rows and new
+rows of each touched complaint), so a change is the difference of the two.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from amends.projections import tables as t
+
+GROUPINGS = ("owner", "category", "channel", "severity", "week")
+CLOCKS = ("wall", "sla")
+LAG = "lag:category"
+"""The measure of resolution-to-prevention time, per category."""
+BUCKETS_PER_DOUBLING = 4
+
+Rows = dict[str, list[tuple[Any, ...]]]
+Value = tuple[str, str, int, float, str]
+"""(measure, key, bucket, value, complaint id): one row of `measures`."""
+
+
+def _index(table: Any) -> dict[str, int]:
+    return {column.name: i for i, column in enumerate(table.columns)}
+
+
+_C = _index(t.complaints)
+_S = _index(t.spans)
+_D = _index(t.deadlines)
+_G = _index(t.gestures)
+_GROUP_COLUMNS = (
+    _C["resolved_by"],
+    _C["category"],
+    _C["channel"],
+    _C["severity"],
+    _C["week"],
+)
+_REACHED = [(stage.value, _C[column]) for stage, column in t.STAGE_COLUMNS.items()]
+
+
+def measure(clock: str, grouping: str) -> str:
+    return f"{clock}:{grouping}"
+
+
+def bucket_of(value: float) -> int:
+    """The logarithmic bucket of a duration in seconds (0 for under a second)."""
+    if value < 1:
+        return 0
+    return 1 + int(math.log2(value) * BUCKETS_PER_DOUBLING)
+
+
+def day_key(received_at: datetime, stage: str) -> str:
+    """The key of open complaints per UTC day received and stage; sorts by day."""
+    return f"{received_at.date().isoformat()} {stage}"
+
+
+def answer(value: bool | None) -> str:
+    return "unanswered" if value is None else ("yes" if value else "no")
+
+
+def gesture_key(value: str | None, currency: str | None) -> str:
+    return json.dumps([value, currency])
+
+
+def contributions(rows: Rows) -> tuple[Counter[tuple[str, str]], set[Value]]:
+    """What one complaint's view rows add to the counts and the measures."""
+    counts: Counter[tuple[str, str]] = Counter()
+    values: set[Value] = set()
+    for row in rows[t.complaints.name]:
+        complaint_id = row[_C["id"]]
+        counts["complaints", ""] += 1
+        counts["category", row[_C["category"]]] += 1
+        counts["received_first", row[_C["received_by"]]] += 1
+        if row[_C["is_open"]]:
+            counts["open", row[_C["owner"]]] += 1
+            stage = row[_C["stage"]]
+            counts["open_stage", stage] += 1
+            counts["open_day", day_key(row[_C["received_at"]], stage)] += 1
+        if row[_C["handoffs"]] > 0:
+            counts["handed_off", ""] += 1
+        for stage, index in _REACHED:
+            if row[index] is not None:
+                counts["reached", stage] += 1
+        resolutions = row[_C["resolutions"]]
+        if resolutions > 0:
+            counts["satisfied_first", answer(row[_C["satisfied_first"]])] += 1
+        if resolutions > 1:
+            counts["satisfied_after", answer(row[_C["satisfied_after_reopen"]])] += 1
+        resolved_at = row[_C["first_resolved_at"]]
+        if resolved_at is not None:
+            counts["resolved", ""] += 1
+            counts["resolved_by", row[_C["resolved_by"]]] += 1
+            if row[_C["reopens"]] > 0:
+                counts["reopened", ""] += 1
+            for clock, seconds in zip(
+                CLOCKS, (row[_C["ttr_wall"]], row[_C["ttr_sla"]]), strict=True
+            ):
+                for grouping, index in zip(GROUPINGS, _GROUP_COLUMNS, strict=True):
+                    values.add(
+                        (
+                            measure(clock, grouping),
+                            row[index],
+                            bucket_of(seconds),
+                            seconds,
+                            complaint_id,
+                        )
+                    )
+        prevention_at = row[_C["prevention_at"]]
+        if prevention_at is not None:
+            counts["prevention", row[_C["category"]]] += 1
+            if resolved_at is not None:
+                lag = (prevention_at - resolved_at).total_seconds()
+                values.add(
+                    (LAG, row[_C["category"]], bucket_of(lag), lag, complaint_id)
+                )
+    for row in rows[t.spans.name]:
+        owner = row[_S["owner"]]
+        counts["span_owner", owner] += 1
+        if row[_S["via"]] == "transfer":
+            counts["handed_in", owner] += 1
+        if row[_S["end_at"]] is not None:
+            counts["handed_out", owner] += 1
+    for row in rows[t.deadlines.name]:
+        target, owner = row[_D["target"]], row[_D["owner_at_due"]] or ""
+        due, met = row[_D["due_at"]], row[_D["met_at"]]
+        if met is not None:
+            counts["met", target] += 1
+            counts["met_owner", owner] += 1
+            if due is not None and met > due:
+                counts["late", target] += 1
+                counts["late_owner", owner] += 1
+        elif due is not None:
+            counts["unmet", target] += 1
+            counts["unmet_owner", owner] += 1
+    for row in rows[t.gestures.name]:
+        counts["gesture", gesture_key(row[_G["value"]], row[_G["currency"]])] += 1
+    return counts, values
+
+
+class Delta:
+    """The change a batch makes to the counts and the measures."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.added: set[Value] = set()
+        self.removed: set[Value] = set()
+
+    def change(self, old: Rows, new: Rows) -> None:
+        old_counts, old_values = contributions(old)
+        new_counts, new_values = contributions(new)
+        self.counts.update(new_counts)
+        self.counts.subtract(old_counts)
+        # Each value names its complaint, and a batch changes each complaint
+        # once, so what one change adds no other change removes.
+        self.removed |= old_values - new_values
+        self.added |= new_values - old_values
+
+    def bucket_counts(self) -> Counter[tuple[str, str, int]]:
+        changed: Counter[tuple[str, str, int]] = Counter()
+        for name, key, bucket, _, _ in self.added:
+            changed[name, key, bucket] += 1
+        for name, key, bucket, _, _ in self.removed:
+            changed[name, key, bucket] -= 1
+        return changed
+
+
+def nearest_ranks(count: int, percents: Sequence[int]) -> list[int]:
+    """1-based nearest ranks of each percentile among `count` sorted values."""
+    return [max(-(-p * count // 100), 1) for p in percents]
+
+
+def locate(
+    buckets: Iterable[tuple[int, int]], ranks: Sequence[int]
+) -> list[tuple[int, int]]:
+    """For each rank, (bucket, offset within it), from (bucket, count) pairs
+    sorted by bucket."""
+    wanted = iter(sorted(enumerate(ranks), key=lambda item: item[1]))
+    pending = next(wanted, None)
+    placed: dict[int, tuple[int, int]] = {}
+    seen = 0
+    for bucket, n in buckets:
+        while pending is not None and pending[1] <= seen + n:
+            placed[pending[0]] = (bucket, pending[1] - seen - 1)
+            pending = next(wanted, None)
+        seen += n
+    return [placed[i] for i in range(len(ranks))]
+
+
+# ------------------------------------------------------------------ reading
+
+
+def read_counts(conn: Connection, *metrics: str) -> dict[str, Counter[str]]:
+    """The running totals of `metrics`, by key (zero totals left out)."""
+    c = t.counts.c
+    found: dict[str, Counter[str]] = {metric: Counter() for metric in metrics}
+    for metric, key, n in conn.execute(
+        select(c.metric, c.key, c.n).where(c.metric.in_(metrics), c.n != 0)
+    ):
+        found[metric][key] = n
+    return found
+
+
+def read_open_days(conn: Connection, since: datetime) -> Counter[tuple[str, str]]:
+    """Open complaints per (UTC day received, stage), from the day of `since` on."""
+    c = t.counts.c
+    found: Counter[tuple[str, str]] = Counter()
+    for key, n in conn.execute(
+        select(c.key, c.n).where(
+            c.metric == "open_day", c.key >= since.date().isoformat(), c.n != 0
+        )
+    ):
+        day, stage = key.split(" ", 1)
+        found[day, stage] = n
+    return found
+
+
+PERCENTS = (50, 90, 95)
+
+
+def read_distributions(
+    conn: Connection, measures: Sequence[str]
+) -> dict[tuple[str, str], tuple[int, list[float]]]:
+    """For each (measure, key) with values: the count, and the nearest-rank
+    p50, p90, p95 and the maximum, exactly."""
+    per: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for name, key, bucket, n in _bucket_rows(conn, measures):
+        per.setdefault((name, key), []).append((bucket, n))
+    wanted: dict[tuple[str, str], tuple[int, list[tuple[int, int]]]] = {}
+    sizes: dict[tuple[str, str, int], int] = {}
+    for (name, key), buckets in per.items():
+        count = sum(n for _, n in buckets)
+        ranks = [*nearest_ranks(count, PERCENTS), count]
+        spots = locate(buckets, ranks)
+        wanted[name, key] = (count, spots)
+        size = dict(buckets)
+        for bucket, _ in spots:
+            sizes[name, key, bucket] = size[bucket]
+    points = sorted(
+        {
+            (name, key, bucket, offset)
+            for (name, key), (_, spots) in wanted.items()
+            for bucket, offset in spots
+        }
+    )
+    values = _values_at(conn, points, sizes)
+    return {
+        group: (count, [values[(*group, bucket, offset)] for bucket, offset in spots])
+        for group, (count, spots) in wanted.items()
+    }
+
+
+def _bucket_rows(
+    conn: Connection, measures: Sequence[str]
+) -> list[tuple[str, str, int, int]]:
+    """The bucket counts of `measures`, sorted, as plain driver rows: a report
+    reads a few thousand of them, and SQLAlchemy's result rows cost more than
+    the query."""
+    b = t.buckets.c
+    compiled = (
+        select(b.measure, b.key, b.bucket, b.n)
+        .where(b.measure.in_(measures), b.n > 0)
+        .order_by(b.measure, b.key, b.bucket)
+        .compile(conn, compile_kwargs={"render_postcompile": True})
+    )
+    parameters = compiled.params
+    if compiled.positiontup is not None:
+        arguments: Any = tuple(parameters[name] for name in compiled.positiontup)
+    else:
+        arguments = parameters
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(compiled.string, arguments)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _values_at(
+    conn: Connection,
+    points: Sequence[tuple[str, str, int, int]],
+    sizes: dict[tuple[str, str, int], int],
+) -> dict[tuple[str, str, int, int], float]:
+    """The value at each (measure, key, bucket, offset): one index seek and a
+    short walk inside the bucket each, from whichever end is nearer (so the
+    maximum costs one step), many to a statement.
+
+    One scalar subquery per point, because SQLite refuses an OFFSET that
+    refers to another table's column (a join on a list of points).
+    """
+    dialect = conn.dialect
+    preparer = dialect.identifier_preparer
+    m = t.measures.c
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    value = preparer.format_column(m.value)
+    lookup = (
+        f"(SELECT {value} FROM {preparer.format_table(t.measures)} "
+        f"WHERE {preparer.format_column(m.measure)} = {mark} "
+        f"AND {preparer.format_column(m.key)} = {mark} "
+        f"AND {preparer.format_column(m.bucket)} = {mark} "
+        f"ORDER BY {value} {{}} LIMIT 1 OFFSET {mark})"
+    )
+    ascending, descending = lookup.format("ASC"), lookup.format("DESC")
+    found: dict[tuple[str, str, int, int], float] = {}
+    for start in range(0, len(points), POINTS_PER_STATEMENT):
+        chunk = points[start : start + POINTS_PER_STATEMENT]
+        lookups: list[str] = []
+        parameters: list[str | int] = []
+        for name, key, bucket, offset in chunk:
+            from_end = sizes[name, key, bucket] - 1 - offset
+            if from_end < offset:
+                lookups.append(descending)
+                parameters += [name, key, bucket, from_end]
+            else:
+                lookups.append(ascending)
+                parameters += [name, key, bucket, offset]
+        statement = "SELECT " + ", ".join(lookups)
+        row = conn.exec_driver_sql(statement, tuple(parameters)).one()
+        found.update(zip(chunk, row, strict=True))
+    return found
+
+
+POINTS_PER_STATEMENT = 200
+"""Four parameters a point: 800 stays under SQLite's oldest limit of 999."""
