@@ -1032,8 +1032,9 @@ def complaint_id_for(case: str) -> UUID:
 PARALLEL_FROM_ROWS = 5_000
 """Smaller logs are judged in this process: forking would cost more than it saves."""
 MAX_WORKERS = 4
-CHUNK_ROWS = 2_000
-"""Rows per unit of work handed to a worker (whole cases)."""
+CHUNK_ROWS = 500
+"""Rows per unit of work handed to a worker (whole cases): small enough that
+no worker is left with a long last chunk while the others idle."""
 
 _FORKED: tuple[_Judge, Sequence[_Case]] | None = None
 """What forked workers judge: set just before the fork, so they inherit it."""
