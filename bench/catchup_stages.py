@@ -17,6 +17,7 @@ from amends.infra.mapper import PydanticMapper
 from amends.infra.reporting import StoreFeed
 from amends.projections.facts import ComplaintFacts, Folder
 from amends.projections.runner import ProjectionRunner
+from amends.projections.summary import Delta
 from bench.probes import Probe
 
 STAGES = (
@@ -31,7 +32,9 @@ STAGES = (
     ("write", "rewrite view rows (`_write`, rest: the DELETEs)"),
     ("rows", "derive view rows (`rows_of`, rest: SLA deadlines, spans)"),
     ("to_json", "facts to JSON (`ComplaintFacts.to_json`)"),
-    ("insert", "insert rows (`_insert_many`: bind processors, executemany)"),
+    ("totals", "running totals (`summary.Delta.change`: contributions, old and new)"),
+    ("insert", "upsert rows (`_upsert_many`: bind processors, executemany)"),
+    ("summary", "write the running totals (`_write_summary`)"),
 )
 """(label, description) in the order the report lists them; nested stages
 follow the stage that calls them."""
@@ -51,5 +54,7 @@ def probes() -> list[Probe]:
         Probe(ProjectionRunner, "_write", "write"),
         Probe(ProjectionRunner, "rows_of", "rows"),
         Probe(ComplaintFacts, "to_json", "to_json"),
-        Probe(runner_module, "_insert_many", "insert"),
+        Probe(Delta, "change", "totals"),
+        Probe(runner_module, "_upsert_many", "insert"),
+        Probe(runner_module, "_write_summary", "summary"),
     ]

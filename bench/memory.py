@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amends.projections.runner import DEFAULT_BATCH_SIZE
 from bench import bulk, catchup_stages
 from bench.diagnose import compare_stages, own_times
 from bench.harness import RunConfig, log
@@ -250,8 +251,9 @@ def stages_text(small: Child, large: Child) -> str:
         f"A rebuild costs {whole_small:,.1f} µs per event at {small.events:,} "
         f"events and {whole_large:,.1f} µs at {large.events:,}. The stages "
         f"that grew most per event: {grown}. All of them are paid per "
-        "complaint a batch touches, not per event: each batch of 2,000 "
-        "events loads, refolds, deletes and rewrites the rows of every "
+        "complaint a batch touches, not per event: each batch of "
+        f"{DEFAULT_BATCH_SIZE:,} "
+        "events loads, refolds and writes the changed rows of every "
         "complaint in it, and commits. Denser traffic puts fewer of a "
         "complaint's events in each batch (a batch covers "
         f"{batch_days(small):.1f} days of traffic in the smaller store and "
@@ -264,14 +266,24 @@ def stages_text(small: Child, large: Child) -> str:
     )
 
 
-REWRITE_STAGES = ("batch", "load", "from_json", "write", "rows", "to_json", "insert")
+REWRITE_STAGES = (
+    "batch",
+    "load",
+    "from_json",
+    "write",
+    "rows",
+    "to_json",
+    "totals",
+    "insert",
+    "summary",
+)
 """Stages whose work is per touched complaint (and per batch), not per event."""
 
 
 def batch_days(child: Child) -> float:
-    """How many days of traffic one batch of 2,000 events spans, on average."""
+    """How many days of traffic one batch of events spans, on average."""
     store = child.store
     if store.received_from is None or store.received_to is None:
         return 0.0
     days = (store.received_to - store.received_from).total_seconds() / 86_400
-    return days * 2_000 / child.events
+    return days * DEFAULT_BATCH_SIZE / child.events

@@ -8,7 +8,7 @@ most twice its p95 at 10,000.
 Catch-up is `desk.reports.rebuild()` (drop the views, replay the whole
 notification log into them) on a fresh desk; its baseline, in the same run on
 the same file, is the bare library reading that log (`select_notifications`
-in batches of 2,000, the runner's batch size, and `json.loads` of each
+in batches of 2,000, and `json.loads` of each
 state), so the ratio shows what the projection costs beyond reading. Stores
 come from the bulk generator (`bench.bulk`): a year of realistic traffic.
 """
@@ -25,6 +25,7 @@ from typing import Any
 
 from amends import ComplaintDesk
 from amends.infra.settings import store_settings
+from amends.projections.runner import DEFAULT_BATCH_SIZE
 from bench import bulk, catchup_stages
 from bench.diagnose import (
     frozen_heap,
@@ -207,7 +208,8 @@ def catch_up_bound(store: Store, rate: float) -> str:
     rewrites = times.calls["rows"]
     return (
         f"*Catch-up* ({rate:,.0f} events/s, {1e6 / rate:.1f} µs per event; "
-        f"50,000 events/s allows {allowed:.0f} µs). Each batch of 2,000 events "
+        f"50,000 events/s allows {allowed:.0f} µs). Each batch of "
+        f"{DEFAULT_BATCH_SIZE:,} events "
         "reloads, refolds and rewrites every complaint it touches (its row, "
         "spans, deadlines, gestures and facts JSON); with a year's traffic "
         f"interleaved, the {store.complaints:,} complaints were rewritten "
@@ -412,7 +414,8 @@ def scaling_note(catch_ups: list[CatchUp], low: Latency, high: Latency) -> Note:
         f"Catch-up runs at {median(large.amends) / median(small.amends):.2f} of "
         f"its {small.store.complaints:,}-complaint rate at "
         f"{large.store.complaints:,}: the runner rewrites every complaint a "
-        "batch of 2,000 events touches, and the denser the traffic, the more "
+        f"batch of {DEFAULT_BATCH_SIZE:,} events touches, and the denser the "
+        "traffic, the more "
         "often each complaint is touched; the memory section's stage timers "
         "compare a rebuild of a small and a large store to show it. Both "
         "stores span one year, so the typical filter's week holds ten times "

@@ -428,8 +428,9 @@ class Oracle:
             by_owner=_compliance(by_owner),
             at_risk=tuple(
                 AtRisk(complaint_id=cid, target=p.kind, due_at=due, owner=o)
-                for due, cid, _, p, o in risks
+                for due, cid, _, p, o in risks[:limit]
             ),
+            at_risk_total=len(risks),
         )
 
     def backlog(self, now: datetime, f: ReportFilter) -> BacklogReport:

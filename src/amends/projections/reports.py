@@ -368,6 +368,8 @@ class SlaReport(Report):
     by_target: tuple[Compliance, ...]
     by_owner: tuple[Compliance, ...]
     at_risk: tuple[AtRisk, ...]
+    """Unmet deadlines due within the horizon, soonest first, up to the limit."""
+    at_risk_total: int
 
     def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
         return [
@@ -855,22 +857,22 @@ class ReportQueries:
                 breaches_total = conn.execute(
                     select(func.count()).where(among, _breached(now))
                 ).scalar_one()
-            breach_rows = conn.execute(
-                select(d.complaint_id, d.target, d.due_at, d.met_at, d.owner_at_due)
-                .where(among, _breached(now))
-                .order_by(d.due_at.desc(), d.complaint_id, d.seq)
-                .limit(limit)
-            ).all()
+            breach_rows = self._latest_breaches(conn, now, among, limit)
+            at_risk = (
+                among,
+                d.met_at.is_(None),
+                d.due_at >= now,
+                d.due_at <= now + horizon,
+            )
             risk_rows = conn.execute(
                 select(d.complaint_id, d.target, d.due_at, d.owner_at_due)
-                .where(
-                    among,
-                    d.met_at.is_(None),
-                    d.due_at >= now,
-                    d.due_at <= now + horizon,
-                )
+                .where(*at_risk)
                 .order_by(d.due_at, d.complaint_id, d.seq)
+                .limit(limit)
             ).all()
+            at_risk_total = conn.execute(
+                select(func.count()).where(*at_risk)
+            ).scalar_one()
         return SlaReport(
             generated_at=now,
             filter=f,
@@ -886,7 +888,31 @@ class ReportQueries:
                 AtRisk(complaint_id=i, target=g, due_at=due, owner=o)
                 for i, g, due, o in risk_rows
             ),
+            at_risk_total=at_risk_total,
         )
+
+    def _latest_breaches(
+        self, conn: Connection, now: datetime, among: Any, limit: int
+    ) -> list[Any]:
+        """Breaches, latest due first: the latest of the deadlines met late
+        and of those unmet past due, each read in order from its own index,
+        merged (one scan of every deadline otherwise)."""
+        d = t.deadlines.c
+        found: list[Any] = []
+        for breached in (
+            d.met_at > d.due_at,
+            and_(d.met_at.is_(None), d.due_at < now),
+        ):
+            found += conn.execute(
+                select(
+                    d.complaint_id, d.target, d.due_at, d.met_at, d.owner_at_due, d.seq
+                )
+                .where(among, breached)
+                .order_by(d.due_at.desc(), d.complaint_id, d.seq)
+                .limit(limit)
+            ).all()
+        found.sort(key=lambda row: (-row.due_at.timestamp(), row.complaint_id, row.seq))
+        return [row[:5] for row in found[:limit]]
 
     def _compliance(
         self, conn: Connection, now: datetime, among: Any
@@ -1155,14 +1181,20 @@ def _open_ages_of_all(conn: Connection, now: datetime) -> list[tuple[str, str, i
             if d > day:
                 after[stage] += n
         next_day = datetime.combine(edge.date() + timedelta(days=1), time(), UTC)
+        # Found by time received: `coalesce` keeps SQLite from choosing the
+        # index of open complaints, which would walk all of them.
         after.update(
-            conn.execute(
-                select(c.stage).where(
-                    c.received_at > edge, c.received_at < next_day, c.is_open
-                )
+            dict(
+                conn.execute(
+                    select(c.stage, func.count())
+                    .where(
+                        c.received_at > edge,
+                        c.received_at < next_day,
+                        func.coalesce(c.is_open, False),
+                    )
+                    .group_by(c.stage)
+                ).all()
             )
-            .scalars()
-            .all()
         )
         newer[name] = after
     found = []

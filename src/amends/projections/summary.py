@@ -280,23 +280,23 @@ def _bucket_rows(
     conn: Connection, measures: Sequence[str]
 ) -> list[tuple[str, str, int, int]]:
     """The bucket counts of `measures`, sorted, as plain driver rows: a report
-    reads a few thousand of them, and SQLAlchemy's result rows cost more than
-    the query."""
+    reads a few thousand of them, and SQLAlchemy's compiling and result rows
+    cost more than the query."""
+    preparer = conn.dialect.identifier_preparer
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     b = t.buckets.c
-    compiled = (
-        select(b.measure, b.key, b.bucket, b.n)
-        .where(b.measure.in_(measures), b.n > 0)
-        .order_by(b.measure, b.key, b.bucket)
-        .compile(conn, compile_kwargs={"render_postcompile": True})
+    name, key, bucket, n = (
+        preparer.format_column(column) for column in (b.measure, b.key, b.bucket, b.n)
     )
-    parameters = compiled.params
-    if compiled.positiontup is not None:
-        arguments: Any = tuple(parameters[name] for name in compiled.positiontup)
-    else:
-        arguments = parameters
+    statement = (
+        f"SELECT {name}, {key}, {bucket}, {n} "
+        f"FROM {preparer.format_table(t.buckets)} "
+        f"WHERE {name} IN ({', '.join(mark for _ in measures)}) AND {n} > 0 "
+        f"ORDER BY {name}, {key}, {bucket}"
+    )
     cursor = conn.connection.cursor()
     try:
-        cursor.execute(compiled.string, arguments)
+        cursor.execute(statement, tuple(measures))
         return list(cursor.fetchall())
     finally:
         cursor.close()
