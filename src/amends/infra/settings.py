@@ -100,7 +100,8 @@ def _postgres_settings(store_url: str, query: str) -> dict[str, str]:
     except ValueError as exc:
         raise ConfigurationError(f"store URL {store_url!r}: {exc}") from None
     settings = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        # The library's, with retries that end (see amends.infra.store).
+        "PERSISTENCE_MODULE": "amends.infra.store:PostgresFactory",
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": parts.hostname,
         "POSTGRES_PORT": str(port),

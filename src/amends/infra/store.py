@@ -6,22 +6,31 @@ recorder from a store URL and plugs in its pydantic mapper.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 from uuid import UUID
 
+import eventsourcing.postgres
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
+    InterfaceError,
     InternalError,
     Mapper,
+    OperationalError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresAggregateRecorder
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+)
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from eventsourcing.utils import Environment, EnvType
 from psycopg.sql import SQL, Identifier
+from psycopg_pool import PoolTimeout
 
 from amends.infra.mapper import PydanticMapper
 
@@ -86,6 +95,80 @@ class EventStoreApplication(Application[UUID]):
             compressor=self.factory.compressor(),
             cipher=self.factory.cipher(),
         )
+
+
+RETRIES_AFTER_A_DROP = 2
+"""How often a read or write whose connection broke is tried again."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _retried_while_reachable(method: F) -> F:
+    """The library's recorder method with retries that end.
+
+    The library tries a read or write 10 times on a connection error, and each
+    try may wait the whole connect timeout for a connection: with the server
+    down, a command took 20 to 50 seconds to fail. Here a connection that broke
+    (dropped, or the server restarted) is tried again after the pool has
+    checked its other idle connections, which broke with it; no connection
+    within the connect timeout means the server cannot be reached, and fails
+    at once as `StoreUnavailable`.
+    """
+    plain: Callable[..., Any] = getattr(method, "__wrapped__", method)
+
+    @functools.wraps(plain)
+    def retried(self: PostgresAggregateRecorder, *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(RETRIES_AFTER_A_DROP + 1):
+            try:
+                return plain(self, *args, **kwargs)
+            except (InterfaceError, OperationalError) as exc:
+                if attempt == RETRIES_AFTER_A_DROP or isinstance(
+                    exc.__cause__, PoolTimeout
+                ):
+                    raise
+                self.datastore.pool.check()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return retried  # type: ignore[return-value]
+
+
+class _PostgresSnapshots(PostgresAggregateRecorder):
+    """The library's recorder for snapshots, with retries that end."""
+
+    insert_events = _retried_while_reachable(PostgresAggregateRecorder.insert_events)
+    select_events = _retried_while_reachable(PostgresAggregateRecorder.select_events)
+
+
+class _PostgresEvents(PostgresApplicationRecorder):
+    """The library's recorder for events, with retries that end."""
+
+    insert_events = _retried_while_reachable(PostgresApplicationRecorder.insert_events)
+    select_events = _retried_while_reachable(PostgresApplicationRecorder.select_events)
+    select_notifications = _retried_while_reachable(
+        PostgresApplicationRecorder.select_notifications
+    )
+    max_notification_id = _retried_while_reachable(
+        PostgresApplicationRecorder.max_notification_id
+    )
+
+
+class PostgresFactory(eventsourcing.postgres.PostgresFactory):
+    """The library's PostgreSQL persistence, failing within the connect timeout.
+
+    Besides bounding the recorders' retries, it bounds how long the connection
+    pool keeps retrying a failed connection in the background to the connect
+    timeout (the library: five minutes, at doubling intervals, so a desk could
+    stay refused for minutes after the server was back). Within it, attempts
+    come a second or two apart; after it, the next command starts afresh.
+    """
+
+    aggregate_recorder_class = _PostgresSnapshots
+    application_recorder_class = _PostgresEvents
+
+    def __init__(self, env: Environment) -> None:
+        super().__init__(env)
+        pool = self.datastore.pool
+        pool.reconnect_timeout = pool.timeout
 
 
 def complaint_ids(recorder: ApplicationRecorder) -> set[UUID]:
