@@ -6,13 +6,14 @@ command line, 3 amends refused, 4 the store failed), and record nothing.
 
 from __future__ import annotations
 
+import csv
 import json
 import shlex
 import sqlite3
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import pytest
 
@@ -20,7 +21,9 @@ import amends.cli
 from amends import ComplaintDesk, Stage
 from amends.audit import verify_bundle
 from amends.cli import MAX_MESSAGE, main
+from amends.domain.errors import ComplaintNotFound
 from amends.domain.lifecycle import command_names
+from amends.infra.desk import EXTERNAL_REF_NAMESPACE
 
 from conftest import NOW, FixedClock
 
@@ -421,3 +424,59 @@ def test_refusals_name_what_is_wrong(cli: Cli) -> None:
     ]
     for argv, expected in checks:
         assert expected in cli(*argv).err, argv
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "import"
+
+
+def test_import_takes_the_conformant_cases_whole_and_accounts_for_every_row(
+    cli: Cli,
+) -> None:
+    log, mapping = FIXTURES / "helpdesk.csv", FIXTURES / "mapping.toml"
+    with log.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    cli.clock.now = NOW + timedelta(days=400)  # the log's times are in the past
+    args = ["import", str(log), "--map", str(mapping), "--format", "json"]
+
+    dry = cli(*args, "--dry-run")
+    assert dry.code == 3  # some cases break the lifecycle
+    assert cli.events() == 0
+    planned = json.loads(dry.out)
+
+    done = cli(*args)
+    assert done.code == 3, done
+    summary = json.loads(done.out)
+    assert summary["rows"] == len(rows) == sum(summary["rows_by_status"].values())
+    imported = {case["case"] for case in summary["imported"]}
+    rejected = {case["case"] for case in summary["rejected"]}
+    assert imported
+    assert rejected
+    assert not imported & rejected
+    assert imported == {case["case"] for case in planned["imported"]}
+    assert cli.events() == summary["events"]
+    with ComplaintDesk(cli.store) as desk:
+        for case in imported | rejected:
+            try:
+                desk.get(uuid5(EXTERNAL_REF_NAMESPACE, case))
+                stored = True
+            except ComplaintNotFound:
+                stored = False
+            assert stored == (case in imported), case
+        assert desk.verify().ok
+
+    again = json.loads(cli(*args).out)
+    assert again["imported"] == []
+    assert again["events"] == 0
+    assert cli.events() == summary["events"]
+
+
+def test_import_with_a_broken_mapping_is_a_usage_error(
+    cli: Cli, tmp_path: Path
+) -> None:
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[columns]\ncase = "id"\n', encoding="utf-8")
+    result = cli("import", str(FIXTURES / "helpdesk.csv"), "--map", str(mapping))
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1
+    assert "columns" in result.err
+    assert cli.events() == 0

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -36,6 +36,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import typer
 from pydantic import AwareDatetime, ValidationError
 from pydantic.fields import FieldInfo
+from rich.progress import Progress, TaskID
 
 from amends.audit import load_seal
 from amends.domain import commands as c
@@ -172,6 +173,11 @@ class ShowFormat(StrEnum):
 class DiagramFormat(StrEnum):
     MERMAID = "mermaid"
     MARKDOWN = "markdown"
+
+
+class SummaryFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
 
 
 class ReportName(StrEnum):
@@ -770,12 +776,89 @@ def project(
 
 
 # ------------------------------------------------------------------ import
-#
-# `amends import LOG --map MAPPING.toml [--dry-run]` goes here (issue 5 part 2):
-# a thin command over amends.infra.importer, registered like the others with
-# `@app.command("import", rich_help_panel=SETUP, epilog=_examples(...))`.
-# It opens the desk with `_session(context).desk()`; AmendsError subclasses it raises
-# get their exit codes from `main`, like every command here.
+
+
+@app.command(
+    "import",
+    rich_help_panel=SETUP,
+    epilog=_examples(
+        "amends import helpdesk.csv --map mapping.toml --dry-run",
+        "amends --store sqlite:///amends.db import helpdesk.csv --map mapping.toml",
+        "amends import export.jsonl --map mapping.toml --format json > summary.json",
+        "(the mapping format: docs/import.md)",
+    ),
+)
+def import_(
+    context: typer.Context,
+    log: Annotated[
+        Path,
+        typer.Argument(
+            metavar="LOG",
+            help="the case history: CSV or JSON Lines, a row per activity",
+        ),
+    ],
+    mapping: Annotated[
+        Path,
+        typer.Option(
+            "--map",
+            metavar="MAPPING.toml",
+            help="columns, activity -> command, extra columns -> fields",
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check every case, write nothing")
+    ] = False,
+    output: Annotated[
+        SummaryFormat, typer.Option("--format", help="text or json")
+    ] = SummaryFormat.TEXT,
+) -> None:
+    """Replay another system's case history through the lifecycle: cases that
+    follow it are imported whole, the others are listed with their first
+    offending row; exits 3 if any case or row was refused."""
+    from amends.infra.importer import (
+        ImportLogError,
+        ImportMappingError,
+        import_log,
+        load_mapping,
+    )
+
+    try:
+        rules = load_mapping(mapping)
+    except ImportMappingError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--map'") from None
+    with _session(context).desk() as desk, _progress_bar() as (bar, task):
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        bar.update(task, description="cases")
+        try:
+            summary = import_log(desk, log, rules, dry_run=dry_run, progress=progress)
+        except ImportLogError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'LOG'") from None
+    print(summary.to_json() if output is SummaryFormat.JSON else summary.to_text())
+    if not summary.clean:
+        raise typer.Exit(EXIT_REFUSED)
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[tuple[Progress, TaskID]]:
+    """A progress bar on stderr, shown only on a terminal (pipes and logs stay
+    clean), removed when done."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        yield bar, bar.add_task("", total=None)
 
 
 # ---------------------------------------------------------- demo and setup
@@ -815,28 +898,13 @@ def run_demo(
     session: Session, complaints: int, days: float, seed: int, charts: Path
 ) -> None:
     """The main job: a realistic stretch of work, its reports and its charts."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from amends.infra.charts import save_charts
     from amends.infra.demo import simulate
     from amends.projections.reports import chart_data
 
     charts.mkdir(parents=True, exist_ok=True)  # fail before anything is recorded
-    console = Console(stderr=True)
-    with (
-        session.desk() as desk,
-        Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,
-        ) as bar,
-    ):
-        task = bar.add_task("commands", total=None)
+    with session.desk() as desk, _progress_bar() as (bar, task):
+        bar.update(task, description="commands")
 
         def progress(done: int, total: int) -> None:
             if done == total or done % 100 == 0:
