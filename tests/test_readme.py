@@ -57,3 +57,12 @@ def test_property_test_example_runs() -> None:
     tests = [v for k, v in namespace.items() if k.startswith("test_")]
     assert len(tests) == 1
     tests[0]()  # type: ignore[operator]
+
+
+def test_the_lifecycle_picture_is_the_transition_tables() -> None:
+    from amends.domain.lifecycle import mermaid
+
+    pictures = re.findall(
+        r"```mermaid\n(.*?)```", README.read_text(encoding="utf-8"), re.S
+    )
+    assert pictures == [mermaid()]
