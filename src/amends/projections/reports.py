@@ -857,7 +857,16 @@ class ReportQueries:
                 breaches_total = conn.execute(
                     select(func.count()).where(among, _breached(now))
                 ).scalar_one()
-            breach_rows = self._latest_breaches(conn, now, among, limit)
+            breach_rows = (
+                self._latest_breaches(conn, now, limit)
+                if _everything(f)
+                else conn.execute(
+                    select(*_BREACH_COLUMNS)
+                    .where(among, _breached(now))
+                    .order_by(d.due_at.desc(), d.complaint_id, d.seq)
+                    .limit(limit)
+                ).all()
+            )
             at_risk = (
                 among,
                 d.met_at.is_(None),
@@ -892,11 +901,15 @@ class ReportQueries:
         )
 
     def _latest_breaches(
-        self, conn: Connection, now: datetime, among: Any, limit: int
+        self, conn: Connection, now: datetime, limit: int
     ) -> list[Any]:
-        """Breaches, latest due first: the latest of the deadlines met late
-        and of those unmet past due, each read in order from its own index,
-        merged (one scan of every deadline otherwise)."""
+        """Every complaint's breaches, latest due first: the latest of the
+        deadlines met late and of those unmet past due, each read in order
+        from its own index, merged (one scan of every deadline otherwise).
+
+        A filtered report selects its complaints first instead: walking these
+        indexes would pass over the other complaints' deadlines.
+        """
         d = t.deadlines.c
         found: list[Any] = []
         for breached in (
@@ -904,10 +917,8 @@ class ReportQueries:
             and_(d.met_at.is_(None), d.due_at < now),
         ):
             found += conn.execute(
-                select(
-                    d.complaint_id, d.target, d.due_at, d.met_at, d.owner_at_due, d.seq
-                )
-                .where(among, breached)
+                select(*_BREACH_COLUMNS, d.seq)
+                .where(breached)
                 .order_by(d.due_at.desc(), d.complaint_id, d.seq)
                 .limit(limit)
             ).all()
@@ -1212,6 +1223,15 @@ def _distribution(count: int, points: Sequence[float]) -> Distribution:
     """A distribution from `summary.read_distributions`' count and points."""
     p50, p90, p95, largest = points
     return Distribution(count=count, p50=p50, p90=p90, p95=p95, max=largest)
+
+
+_BREACH_COLUMNS = (
+    t.deadlines.c.complaint_id,
+    t.deadlines.c.target,
+    t.deadlines.c.due_at,
+    t.deadlines.c.met_at,
+    t.deadlines.c.owner_at_due,
+)
 
 
 def _breached(now: datetime) -> Any:
