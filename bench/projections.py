@@ -421,8 +421,10 @@ def scaling_note(catch_ups: list[CatchUp], low: Latency, high: Latency) -> Note:
         "stores span one year, so the typical filter's week holds ten times "
         f"as many complaints in the larger ({low.selected:,} and "
         f"{high.selected:,} selected): its scaling rows grow with the rows "
-        "selected, while the unfiltered ones read every complaint in the "
-        "views.",
+        "selected (every report reads, groups and lists the complaints its "
+        "filter selects), while the unfiltered ones read the running totals "
+        "the runner keeps (ADR 0008), which grow with the number of owners, "
+        "categories and weeks, not of complaints.",
     )
 
 
