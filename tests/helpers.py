@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from amends import ComplaintDesk, Stage
+from amends.domain.values import MAX_TEXT_LENGTH
 
 FAR_FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
 
@@ -84,3 +85,23 @@ def valid_arguments(command: str, owner: str) -> dict[str, Any]:
         "customer_replied": {"note": "Statement received"},
         "offer_gesture": {"description": "Voucher"},
     }[command] | {"by": owner}
+
+
+ODD_TEXTS = [
+    "",
+    " ",
+    "\t\n",
+    "\x00",
+    "bell\x07",
+    "\x1b[31mred",
+    "\ud800",
+    "\u202eevil",
+    "\u200b",
+    "\u2028",
+    "e\u0301",
+    "🙂" * 3,
+    "x" * (MAX_TEXT_LENGTH + 1),
+    "y" * 100_000,
+]
+"""Text no field should take or choke on: blank, control and bidi characters,
+a lone surrogate, combining marks, over the length limit, huge."""

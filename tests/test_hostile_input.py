@@ -22,29 +22,11 @@ from amends import (
     InvalidTransition,
 )
 from amends.domain.commands import COMMAND_TYPES
-from amends.domain.values import MAX_TEXT_LENGTH
 
 from conftest import NOW, FixedClock
-from helpers import RECEIVE
+from helpers import ODD_TEXTS, RECEIVE
 
-ODD_TEXT = st.sampled_from(
-    [
-        "",
-        " ",
-        "\t\n",
-        "\x00",
-        "bell\x07",
-        "\x1b[31mred",
-        "\ud800",
-        "\u202eevil",
-        "\u200b",
-        "\u2028",
-        "e\u0301",
-        "🙂" * 3,
-        "x" * (MAX_TEXT_LENGTH + 1),
-        "y" * 100_000,
-    ]
-)
+ODD_TEXT = st.sampled_from(ODD_TEXTS)
 ODD_TIMES = st.sampled_from(
     [
         datetime(2026, 3, 1, 9, 0),  # naive

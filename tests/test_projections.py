@@ -493,3 +493,33 @@ def test_a_naive_report_window_is_refused_by_name() -> None:
             assert refusal.fields == ("since",)
         else:
             raise AssertionError("a naive since was accepted")
+
+
+def test_views_of_an_earlier_layout_are_rebuilt_when_a_runner_starts(
+    tmp_path: Path,
+) -> None:
+    """Views written by an earlier release lack the running totals the
+    unfiltered reports read: a new desk must rebuild them, not answer from
+    empty totals or refuse them as built under other policies."""
+    import sqlite3
+
+    from amends.projections.runner import VIEWS_FORMAT
+
+    store = tmp_path / "a.db"
+    clock = FixedClock(START + timedelta(days=3))
+    with make_desk(f"sqlite:///{store}", clock) as desk:
+        complaint = desk.receive(**RECEIVE, at=START)
+        desk.acknowledge(complaint, by="ana", paraphrase="p", at=START)
+        before = desk.reports.ownership().model_dump()
+    with sqlite3.connect(store) as db:
+        # What an earlier release left: no layout in the label, no totals.
+        db.execute(
+            "UPDATE amends_view_tracking SET policies = substr(policies, ?)",
+            (len(VIEWS_FORMAT) + 2,),
+        )
+        db.execute("DELETE FROM amends_view_counts")
+    with make_desk(f"sqlite:///{store}", clock) as desk:
+        assert desk.reports.ownership().model_dump() == before
+    with sqlite3.connect(store) as db:
+        (label,) = db.execute("SELECT policies FROM amends_view_tracking").fetchone()
+    assert label.startswith(f"{VIEWS_FORMAT} ")

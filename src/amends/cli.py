@@ -165,7 +165,7 @@ class HistoryFormat(StrEnum):
     JSONL = "jsonl"
 
 
-class ShowFormat(StrEnum):
+class TextOrJson(StrEnum):
     TEXT = "text"
     JSON = "json"
 
@@ -173,11 +173,6 @@ class ShowFormat(StrEnum):
 class DiagramFormat(StrEnum):
     MERMAID = "mermaid"
     MARKDOWN = "markdown"
-
-
-class SummaryFormat(StrEnum):
-    TEXT = "text"
-    JSON = "json"
 
 
 class ReportName(StrEnum):
@@ -518,8 +513,8 @@ def show(
         typer.Option(min=1, help="the state after that many events"),
     ] = None,
     output: Annotated[
-        ShowFormat, typer.Option("--format", help="text or json")
-    ] = ShowFormat.TEXT,
+        TextOrJson, typer.Option("--format", help="text or json")
+    ] = TextOrJson.TEXT,
 ) -> None:
     """The complaint as it stands, or as it stood at a moment or version."""
     if as_of is not None and at_version is not None:
@@ -528,7 +523,7 @@ def show(
         )
     with _session(context).desk() as desk:
         complaint = desk.get(complaint_id, version=at_version, as_of=as_of)
-    if output is ShowFormat.JSON:
+    if output is TextOrJson.JSON:
         data = complaint.model_dump(mode="json")
         data["allowed_commands"] = list(complaint.allowed_commands)
         print(json.dumps(data, indent=2, ensure_ascii=False))
@@ -809,8 +804,8 @@ def import_(
         bool, typer.Option("--dry-run", help="check every case, write nothing")
     ] = False,
     output: Annotated[
-        SummaryFormat, typer.Option("--format", help="text or json")
-    ] = SummaryFormat.TEXT,
+        TextOrJson, typer.Option("--format", help="text or json")
+    ] = TextOrJson.TEXT,
 ) -> None:
     """Replay another system's case history through the lifecycle: cases that
     follow it are imported whole, the others are listed with their first
@@ -836,7 +831,7 @@ def import_(
             summary = import_log(desk, log, rules, dry_run=dry_run, progress=progress)
         except ImportLogError as exc:
             raise typer.BadParameter(str(exc), param_hint="'LOG'") from None
-    print(summary.to_json() if output is SummaryFormat.JSON else summary.to_text())
+    print(summary.to_json() if output is TextOrJson.JSON else summary.to_text())
     if not summary.clean:
         raise typer.Exit(EXIT_REFUSED)
 

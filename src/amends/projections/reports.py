@@ -60,7 +60,7 @@ AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
     ("7-30d", timedelta(days=30)),
     (">30d", None),
 )
-GROUPINGS = ("owner", "category", "channel", "severity", "week")
+GROUPINGS = summary.GROUPINGS
 DEFAULT_LIMIT = 50
 
 
@@ -70,13 +70,6 @@ def percentile(ordered: Sequence[float], p: int) -> float | None:
         return None
     rank = -(-p * len(ordered) // 100)  # ceil without floats
     return ordered[max(rank, 1) - 1]
-
-
-def age_bucket(age: timedelta) -> str:
-    for name, below in AGE_BUCKETS:
-        if below is None or age < below:
-            return name
-    raise AssertionError("the last bucket is open-ended")
 
 
 class ReportFilter(BaseModel):
