@@ -16,7 +16,11 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from amends.infra.mapper import PydanticMapper
 from amends.infra.reporting import StoreFeed
 from amends.projections.facts import ComplaintFacts, Folder
-from amends.projections.runner import ProjectionRunner
+from amends.projections.runner import (
+    DEFAULT_BATCH_COMPLAINTS,
+    DEFAULT_BATCH_SIZE,
+    ProjectionRunner,
+)
 from amends.projections.summary import Delta
 from bench.probes import Probe
 
@@ -25,7 +29,7 @@ STAGES = (
     ("fetch", "fetch rows (recorder `select_notifications`)"),
     ("decode", "decode JSON (`PydanticMapper.decode_payload`)"),
     ("position", "read the tracking position (`ProjectionRunner.position`)"),
-    ("batch", "apply a batch (`apply_batch`, rest: update tracking, commit)"),
+    ("batch", "write a batch (`_commit`, rest: update tracking, commit)"),
     ("load", "load touched complaints' facts (`_load`)"),
     ("from_json", "parse facts JSON (`ComplaintFacts.from_json`)"),
     ("fold", "fold events into facts (`Folder.apply`)"),
@@ -40,6 +44,13 @@ STAGES = (
 follow the stage that calls them."""
 
 
+BATCH = (
+    f"batch (up to {DEFAULT_BATCH_SIZE:,} events, or fewer once it touches "
+    f"{DEFAULT_BATCH_COMPLAINTS:,} complaints)"
+)
+"""What one transaction of a catch-up holds, for the reports' prose."""
+
+
 def probes() -> list[Probe]:
     runner_module = importlib.import_module("amends.projections.runner")
     return [
@@ -47,7 +58,7 @@ def probes() -> list[Probe]:
         Probe(SQLiteApplicationRecorder, "select_notifications", "fetch"),
         Probe(PydanticMapper, "decode_payload", "decode"),
         Probe(ProjectionRunner, "position", "position"),
-        Probe(ProjectionRunner, "apply_batch", "batch"),
+        Probe(ProjectionRunner, "_commit", "batch"),
         Probe(ProjectionRunner, "_load", "load"),
         Probe(ComplaintFacts, "from_json", "from_json"),
         Probe(Folder, "apply", "fold"),

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amends.projections.runner import DEFAULT_BATCH_SIZE
 from bench import bulk, catchup_stages
 from bench.diagnose import compare_stages, own_times
 from bench.harness import RunConfig, log
@@ -251,9 +250,8 @@ def stages_text(small: Child, large: Child) -> str:
         f"A rebuild costs {whole_small:,.1f} µs per event at {small.events:,} "
         f"events and {whole_large:,.1f} µs at {large.events:,}. The stages "
         f"that grew most per event: {grown}. All of them are paid per "
-        "complaint a batch touches, not per event: each batch of "
-        f"{DEFAULT_BATCH_SIZE:,} "
-        "events loads, refolds and writes the changed rows of every "
+        f"complaint a batch touches, not per event: each {catchup_stages.BATCH} "
+        "loads, refolds and writes the changed rows of every "
         "complaint in it, and commits. Denser traffic puts fewer of a "
         "complaint's events in each batch (a batch covers "
         f"{batch_days(small):.1f} days of traffic in the smaller store and "
@@ -283,7 +281,8 @@ REWRITE_STAGES = (
 def batch_days(child: Child) -> float:
     """How many days of traffic one batch of events spans, on average."""
     store = child.store
-    if store.received_from is None or store.received_to is None:
+    batches = child.times.calls.get("batch", 0)
+    if store.received_from is None or store.received_to is None or not batches:
         return 0.0
     days = (store.received_to - store.received_from).total_seconds() / 86_400
-    return days * DEFAULT_BATCH_SIZE / child.events
+    return days / batches

@@ -25,7 +25,6 @@ from typing import Any
 
 from amends import ComplaintDesk
 from amends.infra.settings import store_settings
-from amends.projections.runner import DEFAULT_BATCH_SIZE
 from bench import bulk, catchup_stages
 from bench.diagnose import (
     frozen_heap,
@@ -210,8 +209,7 @@ def catch_up_bound(store: Store, rate: float) -> str:
     rewrites = times.calls["rows"]
     return (
         f"*Catch-up* ({rate:,.0f} events/s, {1e6 / rate:.1f} µs per event; "
-        f"50,000 events/s allows {allowed:.0f} µs). Each batch of "
-        f"{DEFAULT_BATCH_SIZE:,} events "
+        f"50,000 events/s allows {allowed:.0f} µs). Each {catchup_stages.BATCH} "
         "reloads, refolds and rewrites every complaint it touches (its row, "
         "spans, deadlines, gestures and facts JSON); with a year's traffic "
         f"interleaved, the {store.complaints:,} complaints were rewritten "
@@ -416,7 +414,7 @@ def scaling_note(catch_ups: list[CatchUp], low: Latency, high: Latency) -> Note:
         f"Catch-up runs at {median(large.amends) / median(small.amends):.2f} of "
         f"its {small.store.complaints:,}-complaint rate at "
         f"{large.store.complaints:,}: the runner rewrites every complaint a "
-        f"batch of {DEFAULT_BATCH_SIZE:,} events touches, and the denser the "
+        f"{catchup_stages.BATCH} touches, and the denser the "
         "traffic, the more "
         "often each complaint is touched; the memory section's stage timers "
         "compare a rebuild of a small and a large store to show it. Both "

@@ -7,7 +7,8 @@ step is appended to the trail file with one `os.write` before it happens, so
 the line survives a SIGKILL and the drill can tell where the kill landed:
 
     start                       the process is up, the desk open
-    batch <from> <to>           folding the events after <from> up to <to>
+    fold <from>                 reading and folding the events after <from>
+    batch <from> <to>           writing the events after <from> up to <to>
     write                       the batch's write transaction moved the tracking row
     commit                      the transaction is committing
     done <to>                   the batch is committed
@@ -20,7 +21,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from sqlalchemy import event
 
 from amends import ComplaintDesk
 from amends.projections import tables
-from amends.projections.runner import FeedItem
+from amends.projections.runner import Batch
 
 
 def main(store_url: str, trail: str, batch_size: int) -> None:
@@ -40,14 +40,20 @@ def main(store_url: str, trail: str, batch_size: int) -> None:
     with ComplaintDesk(store_url) as desk:
         runner = desk.reports.runner
         runner.batch_size = batch_size
-        apply_batch = runner.apply_batch
+        read_and_fold = runner._read_and_fold
+        commit = runner._commit
 
-        def traced(position: int, items: Sequence[FeedItem]) -> None:
-            mark(f"batch {position} {items[-1].position}")
-            apply_batch(position, items)
-            mark(f"done {items[-1].position}")
+        def traced_fold(position: int) -> Batch | None:
+            mark(f"fold {position}")
+            return read_and_fold(position)
 
-        runner.apply_batch = traced  # type: ignore[method-assign]
+        def traced_commit(batch: Batch) -> None:
+            mark(f"batch {batch.position} {batch.last}")
+            commit(batch)
+            mark(f"done {batch.last}")
+
+        runner._read_and_fold = traced_fold  # type: ignore[method-assign]
+        runner._commit = traced_commit  # type: ignore[method-assign]
 
         @event.listens_for(runner.engine, "before_cursor_execute")
         def _statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:

@@ -50,7 +50,7 @@ KILLS = 20
 BATCH_SIZE = 500
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 REPORTS = ("ownership", "time_to_resolution", "sla", "backlog", "recurrence")
-INSIDE_A_BATCH = ("folding", "writing", "committing")
+INSIDE_A_BATCH = ("folding", "before writing", "writing", "committing")
 
 
 @dataclass
@@ -114,7 +114,7 @@ def wait_for_batch(
     while len(seen) < nth:
         assert process.poll() is None, "the follower died on its own"
         assert time.monotonic() < deadline, "the follower made no progress"
-        batches = sum(line.startswith("batch ") for line in trail.lines())
+        batches = sum(line.startswith("fold ") for line in trail.lines())
         seen += [time.monotonic()] * (batches - len(seen))
         time.sleep(0.002)
     return seen
@@ -122,11 +122,13 @@ def wait_for_batch(
 
 def landed(lines: list[str]) -> tuple[str, set[int]]:
     """Where the kill landed, and the tracking positions that allows."""
+    last = lines[-1]
+    if last.startswith("fold "):
+        return "folding", {int(last.split()[1])}
     batches = [line.split() for line in lines if line.startswith("batch ")]
     begun, end = int(batches[-1][1]), int(batches[-1][2])
-    last = lines[-1]
     if last.startswith("batch "):
-        return "folding", {begun}
+        return "before writing", {begun}
     if last == "write":
         return "writing", {begun}
     if last == "commit":

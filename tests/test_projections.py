@@ -9,6 +9,7 @@ computes from the raw histories.
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import uuid
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 from amends import ComplaintDesk
 from amends.domain.sla import PolicySchedule, preset
 from amends.projections.reports import ReportFilter
-from amends.projections.runner import ProjectionRunner
+from amends.projections.runner import Batch, ProjectionRunner, collector_paused
 from amends.testing import CATEGORIES, PEOPLE, Lifecycle, lifecycles
 from oracle import Oracle
 
@@ -91,6 +92,7 @@ def run_workload(
     workload: list[Lifecycle],
     catch_up_after: set[int],
     batch_sizes: list[int],
+    batch_complaints: int = 1_000,
 ) -> list[uuid.UUID]:
     """Send every step in time order, catching the views up now and then."""
     steps = sorted(
@@ -100,6 +102,7 @@ def run_workload(
     )
     ids: dict[int, uuid.UUID] = {}
     runner = desk.reports.runner
+    runner.batch_complaints = batch_complaints
     for count, (_, n, i) in enumerate(steps):
         step = workload[n].steps[i]
         if i == 0:
@@ -158,6 +161,7 @@ def examples(n: int) -> settings:
     workload=workloads(),
     catch_up_after=st.sets(st.integers(0, 120), max_size=10),
     batch_sizes=st.lists(st.integers(1, 7), min_size=1, max_size=4),
+    batch_complaints=st.integers(1, 4),
     f=report_filters(),
     later=st.integers(0, 20 * 24 * 3600),
 )
@@ -165,12 +169,15 @@ def test_incremental_views_equal_the_oracle(
     workload: list[Lifecycle],
     catch_up_after: set[int],
     batch_sizes: list[int],
+    batch_complaints: int,
     f: ReportFilter,
     later: int,
 ) -> None:
     clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
     with make_desk("memory://", clock) as desk:
-        ids = run_workload(desk, workload, catch_up_after, batch_sizes)
+        ids = run_workload(
+            desk, workload, catch_up_after, batch_sizes, batch_complaints
+        )
         desk.reports.runner.batch_size = batch_sizes[0]
         desk.reports.catch_up()
         now = max(e.timestamp for i in ids for e in desk.events(i)) + timedelta(
@@ -264,6 +271,41 @@ def test_the_same_runner_goes_on_after_a_failed_batch(
             runner.catch_up()
         runner.catch_up()
         assert runner.lag() == 0
+        assert_reports_match(desk, ids, ReportFilter(), clock.now)
+
+
+@examples(25)
+@given(
+    workload=workloads(),
+    batch_size=st.integers(1, 40),
+    batch_complaints=st.integers(1, 6),
+)
+def test_a_batch_never_exceeds_its_events_or_complaints(
+    workload: list[Lifecycle], batch_size: int, batch_complaints: int
+) -> None:
+    """A batch reads the log a few events at a time and stops at either bound,
+    which is what keeps a rebuild's memory flat; and it always moves on."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    with make_desk("memory://", clock) as desk:
+        ids = run_workload(desk, workload, set(), [batch_size])
+        runner = desk.reports.runner
+        runner.batch_size, runner.batch_complaints = batch_size, batch_complaints
+        seen: list[tuple[int, int]] = []
+        commit = runner._commit
+
+        def measured(batch: Batch) -> None:
+            seen.append((batch.events, len(batch.changes)))
+            commit(batch)
+
+        runner._commit = measured  # type: ignore[method-assign]
+        applied = runner.rebuild()
+        assert applied == runner.feed.last_position() == sum(n for n, _ in seen)
+        assert all(0 < n <= batch_size for n, _ in seen)
+        assert all(0 < touched <= batch_complaints for _, touched in seen)
+        # A batch stops early only when it is full of complaints.
+        assert all(
+            n == batch_size or touched == batch_complaints for n, touched in seen[:-1]
+        )
         assert_reports_match(desk, ids, ReportFilter(), clock.now)
 
 
@@ -523,3 +565,32 @@ def test_views_of_an_earlier_layout_are_rebuilt_when_a_runner_starts(
     with sqlite3.connect(store) as db:
         (label,) = db.execute("SELECT policies FROM amends_view_tracking").fetchone()
     assert label.startswith(f"{VIEWS_FORMAT} ")
+
+
+def test_the_garbage_collector_is_paused_per_batch_and_restored_as_it_was() -> None:
+    clock = FixedClock(START)
+    with make_desk("memory://", clock) as desk:
+        desk.receive(**RECEIVE, at=START)
+        runner = desk.reports.runner
+        during: list[bool] = []
+        commit = runner._commit
+
+        def observed(batch: Batch) -> None:
+            during.append(gc.isenabled())
+            commit(batch)
+
+        runner._commit = observed  # type: ignore[method-assign]
+        assert gc.isenabled()
+        with collector_paused():  # an outer pause: the batch's is nested in it
+            runner.catch_up()
+            assert not gc.isenabled()
+        assert during == [False]
+        assert gc.isenabled()
+        desk.receive(**RECEIVE, at=START)
+        gc.disable()  # the embedding application's choice is kept
+        try:
+            runner.catch_up()
+            assert during == [False, False]
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
