@@ -594,3 +594,33 @@ def test_the_garbage_collector_is_paused_per_batch_and_restored_as_it_was() -> N
             assert not gc.isenabled()
         finally:
             gc.enable()
+
+
+@pytest.mark.parametrize(
+    "f", [ReportFilter(), ReportFilter(category=RECEIVE["category"])], ids=str
+)
+def test_a_deadline_due_this_very_moment_is_due_not_breached_and_at_risk(
+    f: ReportFilter,
+) -> None:
+    """The edges of the SLA report, where the filtered and the unfiltered
+    report count differently (rows, running totals), against the oracle."""
+    clock = FixedClock(START)
+    with make_desk("memory://", clock) as desk:
+        complaint = desk.receive(**RECEIVE, at=START)
+        desk.reports.catch_up()
+        due = START + timedelta(hours=24)  # promise_keeping: acknowledge in 24 h
+        queries = desk.reports.queries
+        oracle = Oracle({complaint: desk.events(complaint)}, SCHEDULE)
+        for now, counted, breached, at_risk in (
+            (due - timedelta(microseconds=1), 0, 0, 1),
+            (due, 1, 0, 1),
+            (due + timedelta(microseconds=1), 1, 1, 0),
+        ):
+            report = queries.sla(now, f, timedelta(hours=1), 5)
+            assert report == oracle.sla(now, f, timedelta(hours=1), 5)
+            acknowledge = [c for c in report.by_target if c.key == "acknowledge"]
+            assert [(c.due, c.breached) for c in acknowledge] == (
+                [(counted, breached)] if counted else []
+            )
+            assert report.at_risk_total == at_risk
+            assert report.breaches_total == breached
