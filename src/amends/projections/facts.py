@@ -33,7 +33,7 @@ ACKNOWLEDGE, UPDATE, RESOLVE, PLAN_DUE = "acknowledge", "update", "resolve", "pl
 TARGETS = (ACKNOWLEDGE, UPDATE, RESOLVE, PLAN_DUE)
 
 
-@dataclass
+@dataclass(slots=True)
 class Span:
     """One owner's time with the complaint: [start, end), end None while current."""
 
@@ -43,7 +43,7 @@ class Span:
     via: str  # "intake" or "transfer"
 
 
-@dataclass
+@dataclass(slots=True)
 class Deadline:
     """A promise with a due time: relative (SLA time from start) or fixed."""
 
@@ -54,7 +54,7 @@ class Deadline:
     met_at: datetime | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Gesture:
     at: datetime
     owner: str
@@ -62,7 +62,7 @@ class Gesture:
     currency: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class ComplaintFacts:
     id: UUID
     version: int
