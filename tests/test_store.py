@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from amends import (
     Stage,
     StoreUnavailable,
 )
+from amends.infra.reporting import VIEWS_CONNECT_TIMEOUT
 from amends.infra.settings import DEFAULT_STORE_URL, resolve_store_url, store_settings
 
 from helpers import RECEIVE, walk_to
@@ -212,3 +216,51 @@ def test_command_line_errors_are_one_line_without_traceback(tmp_path: Path) -> N
     )
     assert result.returncode == 4, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_views_on_a_server_that_never_answers_fail_within_the_timeout() -> None:
+    """A PostgreSQL views database that accepts the connection and then says
+    nothing (a hung server, a proxy with nothing behind it) makes a report
+    fail with `StoreUnavailable` after the default connect timeout, as the
+    store does, instead of hanging."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody answers
+        port = silent.getsockname()[1]
+        views = f"postgresql://postgres@127.0.0.1:{port}/test"
+        with ComplaintDesk("memory://", views_url=views) as desk:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="report views unavailable"):
+                desk.reports.backlog()
+            waited = time.monotonic() - started
+    assert (
+        float(VIEWS_CONNECT_TIMEOUT) - 0.5 <= waited < 2 * float(VIEWS_CONNECT_TIMEOUT)
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("?colour=blue", "unknown option(s) colour"),
+        ("?connect_timeout=soon", "connect_timeout must be whole seconds, not 'soon'"),
+        ("?connect_timeout=0", "connect_timeout must be whole seconds, not '0'"),
+    ],
+)
+def test_a_views_url_with_a_bad_option_is_refused_by_name(
+    query: str, words: str
+) -> None:
+    views = f"postgresql://postgres@127.0.0.1:5432/test{query}"
+    with (
+        ComplaintDesk("memory://", views_url=views) as desk,
+        pytest.raises(ConfigurationError, match=re.escape(words)),
+    ):
+        desk.reports  # the views' engine is made on first use  # noqa: B018
+
+
+def test_a_store_url_with_store_options_also_serves_as_the_views_url() -> None:
+    url = "postgresql://postgres@127.0.0.1:1/test?pool_size=3&lock_timeout=2&connect_timeout=1"
+    with (
+        ComplaintDesk("memory://", views_url=url) as desk,
+        pytest.raises(StoreUnavailable),
+    ):
+        desk.reports.backlog()

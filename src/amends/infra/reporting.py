@@ -24,6 +24,7 @@ from amends.domain.events import EVENT_TYPES
 from amends.domain.sla import DEFAULT_POLICY_NAME, PolicySchedule, SlaPolicy, preset
 from amends.infra.errors import ConfigurationError, StoreUnavailable
 from amends.infra.mapper import PydanticMapper, UnreadableRecord
+from amends.infra.settings import POSTGRES_URL_OPTIONS
 from amends.projections.reports import (
     DEFAULT_LIMIT,
     BacklogReport,
@@ -37,6 +38,9 @@ from amends.projections.reports import (
 from amends.projections.runner import FeedItem, ProjectionRunner
 
 VIEWS_URL_VARIABLE = "AMENDS_VIEWS_URL"
+VIEWS_CONNECT_TIMEOUT = "5"
+"""Seconds a PostgreSQL views database has to answer, as the store has: an
+unreachable server is `StoreUnavailable`, never a report that hangs."""
 
 
 class StoreFeed:
@@ -114,8 +118,19 @@ def _engine(url: str) -> Engine:
     if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
         query = parse_qs(parts.query)
         schema = query.pop("schema", [None])[-1]
+        timeout = query.pop("connect_timeout", [VIEWS_CONNECT_TIMEOUT])[-1]
+        # The store's URL serves the views too, so its options are accepted;
+        # the ones for the store's own pool and locks do not apply here.
+        unknown = sorted(set(query) - POSTGRES_URL_OPTIONS)
+        if unknown:
+            known = ", ".join(sorted(POSTGRES_URL_OPTIONS))
+            raise ValueError(f"unknown option(s) {', '.join(unknown)} (known: {known})")
+        if not timeout.isdigit() or int(timeout) < 1:
+            raise ValueError(f"connect_timeout must be whole seconds, not {timeout!r}")
         base = urlunsplit(("postgresql+psycopg", parts.netloc, parts.path, "", ""))
-        options = {"options": f"-csearch_path={schema}"} if schema else {}
+        options: dict[str, object] = {"connect_timeout": int(timeout)}
+        if schema:
+            options["options"] = f"-csearch_path={schema}"
         return create_engine(base, connect_args=options, pool_pre_ping=True)
     if parts.scheme == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30})

@@ -28,6 +28,8 @@ _POSTGRES_OPTIONS = {
     "lock_timeout": "POSTGRES_LOCK_TIMEOUT",
     "pre_ping": "POSTGRES_PRE_PING",
 }
+POSTGRES_URL_OPTIONS = frozenset(_POSTGRES_OPTIONS)
+"""The options a PostgreSQL store URL may carry (`?schema=...&...`)."""
 
 
 def resolve_store_url(store_url: str | None) -> str:
