@@ -240,7 +240,7 @@ def import_once(
         if not dry_run and not desk.verify().ok:
             raise RuntimeError("bulk intake: verify() found breaks after the import")
         if keep is not None:
-            app = desk._app  # the rows exactly as stored, to insert them again
+            app = desk.write_context().app  # the rows as stored, to insert again
             keep.extend(
                 StoredEvent(n.originator_id, n.originator_version, n.topic, n.state)
                 for n in app.recorder.select_notifications(1, stored + 1)

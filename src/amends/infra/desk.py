@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import groupby
@@ -121,6 +122,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class WriteContext:
+    """A desk's store and the settings its writes follow (`write_context`)."""
+
+    app: EventStoreApplication
+    mapper: PydanticMapper
+    clock: Clock
+    clock_skew: timedelta
+    snapshot_every: int
+
+
 class ComplaintDesk:
     """Receives complaints and walks them through their lifecycle.
 
@@ -178,6 +190,18 @@ class ComplaintDesk:
         self._views_url = views_url
         self._policies = policy_schedule(sla_policies)
         self._reports: ReportDesk | None = None
+
+    def write_context(self) -> WriteContext:
+        """What a bulk writer needs to write as this desk writes, for
+        `amends.infra.importer`: the same store, mapper (and cipher), clock,
+        tolerance for clock skew and snapshot interval."""
+        return WriteContext(
+            app=self._app,
+            mapper=self._mapper,
+            clock=self._clock,
+            clock_skew=self._clock_skew,
+            snapshot_every=self._snapshot_every,
+        )
 
     @property
     def reports(self) -> ReportDesk:

@@ -1133,8 +1133,12 @@ def import_log(
     started = time.perf_counter()
     path = Path(log_path)
     fmt = log_format(path, mapping)
-    app, mapper = _application(desk)
-    now = desk._clock()
+    # The desk's own store and mapper rather than a second application's:
+    # that is what makes an import reach an in-memory store, and what
+    # guarantees the rows are encoded exactly as the desk encodes them.
+    context = desk.write_context()
+    app, mapper = context.app, context.mapper
+    now = context.clock()
     ignored = frozenset(mapping.log.ignore_activities)
     activity_column = mapping.columns.activity
     statuses: Counter[RowStatus] = Counter()
@@ -1155,7 +1159,7 @@ def import_log(
         if case is None:
             case = cases[row.case] = _Case(row.case, complaint_id_for(row.case))
         case.rows.append(row)
-    judge = _Judge(mapping, now, desk._clock_skew, desk._snapshot_every, mapper)
+    judge = _Judge(mapping, now, context.clock_skew, context.snapshot_every, mapper)
     todo = list(cases.values())
     imported: list[_Decided] = []
     rejected: list[RejectedCase] = []
@@ -1204,19 +1208,6 @@ def import_log(
         elapsed_seconds=elapsed,
         events_per_second=events / elapsed if elapsed > 0 else 0.0,
     )
-
-
-def _application(desk: ComplaintDesk) -> tuple[Application[UUID], PydanticMapper]:
-    """The desk's own application: its store, its mapper (and cipher).
-
-    Writing through the desk's application rather than a second one is what
-    makes an import reach an in-memory store, and what guarantees the rows are
-    encoded exactly as the desk encodes them.
-    """
-    app = desk._app
-    mapper = app.mapper
-    assert isinstance(mapper, PydanticMapper)
-    return app, mapper
 
 
 def _in_store(app: Application[UUID], complaint_id: UUID) -> bool:
