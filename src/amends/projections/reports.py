@@ -838,27 +838,13 @@ class ReportQueries:
         horizon: timedelta = timedelta(hours=24),
         limit: int = DEFAULT_LIMIT,
     ) -> SlaReport:
-        if not _everything(f):
-            return self._sla_of_some(now, f, horizon, limit)
-        d = t.deadlines.c
-        with self.engine.connect() as conn:
-            by_target, by_owner = self._compliance_of_all(conn, now)
-            breaches_total = sum(late for _, late in by_target.values())
-            breach_rows = self._latest_breaches(conn, now, limit)
-            at_risk = (
-                d.met_at.is_(None),
-                d.due_at >= now,
-                d.due_at <= now + horizon,
-            )
-            risk_rows = conn.execute(
-                select(d.complaint_id, d.target, d.due_at, d.owner_at_due)
-                .where(*at_risk)
-                .order_by(d.due_at, d.complaint_id, d.seq)
-                .limit(limit)
-            ).all()
-            at_risk_total = conn.execute(
-                select(func.count()).where(*at_risk)
-            ).scalar_one()
+        if _everything(f):
+            found = self._sla_of_all(now, horizon, limit)
+        else:
+            found = self._sla_of_some(now, f, horizon, limit)
+        by_target, by_owner, breach_rows, breaches_total, risk_rows, at_risk_total = (
+            found
+        )
         return SlaReport(
             generated_at=now,
             filter=f,
@@ -877,13 +863,45 @@ class ReportQueries:
             at_risk_total=at_risk_total,
         )
 
+    def _sla_of_all(self, now: datetime, horizon: timedelta, limit: int) -> SlaParts:
+        """The SLA report's parts for every complaint, from the running totals
+        and the deadline indexes."""
+        d = t.deadlines.c
+        with self.engine.connect() as conn:
+            by_target, by_owner = self._compliance_of_all(conn, now)
+            breach_rows = self._latest_breaches(conn, now, limit)
+            at_risk = (
+                d.met_at.is_(None),
+                d.due_at >= now,
+                d.due_at <= now + horizon,
+            )
+            risk_rows = conn.execute(
+                select(d.complaint_id, d.target, d.due_at, d.owner_at_due)
+                .where(*at_risk)
+                .order_by(d.due_at, d.complaint_id, d.seq)
+                .limit(limit)
+            ).all()
+            at_risk_total = conn.execute(
+                select(func.count()).where(*at_risk)
+            ).scalar_one()
+        breaches_total = sum(late for _, late in by_target.values())
+        return (
+            by_target,
+            by_owner,
+            breach_rows,
+            breaches_total,
+            [tuple(r) for r in risk_rows],
+            at_risk_total,
+        )
+
     def _sla_of_some(
         self, now: datetime, f: ReportFilter, horizon: timedelta, limit: int
-    ) -> SlaReport:
-        """The SLA report of the complaints a filter selects, from one read of
-        their deadlines: compliance, breaches and the complaints at risk are
-        all counted from the same rows, which the selection bounds (a handful
-        per complaint), instead of selecting the complaints again for each."""
+    ) -> SlaParts:
+        """The SLA report's parts for the complaints a filter selects, from one
+        read of their deadlines: compliance, breaches and the complaints at
+        risk are all counted from the same rows, which the selection bounds (a
+        handful per complaint), instead of selecting the complaints again for
+        each."""
         d = t.deadlines.c
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -907,22 +925,13 @@ class ReportQueries:
                 at_risk.append(row)
         breaches.sort(key=lambda r: (-r.due_at.timestamp(), r.complaint_id, r.seq))
         at_risk.sort(key=lambda r: (r.due_at, r.complaint_id, r.seq))
-        return SlaReport(
-            generated_at=now,
-            filter=f,
-            horizon=horizon,
-            breaches=tuple(
-                Breach(complaint_id=i, target=g, due_at=due, met_at=met, owner=o)
-                for i, g, due, met, o, _ in breaches[:limit]
-            ),
-            breaches_total=len(breaches),
-            by_target=_compliance(by_target),
-            by_owner=_compliance(by_owner),
-            at_risk=tuple(
-                AtRisk(complaint_id=i, target=g, due_at=due, owner=o)
-                for i, g, due, _, o, _ in at_risk[:limit]
-            ),
-            at_risk_total=len(at_risk),
+        return (
+            by_target,
+            by_owner,
+            [tuple(r[:5]) for r in breaches[:limit]],
+            len(breaches),
+            [(i, g, due, o) for i, g, due, _, o, _ in at_risk[:limit]],
+            len(at_risk),
         )
 
     def _latest_breaches(
@@ -1239,6 +1248,18 @@ _BREACH_COLUMNS = (
     t.deadlines.c.met_at,
     t.deadlines.c.owner_at_due,
 )
+
+
+SlaParts = tuple[
+    dict[str, list[int]],
+    dict[str, list[int]],
+    list[Any],
+    int,
+    list[tuple[Any, ...]],
+    int,
+]
+"""Compliance per target and per owner, the breaches listed and their total,
+the complaints at risk listed and their total."""
 
 
 def _breached(now: datetime) -> Any:

@@ -228,7 +228,7 @@ class ProjectionRunner:
         """Fold `items` (read after `position`) into the views, in one transaction."""
         if not items:
             return
-        batch = Batch(position)
+        batch = Batch(position, last=position)
         with collector_paused():
             with self._forgetting_on_failure():
                 self._start(position)
@@ -239,7 +239,7 @@ class ProjectionRunner:
         """Read the log after `position` and fold it, a read at a time, until
         the batch holds `batch_size` events or touches `batch_complaints`
         complaints; None when there is nothing to read."""
-        batch = Batch(position)
+        batch = Batch(position, last=position)
         with self._forgetting_on_failure():
             self._start(position)
             while (
@@ -493,13 +493,9 @@ class Batch:
     """Events read after `position` up to `last`, folded, not yet written."""
 
     position: int
-    last: int = -1
+    last: int
     events: int = 0
     changes: dict[UUID, Change] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.last < 0:
-            self.last = self.position
 
 
 @dataclass
