@@ -12,6 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from eventsourcing.persistence import (
+    IntegrityError,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from amends import (
     ComplaintDesk,
@@ -22,6 +28,7 @@ from amends import (
 )
 from amends.infra.reporting import VIEWS_CONNECT_TIMEOUT
 from amends.infra.settings import DEFAULT_STORE_URL, resolve_store_url, store_settings
+from amends.infra.store import _lost_a_ddl_race
 
 from helpers import RECEIVE, walk_to
 
@@ -264,3 +271,30 @@ def test_a_store_url_with_store_options_also_serves_as_the_views_url() -> None:
         pytest.raises(StoreUnavailable),
     ):
         desk.reports.backlog()
+
+
+@pytest.mark.parametrize(
+    ("error", "raced"),
+    [
+        # Each seen when four processes first opened one fresh schema together.
+        (ProgrammingError('type "amends_snapshots" already exists'), True),
+        (ProgrammingError('relation "amends_events" already exists'), True),
+        (InternalError("tuple concurrently updated"), True),
+        (
+            IntegrityError(
+                "duplicate key value violates unique constraint "
+                '"pg_type_typname_nsp_index"'
+            ),
+            True,
+        ),
+        # Real faults: trying again would only hide them for a while.
+        (ProgrammingError('relation "amends_events" does not exist'), False),
+        (ProgrammingError("permission denied for schema amends"), False),
+        (IntegrityError('duplicate key value violates unique constraint "x"'), False),
+        (OperationalError('type "amends_snapshots" already exists'), False),
+    ],
+)
+def test_only_a_lost_race_to_create_the_schema_is_tried_again(
+    error: Exception, raced: bool
+) -> None:
+    assert _lost_a_ddl_race(error) is raced

@@ -21,6 +21,7 @@ from eventsourcing.persistence import (
     InternalError,
     Mapper,
     OperationalError,
+    ProgrammingError,
     StoredEvent,
 )
 from eventsourcing.postgres import (
@@ -47,6 +48,10 @@ def _lost_a_ddl_race(exc: BaseException) -> bool:
     message = str(exc)
     if isinstance(exc, InternalError):
         return "concurrently" in message
+    if isinstance(exc, ProgrammingError):
+        # Two CREATE TABLE IF NOT EXISTS at once: both see no table, and the
+        # loser finds the table (or its row type) made by the winner.
+        return message.endswith("already exists")
     # Two CREATE ... IF NOT EXISTS at once: the loser trips the catalog's key.
     return isinstance(exc, IntegrityError) and any(
         index in message for index in _CATALOG_INDEXES
