@@ -257,11 +257,19 @@ def test_a_views_url_with_a_bad_option_is_refused_by_name(
     query: str, words: str
 ) -> None:
     views = f"postgresql://postgres@127.0.0.1:5432/test{query}"
-    with (
-        ComplaintDesk("memory://", views_url=views) as desk,
-        pytest.raises(ConfigurationError, match=re.escape(words)),
-    ):
-        desk.reports  # the views' engine is made on first use  # noqa: B018
+    with pytest.raises(ConfigurationError, match=re.escape(words)):
+        ComplaintDesk("memory://", views_url=views)
+
+
+def test_a_views_url_that_cannot_work_is_refused_before_the_store_is_opened(
+    tmp_path: Path,
+) -> None:
+    """Refused when the desk is made, not at its first report: a service
+    finds a mistyped `AMENDS_VIEWS_URL` when it starts, not hours later."""
+    store = tmp_path / "events.db"
+    with pytest.raises(ConfigurationError, match=re.escape("views URL 'nosuch://x'")):
+        ComplaintDesk(f"sqlite:///{store}", views_url="nosuch://x")
+    assert not store.exists()
 
 
 def test_a_store_url_with_store_options_also_serves_as_the_views_url() -> None:

@@ -182,13 +182,19 @@ class ComplaintDesk:
             **cipher_settings(cipher_key),
             "IS_SNAPSHOTTING_ENABLED": "y",
         }
-        with _store_errors(self.store_url):
-            self._app = EventStoreApplication(settings)
+        self._policies = policy_schedule(sla_policies)
+        # Made now, though it connects only when a report is asked for: a
+        # views URL that cannot work is refused here, not at the first report.
+        self._views = views_engine(self.store_url, views_url)
+        try:
+            with _store_errors(self.store_url):
+                self._app = EventStoreApplication(settings)
+        except BaseException:
+            self._views.dispose()
+            raise
         mapper = self._app.mapper
         assert isinstance(mapper, PydanticMapper)
         self._mapper = mapper
-        self._views_url = views_url
-        self._policies = policy_schedule(sla_policies)
         self._reports: ReportDesk | None = None
 
     def write_context(self) -> WriteContext:
@@ -211,12 +217,11 @@ class ComplaintDesk:
         the views up first unless called with `catch_up=False`.
         """
         if self._reports is None:
-            engine = views_engine(self.store_url, self._views_url)
             runner = ProjectionRunner(
-                StoreFeed(self._app.recorder, self._mapper), engine, self._policies
+                StoreFeed(self._app.recorder, self._mapper), self._views, self._policies
             )
             self._reports = ReportDesk(
-                runner, ReportQueries(engine, self._policies), self._clock
+                runner, ReportQueries(self._views, self._policies), self._clock
             )
         return self._reports
 
@@ -638,8 +643,7 @@ class ComplaintDesk:
     # ----------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        if self._reports is not None:
-            self._reports.runner.engine.dispose()
+        self._views.dispose()
         self._app.close()
 
     def __enter__(self) -> Self:
