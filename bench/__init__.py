@@ -35,7 +35,8 @@ latency and "what bounds the figure" helpers (cProfile summaries, stage
 timers, time per SQL statement) that a section uses when it misses a target.
 
 The entry point renders every section into `docs/benchmarks.md` (machine,
-versions, command, then one table per section and its notes) and adds a
+versions, command, how fast the machine ran a fixed piece of Python and SQLite
+at the start and the end, then one table per section and its notes) and adds a
 "Repeatability" note comparing each ratio with the previous run's, read back
 from the data the previous report embedded.
 """

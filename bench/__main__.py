@@ -33,6 +33,7 @@ from bench.harness import (
 from bench.report import (
     Section,
     machine_facts,
+    machine_speed,
     read_previous,
     render,
     repeatability_note,
@@ -145,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from(arguments)
     out: Path = arguments.out
     previous = read_previous(out)
+    speed_before = machine_speed()
     started = time.perf_counter()
     date = datetime.now(UTC)
     facts = machine_facts()
@@ -161,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if note is not None:
             section.notes.append(note)
         sections.append(section)
+    facts += [
+        ("machine speed at the start", speed_before),
+        ("machine speed at the end", machine_speed()),
+    ]
     text = render(
         sections,
         facts=facts,

@@ -16,7 +16,9 @@ import os
 import platform
 import re
 import sqlite3
+import statistics
 import subprocess
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
@@ -209,6 +211,46 @@ def machine_facts() -> list[tuple[str, str]]:
         ("SQLite library", sqlite3.sqlite_version),
         ("amends", _version("amends")),
     ]
+
+
+SPEED_STEPS = 5_000_000
+"""Steps of the fixed Python loop that `machine_speed` times."""
+SPEED_ROWS = 100_000
+"""Rows of the fixed SQLite insert that `machine_speed` times."""
+
+
+def machine_speed() -> str:
+    """How fast this machine ran a fixed piece of Python and of SQLite, now.
+
+    A shared machine of the same kind can run two or three times slower on
+    one day than on another; every figure in the report then moves with it,
+    while ratios to a baseline of the same run do not. Timed at the start and
+    at the end of a run, so a report says how fast its machine was, and
+    whether that changed while it ran. Median of five tries of each.
+    """
+    loops = []
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for step in range(SPEED_STEPS):
+            total += step
+        loops.append(time.perf_counter() - started)
+    inserts = []
+    for _ in range(5):
+        with sqlite3.connect(":memory:") as connection:
+            connection.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+            started = time.perf_counter()
+            connection.executemany(
+                "INSERT INTO t VALUES (?, ?)",
+                ((row, f"value {row}") for row in range(SPEED_ROWS)),
+            )
+            inserts.append(time.perf_counter() - started)
+        connection.close()
+    loop = statistics.median(loops) / SPEED_STEPS * 1e9
+    insert = SPEED_ROWS / statistics.median(inserts)
+    return (
+        f"a Python loop step {loop:.0f} ns; SQLite (in memory) {insert:,.0f} inserts/s"
+    )
 
 
 def source_state() -> str:
