@@ -16,14 +16,16 @@ import os
 import platform
 import re
 import sqlite3
-import statistics
 import subprocess
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from bench.harness import median
 
 DATA_MARKER = "bench-data"
 REPEATABILITY_TOLERANCE = 0.10
@@ -237,7 +239,7 @@ def machine_speed() -> str:
         loops.append(time.perf_counter() - started)
     inserts = []
     for _ in range(5):
-        with sqlite3.connect(":memory:") as connection:
+        with closing(sqlite3.connect(":memory:")) as connection:
             connection.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
             started = time.perf_counter()
             connection.executemany(
@@ -245,9 +247,8 @@ def machine_speed() -> str:
                 ((row, f"value {row}") for row in range(SPEED_ROWS)),
             )
             inserts.append(time.perf_counter() - started)
-        connection.close()
-    loop = statistics.median(loops) / SPEED_STEPS * 1e9
-    insert = SPEED_ROWS / statistics.median(inserts)
+    loop = median(loops) / SPEED_STEPS * 1e9
+    insert = SPEED_ROWS / median(inserts)
     return (
         f"a Python loop step {loop:.0f} ns; SQLite (in memory) {insert:,.0f} inserts/s"
     )

@@ -39,20 +39,21 @@ DDL_ATTEMPTS = 5
 
 
 def _lost_a_ddl_race(exc: BaseException) -> bool:
-    """PostgreSQL refuses concurrent `CREATE OR REPLACE` of the same object.
+    """Whether `exc` is a start that collided with another on the same schema.
 
     The library creates its tables, types and functions whenever an
     application starts, so processes starting together can collide; a moment
-    later the objects exist and the same statements succeed.
+    later the objects exist and the same statements succeed. PostgreSQL
+    reports a collision three ways: a concurrent `CREATE OR REPLACE`
+    ("tuple concurrently updated"), a `CREATE ... IF NOT EXISTS` that found
+    the winner's object after all ("already exists"), or one that tripped a
+    catalog's unique index.
     """
     message = str(exc)
     if isinstance(exc, InternalError):
         return "concurrently" in message
     if isinstance(exc, ProgrammingError):
-        # Two CREATE TABLE IF NOT EXISTS at once: both see no table, and the
-        # loser finds the table (or its row type) made by the winner.
         return message.endswith("already exists")
-    # Two CREATE ... IF NOT EXISTS at once: the loser trips the catalog's key.
     return isinstance(exc, IntegrityError) and any(
         index in message for index in _CATALOG_INDEXES
     )

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
@@ -842,25 +842,22 @@ class ReportQueries:
             found = self._sla_of_all(now, horizon, limit)
         else:
             found = self._sla_of_some(now, f, horizon, limit)
-        by_target, by_owner, breach_rows, breaches_total, risk_rows, at_risk_total = (
-            found
-        )
         return SlaReport(
             generated_at=now,
             filter=f,
             horizon=horizon,
             breaches=tuple(
                 Breach(complaint_id=i, target=g, due_at=due, met_at=met, owner=o)
-                for i, g, due, met, o in breach_rows
+                for i, g, due, met, o in found.breaches
             ),
-            breaches_total=breaches_total,
-            by_target=_compliance(by_target),
-            by_owner=_compliance(by_owner),
+            breaches_total=found.breaches_total,
+            by_target=_compliance(found.by_target),
+            by_owner=_compliance(found.by_owner),
             at_risk=tuple(
                 AtRisk(complaint_id=i, target=g, due_at=due, owner=o)
-                for i, g, due, o in risk_rows
+                for i, g, due, o in found.at_risk
             ),
-            at_risk_total=at_risk_total,
+            at_risk_total=found.at_risk_total,
         )
 
     def _sla_of_all(self, now: datetime, horizon: timedelta, limit: int) -> SlaParts:
@@ -884,14 +881,13 @@ class ReportQueries:
             at_risk_total = conn.execute(
                 select(func.count()).where(*at_risk)
             ).scalar_one()
-        breaches_total = sum(late for _, late in by_target.values())
-        return (
-            by_target,
-            by_owner,
-            breach_rows,
-            breaches_total,
-            [tuple(r) for r in risk_rows],
-            at_risk_total,
+        return SlaParts(
+            by_target=by_target,
+            by_owner=by_owner,
+            breaches=[tuple(r) for r in breach_rows],
+            breaches_total=sum(late for _, late in by_target.values()),
+            at_risk=[tuple(r) for r in risk_rows],
+            at_risk_total=at_risk_total,
         )
 
     def _sla_of_some(
@@ -925,13 +921,13 @@ class ReportQueries:
                 at_risk.append(row)
         breaches.sort(key=lambda r: (-r.due_at.timestamp(), r.complaint_id, r.seq))
         at_risk.sort(key=lambda r: (r.due_at, r.complaint_id, r.seq))
-        return (
-            by_target,
-            by_owner,
-            [tuple(r[:5]) for r in breaches[:limit]],
-            len(breaches),
-            [(i, g, due, o) for i, g, due, _, o, _ in at_risk[:limit]],
-            len(at_risk),
+        return SlaParts(
+            by_target=by_target,
+            by_owner=by_owner,
+            breaches=[tuple(r[:5]) for r in breaches[:limit]],
+            breaches_total=len(breaches),
+            at_risk=[(i, g, due, o) for i, g, due, _, o, _ in at_risk[:limit]],
+            at_risk_total=len(at_risk),
         )
 
     def _latest_breaches(
@@ -1250,16 +1246,17 @@ _BREACH_COLUMNS = (
 )
 
 
-SlaParts = tuple[
-    dict[str, list[int]],
-    dict[str, list[int]],
-    list[Any],
-    int,
-    list[tuple[Any, ...]],
-    int,
-]
-"""Compliance per target and per owner, the breaches listed and their total,
-the complaints at risk listed and their total."""
+class SlaParts(NamedTuple):
+    """What either path of the SLA report finds, before the report is built."""
+
+    by_target: dict[str, list[int]]
+    by_owner: dict[str, list[int]]
+    breaches: list[tuple[Any, ...]]
+    """(complaint id, target, due, met, owner) of each breach listed."""
+    breaches_total: int
+    at_risk: list[tuple[Any, ...]]
+    """(complaint id, target, due, owner) of each complaint at risk listed."""
+    at_risk_total: int
 
 
 def _breached(now: datetime) -> Any:
