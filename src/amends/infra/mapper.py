@@ -10,7 +10,6 @@ by hand surfaces as a named `HistoryViolation`, not a crash later.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -18,6 +17,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import from_json
 
 from amends.domain.complaint import Complaint
 from amends.domain.digest import canonical_json, stored_digest
@@ -129,7 +129,10 @@ class PydanticMapper(Mapper[UUID]):
         if self.compressor:
             data = self.compressor.decompress(data)
         try:
-            payload = json.loads(data)
+            # pydantic's parser: the same objects as json.loads for anything
+            # amends writes (canonical UTF-8 JSON), about four times faster,
+            # which the views' catch-up and verify() pay once per event.
+            payload = from_json(data)
         except (UnicodeDecodeError, ValueError):
             hint = "" if self.cipher else " (encrypted? set AMENDS_CIPHER_KEY)"
             raise UnreadableRecord(f"the payload is not JSON{hint}") from None

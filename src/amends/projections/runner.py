@@ -24,8 +24,12 @@ from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
 from sqlalchemy import (
+    Boolean,
+    Column,
     Connection,
+    Dialect,
     Engine,
+    Float,
     Table,
     delete,
     insert,
@@ -616,7 +620,7 @@ def _upsert_many(
     """
     dialect = conn.dialect
     columns = list(table.columns)
-    processors = [column.type.bind_processor(dialect) for column in columns]
+    processors = [_binder(column, dialect) for column in columns]
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     preparer = dialect.identifier_preparer
     names = [preparer.format_column(c) for c in columns]
@@ -646,6 +650,24 @@ def _upsert_many(
         else:
             values.append(row)
     conn.exec_driver_sql(statement, values)
+
+
+def _binder(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """What a value of `column` goes through on its way to the driver, if
+    anything: the column type's own bind processor, except where the runner's
+    values need none or a plainer one does the same.
+
+    The runner's flags are Python bools and its durations floats, which both
+    drivers take as they are, and SQLite's times go straight to their text.
+    Calling SQLAlchemy's generic processors for every cell (a wrapper around
+    `process_bind_param`, a no-op float conversion, bool to int) cost about a
+    tenth of a rebuild.
+    """
+    if isinstance(column.type, t.UtcDateTime):
+        return t.utc_text if dialect.name == "sqlite" else t.as_utc
+    if isinstance(column.type, Boolean | Float):
+        return None
+    return column.type.bind_processor(dialect)
 
 
 def schedule_label(policies: PolicySchedule) -> str:

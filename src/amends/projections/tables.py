@@ -47,17 +47,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if value.tzinfo is not UTC:  # the views' own times are UTC already
-            if value.utcoffset() is None:
-                raise ValueError("naive datetime given to a view column")
-            value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            # The first 26 characters leave out the "+00:00" of a UTC time:
-            # cheaper than a naive copy of it to format.
-            return value.isoformat(" ", "microseconds")[:26]
-        return value
+        return utc_text(value) if dialect.name == "sqlite" else as_utc(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -68,6 +58,25 @@ class UtcDateTime(TypeDecorator[datetime]):
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """An aware time in UTC; a naive one is refused (its zone is unknown)."""
+    if value is None or value.tzinfo is UTC:  # the views' own times are UTC
+        return value
+    if value.utcoffset() is None:
+        raise ValueError("naive datetime given to a view column")
+    return value.astimezone(UTC)
+
+
+def utc_text(value: datetime | None) -> str | None:
+    """An aware time as the fixed-width UTC text the SQLite views store."""
+    value = as_utc(value)
+    if value is None:
+        return None
+    # The first 26 characters leave out the "+00:00" of a UTC time: cheaper
+    # than a naive copy of it to format.
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 metadata = MetaData()
