@@ -45,10 +45,11 @@ from bench.workload import STAFF
 VERIFY_TARGET = Target(50_000, on_ratio=False)
 LATENCY_TARGET = Target(20, on_ratio=False, higher_is_better=False)
 HISTORY_EVENTS = 1_000
-FULL_CALLS = 600
-"""Calls per kind and desk: the p95 of a sub-millisecond call is the 30th
-slowest of 600, which a few stray pauses of the machine no longer move (with
-200, the snapshot-to-replay ratios of two runs differed by up to 22%)."""
+FULL_CALLS = 1_000
+"""Calls per kind and desk: the p95 of a sub-millisecond call is the 50th
+slowest of 1,000, which a few stray pauses of the machine no longer move (with
+200, the snapshot-to-replay ratios of two runs differed by up to 22%; with
+600, by up to 19% on a noisy day)."""
 QUICK_CALLS = 20
 VERIFY_ROUNDS = 7
 """Rounds of verify and its baselines in a full run: the median of 3 moved

@@ -21,6 +21,7 @@ from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
 from amends import ComplaintDesk
@@ -46,12 +47,16 @@ SCALING_TARGET = Target(2, on_ratio=True, higher_is_better=False)
 FULL_SIZES = (10_000, 100_000)
 QUICK_SIZES = (1_000, 10_000)
 WARMUP_COMPLAINTS = 200
-FULL_CALLS = 200
+FULL_CALLS = 400
 QUICK_CALLS = 20
-"""Calls per report, filter and store: at least 20; 200 in a full run puts the
-p95 (nearest rank) at the tenth-slowest call, so one stray pause of the
-machine does not move it (with 40, the scaling ratios of two runs differed by
-up to 12%)."""
+"""Calls per report, filter and store: at least 20; 400 in a full run puts the
+p95 (nearest rank) at the twentieth-slowest call, so a few stray pauses of the
+machine do not move it (with 40, the scaling ratios of two runs differed by up
+to 12%; with 200, by up to 14% on a noisy day)."""
+FULL_REBUILDS = (5, 2)
+"""Rebuilds of the smaller and the larger store in a full run (each between
+two raw reads): with 3 and 1, the catch-up ratios of two runs differed by up
+to 14%."""
 WARMUP_CALLS = 2
 REPORTS = ("ownership", "time_to_resolution", "sla", "backlog", "recurrence")
 FILTERS = ("none", "typical", "narrow")
@@ -90,6 +95,8 @@ class CatchUp:
     store: Store
     amends: list[float] = field(default_factory=list)
     raw: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    """Each rebuild over the mean of the raw reads either side of it."""
 
 
 @dataclass
@@ -123,32 +130,42 @@ def rebuild(url: str) -> int:
         return desk.reports.rebuild()
 
 
-def catch_up_round(
-    store: Store, order: int, *, rebuild: bool = True
-) -> tuple[float, float]:
-    """(amends, raw) events/s: one rebuild on a fresh desk (unless not asked
-    for: then amends is 0), one raw read, in an order alternating by round."""
-    results: dict[str, float] = {"amends": 0.0}
+def rebuild_rate(store: Store) -> float:
+    """Events/s of one `rebuild()` on a fresh desk, checked to apply every event."""
+    with ComplaintDesk(store.url) as desk:
+        reports = desk.reports
+        seconds, applied = timed(reports.rebuild)
+    if applied != store.events:
+        raise RuntimeError(f"rebuild applied {applied}, not {store.events}")
+    return per_second(applied, seconds)
 
-    def amends() -> None:
-        with ComplaintDesk(store.url) as desk:
-            reports = desk.reports
-            seconds, applied = timed(reports.rebuild)
-        if applied != store.events:
-            raise RuntimeError(f"rebuild applied {applied}, not {store.events}")
-        results["amends"] = per_second(applied, seconds)
 
-    def raw() -> None:
-        with closing(RawDesk(store_settings(store.url))) as app:
-            seconds, count = timed(lambda: read_log(app.recorder))
-        if count != store.events:
-            raise RuntimeError(f"raw read {count}, not {store.events}")
-        results["raw"] = per_second(count, seconds)
+def raw_read_rate(store: Store) -> float:
+    """Events/s of the bare library reading and decoding the whole log."""
+    with closing(RawDesk(store_settings(store.url))) as app:
+        seconds, count = timed(lambda: read_log(app.recorder))
+    if count != store.events:
+        raise RuntimeError(f"raw read {count}, not {store.events}")
+    return per_second(count, seconds)
 
-    works = (amends, raw) if rebuild else (raw,)
-    for work in works[:: 1 if order % 2 == 0 else -1]:
-        work()
-    return results["amends"], results["raw"]
+
+def catch_up_rounds(store: Store, rebuilds: int) -> CatchUp:
+    """`rebuilds` rebuilds, each between two raw reads of the log (neighbours
+    share a read): each rebuild is judged against the mean of the reads just
+    before and just after it, so a slow spell of the machine that lasts a
+    minute or two weighs on both sides of its ratio alike."""
+    figures = CatchUp(store)
+    figures.raw.append(raw_read_rate(store))
+    for number in range(rebuilds):
+        figures.amends.append(rebuild_rate(store))
+        figures.raw.append(raw_read_rate(store))
+        figures.ratios.append(figures.amends[-1] / mean(figures.raw[-2:]))
+        log(
+            f"projections: catch-up at {store.complaints:,}, round "
+            f"{number + 1}/{rebuilds}: rebuild {figures.amends[-1]:,.0f}, raw "
+            f"reads {figures.raw[-2]:,.0f} and {figures.raw[-1]:,.0f} {UNIT}"
+        )
+    return figures
 
 
 def typical_filter(now: datetime) -> dict[str, Any]:
@@ -299,6 +316,11 @@ def latency_bound(
 def run(config: RunConfig) -> Section:
     small, large = QUICK_SIZES if config.quick else FULL_SIZES
     calls = QUICK_CALLS if config.quick else FULL_CALLS
+    small_rebuilds, large_rebuilds = (
+        (config.rounds, 1)
+        if config.quick
+        else (max(config.rounds, FULL_REBUILDS[0]), FULL_REBUILDS[1])
+    )
     now = datetime.now(UTC)
     section = Section(
         key="projections",
@@ -311,10 +333,12 @@ def run(config: RunConfig) -> Section:
             "same file, replay the whole notification log into them), against "
             "the bare library reading the same log in the same run "
             "(`select_notifications` in batches of 2,000 plus `json.loads` of "
-            f"each state): {config.rounds} rounds at {small:,}, order "
-            f"alternating; at {large:,}, one rebuild between two reads (the "
-            "baseline is their mean). Report latency: each of the five reports "
-            "with `catch_up=False` from caught-up views, unfiltered, with a "
+            f"each state): {small_rebuilds} rebuilds at {small:,} and "
+            f"{large_rebuilds} at {large:,}, each between two raw reads "
+            "(neighbours share one), and judged against their mean: the ratio "
+            "is the median of the rebuilds' own ratios. Report latency: each "
+            "of the five reports with `catch_up=False` from caught-up views, "
+            "unfiltered, with a "
             f"typical filter (received in one week {WINDOW_START.days} days "
             f"ago, `category='{CATEGORY}'`), and with a narrow filter (the same "
             f"category, and a window from the same start lasting 7 days times "
@@ -325,7 +349,7 @@ def run(config: RunConfig) -> Section:
         ),
         settings={
             "sizes": [small, large],
-            "rounds": config.rounds,
+            "rebuilds": [small_rebuilds, large_rebuilds],
             "calls": calls,
         },
     )
@@ -337,26 +361,11 @@ def run(config: RunConfig) -> Section:
     bounds: list[str] = []
     catch_ups: list[CatchUp] = []
     with bulk_store(small) as low_store, bulk_store(large, seed=2027) as high_store:
-        figures = CatchUp(low_store)
-        for number in range(config.rounds):
-            amends, raw = catch_up_round(low_store, number)
-            figures.amends.append(amends)
-            figures.raw.append(raw)
-            log(
-                f"projections: catch-up round {number + 1}/{config.rounds}: "
-                f"rebuild {amends:,.0f}, raw read {raw:,.0f} {UNIT}"
-            )
-        catch_ups.append(figures)
-        rate = median(figures.amends)
+        catch_ups.append(catch_up_rounds(low_store, small_rebuilds))
+        rate = median(catch_ups[0].amends)
         if config.profile and not CATCH_UP_TARGET.met_by(rate, None):
             bounds.append(catch_up_bound(low_store, rate))
-        figures = CatchUp(high_store)
-        _, before = catch_up_round(high_store, 0, rebuild=False)
-        amends, after = catch_up_round(high_store, 0)  # rebuild, then read
-        figures.raw += [before, after]
-        figures.amends.append(amends)
-        log(f"projections: catch-up at {large:,}: rebuild {amends:,.0f} {UNIT}")
-        catch_ups.append(figures)
+        catch_ups.append(catch_up_rounds(high_store, large_rebuilds))
         latencies = measure_latency([low_store, high_store], now, calls)
         missed = [
             key
@@ -385,6 +394,7 @@ def run(config: RunConfig) -> Section:
                 baseline=median(figures.raw),
                 baseline_label="raw library reading the log",
                 target=CATCH_UP_TARGET,
+                paired_ratio=median(figures.ratios),
             )
         )
     low, high = latencies
@@ -470,9 +480,11 @@ def rounds_note(catch_ups: list[CatchUp], latencies: list[Latency]) -> Note:
     parts = [
         f"Catch-up at {f.store.complaints:,} complaints: rebuild "
         + ", ".join(f"{v:,.0f}" for v in f.amends)
-        + f" {UNIT}; raw read "
+        + f" {UNIT}; raw reads around them "
         + ", ".join(f"{v:,.0f}" for v in f.raw)
-        + f" {UNIT}."
+        + f" {UNIT}; ratios "
+        + ", ".join(f"{v:.3f}" for v in f.ratios)
+        + "."
         for f in catch_ups
     ]
     rows = []

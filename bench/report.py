@@ -70,9 +70,15 @@ class Row:
     baseline: float | None = None
     baseline_label: str = ""
     target: Target | None = None
+    paired_ratio: float | None = None
+    """The ratio when the section measured it pair by pair (the median of
+    each round's figure over the baseline measured beside it), which a slow
+    spell of the machine moves less than the ratio of the two medians."""
 
     @property
     def ratio(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         if self.baseline is None or self.baseline == 0:
             return None
         return self.value / self.baseline
