@@ -6,8 +6,10 @@
 `SECTIONS` below is the registry: a name and a function taking the
 `RunConfig` and returning a `Section`. To add a section, write that one
 function in its own module under `bench/` and add one line here (see
-`bench/__init__.py`). Sections run in the order listed; the report holds the
-sections of this run only, so `--sections` rewrites it with fewer.
+`bench/__init__.py`). Sections run in the order listed. With `--sections`,
+the sections not chosen are kept from the report being rewritten, as that
+run wrote them and saying which run it was, so one section can be measured
+again without losing the others.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bench.harness import (
     log,
 )
 from bench.report import (
+    CarriedSection,
     Section,
     machine_facts,
     machine_speed,
@@ -155,8 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         facts.append(
             ("PostgreSQL server", postgres_server_version(config.postgres_url))
         )
-    sections = []
-    for name in _names(arguments.sections):
+    chosen = _names(arguments.sections)
+    sections: list[Section | CarriedSection] = []
+    for name in SECTIONS:
+        if name not in chosen:
+            carried = previous.carried(name) if previous else None
+            if carried is not None:
+                sections.append(carried)
+            continue
         log(f"section {name}: {config.complaints:,} complaints, {config.rounds} rounds")
         section = SECTIONS[name](config)
         note = repeatability_note(section, previous, source)
@@ -177,8 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
-    for section in sections:
-        for row in section.rows:
+    for part in sections:
+        if isinstance(part, CarriedSection):
+            print(f"section {part.key}: kept from the run of {part.data['date']}")
+            continue
+        for row in part.rows:
             ratio = f", ratio {row.ratio:.2f}" if row.ratio is not None else ""
             met = {True: ", target met", False: ", target missed", None: ""}[row.met]
             print(f"{row.key}: {row.value:,.0f} {row.unit}{ratio}{met}")

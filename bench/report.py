@@ -28,6 +28,9 @@ from typing import Any
 from bench.harness import median
 
 DATA_MARKER = "bench-data"
+SECTION_MARKER = "bench-section"
+"""Marks where each section starts, so a later run of fewer sections
+(`--sections`) can keep the others as they were."""
 REPEATABILITY_TOLERANCE = 0.10
 """Two runs' ratios agree when they differ by at most this share."""
 
@@ -111,12 +114,26 @@ class Section:
 
 
 @dataclass(frozen=True)
+class CarriedSection:
+    """A section of an earlier report that this run did not measure again, kept
+    as it was written, with the run that measured it."""
+
+    key: str
+    markdown: str
+    """From its heading to the next section's marker."""
+    data: dict[str, Any]
+    """Its embedded figures (settings, rows, date, source)."""
+
+
+@dataclass(frozen=True)
 class PreviousRun:
     """The figures a previous report embedded, for the repeatability note."""
 
     date: str
     source: str
     sections: dict[str, dict[str, Any]]
+    markdown: dict[str, str] = field(default_factory=dict)
+    """Each section's text by key, where the report marked its sections."""
 
     def ratios(self, section: Section) -> dict[str, float] | None:
         """Ratios by row key, if that run measured this section the same way."""
@@ -128,6 +145,20 @@ class PreviousRun:
             for key, row in data.get("rows", {}).items()
             if row.get("ratio") is not None
         }
+
+    def measured(self, key: str) -> tuple[str, str]:
+        """(date, source) of the run that measured section `key`: a section
+        carried over from an even earlier run keeps that run's."""
+        data = self.sections.get(key, {})
+        return str(data.get("date", self.date)), str(data.get("source", self.source))
+
+    def carried(self, key: str) -> CarriedSection | None:
+        """Section `key` as that report holds it, if it can be carried over."""
+        if key not in self.markdown or key not in self.sections:
+            return None
+        date, source = self.measured(key)
+        data = {**self.sections[key], "date": date, "source": source}
+        return CarriedSection(key, self.markdown[key], data)
 
 
 def read_previous(path: Path) -> PreviousRun | None:
@@ -145,9 +176,19 @@ def read_previous(path: Path) -> PreviousRun | None:
             date=str(data["date"]),
             source=str(data.get("source", "unknown")),
             sections=dict(data["sections"]),
+            markdown=_marked_sections(text[: match.start()]),
         )
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _marked_sections(text: str) -> dict[str, str]:
+    """Each marked section's Markdown by key, without its marker."""
+    parts = re.split(rf"^<!-- {SECTION_MARKER} (\S+) -->\n", text, flags=re.MULTILINE)
+    return {
+        key: body.rstrip("\n") + "\n"
+        for key, body in zip(parts[1::2], parts[2::2], strict=True)
+    }
 
 
 def repeatability_note(
@@ -168,6 +209,7 @@ def repeatability_note(
             "the same command again to get this note.",
         )
     assert previous is not None
+    then, then_source = previous.measured(section.key)
     lines = []
     agree = True
     for row in judged:
@@ -177,7 +219,7 @@ def repeatability_note(
         spread = abs(row.ratio - before) / before if before else float("inf")
         agree = agree and spread <= REPEATABILITY_TOLERANCE
         lines.append(
-            f"{row.figure}: {before:.2f} in the previous run ({previous.date}), "
+            f"{row.figure}: {before:.2f} in the previous run ({then}), "
             f"{row.ratio:.2f} in this one ({spread:.1%} apart)"
         )
     if not lines:
@@ -185,8 +227,8 @@ def repeatability_note(
     verdict = "within" if agree else "NOT within"
     caveat = (
         ""
-        if previous.source == source
-        else f" The amends source differed: {previous.source} then, {source} now."
+        if then_source == source
+        else f" The amends source differed: {then_source} then, {source} now."
     )
     return Note(
         "Repeatability",
@@ -335,7 +377,7 @@ def _os_name() -> str:
 
 
 def render(
-    sections: list[Section],
+    sections: list[Section | CarriedSection],
     *,
     facts: list[tuple[str, str]],
     command: str,
@@ -363,24 +405,50 @@ def render(
         f"| duration | {_duration(duration_seconds)} |",
         "",
     ]
+    run_date = f"{date:%Y-%m-%d %H:%M} UTC"
+    sections_data = {}
     for number, section in enumerate(sections, start=1):
+        out.append(f"<!-- {SECTION_MARKER} {section.key} -->")
+        if isinstance(section, CarriedSection):
+            out += _render_carried(number, section)
+            sections_data[section.key] = section.data
+            continue
         out += _render_section(number, section)
-    data = {
-        "date": f"{date:%Y-%m-%d %H:%M} UTC",
-        "source": source,
-        "sections": {
-            section.key: {
-                "settings": _jsonable(section.settings),
-                "rows": {
-                    row.key: {"value": row.value, "ratio": row.ratio}
-                    for row in section.rows
-                },
-            }
-            for section in sections
-        },
-    }
+        sections_data[section.key] = {
+            "settings": _jsonable(section.settings),
+            "rows": {
+                row.key: {"value": row.value, "ratio": row.ratio}
+                for row in section.rows
+            },
+            "date": run_date,
+            "source": source,
+        }
+    data = {"date": run_date, "source": source, "sections": sections_data}
     out += [f"<!-- {DATA_MARKER} {json.dumps(data, sort_keys=True)} -->", ""]
     return "\n".join(out)
+
+
+CARRIED_LINE = "*Carried over from the run of {date} (amends source {source}): "
+"""The start of the line under a carried section's heading; the line says
+that this run did not measure the section again."""
+
+
+def _render_carried(number: int, section: CarriedSection) -> list[str]:
+    """The section as it was, renumbered, saying which run measured it."""
+    heading, _, body = section.markdown.partition("\n")
+    title = re.sub(r"^## \d+\. ", "", heading)
+    lines = body.strip("\n").split("\n")
+    if lines and lines[0].startswith("*Carried over from the run of "):
+        lines = lines[2:]  # said again below, of the run that measured it
+    said = CARRIED_LINE.format(date=section.data["date"], source=section.data["source"])
+    return [
+        f"## {number}. {title}",
+        "",
+        said + "this run did not measure it again (`--sections`).*",
+        "",
+        *lines,
+        "",
+    ]
 
 
 def _render_section(number: int, section: Section) -> list[str]:
