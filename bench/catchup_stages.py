@@ -38,7 +38,7 @@ STAGES = (
     ("to_json", "facts to JSON (`ComplaintFacts.to_json`)"),
     ("totals", "running totals (`summary.Delta.change`: contributions, old and new)"),
     ("insert", "upsert rows (`_upsert_many`: bind processors, executemany)"),
-    ("summary", "write the running totals (`_write_summary`)"),
+    ("summary", "write the running totals and percentiles (`_write_summary`)"),
 )
 """(label, description) in the order the report lists them; nested stages
 follow the stage that calls them."""

@@ -22,9 +22,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from amends import ComplaintDesk
 from amends.domain.sla import PolicySchedule, preset
+from amends.projections import summary
+from amends.projections import tables as t
 from amends.projections.reports import ReportFilter
 from amends.projections.runner import Batch, ProjectionRunner, collector_paused
 from amends.testing import CATEGORIES, PEOPLE, Lifecycle, lifecycles
@@ -307,6 +310,33 @@ def test_a_batch_never_exceeds_its_events_or_complaints(
             n == batch_size or touched == batch_complaints for n, touched in seen[:-1]
         )
         assert_reports_match(desk, ids, ReportFilter(), clock.now)
+
+
+@examples(25)
+@given(
+    workload=workloads(),
+    catch_up_after=st.sets(st.integers(0, 120), max_size=10),
+    batch_sizes=st.lists(st.integers(1, 7), min_size=1, max_size=4),
+)
+def test_the_kept_percentiles_always_equal_those_found_from_the_values(
+    workload: list[Lifecycle], catch_up_after: set[int], batch_sizes: list[int]
+) -> None:
+    """Each batch finds again the percentiles of the groups it changed; none
+    is left stale by a later batch, and a group is kept only while it has
+    values."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    with make_desk("memory://", clock) as desk:
+        run_workload(desk, workload, catch_up_after, batch_sizes, 2)
+        desk.reports.catch_up()
+        with desk.reports.runner.engine.connect() as conn:
+            m = t.measures.c
+            rows = conn.execute(select(m.measure, m.key).distinct())
+            groups = {(measure, key) for measure, key in rows}
+            kept = summary.read_distributions(
+                conn, sorted({measure for measure, _ in groups} | {summary.LAG})
+            )
+            assert kept == summary.distributions_of(conn, groups)
+            assert set(kept) == groups
 
 
 def test_a_batch_rolled_back_after_its_rows_were_written_is_written_again() -> None:

@@ -64,7 +64,7 @@ DEFAULT_BATCH_COMPLAINTS = 10_000
 READ_SIZE = 5_000
 """Events per read of the log: a batch is read and folded this many at a time,
 so its events are never held all at once."""
-VIEWS_FORMAT = "views/2"
+VIEWS_FORMAT = "views/3"
 """The layout of the view tables; views of another layout are rebuilt."""
 DEFAULT_CACHE_SIZE = 10_000
 """Open complaints whose facts a runner keeps between batches."""
@@ -589,7 +589,8 @@ def _without_facts(rows: Rows) -> Rows:
 
 
 def _write_summary(conn: Connection, delta: summary.Delta) -> None:
-    """Add the batch's changes to the running totals and sorted values."""
+    """Add the batch's changes to the running totals and sorted values, and
+    find again the percentiles of every group whose values it changed."""
     if delta.removed:
         m = t.measures.c
         key = tuple_(m.measure, m.key, m.bucket, m.value, m.complaint_id)
@@ -604,6 +605,20 @@ def _write_summary(conn: Connection, delta: summary.Delta) -> None:
     buckets = [(*key, n) for key, n in sorted(delta.bucket_counts().items()) if n]
     if buckets:
         _upsert_many(conn, t.buckets, buckets, add=True)
+    groups = delta.groups()
+    if groups:
+        found = summary.distributions_of(conn, groups)
+        emptied = sorted(groups - found.keys())
+        p = t.percentiles.c
+        for start in range(0, len(emptied), 500):
+            conn.execute(
+                delete(t.percentiles).where(
+                    tuple_(p.measure, p.key).in_(emptied[start : start + 500])
+                )
+            )
+        rows = [(*group, n, *points) for group, (n, points) in sorted(found.items())]
+        if rows:
+            _upsert_many(conn, t.percentiles, rows)
 
 
 def _upsert_many(

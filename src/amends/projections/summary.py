@@ -14,6 +14,10 @@ disagree with the rows they sum):
   number of values per bucket. A nearest-rank percentile then reads the small
   bucket table to find the bucket holding the wanted rank, and one index seek
   with a short OFFSET inside that bucket returns the exact value.
+- `percentiles`: those percentiles (and the count and maximum) of every
+  measure and key, found that way by the batch that changed its values, so a
+  report reads one small row per group instead of walking the values of
+  hundreds of groups at question time.
 
 What depends on the moment of asking (deadlines fallen due by now, ages of open
 complaints) is not kept: the reports count those from indexed ranges of the
@@ -182,6 +186,10 @@ class Delta:
         self.removed |= old_values - new_values
         self.added |= new_values - old_values
 
+    def groups(self) -> set[Group]:
+        """The (measure, key) groups whose values the batch changed."""
+        return {(v[0], v[1]) for v in self.added} | {(v[0], v[1]) for v in self.removed}
+
     def bucket_counts(self) -> Counter[tuple[str, str, int]]:
         changed: Counter[tuple[str, str, int]] = Counter()
         for name, key, bucket, _, _ in self.added:
@@ -244,13 +252,32 @@ def read_open_days(conn: Connection, since: datetime) -> Counter[tuple[str, str]
 PERCENTS = (50, 90, 95)
 
 
-def read_distributions(
-    conn: Connection, measures: Sequence[str]
-) -> dict[tuple[str, str], tuple[int, list[float]]]:
-    """For each (measure, key) with values: the count, and the nearest-rank
-    p50, p90, p95 and the maximum, exactly."""
+Group = tuple[str, str]
+"""(measure, key): one distribution."""
+Distributions = dict[Group, tuple[int, list[float]]]
+"""Per group with values: the count, and the nearest-rank p50, p90, p95 and
+the maximum."""
+
+
+def read_distributions(conn: Connection, measures: Sequence[str]) -> Distributions:
+    """Every group of `measures` that has values, as the runner last found it."""
+    p = t.percentiles.c
+    rows = conn.execute(
+        select(p.measure, p.key, p.n, p.p50, p.p90, p.p95, p.top).where(
+            p.measure.in_(measures)
+        )
+    )
+    return {(name, key): (n, [*points]) for name, key, n, *points in rows}
+
+
+def distributions_of(conn: Connection, groups: Iterable[Group]) -> Distributions:
+    """The distributions of `groups`, exactly, from the bucket counts and the
+    sorted values (the groups without values are left out)."""
+    chosen = set(groups)
+    if not chosen:
+        return {}
     per: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    for name, key, bucket, n in _bucket_rows(conn, measures):
+    for name, key, bucket, n in _bucket_rows(conn, chosen):
         per.setdefault((name, key), []).append((bucket, n))
     wanted: dict[tuple[str, str], tuple[int, list[tuple[int, int]]]] = {}
     sizes: dict[tuple[str, str, int], int] = {}
@@ -277,29 +304,45 @@ def read_distributions(
 
 
 def _bucket_rows(
-    conn: Connection, measures: Sequence[str]
+    conn: Connection, groups: set[Group]
 ) -> list[tuple[str, str, int, int]]:
-    """The bucket counts of `measures`, sorted, as plain driver rows: a report
-    reads a few thousand of them, and SQLAlchemy's compiling and result rows
-    cost more than the query."""
+    """The bucket counts of `groups`, sorted, as plain driver rows: a batch
+    may change thousands of groups, and SQLAlchemy's compiling and result rows
+    cost more than the query. A few groups (a follower's small batch) are
+    looked up by key; many are read with all the other keys of their measures
+    (an index range each) and picked out here."""
     preparer = conn.dialect.identifier_preparer
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     b = t.buckets.c
     name, key, bucket, n = (
         preparer.format_column(column) for column in (b.measure, b.key, b.bucket, b.n)
     )
+    parameters: list[str]
+    if len(groups) <= GROUPS_BY_KEY:
+        ordered = sorted(groups)
+        where = " OR ".join(f"({name} = {mark} AND {key} = {mark})" for _ in ordered)
+        parameters = [part for group in ordered for part in group]
+    else:
+        parameters = sorted({measure for measure, _ in groups})
+        where = f"{name} IN ({', '.join(mark for _ in parameters)})"
     statement = (
         f"SELECT {name}, {key}, {bucket}, {n} "
         f"FROM {preparer.format_table(t.buckets)} "
-        f"WHERE {name} IN ({', '.join(mark for _ in measures)}) AND {n} > 0 "
+        f"WHERE ({where}) AND {n} > 0 "
         f"ORDER BY {name}, {key}, {bucket}"
     )
     cursor = conn.connection.cursor()
     try:
-        cursor.execute(statement, tuple(measures))
-        return list(cursor.fetchall())
+        cursor.execute(statement, tuple(parameters))
+        rows = cursor.fetchall()
     finally:
         cursor.close()
+    return [row for row in rows if (row[0], row[1]) in groups]
+
+
+GROUPS_BY_KEY = 100
+"""Groups up to which their buckets are looked up key by key (two parameters
+each, under SQLite's oldest limit of 999)."""
 
 
 def _values_at(

@@ -205,8 +205,23 @@ buckets = Table(
 )
 """How many values of each measure and key fall in each bucket."""
 
+percentiles = Table(
+    "amends_view_percentiles",
+    metadata,
+    Column("measure", String(40), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("p50", Float, nullable=False),
+    Column("p90", Float, nullable=False),
+    Column("p95", Float, nullable=False),
+    Column("top", Float, nullable=False),
+    sqlite_with_rowid=False,
+)
+"""Each measure and key's count, exact nearest-rank p50, p90 and p95, and
+maximum, as of the last batch that changed its values."""
+
 CHILD_TABLES = (spans, deadlines, gestures)
-SUMMARY_TABLES = (counts, measures, buckets)
+SUMMARY_TABLES = (counts, measures, buckets, percentiles)
 ROW_TABLES = (complaints, *CHILD_TABLES)
 """The tables a complaint's rows live in (the summaries are totals)."""
 VIEW_TABLES = (*ROW_TABLES, *SUMMARY_TABLES)
