@@ -44,6 +44,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    type_coerce,
 )
 
 from amends.domain.sla import PolicySchedule
@@ -899,34 +900,51 @@ class ReportQueries:
         handful per complaint), instead of selecting the complaints again for
         each."""
         d = t.deadlines.c
+        # Times as stored (see `tables.stored_times`): thousands of them are
+        # compared here, and only those of the listed rows are returned.
+        stored, to_stored, from_stored = t.stored_times(self.engine.dialect)
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(*_BREACH_COLUMNS, d.seq).where(d.complaint_id.in_(self._ids(f)))
+                select(
+                    d.complaint_id,
+                    d.target,
+                    type_coerce(d.due_at, stored),
+                    type_coerce(d.met_at, stored),
+                    d.owner_at_due,
+                    d.seq,
+                ).where(d.complaint_id.in_(self._ids(f)))
             ).all()
         by_target: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         by_owner: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         breaches = []
         at_risk = []
-        until = now + horizon
+        moment, until = to_stored(now), to_stored(now + horizon)
         for row in rows:
             _, target, due, met, owner, _ = row
-            late = due is not None and (met > due if met is not None else due < now)
-            if met is not None or (due is not None and due <= now):
+            late = due is not None and (met > due if met is not None else due < moment)
+            if met is not None or (due is not None and due <= moment):
                 for pair in (by_target[target], by_owner[owner or ""]):
                     pair[0] += 1
                     pair[1] += late
             if late:
                 breaches.append(row)
-            elif met is None and due is not None and now <= due <= until:
+            elif met is None and due is not None and moment <= due <= until:
                 at_risk.append(row)
-        breaches.sort(key=lambda r: (-r.due_at.timestamp(), r.complaint_id, r.seq))
-        at_risk.sort(key=lambda r: (r.due_at, r.complaint_id, r.seq))
+        # Latest due first, then by complaint and deadline (sorts are stable).
+        breaches.sort(key=lambda r: (r[0], r[5]))
+        breaches.sort(key=lambda r: r[2], reverse=True)
+        at_risk.sort(key=lambda r: (r[2], r[0], r[5]))
         return SlaParts(
             by_target=by_target,
             by_owner=by_owner,
-            breaches=[tuple(r[:5]) for r in breaches[:limit]],
+            breaches=[
+                (i, g, from_stored(due), from_stored(met), o)
+                for i, g, due, met, o, _ in breaches[:limit]
+            ],
             breaches_total=len(breaches),
-            at_risk=[(i, g, due, o) for i, g, due, _, o, _ in at_risk[:limit]],
+            at_risk=[
+                (i, g, from_stored(due), o) for i, g, due, _, o, _ in at_risk[:limit]
+            ],
             at_risk_total=len(at_risk),
         )
 
