@@ -41,15 +41,26 @@ class RunConfig:
 
 
 def timed(work: Callable[[], T]) -> tuple[float, T]:
-    """Seconds `work` took and what it returned; collects garbage first.
+    """Seconds `work` took and what it returned; collects garbage first, and
+    keeps what was alive before it out of the collector's sight meanwhile.
 
     Collecting first means one measurement does not pay for the garbage the
-    previous one left, which would penalise whichever ran second.
+    previous one left, which would penalise whichever ran second. Freezing
+    the heap (`gc.freeze`) means it does not pay for the harness's own
+    objects either: each of the collector's passes during `work` rescans
+    everything alive, so the same read of the log ran about a third slower
+    while the harness held one more store's figures, and the ratios of two
+    runs moved with what each section happened to keep. What `work` itself
+    allocates is collected as usual.
     """
     gc.collect()
-    started = time.perf_counter()
-    result = work()
-    return time.perf_counter() - started, result
+    gc.freeze()
+    try:
+        started = time.perf_counter()
+        result = work()
+        return time.perf_counter() - started, result
+    finally:
+        gc.unfreeze()
 
 
 def median(values: Sequence[float]) -> float:
