@@ -254,10 +254,11 @@ class Floor:
 
     def text(self) -> str:
         verdict = (
-            "below the 50,000 events/s target: no rebuild into these views, "
+            f"below the {CATCH_UP_TARGET.threshold:,.0f} events/s target: no "
+            "rebuild into these views, "
             "however little Python it ran, could reach the target on this machine"
             if self.rate < CATCH_UP_TARGET.threshold
-            else "above the 50,000 events/s target"
+            else f"above the {CATCH_UP_TARGET.threshold:,.0f} events/s target"
         )
         return (
             f"*The floor.* The rebuild writes {self.row_count:,} view rows for "
@@ -365,7 +366,8 @@ def catch_up_bound(store: Store, rate: float) -> str:
     rewrites = times.calls["rows"]
     return (
         f"*Catch-up* ({rate:,.0f} events/s, {1e6 / rate:.1f} µs per event; "
-        f"50,000 events/s allows {allowed:.0f} µs). Each {catchup_stages.BATCH} "
+        f"{CATCH_UP_TARGET.threshold:,.0f} events/s allows {allowed:.0f} µs). "
+        f"Each {catchup_stages.BATCH} "
         "reloads, refolds and rewrites every complaint it touches (its row, "
         "spans, deadlines, gestures and facts JSON); with a year's traffic "
         f"interleaved, the {store.complaints:,} complaints were rewritten "

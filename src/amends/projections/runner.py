@@ -400,14 +400,7 @@ class ProjectionRunner:
                 removed[table.name] += [(key, seq) for seq in range(len(new), len(old))]
             change.rows = _without_facts(rows)
         for table in t.CHILD_TABLES:
-            if removed[table.name]:
-                conn.execute(
-                    delete(table).where(
-                        tuple_(table.c.complaint_id, table.c.seq).in_(
-                            removed[table.name]
-                        )
-                    )
-                )
+            _delete_keys(conn, table, removed[table.name])
         for table in t.ROW_TABLES:
             if upserts[table.name]:
                 _upsert_many(conn, table, upserts[table.name])
@@ -591,12 +584,7 @@ def _without_facts(rows: Rows) -> Rows:
 def _write_summary(conn: Connection, delta: summary.Delta) -> None:
     """Add the batch's changes to the running totals and sorted values, and
     find again the percentiles of every group whose values it changed."""
-    if delta.removed:
-        m = t.measures.c
-        key = tuple_(m.measure, m.key, m.bucket, m.value, m.complaint_id)
-        gone = sorted(delta.removed)
-        for start in range(0, len(gone), 500):
-            conn.execute(delete(t.measures).where(key.in_(gone[start : start + 500])))
+    _delete_keys(conn, t.measures, sorted(delta.removed))
     if delta.added:
         _upsert_many(conn, t.measures, sorted(delta.added))
     counts = [(*key, n) for key, n in sorted(delta.counts.items()) if n]
@@ -608,17 +596,20 @@ def _write_summary(conn: Connection, delta: summary.Delta) -> None:
     groups = delta.groups()
     if groups:
         found = summary.distributions_of(conn, groups)
-        emptied = sorted(groups - found.keys())
-        p = t.percentiles.c
-        for start in range(0, len(emptied), 500):
-            conn.execute(
-                delete(t.percentiles).where(
-                    tuple_(p.measure, p.key).in_(emptied[start : start + 500])
-                )
-            )
+        _delete_keys(conn, t.percentiles, sorted(groups - found.keys()))
         rows = [(*group, n, *points) for group, (n, points) in sorted(found.items())]
         if rows:
             _upsert_many(conn, t.percentiles, rows)
+
+
+def _delete_keys(
+    conn: Connection, table: Table, keys: Sequence[tuple[Any, ...]]
+) -> None:
+    """Delete the rows of `table` with these primary keys, 500 to a statement
+    (each key is several parameters; SQLite limits them per statement)."""
+    key = tuple_(*table.primary_key.columns)
+    for start in range(0, len(keys), 500):
+        conn.execute(delete(table).where(key.in_(keys[start : start + 500])))
 
 
 def _upsert_many(

@@ -53,7 +53,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if isinstance(value, str):
-            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return _from_text(value)
         moment: datetime = value
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
