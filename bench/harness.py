@@ -2,9 +2,10 @@
 
 Kept apart from the sections so that each new one measures the same way:
 wall-clock time (`time.perf_counter`) around the work only, after a full
-garbage collection, with the median across rounds as the reported figure,
-because the median of a few interleaved rounds resists the odd slow round that
-a shared machine produces better than the mean does.
+garbage collection. A throughput measured in rounds of seconds is reported as
+its best round (`best`), as `timeit` does; one measured in short rounds that
+alternate with its baseline, as the median of each round's ratio; a latency as
+its nearest-rank percentiles over many interleaved calls. ADR 0011 says why.
 """
 
 from __future__ import annotations
@@ -61,6 +62,16 @@ def timed(work: Callable[[], T]) -> tuple[float, T]:
         return time.perf_counter() - started, result
     finally:
         gc.unfreeze()
+
+
+def best(rates: Sequence[float]) -> float:
+    """The highest of some rounds' rates: what the machine gives the work when
+    nothing else runs on it. Another tenant of a shared machine only ever
+    slows a round, by up to half for seconds or minutes at a time here, so
+    the best of a few rounds moves far less between runs than their median."""
+    if not rates:
+        raise ValueError("no rates to take the best of")
+    return max(rates)
 
 
 def median(values: Sequence[float]) -> float:
