@@ -18,10 +18,12 @@ verify, memory, ...) takes one function:
    (`bench.harness.RunConfig`, `bench.report.Section`). Use
    `bench.stores.store_targets(config)` and `bench.stores.fresh_store(...)` for
    an isolated SQLite file or PostgreSQL schema per measurement, and
-   `bench.harness.timed` / `bench.harness.median` for the figures. Give each
-   `Row` a stable `key` and, where there is one, a `Target`; put what shapes
-   the figures (sizes, rounds, stores) in `Section.settings`, since runs are
-   compared for repeatability only when those match.
+   `bench.harness.timed` with `bench.harness.best` (rounds of a second or
+   more) or `bench.harness.median` (of paired ratios) for the figures, as
+   ADR 0011 says. Give each `Row` a stable `key` and, where there is one, a
+   `Target`; put what shapes the figures (sizes, rounds, stores, how they are
+   taken) in `Section.settings`, since runs are compared for repeatability
+   only when those match.
 2. Add one line to `SECTIONS` in `bench/__main__.py`: ``"name": name.run``.
 
 Sections so far: `command_path` (one command per call against the bare
