@@ -108,7 +108,9 @@ class CatchUp:
     this shared machine it did so by up to half, for seconds to minutes at a
     time. Medians, and the ratio of each rebuild to the reads either side of
     it, moved with those spells (two runs' ratios differed by 21%); the ratio
-    of the bests moved by 7% in four blocks of rounds on one store.
+    of the bests moved by 7% in four blocks of rounds on one store, and by
+    11% between two full runs while the machine slowed the rebuild more than
+    the read (ADR 0011).
     """
 
     store: Store
