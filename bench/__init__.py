@@ -19,8 +19,8 @@ verify, memory, ...) takes one function:
    `bench.stores.store_targets(config)` and `bench.stores.fresh_store(...)` for
    an isolated SQLite file or PostgreSQL schema per measurement, and
    `bench.harness.timed` with `bench.harness.best` (rounds of a second or
-   more) or `bench.harness.median` (of paired ratios) for the figures, as
-   ADR 0011 says. Give each `Row` a stable `key` and, where there is one, a
+   more) or `bench.harness.median` (short alternating rounds) for the
+   figures, as ADR 0011 says. Give each `Row` a stable `key` and, where there is one, a
    `Target`; put what shapes the figures (sizes, rounds, stores, how they are
    taken) in `Section.settings`, since runs are compared for repeatability
    only when those match.

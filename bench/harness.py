@@ -4,8 +4,9 @@ Kept apart from the sections so that each new one measures the same way:
 wall-clock time (`time.perf_counter`) around the work only, after a full
 garbage collection. A throughput measured in rounds of seconds is reported as
 its best round (`best`), as `timeit` does; one measured in short rounds that
-alternate with its baseline, as the median of each round's ratio; a latency as
-its nearest-rank percentiles over many interleaved calls. ADR 0011 says why.
+alternate with its baseline, by medians (of each side, or of each round's
+ratio); a latency as its nearest-rank percentiles over many interleaved
+calls. ADR 0011 says why.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ events by default (the same SQLite file or PostgreSQL database), or wherever
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,7 +80,13 @@ def utc_text(value: datetime | None) -> str | None:
     return value.isoformat(" ", "microseconds")[:26]
 
 
-def stored_times(dialect: Dialect) -> tuple[TypeEngine[Any], Any, Any]:
+def stored_times(
+    dialect: Dialect,
+) -> tuple[
+    TypeEngine[Any],
+    Callable[[datetime | None], Any],
+    Callable[[Any], datetime | None],
+]:
     """How the views' times come back from the driver when read as stored:
     the SQL type to read them as, and the functions taking a time to its
     stored form and back.
