@@ -521,7 +521,7 @@ class ReportQueries:
             complaints = conn.execute(
                 select(
                     c.id,
-                    type_coerce(c.received_at, stored),
+                    type_coerce(c.received_at, stored).label("received_at"),
                     c.owner,
                     c.is_open,
                     c.received_by,
@@ -533,12 +533,13 @@ class ReportQueries:
             spans = conn.execute(
                 select(
                     s.complaint_id,
-                    s.seq,
                     s.owner,
                     s.via,
-                    type_coerce(s.start_at, stored),
-                    type_coerce(s.end_at, stored),
-                ).where(s.complaint_id.in_(self._ids(f)))
+                    type_coerce(s.start_at, stored).label("start_at"),
+                    type_coerce(s.end_at, stored).label("end_at"),
+                )
+                .where(s.complaint_id.in_(self._ids(f)))
+                .order_by(s.complaint_id, s.seq)
             ).all()
             breaches = conn.execute(
                 select(t.deadlines.c.owner_at_due, func.count())
@@ -556,20 +557,20 @@ class ReportQueries:
                 "sla_breaches": 0,
             }
         )
-        for _, _, owner, is_open, received_by, resolved_by, ttr, _ in complaints:
-            if is_open:
-                owners[owner]["open_now"] += 1
-            owners[received_by]["received_first"] += 1
-            if resolved_by is not None:
-                owners[resolved_by]["resolved_while_owner"] += 1
-                owners[resolved_by]["ttr"].append(ttr)
+        for row in complaints:
+            if row.is_open:
+                owners[row.owner]["open_now"] += 1
+            owners[row.received_by]["received_first"] += 1
+            if row.resolved_by is not None:
+                owners[row.resolved_by]["resolved_while_owner"] += 1
+                owners[row.resolved_by]["ttr"].append(row.ttr_wall)
         # Every owner of a span gets a row; only handoffs start or end one.
-        chain_spans: dict[str, list[Any]] = defaultdict(list)
+        spans_of: dict[str, list[Any]] = defaultdict(list)
         for span in spans:
-            tally = owners[span[2]]
-            tally["handed_in"] += span[3] == "transfer"
-            tally["handed_out"] += span[5] is not None
-            chain_spans[span[0]].append(span)
+            tally = owners[span.owner]
+            tally["handed_in"] += span.via == "transfer"
+            tally["handed_out"] += span.end_at is not None
+            spans_of[span.complaint_id].append(span)
         for owner, n in breaches:
             if owner is not None:
                 owners[owner]["sla_breaches"] = n
@@ -589,22 +590,23 @@ class ReportQueries:
             )
         # Newest first, then by id; most handoffs first, then by id (sorts are
         # stable).
-        handed = sorted((row for row in complaints if row[7] > 0), key=lambda r: r[0])
-        newest = sorted(handed, key=lambda r: r[1], reverse=True)[:limit]
-        frequent = [row for row in handed if row[7] >= 3]
+        handed = sorted((r for r in complaints if r.handoffs > 0), key=lambda r: r.id)
+        newest = sorted(handed, key=lambda r: r.received_at, reverse=True)[:limit]
+        frequent = [r for r in handed if r.handoffs >= 3]
         frequent_total = len(frequent)
-        frequent = sorted(frequent, key=lambda r: r[7], reverse=True)[:limit]
+        frequent = sorted(frequent, key=lambda r: r.handoffs, reverse=True)[:limit]
 
         def chain(row: Any) -> OwnerChain:
-            links = sorted(chain_spans[row[0]], key=lambda span: span[1])
             return OwnerChain(
-                complaint_id=row[0],
-                handoffs=row[7],
+                complaint_id=row.id,
+                handoffs=row.handoffs,
                 links=tuple(
                     ChainLink(
-                        owner=owner, start=from_stored(start), end=from_stored(end)
+                        owner=span.owner,
+                        start=from_stored(span.start_at),
+                        end=from_stored(span.end_at),
                     )
-                    for _, _, owner, _, start, end in links
+                    for span in spans_of[row.id]
                 ),
             )
 
