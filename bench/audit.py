@@ -25,6 +25,7 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 from uuid import UUID
@@ -339,26 +340,21 @@ def measure_reconstruction(
 
             check_same(snapshots, replay, call)
             check_raw(snapshots, call, raw_snapshots, raw_id, call_raw)
+            # Per kind, each reader with its samples, in the order of a turn.
+            readers: dict[str, list[tuple[list[float], Callable[[int], Any]]]] = {
+                kind: [
+                    (figures.snapshots[kind], partial(call, snapshots, kind)),
+                    (figures.raw_snapshots[kind], partial(call_raw, kind)),
+                    (figures.replay[kind], partial(call, replay, kind)),
+                ]
+                for kind in KINDS
+            }
             with frozen_heap():
                 for index in range(calls + WARMUP_CALLS):
-                    for kind in KINDS:
-                        turns: list[tuple[list[float], Callable[[], Any]]] = [
-                            (
-                                figures.snapshots[kind],
-                                lambda k=kind, i=index: call(snapshots, k, i),  # type: ignore[misc]
-                            ),
-                            (
-                                figures.raw_snapshots[kind],
-                                lambda k=kind, i=index: call_raw(k, i),  # type: ignore[misc]
-                            ),
-                            (
-                                figures.replay[kind],
-                                lambda k=kind, i=index: call(replay, k, i),  # type: ignore[misc]
-                            ),
-                        ]
+                    for turns in readers.values():
                         first = index % len(turns)
-                        for samples, work in turns[first:] + turns[:first]:
-                            elapsed = timed_ms(work)
+                        for samples, read in turns[first:] + turns[:first]:
+                            elapsed = timed_ms(partial(read, index))
                             if index >= WARMUP_CALLS:
                                 samples.append(elapsed)
                     elapsed = timed_ms(lambda: app.repository.get(raw_id))
