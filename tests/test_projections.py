@@ -90,6 +90,29 @@ def report_filters(draw: st.DrawFn) -> ReportFilter:
     )
 
 
+@st.composite
+def filters_of_one_shape(draw: st.DrawFn) -> tuple[ReportFilter, ReportFilter]:
+    """Two filters that set the same fields, each to values of its own."""
+    since_set, until_set, owner_set, category_set = (
+        draw(st.booleans()) for _ in range(4)
+    )
+
+    def one() -> ReportFilter:
+        since = draw(starts()) if since_set else None
+        return ReportFilter(
+            since=since,
+            until=(
+                draw(starts().filter(lambda u: since is None or u > since))
+                if until_set
+                else None
+            ),
+            owner=draw(st.sampled_from(PEOPLE)) if owner_set else None,
+            category=draw(st.sampled_from(CATEGORIES)) if category_set else None,
+        )
+
+    return one(), one()
+
+
 def run_workload(
     desk: ComplaintDesk,
     workload: list[Lifecycle],
@@ -190,6 +213,29 @@ def test_incremental_views_equal_the_oracle(
         assert_reports_match(desk, ids, ReportFilter(), now)
         desk.reports.rebuild()
         assert_reports_match(desk, ids, f, now)
+
+
+@examples(30)
+@given(
+    workload=workloads(),
+    filters=filters_of_one_shape(),
+    later=st.integers(0, 20 * 24 * 3600),
+)
+def test_filters_of_one_shape_each_get_their_own_reports(
+    workload: list[Lifecycle],
+    filters: tuple[ReportFilter, ReportFilter],
+    later: int,
+) -> None:
+    """Statements built once per filter shape must bind each call's values."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    with make_desk("memory://", clock) as desk:
+        ids = run_workload(desk, workload, set(), [1_000])
+        desk.reports.catch_up()
+        now = max(e.timestamp for i in ids for e in desk.events(i)) + timedelta(
+            seconds=later
+        )
+        for f in (*filters, *filters):
+            assert_reports_match(desk, ids, f, now)
 
 
 class Crash(Exception):

@@ -190,7 +190,7 @@ class ComplaintFacts:
             severity=Severity(data["severity"]),
             stage=Stage(data["stage"]),
             last_event_at=_time(data["last_event_at"]),
-            reached={Stage(k): _time(v) for k, v in data["reached"].items()},
+            reached=_reached(data),
             waiting=data["waiting"],
             spans=[
                 Span(s["owner"], _time(s["start"]), _maybe_time(s["end"]), s["via"])
@@ -222,6 +222,47 @@ class ComplaintFacts:
         )
 
 
+@dataclass(slots=True)
+class StageClock:
+    """What a complaint's stage times need (on the wall clock and the SLA
+    clock), decoded from its stored facts without the rest.
+
+    The time-to-resolution report lists up to fifty complaints a call, each
+    from its facts JSON; building their spans, deadlines and gestures was
+    most of the report's time, and the listing reads none of them.
+    """
+
+    id: UUID
+    policy: str
+    received_at: datetime
+    owner: str
+    category: str
+    reached: dict[Stage, datetime]
+    pauses: list[tuple[datetime, datetime | None]]
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StageClock:
+        data = from_json(text)
+        return cls(
+            id=UUID(data["id"]),
+            policy=data["policy"],
+            received_at=_time(data["received_at"]),
+            owner=data["owner"],
+            category=data["category"],
+            reached=_reached(data),
+            pauses=[
+                (_time(a), _maybe_time(b)) for a, b in data["pauses"] if a is not None
+            ],
+        )
+
+    def sla_elapsed(self, policy: SlaPolicy, end: datetime) -> timedelta:
+        return policy.elapsed(self.received_at, end, self.pauses)
+
+
+def _reached(data: dict[str, Any]) -> dict[Stage, datetime]:
+    return {Stage(k): _time(v) for k, v in data["reached"].items()}
+
+
 def _ts(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
@@ -251,7 +292,7 @@ class Folder:
         self.policies = policies
         self._by_key = {_key(p): p for _, p in policies.entries}
 
-    def policy_of(self, facts: ComplaintFacts) -> SlaPolicy:
+    def policy_of(self, facts: ComplaintFacts | StageClock) -> SlaPolicy:
         try:
             return self._by_key[facts.policy]
         except KeyError:

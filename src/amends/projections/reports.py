@@ -34,10 +34,12 @@ from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
+    Column,
     Connection,
     Engine,
     Select,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -51,7 +53,7 @@ from amends.domain.stages import Stage
 from amends.domain.values import Instant
 from amends.projections import summary
 from amends.projections import tables as t
-from amends.projections.facts import ComplaintFacts, Folder
+from amends.projections.facts import Folder, StageClock
 
 AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
     ("<1d", timedelta(days=1)),
@@ -62,6 +64,7 @@ AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
 )
 GROUPINGS = summary.GROUPINGS
 DEFAULT_LIMIT = 50
+_STAGE_ORDER = {stage: index for index, stage in enumerate(Stage)}
 
 
 def percentile(ordered: Sequence[float], p: int) -> float | None:
@@ -469,6 +472,21 @@ class UnmetAhead:
     not_due_by_owner: Counter[str] = field(default_factory=Counter)
 
 
+FILTER_FIELDS = ("since", "until", "owner", "category")
+
+
+def _filter_shape(f: ReportFilter) -> tuple[bool, ...]:
+    """Which of the filter's fields are set."""
+    return tuple(getattr(f, name) is not None for name in FILTER_FIELDS)
+
+
+def _filter_values(f: ReportFilter) -> dict[str, Any]:
+    """The set fields' values, named as `_selected(bound=True)` names them."""
+    return {
+        name: value for name in FILTER_FIELDS if (value := getattr(f, name)) is not None
+    }
+
+
 def _everything(f: ReportFilter) -> bool:
     """No filter: the report covers every complaint, from the running totals."""
     return (
@@ -482,21 +500,29 @@ class ReportQueries:
     def __init__(self, engine: Engine, policies: PolicySchedule) -> None:
         self.engine = engine
         self.folder = Folder(policies)
+        self._recurrence_statements: dict[tuple[bool, ...], Select[Any]] = {}
 
-    # The complaints a filter selects, as a WHERE clause on the complaints table.
-    def _selected(self, f: ReportFilter) -> Any:
-        c = t.complaints.c
+    def _selected(self, f: ReportFilter, *, bound: bool = False) -> Any:
+        """The complaints a filter selects, as a WHERE clause on the complaints
+        table. With `bound`, the filter's values are left as parameters named
+        after its fields (see `_filter_values`): a statement built once then
+        serves every filter of the same shape."""
+        c, s = t.complaints.c, t.spans.c
+
+        def value(name: str, column: Column[Any]) -> Any:
+            return bindparam(name, type_=column.type) if bound else getattr(f, name)
+
         clauses = []
         if f.since is not None:
-            clauses.append(c.received_at >= f.since)
+            clauses.append(c.received_at >= value("since", c.received_at))
         if f.until is not None:
-            clauses.append(c.received_at < f.until)
+            clauses.append(c.received_at < value("until", c.received_at))
         if f.category is not None:
-            clauses.append(c.category == f.category)
+            clauses.append(c.category == value("category", c.category))
         if f.owner is not None:
             clauses.append(
                 exists().where(
-                    and_(t.spans.c.complaint_id == c.id, t.spans.c.owner == f.owner)
+                    and_(s.complaint_id == c.id, s.owner == value("owner", s.owner))
                 )
             )
         return and_(True, *clauses)
@@ -797,7 +823,7 @@ class ReportQueries:
             reopen_rate=reopened / resolved if resolved else None,
             distributions=distributions,
             complaints=tuple(
-                self._times(ComplaintFacts.from_json(text)) for (text,) in newest
+                self._times(StageClock.from_json(text)) for (text,) in newest
             ),
             complaints_total=total,
         )
@@ -841,12 +867,12 @@ class ReportQueries:
             reopen_rate=reopened / resolved if resolved else None,
             distributions=tuple(distributions),
             complaints=tuple(
-                self._times(ComplaintFacts.from_json(text)) for (text,) in newest
+                self._times(StageClock.from_json(text)) for (text,) in newest
             ),
             complaints_total=counts["complaints"][""],
         )
 
-    def _times(self, facts: ComplaintFacts) -> ComplaintTimes:
+    def _times(self, facts: StageClock) -> ComplaintTimes:
         policy = self.folder.policy_of(facts)
         return ComplaintTimes(
             complaint_id=str(facts.id),
@@ -860,7 +886,7 @@ class ReportQueries:
                     sla=facts.sla_elapsed(policy, at).total_seconds(),
                 )
                 for stage, at in sorted(
-                    facts.reached.items(), key=lambda item: list(Stage).index(item[0])
+                    facts.reached.items(), key=lambda item: _STAGE_ORDER[item[0]]
                 )
             ),
         )
@@ -1109,41 +1135,69 @@ class ReportQueries:
     ) -> RecurrenceReport:
         if _everything(f):
             return self._recurrence_of_all(now, f, min_count)
-        c = t.complaints.c
+        shape = _filter_shape(f)
+        statement = self._recurrence_statements.get(shape)
+        if statement is None:
+            statement = self._recurrence_statements[shape] = self._recurrence_of(f)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(c.category, c.first_resolved_at, c.prevention_at).where(
-                    self._selected(f)
-                )
+            groups = conn.execute(
+                statement, {**_filter_values(f), "min_count": min_count}
             ).all()
-        per: dict[str, list[tuple[datetime | None, datetime | None]]] = defaultdict(
-            list
-        )
-        for category, resolved_at, prevention_at in rows:
-            per[category].append((resolved_at, prevention_at))
-        categories = []
-        for category in sorted(per):
-            items = per[category]
-            if len(items) < min_count:
-                continue
-            lags = sorted(
-                (p - r).total_seconds()
-                for r, p in items
-                if r is not None and p is not None
+        categories = [
+            CategoryRecurrence(
+                category=category,
+                complaints=complaints,
+                prevention_logged=logged,
+                resolution_to_prevention_median=median,
             )
-            categories.append(
-                CategoryRecurrence(
-                    category=category,
-                    complaints=len(items),
-                    prevention_logged=sum(p is not None for _, p in items),
-                    resolution_to_prevention_median=percentile(lags, 50),
-                )
-            )
+            # Sorted here, as the unfiltered report is: a PostgreSQL database's
+            # collation may order text otherwise.
+            for category, complaints, logged, median in sorted(groups)
+        ]
         return RecurrenceReport(
             generated_at=now,
             filter=f,
             min_count=min_count,
             categories=tuple(categories),
+        )
+
+    def _recurrence_of(self, f: ReportFilter) -> Select[Any]:
+        """The filtered recurrence report in one statement, for filters of
+        `f`'s shape (its values bound at execution, with `min_count`).
+
+        Counted and ranked in SQL: the selected rows never reach Python, and
+        the category index holds every column read, so ten times the
+        complaints cost little more. Each category's row is the one at the
+        nearest rank of its median lag (see `percentile`), or its first row
+        when it has no lag. Built once per shape: building it cost several
+        times running it.
+        """
+        c = t.complaints.c
+        ranked = (
+            select(
+                c.category,
+                c.prevention_lag,
+                func.count().over(partition_by=c.category).label("complaints"),
+                func.count(c.prevention_at)
+                .over(partition_by=c.category)
+                .label("logged"),
+                func.count(c.prevention_lag)
+                .over(partition_by=c.category)
+                .label("lags"),
+                func.row_number()
+                .over(
+                    partition_by=c.category,
+                    order_by=(c.prevention_lag.is_(None), c.prevention_lag),
+                )
+                .label("rank"),
+            )
+            .where(self._selected(f, bound=True))
+            .subquery()
+        )
+        r = ranked.c
+        median_rank = case((r.lags == 0, 1), else_=(r.lags * 50 + 99) // 100)
+        return select(r.category, r.complaints, r.logged, r.prevention_lag).where(
+            r.complaints >= bindparam("min_count"), r.rank == median_rank
         )
 
     def _recurrence_of_all(

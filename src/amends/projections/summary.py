@@ -139,8 +139,8 @@ def contributions(rows: Rows) -> tuple[Counter[tuple[str, str]], set[Value]]:
         prevention_at = row[_C["prevention_at"]]
         if prevention_at is not None:
             counts["prevention", row[_C["category"]]] += 1
-            if resolved_at is not None:
-                lag = (prevention_at - resolved_at).total_seconds()
+            lag = row[_C["prevention_lag"]]
+            if lag is not None:
                 values.add(
                     (LAG, row[_C["category"]], bucket_of(lag), lag, complaint_id)
                 )
