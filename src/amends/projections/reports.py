@@ -26,7 +26,7 @@ import csv
 import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -34,9 +34,10 @@ from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
-    Column,
+    BindParameter,
     Connection,
     Engine,
+    Integer,
     Select,
     and_,
     bindparam,
@@ -481,7 +482,7 @@ def _filter_shape(f: ReportFilter) -> tuple[bool, ...]:
 
 
 def _filter_values(f: ReportFilter) -> dict[str, Any]:
-    """The set fields' values, named as `_selected(bound=True)` names them."""
+    """The set fields' values, named as `_selected` names them."""
     return {
         name: value for name in FILTER_FIELDS if (value := getattr(f, name)) is not None
     }
@@ -500,29 +501,46 @@ class ReportQueries:
     def __init__(self, engine: Engine, policies: PolicySchedule) -> None:
         self.engine = engine
         self.folder = Folder(policies)
-        self._recurrence_statements: dict[tuple[bool, ...], Select[Any]] = {}
+        self._statements: dict[tuple[str, tuple[bool, ...]], tuple[Any, ...]] = {}
 
-    def _selected(self, f: ReportFilter, *, bound: bool = False) -> Any:
-        """The complaints a filter selects, as a WHERE clause on the complaints
-        table. With `bound`, the filter's values are left as parameters named
-        after its fields (see `_filter_values`): a statement built once then
-        serves every filter of the same shape."""
+    def _prepared(
+        self, name: str, f: ReportFilter, build: Callable[[], tuple[Any, ...]]
+    ) -> tuple[Any, ...]:
+        """A filtered report's statements, built once for filters of `f`'s
+        shape (which of its fields are set), their values bound at each call
+        (`_filter_values`, with the report's own: `now`, `limit`, ...).
+
+        Building a statement, and finding its compiled form by its cache key,
+        cost SQLAlchemy several times what the database then took to run it.
+        """
+        key = (name, _filter_shape(f))
+        found = self._statements.get(key)
+        if found is None:
+            found = self._statements[key] = build()
+        return found
+
+    def _selected(self, f: ReportFilter) -> Any:
+        """The complaints filters of `f`'s shape select, as a WHERE clause on
+        the complaints table, the filter's values left as parameters named
+        after its fields (see `_filter_values`): the statements built with it
+        serve every filter of that shape (see `_prepared`)."""
         c, s = t.complaints.c, t.spans.c
-
-        def value(name: str, column: Column[Any]) -> Any:
-            return bindparam(name, type_=column.type) if bound else getattr(f, name)
-
         clauses = []
         if f.since is not None:
-            clauses.append(c.received_at >= value("since", c.received_at))
+            clauses.append(
+                c.received_at >= bindparam("since", type_=c.received_at.type)
+            )
         if f.until is not None:
-            clauses.append(c.received_at < value("until", c.received_at))
+            clauses.append(c.received_at < bindparam("until", type_=c.received_at.type))
         if f.category is not None:
-            clauses.append(c.category == value("category", c.category))
+            clauses.append(c.category == bindparam("category", type_=c.category.type))
         if f.owner is not None:
             clauses.append(
                 exists().where(
-                    and_(s.complaint_id == c.id, s.owner == value("owner", s.owner))
+                    and_(
+                        s.complaint_id == c.id,
+                        s.owner == bindparam("owner", type_=s.owner.type),
+                    )
                 )
             )
         return and_(True, *clauses)
@@ -535,43 +553,15 @@ class ReportQueries:
     ) -> OwnershipReport:
         if _everything(f):
             return self._ownership_of_all(now, f, limit)
-        c, s = t.complaints.c, t.spans.c
-        # Times as stored (see `tables.stored_times`): the selected complaints
-        # are sorted by receipt here, and only the listed chains' times parsed.
-        stored, _, from_stored = t.stored_times(self.engine.dialect)
+        _, _, from_stored = t.stored_times(self.engine.dialect)
+        statements = self._prepared(
+            "ownership", f, lambda: self._ownership_statements(f)
+        )
+        values = {**_filter_values(f), "now": now}
         with self.engine.connect() as conn:
-            # One read of the selected complaints and one of their spans: every
-            # count, distribution and list below comes from these rows, which
-            # the selection bounds, instead of selecting the complaints again
-            # for each (ten statements, each finding the same rows).
-            complaints = conn.execute(
-                select(
-                    c.id,
-                    type_coerce(c.received_at, stored).label("received_at"),
-                    c.owner,
-                    c.is_open,
-                    c.received_by,
-                    c.resolved_by,
-                    c.ttr_wall,
-                    c.handoffs,
-                ).where(self._selected(f))
-            ).all()
-            spans = conn.execute(
-                select(
-                    s.complaint_id,
-                    s.owner,
-                    s.via,
-                    type_coerce(s.start_at, stored).label("start_at"),
-                    type_coerce(s.end_at, stored).label("end_at"),
-                )
-                .where(s.complaint_id.in_(self._ids(f)))
-                .order_by(s.complaint_id, s.seq)
-            ).all()
-            breaches = conn.execute(
-                select(t.deadlines.c.owner_at_due, func.count())
-                .where(t.deadlines.c.complaint_id.in_(self._ids(f)), _breached(now))
-                .group_by(t.deadlines.c.owner_at_due)
-            ).all()
+            complaints, spans, breaches = (
+                conn.execute(statement, values).all() for statement in statements
+            )
         owners: dict[str, dict[str, Any]] = defaultdict(
             lambda: {
                 "open_now": 0,
@@ -645,6 +635,48 @@ class ReportQueries:
             handed_off_three_times=tuple(chain(row) for row in frequent),
             handed_off_three_times_total=frequent_total,
         )
+
+    def _ownership_statements(self, f: ReportFilter) -> tuple[Any, ...]:
+        """One read of the selected complaints, one of their spans and one of
+        their breaches: every count, distribution and list of the filtered
+        report comes from these rows, which the selection bounds, instead of
+        selecting the complaints again for each (ten statements, each finding
+        the same rows). Times as stored (see `tables.stored_times`): the
+        complaints are sorted by receipt, and only the listed chains' times
+        parsed."""
+        c, s, d = t.complaints.c, t.spans.c, t.deadlines.c
+        stored, _, _ = t.stored_times(self.engine.dialect)
+        ids = self._ids(f)
+        complaints = select(
+            c.id,
+            type_coerce(c.received_at, stored).label("received_at"),
+            c.owner,
+            c.is_open,
+            c.received_by,
+            c.resolved_by,
+            c.ttr_wall,
+            c.handoffs,
+        ).where(self._selected(f))
+        spans = (
+            select(
+                s.complaint_id,
+                s.owner,
+                s.via,
+                type_coerce(s.start_at, stored).label("start_at"),
+                type_coerce(s.end_at, stored).label("end_at"),
+            )
+            .where(s.complaint_id.in_(ids))
+            .order_by(s.complaint_id, s.seq)
+        )
+        breaches = (
+            select(d.owner_at_due, func.count())
+            .where(
+                d.complaint_id.in_(ids),
+                _breached(bindparam("now", type_=d.due_at.type)),
+            )
+            .group_by(d.owner_at_due)
+        )
+        return complaints, spans, breaches
 
     def _ownership_report(
         self,
@@ -764,30 +796,14 @@ class ReportQueries:
     ) -> TimeToResolutionReport:
         if _everything(f):
             return self._time_to_resolution_of_all(now, f, limit)
-        c = t.complaints.c
+        resolved, counted, listed = self._prepared(
+            "time_to_resolution", f, lambda: self._time_to_resolution_statements(f)
+        )
+        values = {**_filter_values(f), "limit": limit}
         with self.engine.connect() as conn:
-            selected = self._selected(f)
-            resolved_rows = conn.execute(
-                select(
-                    c.resolved_by,
-                    c.category,
-                    c.channel,
-                    c.severity,
-                    c.week,
-                    c.ttr_wall,
-                    c.ttr_sla,
-                    c.reopens,
-                ).where(selected, c.first_resolved_at.is_not(None))
-            ).all()
-            total = conn.execute(
-                select(func.count()).select_from(t.complaints).where(selected)
-            ).scalar_one()
-            newest = conn.execute(
-                select(c.facts)
-                .where(selected)
-                .order_by(c.received_at.desc(), c.id)
-                .limit(limit)
-            ).all()
+            resolved_rows = conn.execute(resolved, values).all()
+            total = conn.execute(counted, values).scalar_one()
+            newest = conn.execute(listed, values).all()
         groups: dict[tuple[str, str], tuple[list[float], list[float]]] = defaultdict(
             lambda: ([], [])
         )
@@ -827,6 +843,30 @@ class ReportQueries:
             ),
             complaints_total=total,
         )
+
+    def _time_to_resolution_statements(self, f: ReportFilter) -> tuple[Any, ...]:
+        """The selected complaints' resolutions, their count, and the newest
+        of their facts (up to the bound `limit`)."""
+        c = t.complaints.c
+        selected = self._selected(f)
+        resolved = select(
+            c.resolved_by,
+            c.category,
+            c.channel,
+            c.severity,
+            c.week,
+            c.ttr_wall,
+            c.ttr_sla,
+            c.reopens,
+        ).where(selected, c.first_resolved_at.is_not(None))
+        counted = select(func.count()).select_from(t.complaints).where(selected)
+        listed = (
+            select(c.facts)
+            .where(selected)
+            .order_by(c.received_at.desc(), c.id)
+            .limit(bindparam("limit", type_=Integer))
+        )
+        return resolved, counted, listed
 
     def _time_to_resolution_of_all(
         self, now: datetime, f: ReportFilter, limit: int
@@ -962,8 +1002,10 @@ class ReportQueries:
         # Times as stored (see `tables.stored_times`): thousands of them are
         # compared here, and only those of the listed rows are returned.
         stored, to_stored, from_stored = t.stored_times(self.engine.dialect)
-        with self.engine.connect() as conn:
-            rows = conn.execute(
+        (statement,) = self._prepared(
+            "sla",
+            f,
+            lambda: (
                 select(
                     d.complaint_id,
                     d.target,
@@ -971,8 +1013,11 @@ class ReportQueries:
                     type_coerce(d.met_at, stored),
                     d.owner_at_due,
                     d.seq,
-                ).where(d.complaint_id.in_(self._ids(f)))
-            ).all()
+                ).where(d.complaint_id.in_(self._ids(f))),
+            ),
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement, _filter_values(f)).all()
         by_target: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         by_owner: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         breaches = []
@@ -1068,29 +1113,18 @@ class ReportQueries:
     def backlog(self, now: datetime, f: ReportFilter) -> BacklogReport:
         if _everything(f):
             return self._backlog_of_all(now, f)
-        c = t.complaints.c
+        ages, reaching, answering, offered = self._prepared(
+            "backlog", f, lambda: self._backlog_statements(f)
+        )
+        values = {**_filter_values(f), **_age_edges(now)}
         with self.engine.connect() as conn:
-            selected = self._selected(f)
-            open_ages = _open_ages(conn, now, selected)
-            counts = conn.execute(
-                select(
-                    *(
-                        func.count(t.complaints.c[col])
-                        for col in t.STAGE_COLUMNS.values()
-                    )
-                ).where(selected)
-            ).one()
+            open_ages = [
+                (stage, name, n) for stage, name, n in conn.execute(ages, values)
+            ]
+            counts = conn.execute(reaching, values).one()
             reached = dict(zip(t.STAGE_COLUMNS, counts, strict=True))
-            answers = conn.execute(
-                select(
-                    c.satisfied_first, c.satisfied_after_reopen, c.resolutions
-                ).where(selected, c.resolutions > 0)
-            ).all()
-            gesture_rows = conn.execute(
-                select(t.gestures.c.value, t.gestures.c.currency).where(
-                    t.gestures.c.complaint_id.in_(self._ids(f))
-                )
-            ).all()
+            answers = conn.execute(answering, values).all()
+            gesture_rows = conn.execute(offered, values).all()
         first: Counter[str] = Counter()
         after: Counter[str] = Counter()
         for satisfied_first, satisfied_after, resolutions in answers:
@@ -1106,6 +1140,34 @@ class ReportQueries:
             after,
             Counter((value, currency) for value, currency in gesture_rows),
         )
+
+    def _backlog_statements(self, f: ReportFilter) -> tuple[Any, ...]:
+        """Open complaints per stage and age bucket (counted in SQL: one pass
+        over the selection, not a row each into Python; the buckets' edges
+        bound per call, see `_age_edges`), how many reached each stage, the
+        satisfaction answers, and the gestures offered."""
+        c, g = t.complaints.c, t.gestures.c
+        selected = self._selected(f)
+        bucket = case(
+            *(
+                (c.received_at > bindparam(edge, type_=c.received_at.type), name)
+                for edge, name, _ in _AGE_EDGES
+            ),
+            else_=AGE_BUCKETS[-1][0],
+        )
+        ages = (
+            select(c.stage, bucket, func.count())
+            .where(selected, c.is_open)
+            .group_by(c.stage, bucket)
+        )
+        reaching = select(
+            *(func.count(c[column]) for column in t.STAGE_COLUMNS.values())
+        ).where(selected)
+        answering = select(
+            c.satisfied_first, c.satisfied_after_reopen, c.resolutions
+        ).where(selected, c.resolutions > 0)
+        offered = select(g.value, g.currency).where(g.complaint_id.in_(self._ids(f)))
+        return ages, reaching, answering, offered
 
     def _backlog_of_all(self, now: datetime, f: ReportFilter) -> BacklogReport:
         """The unfiltered report from the running totals (see `summary`); the
@@ -1135,10 +1197,7 @@ class ReportQueries:
     ) -> RecurrenceReport:
         if _everything(f):
             return self._recurrence_of_all(now, f, min_count)
-        shape = _filter_shape(f)
-        statement = self._recurrence_statements.get(shape)
-        if statement is None:
-            statement = self._recurrence_statements[shape] = self._recurrence_of(f)
+        (statement,) = self._prepared("recurrence", f, lambda: self._recurrence_of(f))
         with self.engine.connect() as conn:
             groups = conn.execute(
                 statement, {**_filter_values(f), "min_count": min_count}
@@ -1161,16 +1220,15 @@ class ReportQueries:
             categories=tuple(categories),
         )
 
-    def _recurrence_of(self, f: ReportFilter) -> Select[Any]:
-        """The filtered recurrence report in one statement, for filters of
-        `f`'s shape (its values bound at execution, with `min_count`).
+    def _recurrence_of(self, f: ReportFilter) -> tuple[Any, ...]:
+        """The filtered recurrence report in one statement (`min_count` bound
+        at execution).
 
         Counted and ranked in SQL: the selected rows never reach Python, and
         the category index holds every column read, so ten times the
         complaints cost little more. Each category's row is the one at the
         nearest rank of its median lag (see `percentile`), or its first row
-        when it has no lag. Built once per shape: building it cost several
-        times running it.
+        when it has no lag.
         """
         c = t.complaints.c
         ranked = (
@@ -1191,13 +1249,15 @@ class ReportQueries:
                 )
                 .label("rank"),
             )
-            .where(self._selected(f, bound=True))
+            .where(self._selected(f))
             .subquery()
         )
         r = ranked.c
         median_rank = case((r.lags == 0, 1), else_=(r.lags * 50 + 99) // 100)
-        return select(r.category, r.complaints, r.logged, r.prevention_lag).where(
-            r.complaints >= bindparam("min_count"), r.rank == median_rank
+        return (
+            select(r.category, r.complaints, r.logged, r.prevention_lag).where(
+                r.complaints >= bindparam("min_count"), r.rank == median_rank
+            ),
         )
 
     def _recurrence_of_all(
@@ -1266,30 +1326,23 @@ def _backlog_report(
     )
 
 
-def _open_ages(
-    conn: Connection, now: datetime, selected: Any
-) -> Sequence[tuple[str, str, int]]:
-    """Open complaints counted per (stage, age bucket) in SQL: one pass over
-    the index of open complaints, not a row each into Python."""
-    c = t.complaints.c
-    bucket = case(
-        *(
-            (c.received_at > now - below, name)
-            for name, below in AGE_BUCKETS
-            if below is not None
-        ),
-        else_=AGE_BUCKETS[-1][0],
-    )
-    rows = conn.execute(
-        select(c.stage, bucket, func.count())
-        .where(selected, c.is_open)
-        .group_by(c.stage, bucket)
-    )
-    return [(stage, name, n) for stage, name, n in rows]
+_AGE_EDGES = tuple(
+    (f"edge_{index}", name, below)
+    for index, (name, below) in enumerate(AGE_BUCKETS)
+    if below is not None
+)
+"""Each age bucket with a lower edge: the parameter its edge at the moment of
+asking is bound to, its name, and how long before that moment the edge is."""
+
+
+def _age_edges(now: datetime) -> dict[str, datetime]:
+    """The age buckets' lower edges at `now`, named as `_AGE_EDGES` names them."""
+    return {edge: now - below for edge, _, below in _AGE_EDGES}
 
 
 def _open_ages_of_all(conn: Connection, now: datetime) -> list[tuple[str, str, int]]:
-    """`_open_ages` of every open complaint, from the running totals.
+    """The open complaints per stage and age bucket (see `_backlog_statements`)
+    of every open complaint, from the running totals.
 
     Complaints received after a bucket's lower edge are those of the whole
     days after the edge's day (totals per day and stage) plus those of the
@@ -1364,7 +1417,7 @@ class SlaParts(NamedTuple):
     at_risk_total: int
 
 
-def _breached(now: datetime) -> Any:
+def _breached(now: datetime | BindParameter[datetime]) -> Any:
     d = t.deadlines.c
     return and_(
         d.due_at.is_not(None),
