@@ -26,7 +26,7 @@ import csv
 import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -616,14 +616,7 @@ class ReportQueries:
             return OwnerChain(
                 complaint_id=row.id,
                 handoffs=row.handoffs,
-                links=tuple(
-                    ChainLink(
-                        owner=span.owner,
-                        start=from_stored(span.start_at),
-                        end=from_stored(span.end_at),
-                    )
-                    for span in spans_of[row.id]
-                ),
+                links=_chain_links(spans_of[row.id], from_stored),
             )
 
         return OwnershipReport(
@@ -780,16 +773,26 @@ class ReportQueries:
     def _chains(
         self, conn: Connection, ids: list[str]
     ) -> dict[str, tuple[ChainLink, ...]]:
-        links: dict[str, list[ChainLink]] = defaultdict(list)
+        """The chains of owners of the complaints `ids`, from their spans read
+        with their times as stored (see `tables.stored_times`)."""
+        stored, _, from_stored = t.stored_times(self.engine.dialect)
         s = t.spans.c
+        spans_of: dict[str, list[Any]] = defaultdict(list)
         for start in range(0, len(ids), 500):
-            for cid, owner, start_at, end_at in conn.execute(
-                select(s.complaint_id, s.owner, s.start_at, s.end_at)
+            for span in conn.execute(
+                select(
+                    s.complaint_id,
+                    s.owner,
+                    type_coerce(s.start_at, stored).label("start_at"),
+                    type_coerce(s.end_at, stored).label("end_at"),
+                )
                 .where(s.complaint_id.in_(ids[start : start + 500]))
                 .order_by(s.complaint_id, s.seq)
-            ):
-                links[cid].append(ChainLink(owner=owner, start=start_at, end=end_at))
-        return {cid: tuple(chain) for cid, chain in links.items()}
+            ).all():
+                spans_of[span.complaint_id].append(span)
+        return {
+            cid: _chain_links(spans, from_stored) for cid, spans in spans_of.items()
+        }
 
     def time_to_resolution(
         self, now: datetime, f: ReportFilter, limit: int = DEFAULT_LIMIT
@@ -1415,6 +1418,21 @@ class SlaParts(NamedTuple):
     at_risk: list[tuple[Any, ...]]
     """(complaint id, target, due, owner) of each complaint at risk listed."""
     at_risk_total: int
+
+
+def _chain_links(
+    spans: Iterable[Any], from_stored: Callable[[Any], datetime | None]
+) -> tuple[ChainLink, ...]:
+    """A complaint's spans, in chain order and with their times as stored, as
+    the links of its chain of owners."""
+    return tuple(
+        ChainLink(
+            owner=span.owner,
+            start=from_stored(span.start_at),
+            end=from_stored(span.end_at),
+        )
+        for span in spans
+    )
 
 
 def _breached(now: datetime | BindParameter[datetime]) -> Any:
