@@ -473,18 +473,20 @@ class UnmetAhead:
     not_due_by_owner: Counter[str] = field(default_factory=Counter)
 
 
-FILTER_FIELDS = ("since", "until", "owner", "category")
+_FILTER_FIELDS = ("since", "until", "owner", "category")
 
 
 def _filter_shape(f: ReportFilter) -> tuple[bool, ...]:
     """Which of the filter's fields are set."""
-    return tuple(getattr(f, name) is not None for name in FILTER_FIELDS)
+    return tuple(getattr(f, name) is not None for name in _FILTER_FIELDS)
 
 
 def _filter_values(f: ReportFilter) -> dict[str, Any]:
     """The set fields' values, named as `_selected` names them."""
     return {
-        name: value for name in FILTER_FIELDS if (value := getattr(f, name)) is not None
+        name: value
+        for name in _FILTER_FIELDS
+        if (value := getattr(f, name)) is not None
     }
 
 
