@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from eventsourcing.persistence import (
     IntegrityError,
@@ -281,6 +282,12 @@ def test_a_store_url_with_store_options_also_serves_as_the_views_url() -> None:
         desk.reports.backlog()
 
 
+def caused_by(error: Exception, cause: Exception) -> Exception:
+    """`error` as the library raises it: from the driver's `cause`."""
+    error.__cause__ = cause
+    return error
+
+
 @pytest.mark.parametrize(
     ("error", "raced"),
     [
@@ -300,6 +307,28 @@ def test_a_store_url_with_store_options_also_serves_as_the_views_url() -> None:
         (ProgrammingError("permission denied for schema amends"), False),
         (IntegrityError('duplicate key value violates unique constraint "x"'), False),
         (OperationalError('type "amends_snapshots" already exists'), False),
+        # The driver's error names the case by its code, in any language.
+        (
+            caused_by(
+                ProgrammingError("Relation »amends_events« existiert bereits"),
+                psycopg.errors.DuplicateTable(),
+            ),
+            True,
+        ),
+        (
+            caused_by(
+                ProgrammingError("le type « amends_snapshots » existe déjà"),
+                psycopg.errors.DuplicateObject(),
+            ),
+            True,
+        ),
+        (
+            caused_by(
+                ProgrammingError("keine Berechtigung für Schema amends"),
+                psycopg.errors.InsufficientPrivilege(),
+            ),
+            False,
+        ),
     ],
 )
 def test_only_a_lost_race_to_create_the_schema_is_tried_again(

@@ -48,16 +48,29 @@ def _lost_a_ddl_race(exc: BaseException) -> bool:
     ("tuple concurrently updated"), a `CREATE ... IF NOT EXISTS` that found
     the winner's object after all ("already exists"), or one that tripped a
     catalog's unique index.
+
+    A found object is told by its SQLSTATE where the driver's error gives one:
+    the message is in the server's language (`lc_messages`), the code is not.
+    The first and last cases read the message safely: "tuple concurrently
+    updated" is one PostgreSQL never translates, and the index's name is an
+    identifier, quoted as it is in any language.
     """
     message = str(exc)
     if isinstance(exc, InternalError):
         return "concurrently" in message
     if isinstance(exc, ProgrammingError):
+        state = getattr(exc.__cause__, "sqlstate", None)
+        if state is not None:
+            return state in _FOUND_ALREADY
         return message.endswith("already exists")
     return isinstance(exc, IntegrityError) and any(
         index in message for index in _CATALOG_INDEXES
     )
 
+
+_FOUND_ALREADY = frozenset({"42P06", "42P07", "42710", "42723"})
+"""SQLSTATEs of a CREATE that found its object made: duplicate schema, table
+(or index), object (a type) and function."""
 
 _CATALOG_INDEXES = (
     "pg_type_typname_nsp_index",
