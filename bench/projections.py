@@ -17,7 +17,6 @@ realistic traffic.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import tempfile
 import time
@@ -47,7 +46,7 @@ from bench.diagnose import (
 from bench.harness import RunConfig, best, log, median, per_second, timed
 from bench.probes import probed
 from bench.profiling import Profile, share_table
-from bench.raw import RawDesk
+from bench.raw import RawDesk, read_page
 from bench.report import Note, Row, Section, Target
 
 CATCH_UP_TARGET = Target(50_000, on_ratio=False)
@@ -169,9 +168,7 @@ class PairedFeed:
 
     def _read_raw(self, after: int, limit: int) -> None:
         started = time.perf_counter()
-        batch = self.recorder.select_notifications(after + 1, limit)
-        for notification in batch:
-            json.loads(notification.state)
+        batch = read_page(self.recorder, after + 1, limit)
         self.raw_seconds += time.perf_counter() - started
         self.raw_events += len(batch)
 

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.persistence import ApplicationRecorder, Notification
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 
 LOG_BATCH = 2_000
@@ -244,13 +244,22 @@ def read_by_complaint(recorder: ApplicationRecorder) -> int:
     return events
 
 
+def read_page(
+    recorder: ApplicationRecorder, start: int, limit: int
+) -> list[Notification]:
+    """Up to `limit` notifications from position `start`, each state
+    JSON-decoded: what reading the store costs before any projection or
+    check, a page of the log at a time."""
+    page = recorder.select_notifications(start, limit)
+    for notification in page:
+        json.loads(notification.state)
+    return page
+
+
 def read_log(recorder: ApplicationRecorder) -> int:
-    """The notification log in batches of `LOG_BATCH`, each state JSON-decoded:
-    what reading the store costs before any projection or check."""
+    """The whole notification log, `read_page` by `read_page` of `LOG_BATCH`."""
     start, events = 1, 0
-    while batch := recorder.select_notifications(start, LOG_BATCH):
-        for notification in batch:
-            json.loads(notification.state)
+    while batch := read_page(recorder, start, LOG_BATCH):
         events += len(batch)
         start = batch[-1].id + 1
     return events
