@@ -66,7 +66,7 @@ def main(store_url: str, trail: str, batch_size: int) -> None:
             mark("commit")
 
         mark("start")
-        runner.follow(threading.Event(), poll=timedelta(seconds=0.05))
+        desk.reports.follow(threading.Event(), poll=timedelta(seconds=0.05))
 
 
 if __name__ == "__main__":

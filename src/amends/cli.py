@@ -743,7 +743,11 @@ def project(
         bool, typer.Option("--rebuild", help="drop the views and replay every event")
     ] = False,
     poll: Annotated[
-        float, typer.Option(min=0.01, help="seconds between looks when idle")
+        float,
+        typer.Option(
+            min=0.01,
+            help="seconds between looks when idle (PostgreSQL: also at each write)",
+        ),
     ] = 0.5,
 ) -> None:
     """Catch the report views up with the store once, rebuild them, or follow."""
@@ -762,7 +766,7 @@ def project(
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             print(f"following {desk.store_url} (Ctrl-C to stop)", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
-                reports.runner.follow(
+                reports.follow(
                     stop,
                     poll=timedelta(seconds=poll),
                     on_batch=lambda n: print(f"applied {n} events", flush=True),

@@ -53,6 +53,7 @@ from amends.infra.reporting import (
     ReportDesk,
     StoreFeed,
     policy_schedule,
+    store_listener,
     views_engine,
 )
 from amends.infra.settings import cipher_settings, resolve_store_url, store_settings
@@ -217,11 +218,15 @@ class ComplaintDesk:
         the views up first unless called with `catch_up=False`.
         """
         if self._reports is None:
+            recorder = self._app.recorder
             runner = ProjectionRunner(
-                StoreFeed(self._app.recorder, self._mapper), self._views, self._policies
+                StoreFeed(recorder, self._mapper), self._views, self._policies
             )
             self._reports = ReportDesk(
-                runner, ReportQueries(self._views, self._policies), self._clock
+                runner,
+                ReportQueries(self._views, self._policies),
+                self._clock,
+                listener=lambda: store_listener(recorder),
             )
         return self._reports
 

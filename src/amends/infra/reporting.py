@@ -6,14 +6,22 @@ The views live in the event store's database unless `views_url` (or
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import ApplicationRecorder, PersistenceError
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.sql import SQL, Identifier
 from pydantic import ValidationError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -36,6 +44,8 @@ from amends.projections.reports import (
     TimeToResolutionReport,
 )
 from amends.projections.runner import FeedItem, ProjectionRunner
+
+logger = logging.getLogger("amends.projections")
 
 VIEWS_URL_VARIABLE = "AMENDS_VIEWS_URL"
 VIEWS_CONNECT_TIMEOUT = "5"
@@ -84,6 +94,95 @@ class StoreFeed:
 
     def last_position(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+
+LISTEN_SLICE = 0.1
+"""Seconds a listener waits at a time, so that a stop is seen that soon."""
+
+
+class PostgresListener:
+    """Hears the notification the library's PostgreSQL recorder sends on
+    every write (`NOTIFY` on its events table's channel, delivered at commit),
+    so an idle follower looks at the log at once instead of at its next poll.
+
+    A notification says only that some write committed, here or in another
+    store of the same database whose events table has the same name: the
+    follower then reads the log as it always does, so a notification lost,
+    doubled or foreign changes when it looks, never what it applies. The
+    connection is its own, outside the store's pool, which keeps the size
+    the store was given. Lost, it is logged and opened again at the next
+    wait; until then the follower polls.
+    """
+
+    def __init__(self, recorder: PostgresApplicationRecorder) -> None:
+        self._pool = recorder.datastore.pool
+        self._channel = recorder.channel_name
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def wait(self, seconds: float, stop: threading.Event) -> bool:
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                if self._conn is None:
+                    # A write may have committed before LISTEN took effect,
+                    # unheard: the follower looks once more, now listening.
+                    self._listen()
+                    return True
+                conn = self._conn
+                # Every notification already received comes at once: a round
+                # of writes wakes the follower once.
+                heard = conn.notifies(timeout=min(left, LISTEN_SLICE), stop_after=1)
+                if list(heard):
+                    return True
+            except psycopg.Error as exc:
+                logger.warning("views listener has no connection, polling: %s", exc)
+                self.close()
+                stop.wait(left)
+                return False
+        return False
+
+    def _listen(self) -> None:
+        """A connection of its own (the store's settings), listening."""
+        found = self._pool.kwargs
+        options = (found() if callable(found) else found) or {}
+        conn = psycopg.connect(
+            **options,
+            autocommit=True,
+            connect_timeout=max(1, round(self._pool.timeout)),
+        )
+        try:
+            conn.execute(SQL("LISTEN {0}").format(Identifier(self._channel)))
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+
+def store_listener(recorder: ApplicationRecorder) -> PostgresListener | None:
+    """A listener for stores that notify on write (PostgreSQL); None for the
+    others, which a follower polls."""
+    if isinstance(recorder, PostgresApplicationRecorder):
+        return PostgresListener(recorder)
+    return None
 
 
 def policy_schedule(
@@ -168,10 +267,14 @@ class ReportDesk:
         runner: ProjectionRunner,
         queries: ReportQueries,
         clock: Callable[[], datetime],
+        listener: Callable[[], PostgresListener | None] = lambda: None,
     ) -> None:
         self.runner = runner
         self.queries = queries
         self.clock = clock
+        self.listener = listener
+        """Makes what tells `follow` of writes, if the store can (see
+        `store_listener`)."""
 
     def catch_up(self) -> int:
         """Apply every stored event the views have not seen; returns how many."""
@@ -182,6 +285,23 @@ class ReportDesk:
         """Drop the views and replay the whole store into them."""
         with _views_errors():
             return self.runner.rebuild()
+
+    def follow(
+        self,
+        stop: threading.Event,
+        *,
+        poll: timedelta = timedelta(seconds=0.5),
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        """Keep the views caught up until `stop` is set: after each write on
+        PostgreSQL, which notifies, and at least every `poll` (the only way
+        on SQLite)."""
+        listener = self.listener()
+        try:
+            self.runner.follow(stop, poll=poll, on_batch=on_batch, listener=listener)
+        finally:
+            if listener is not None:
+                listener.close()
 
     @contextmanager
     def _prepared(

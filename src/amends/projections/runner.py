@@ -90,6 +90,23 @@ class EventFeed(Protocol):
     def last_position(self) -> int: ...
 
 
+class Listener(Protocol):
+    """Tells an idle follower that events may have been stored."""
+
+    def wait(self, seconds: float, stop: threading.Event) -> bool:
+        """Return True as soon as events may have been stored, False after
+        `seconds` without word of any, or once `stop` is set."""
+        ...
+
+
+class _Sleeper:
+    """No word from the store: wait the whole poll (SQLite, memory)."""
+
+    def wait(self, seconds: float, stop: threading.Event) -> bool:
+        stop.wait(seconds)
+        return False
+
+
 class ProjectionConflict(Exception):
     """Another runner applied this batch first; this one rolled back."""
 
@@ -208,23 +225,28 @@ class ProjectionRunner:
         *,
         poll: timedelta = timedelta(seconds=0.5),
         on_batch: Callable[[int], None] | None = None,
+        listener: Listener | None = None,
     ) -> None:
-        """Keep catching up until `stop` is set, polling when idle.
+        """Keep catching up until `stop` is set, waiting when idle.
 
-        A database that is briefly locked or unreachable is waited out: the
-        batch rolled back, and the next poll applies it again.
+        Idle, it waits one `poll` at most: less when `listener` hears that
+        events were stored (PostgreSQL's notifications). A database that is
+        briefly locked or unreachable is waited out: the batch rolled back,
+        and the next look applies it again.
         """
+        seconds = poll.total_seconds()
+        idle = listener or _Sleeper()
         while not stop.is_set():
             try:
                 applied = self.catch_up(max_batches=1)
             except (OperationalError, PersistenceError, IntegrityError) as exc:
                 logger.warning("projection %s waits: %s", self.name, exc)
-                stop.wait(poll.total_seconds())
+                stop.wait(seconds)
                 continue
             if on_batch is not None and applied:
                 on_batch(applied)
             if not applied:
-                stop.wait(poll.total_seconds())
+                idle.wait(seconds, stop)
 
     # ------------------------------------------------------------ a batch
 
@@ -714,6 +736,7 @@ __all__ = [
     "DEFAULT_PROJECTION",
     "EventFeed",
     "FeedItem",
+    "Listener",
     "ProjectionConflict",
     "ProjectionRunner",
     "Stage",
