@@ -86,6 +86,38 @@ def test_a_follower_on_postgresql_applies_a_write_at_once_not_at_its_poll(
         assert follower.reports.backlog(catch_up=False).reached["RECEIVED"] == 4
 
 
+def test_a_notification_without_a_write_wakes_the_follower_and_applies_nothing(
+    postgres_url: str, clock: FixedClock
+) -> None:
+    with ComplaintDesk(postgres_url, clock=clock) as desk:
+        desk.receive(**RECEIVE)
+        runner = desk.reports.runner
+        looks: list[int] = []
+        catch_up = runner.catch_up
+
+        def counted(**kwargs: Any) -> int:
+            looks.append(runner.position())
+            return catch_up(**kwargs)
+
+        runner.catch_up = counted  # type: ignore[method-assign]
+        recorder: Any = desk._app.recorder
+        with following(desk) as (_, applied):
+            wait_for(lambda: sum(applied) == 1 and len(looks) >= 2)
+            before = len(looks)
+            # A NOTIFY of the channel's name with no write behind it, as
+            # another store in this database with the same table would send.
+            with psycopg.connect(
+                os.environ[POSTGRES_URL_VARIABLE], autocommit=True
+            ) as other:
+                for _ in range(3):
+                    other.execute(f'NOTIFY "{recorder.channel_name}"')
+                    time.sleep(0.05)
+            wait_for(lambda: len(looks) > before)
+        assert applied == [1]
+        assert set(looks[before:]) == {1}
+        assert runner.position() == 1
+
+
 def test_a_follower_that_loses_its_listening_connection_listens_again(
     postgres_url: str, clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:
