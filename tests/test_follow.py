@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -170,7 +170,7 @@ def test_a_listener_hears_each_round_of_writes_once(
     with ComplaintDesk(postgres_url, clock=clock) as desk:
         listener = store_listener(desk._app.recorder)
         assert listener is not None
-        with listener:
+        with closing(listener):
             # Just listening: a write may have gone unheard before LISTEN.
             assert listener.wait(LONG_POLL.total_seconds(), stop)
             started = time.monotonic()

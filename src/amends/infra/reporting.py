@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 from uuid import UUID
 
@@ -118,17 +117,6 @@ class PostgresListener:
         self._pool = recorder.datastore.pool
         self._channel = recorder.channel_name
         self._conn: psycopg.Connection[Any] | None = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._conn is not None:
