@@ -1,15 +1,20 @@
 """Following the store: on PostgreSQL a follower is woken by the notification
 the recorder sends on every write, not by its next poll; it survives losing
-that connection, and it stops when told, however long its poll."""
+that connection (and closes it when done), retries calmly when it cannot
+connect, and stops when told, however long its poll."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -65,9 +70,45 @@ def wait_for(condition: Callable[[], bool], seconds: float = PROMPT) -> float:
     return time.monotonic() - started
 
 
-def idle(desk: ComplaintDesk) -> Callable[[], bool]:
-    """Whether the follower has applied every stored event."""
-    return lambda: desk.reports.runner.lag() == 0
+def counting_looks(desk: ComplaintDesk) -> list[int]:
+    """The position the desk's runner starts each look at the log from."""
+    runner = desk.reports.runner
+    looks: list[int] = []
+    catch_up = runner.catch_up
+
+    def counted(**kwargs: Any) -> int:
+        looks.append(runner.position())
+        return catch_up(**kwargs)
+
+    runner.catch_up = counted  # type: ignore[method-assign]
+    return looks
+
+
+def keeping_listeners(desk: ComplaintDesk) -> list[PostgresListener]:
+    """Every listener the desk's follower makes, kept for the test to see."""
+    listeners: list[PostgresListener] = []
+    make = desk.reports.listener
+
+    def kept() -> PostgresListener | None:
+        listener = make()
+        assert listener is not None
+        listeners.append(listener)
+        return listener
+
+    desk.reports.listener = kept
+    return listeners
+
+
+def _backend(listener: PostgresListener) -> int | None:
+    """The server process of the listener's connection, if it has one."""
+    conn = listener._conn
+    return None if conn is None else conn.info.backend_pid
+
+
+def _backends() -> set[int]:
+    """The server processes connected to the test database now."""
+    with psycopg.connect(os.environ[POSTGRES_URL_VARIABLE], autocommit=True) as c:
+        return {pid for (pid,) in c.execute("SELECT pid FROM pg_stat_activity")}
 
 
 def test_a_follower_on_postgresql_applies_a_write_at_once_not_at_its_poll(
@@ -91,15 +132,7 @@ def test_a_notification_without_a_write_wakes_the_follower_and_applies_nothing(
 ) -> None:
     with ComplaintDesk(postgres_url, clock=clock) as desk:
         desk.receive(**RECEIVE)
-        runner = desk.reports.runner
-        looks: list[int] = []
-        catch_up = runner.catch_up
-
-        def counted(**kwargs: Any) -> int:
-            looks.append(runner.position())
-            return catch_up(**kwargs)
-
-        runner.catch_up = counted  # type: ignore[method-assign]
+        looks = counting_looks(desk)
         recorder: Any = desk._app.recorder
         with following(desk) as (_, applied):
             wait_for(lambda: sum(applied) == 1 and len(looks) >= 2)
@@ -115,28 +148,18 @@ def test_a_notification_without_a_write_wakes_the_follower_and_applies_nothing(
             wait_for(lambda: len(looks) > before)
         assert applied == [1]
         assert set(looks[before:]) == {1}
-        assert runner.position() == 1
+        assert desk.reports.runner.position() == 1
 
 
 def test_a_follower_that_loses_its_listening_connection_listens_again(
     postgres_url: str, clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    poll = timedelta(seconds=4)
-    listeners: list[PostgresListener] = []
     with (
         ComplaintDesk(postgres_url, clock=clock) as writer,
         ComplaintDesk(postgres_url, clock=clock) as follower,
     ):
-        make = follower.reports.listener
-
-        def kept() -> PostgresListener | None:
-            listener = make()
-            assert listener is not None
-            listeners.append(listener)
-            return listener
-
-        follower.reports.listener = kept
-        with following(follower, poll=poll) as (_, applied):
+        listeners = keeping_listeners(follower)
+        with following(follower) as (_, applied):
             wait_for(lambda: bool(listeners) and _backend(listeners[0]) is not None)
             (listener,) = listeners
             writer.receive(**RECEIVE)
@@ -147,20 +170,44 @@ def test_a_follower_that_loses_its_listening_connection_listens_again(
             ) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (lost,))
             wait_for(lambda: "listener has no connection" in caplog.text)
-            # It polls out the rest of that wait, then listens again.
-            wait_for(
-                lambda: _backend(listener) not in (None, lost),
-                poll.total_seconds() + PROMPT,
-            )
+            # It listens again within a retry, not at the end of its poll...
+            wait_for(lambda: _backend(listener) not in (None, lost))
+            # ... and is woken by the next write.
             writer.receive(**RECEIVE)
-            woken_in = wait_for(lambda: sum(applied) == 2)
-        assert woken_in < poll.total_seconds() / 2
+            wait_for(lambda: sum(applied) == 2)
+            kept = _backend(listener)
+            assert kept in _backends()
+        # Stopped, the follower closed its listening connection.
+        wait_for(lambda: kept not in _backends())
 
 
-def _backend(listener: PostgresListener) -> int | None:
-    """The server process of the listener's connection, if it has one."""
-    conn = listener._conn
-    return None if conn is None else conn.info.backend_pid
+def test_a_listener_that_cannot_connect_is_logged_once_and_retried_calmly(
+    tmp_path: Any, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as spare:  # a port nothing listens on
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    pool = SimpleNamespace(
+        conninfo="",
+        kwargs={"host": "127.0.0.1", "port": port, "user": "postgres"},
+        timeout=1,
+    )
+    recorder: Any = SimpleNamespace(
+        datastore=SimpleNamespace(pool=pool), channel_name="amends_events"
+    )
+    unreachable = PostgresListener(recorder)
+    with ComplaintDesk(f"sqlite:///{tmp_path / 'store.db'}", clock=clock) as desk:
+        desk.reports.listener = lambda: unreachable
+        looks = counting_looks(desk)
+        with following(desk):
+            time.sleep(2.5)
+        seconds_apart = 2.5 / max(1, len(looks) - 1)
+    # A look each retry (about a second), neither a busy loop nor a whole
+    # poll between looks.
+    assert 2 <= len(looks) <= 6, looks
+    assert seconds_apart >= 0.4
+    warnings = [r for r in caplog.records if "no connection" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 def test_a_listener_hears_each_round_of_writes_once(
@@ -181,7 +228,7 @@ def test_a_listener_hears_each_round_of_writes_once(
             started = time.monotonic()
             assert listener.wait(LONG_POLL.total_seconds(), stop)
             assert time.monotonic() - started < PROMPT
-            # The three writes were heard together: one look reads them all.
+            # The three writes, heard together, woke it once.
             assert not listener.wait(0.3, stop)
             stop.set()
             started = time.monotonic()
@@ -194,9 +241,11 @@ def test_a_follower_stops_when_told_however_long_its_poll(
 ) -> None:
     with ComplaintDesk(shared_store_url, clock=clock) as desk:
         desk.receive(**RECEIVE)
+        looks = counting_looks(desk)
         with following(desk) as (stop, applied):
-            wait_for(lambda: sum(applied) == 1)
-            time.sleep(0.2)  # idle now: waiting on the long poll
+            # Idle: it looked again, found nothing, and waits on its poll.
+            wait_for(lambda: sum(applied) == 1 and len(looks) >= 2)
+            time.sleep(0.2)
             stop.set()
             started = time.monotonic()
         # `following` joined the thread; it must not have waited for the poll.
@@ -214,9 +263,34 @@ def test_a_follower_on_sqlite_polls(tmp_path: Any, clock: FixedClock) -> None:
             wait_for(lambda: sum(applied) == 2)
 
 
-def test_only_postgresql_stores_get_a_listener(
-    postgres_url: str, tmp_path: Any
-) -> None:
+def test_only_postgresql_stores_get_a_listener(postgres_url: str) -> None:
     with ComplaintDesk(postgres_url) as pg, ComplaintDesk("memory://") as memory:
         assert isinstance(store_listener(pg._app.recorder), PostgresListener)
         assert store_listener(memory._app.recorder) is None
+
+
+def test_project_follow_on_postgresql_applies_each_write_at_once(
+    postgres_url: str, clock: FixedClock
+) -> None:
+    env = {**os.environ, "AMENDS_STORE_URL": postgres_url}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "amends", "project", "--follow", "--poll", "60"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("following ")
+        with ComplaintDesk(postgres_url, clock=clock) as desk:
+            runner = desk.reports.runner
+            wait_for(lambda: runner.position() == 0, 30)  # its views are made
+            for expected in (1, 2):
+                desk.receive(**RECEIVE)
+                wait_for(lambda n=expected: runner.position() == n)  # type: ignore[misc]
+        process.terminate()  # SIGTERM: the follower stops between batches
+        assert process.wait(PROMPT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -97,6 +97,21 @@ class StoreFeed:
 
 LISTEN_SLICE = 0.1
 """Seconds a listener waits at a time, so that a stop is seen that soon."""
+LISTEN_RETRY = 1.0
+"""Seconds between attempts to listen again while the listener has no
+connection (the follower looks at the log at each attempt)."""
+LISTEN_CONNECT_TIMEOUT = 5
+"""Seconds at most a listener's connection attempt may take: a stop waits
+for it, so it is kept short whatever the store's own timeout."""
+LISTEN_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+"""TCP keepalives: a connection that only ever reads would not notice its
+peer gone (a NAT or load balancer dropping idle connections) without them;
+with them the loss surfaces as an error within about a minute."""
 
 
 class PostgresListener:
@@ -109,14 +124,17 @@ class PostgresListener:
     follower then reads the log as it always does, so a notification lost,
     doubled or foreign changes when it looks, never what it applies. The
     connection is its own, outside the store's pool, which keeps the size
-    the store was given. Lost, it is logged and opened again at the next
-    wait; until then the follower polls.
+    the store was given, opened with the pool's own settings. Without one
+    (lost, or the server unreachable) the follower looks every
+    `LISTEN_RETRY` seconds while the listener tries again; the outage is
+    logged once, and its end too.
     """
 
     def __init__(self, recorder: PostgresApplicationRecorder) -> None:
         self._pool = recorder.datastore.pool
         self._channel = recorder.channel_name
         self._conn: psycopg.Connection[Any] | None = None
+        self._deaf = False
 
     def close(self) -> None:
         if self._conn is not None:
@@ -135,34 +153,57 @@ class PostgresListener:
                     # unheard: the follower looks once more, now listening.
                     self._listen()
                     return True
-                conn = self._conn
-                # Every notification already received comes at once: a round
-                # of writes wakes the follower once.
-                heard = conn.notifies(timeout=min(left, LISTEN_SLICE), stop_after=1)
+                # Notifications that arrived together come together, so a
+                # round of writes usually wakes the follower once (a look
+                # too many costs a read of the log, nothing more).
+                heard = self._conn.notifies(
+                    timeout=min(left, LISTEN_SLICE), stop_after=1
+                )
                 if list(heard):
                     return True
             except psycopg.Error as exc:
-                logger.warning("views listener has no connection, polling: %s", exc)
                 self.close()
-                stop.wait(left)
+                if not self._deaf:
+                    self._deaf = True
+                    logger.warning(
+                        "views listener has no connection; looking every %s s "
+                        "until it listens again: %s",
+                        LISTEN_RETRY,
+                        exc,
+                    )
+                stop.wait(max(0.0, min(deadline - time.monotonic(), LISTEN_RETRY)))
                 return False
         return False
 
     def _listen(self) -> None:
-        """A connection of its own (the store's settings), listening."""
-        found = self._pool.kwargs
-        options = (found() if callable(found) else found) or {}
-        conn = psycopg.connect(
-            **options,
+        """A connection of its own (the pool's settings), listening."""
+        pool = self._pool
+        conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
+        found = pool.kwargs() if callable(pool.kwargs) else pool.kwargs
+        options: dict[str, Any] = {**(found or {})}
+        password = getattr(pool, "get_password_func", None)
+        if password is not None:
+            options["password"] = password()
+        options.update(
+            LISTEN_KEEPALIVES,
             autocommit=True,
-            connect_timeout=max(1, round(self._pool.timeout)),
+            connect_timeout=max(
+                1,
+                round(
+                    min(pool.timeout or LISTEN_CONNECT_TIMEOUT, LISTEN_CONNECT_TIMEOUT)
+                ),
+            ),
         )
+        conn = psycopg.connect(conninfo or "", **options)
         try:
             conn.execute(SQL("LISTEN {0}").format(Identifier(self._channel)))
         except BaseException:
             conn.close()
             raise
         self._conn = conn
+        if self._deaf:
+            self._deaf = False
+            logger.info("views listener listens again")
 
 
 def store_listener(recorder: ApplicationRecorder) -> PostgresListener | None:
