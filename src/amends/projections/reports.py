@@ -1355,7 +1355,7 @@ def _open_ages_of_all(conn: Connection, now: datetime) -> list[tuple[str, str, i
     Whatever is older than the last edge is the rest of each stage's total.
     """
     c = t.complaints.c
-    edges = [(name, now - below) for name, below in AGE_BUCKETS if below is not None]
+    edges = [(name, now - below) for _, name, below in _AGE_EDGES]
     oldest = edges[-1][1]
     days = summary.read_open_days(conn, oldest)
     open_per_stage = summary.read_counts(conn, "open_stage")["open_stage"]
