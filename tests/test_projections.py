@@ -700,3 +700,45 @@ def test_a_deadline_due_this_very_moment_is_due_not_breached_and_at_risk(
             )
             assert report.at_risk_total == at_risk
             assert report.breaches_total == breached
+
+
+def test_the_unfiltered_sla_report_reads_unmet_deadlines_from_their_own_index(
+    tmp_path: Path,
+) -> None:
+    """Every deadline is a row, and most are met; the unfiltered SLA report's
+    questions about unmet ones (at risk, past due, not due yet) must be
+    answered from the index of unmet deadlines alone, not a scan of them all,
+    or the report slows with the store's whole history."""
+    from sqlalchemy import event
+
+    clock = FixedClock(START + timedelta(days=2))
+    with make_desk(f"sqlite:///{tmp_path / 'a.db'}", clock) as desk:
+        for n in range(3):
+            complaint = desk.receive(**RECEIVE, at=START + timedelta(hours=n))
+            if n:  # one left unacknowledged, its deadline unmet
+                desk.acknowledge(
+                    complaint, by="ana", paraphrase="p", at=START + timedelta(hours=4)
+                )
+        desk.reports.catch_up()
+        engine = desk.reports.queries.engine
+        seen: list[tuple[str, Any]] = []
+
+        def record(*args: Any) -> None:
+            statement, parameters = args[2], args[3]
+            if "amends_view_deadlines" in statement and "met_at IS NULL" in statement:
+                seen.append((statement, parameters))
+
+        event.listen(engine, "before_cursor_execute", record)
+        report = desk.reports.sla(catch_up=False)
+        event.remove(engine, "before_cursor_execute", record)
+        assert any(b.met_at is None for b in report.breaches)  # unmet, past due
+        assert len(seen) >= 3  # not due yet, at risk (rows and total), past due
+        with engine.connect() as conn:
+            for statement, parameters in seen:
+                plan = " ".join(
+                    str(row[-1])
+                    for row in conn.exec_driver_sql(
+                        f"EXPLAIN QUERY PLAN {statement}", parameters
+                    )
+                )
+                assert "ix_amends_view_deadlines_unmet" in plan, (statement, plan)

@@ -190,7 +190,19 @@ deadlines = Table(
     Column("due_at", UtcDateTime),
     Column("met_at", UtcDateTime),
     Column("owner_at_due", String(200)),
-    Index("ix_amends_view_deadlines_due", "met_at", "due_at", "owner_at_due", "target"),
+    # Unmet deadlines by due time: the SLA report's deadlines at risk, its
+    # unmet breaches, and the unmet ones not yet due. Only unmet deadlines are
+    # in it (a few per open complaint), so writing the many met ones costs no
+    # index entry: a full index of every deadline was the dearest index of a
+    # rebuild.
+    Index(
+        "ix_amends_view_deadlines_unmet",
+        "due_at",
+        "owner_at_due",
+        "target",
+        sqlite_where=text("met_at IS NULL"),
+        postgresql_where=text("met_at IS NULL"),
+    ),
     # Deadlines met late, latest due first: the SLA report's list of breaches
     # (the unmet ones come from the index above).
     Index(
