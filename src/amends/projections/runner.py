@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
@@ -427,7 +428,7 @@ class ProjectionRunner:
             if upserts[table.name]:
                 # In key order, so each insert lands beside the last one in
                 # the table's B-tree instead of on a random page.
-                upserts[table.name].sort(key=_row_key)
+                upserts[table.name].sort(key=_KEY_OF[table.name])
                 _upsert_many(conn, table, upserts[table.name])
         _write_summary(conn, delta)
 
@@ -602,9 +603,13 @@ def collector_paused() -> Iterator[None]:
 assert list(t.complaints.columns)[-1] is t.complaints.c.facts  # see `_without_facts`
 
 
-def _row_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A row-table row's primary key: the complaint id, then (child rows) seq."""
-    return row[:2]
+_KEY_OF: dict[str, Callable[[tuple[Any, ...]], Any]] = {
+    table.name: itemgetter(
+        *(list(table.columns).index(column) for column in table.primary_key.columns)
+    )
+    for table in t.ROW_TABLES
+}
+"""Each row table's primary key, picked out of a row in column order."""
 
 
 def _without_facts(rows: Rows) -> Rows:
