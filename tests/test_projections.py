@@ -707,8 +707,10 @@ def test_the_unfiltered_sla_report_reads_unmet_deadlines_from_their_own_index(
 ) -> None:
     """Every deadline is a row, and most are met; the unfiltered SLA report's
     questions about unmet ones (at risk, past due, not due yet) must be
-    answered from the index of unmet deadlines alone, not a scan of them all,
-    or the report slows with the store's whole history."""
+    answered from the index of unmet deadlines alone: not a scan of them all,
+    or the report slows with the store's whole history, and not a fetch of
+    each table row the index points to, which made it twice as slow at
+    100,000 complaints when the index lacked a column the queries name."""
     from sqlalchemy import event
 
     clock = FixedClock(START + timedelta(days=2))
@@ -741,4 +743,7 @@ def test_the_unfiltered_sla_report_reads_unmet_deadlines_from_their_own_index(
                         f"EXPLAIN QUERY PLAN {statement}", parameters
                     )
                 )
-                assert "ix_amends_view_deadlines_unmet" in plan, (statement, plan)
+                assert "COVERING INDEX ix_amends_view_deadlines_unmet" in plan, (
+                    statement,
+                    plan,
+                )

@@ -194,11 +194,16 @@ deadlines = Table(
     # unmet breaches, and the unmet ones not yet due. Only unmet deadlines are
     # in it (a few per open complaint): every query of it asks for unmet ones,
     # and most deadlines are met, so writing those costs no index entry.
+    # met_at is always NULL here, but the queries name it, and SQLite reads a
+    # query from an index alone only when the index holds every column the
+    # query names: without it each row was fetched from the table, which
+    # doubled the unfiltered SLA and ownership reports at 100,000 complaints.
     Index(
         "ix_amends_view_deadlines_unmet",
         "due_at",
         "owner_at_due",
         "target",
+        "met_at",
         sqlite_where=text("met_at IS NULL"),
         postgresql_where=text("met_at IS NULL"),
     ),
