@@ -191,13 +191,12 @@ deadlines = Table(
     Column("met_at", UtcDateTime),
     Column("owner_at_due", String(200)),
     # Unmet deadlines by due time: the SLA report's deadlines at risk, its
-    # unmet breaches, and the unmet ones not yet due. Only unmet deadlines are
-    # in it (a few per open complaint): every query of it asks for unmet ones,
-    # and most deadlines are met, so writing those costs no index entry.
-    # met_at is always NULL here, but the queries name it, and SQLite reads a
-    # query from an index alone only when the index holds every column the
-    # query names: without it each row was fetched from the table, which
-    # doubled the unfiltered SLA and ownership reports at 100,000 complaints.
+    # unmet breaches, and the unmet ones not yet due (the ownership report
+    # reads the last too). Only unmet deadlines are in it (a few per open
+    # complaint): every query of it asks for unmet ones, and most deadlines
+    # are met, so writing those costs no index entry. met_at is always NULL
+    # here, but the queries name it, and SQLite answers a query from an index
+    # alone only when the index holds every column the query names.
     Index(
         "ix_amends_view_deadlines_unmet",
         "due_at",
