@@ -9,7 +9,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -27,9 +29,10 @@ from amends import (
     Stage,
     StoreUnavailable,
 )
+from amends.infra import reporting
 from amends.infra.reporting import VIEWS_CONNECT_TIMEOUT
 from amends.infra.settings import DEFAULT_STORE_URL, resolve_store_url, store_settings
-from amends.infra.store import _lost_a_ddl_race
+from amends.infra.store import _lost_a_ddl_race, notification_rows
 
 from helpers import RECEIVE, walk_to
 
@@ -335,3 +338,49 @@ def test_only_a_lost_race_to_create_the_schema_is_tried_again(
     error: Exception, raced: bool
 ) -> None:
     assert _lost_a_ddl_race(error) is raced
+
+
+def test_the_log_read_as_rows_holds_what_the_library_reads(
+    make_desk: Callable[..., ComplaintDesk],
+) -> None:
+    """The views' feed reads the SQLite log's rows itself (the library's
+    reader is slower): every window of the log, any start and length, must
+    hold what `select_notifications` gives for it, in its order."""
+    desk = make_desk()
+    for stage in (Stage.PREVENTION_LOGGED, Stage.APOLOGIZED, Stage.RECEIVED):
+        walk_to(desk, stage)
+    recorder = desk.reports.runner.feed.recorder
+    last = recorder.max_notification_id() or 0
+    assert last >= 12
+    for after in range(last + 1):
+        for limit in (1, 3, last + 5):
+            expected = [
+                (n.id, UUID(str(n.originator_id)), n.originator_version, n.topic)
+                + (n.state,)
+                for n in recorder.select_notifications(after + 1, limit)
+            ]
+            rows = notification_rows(recorder, after, limit)
+            assert [(p, UUID(str(i)), v, t, s) for p, i, v, t, s in rows] == expected
+
+
+def test_the_feed_keeps_parsed_ids_within_its_bound(
+    make_desk: Callable[..., ComplaintDesk], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many complaints outrun the ids it keeps, every event comes with
+    its own complaint's id, and the feed never keeps more than its bound."""
+    monkeypatch.setattr(reporting, "KNOWN_IDS", 2)
+    desk = make_desk()
+    ids = [desk.receive(**RECEIVE) for _ in range(5)]
+    for complaint_id in reversed(ids):
+        walk_to(desk, Stage.APOLOGIZED, complaint_id)
+    feed = desk.reports.runner.feed
+    expected = [
+        (n.id, n.originator_id, n.originator_version, n.topic)
+        for n in feed.recorder.select_notifications(1, 100)
+    ]
+    items = [item for after in range(0, 15, 3) for item in feed.read(after, 3)]
+    assert [(i.position, i.complaint_id, i.version, i.topic) for i in items] == [
+        (p, UUID(str(i)), v, t) for p, i, v, t in expected
+    ]
+    assert all(isinstance(i.complaint_id, UUID) for i in items)
+    assert len(feed._ids) <= 2

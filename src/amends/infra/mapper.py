@@ -117,7 +117,11 @@ class PydanticMapper(Mapper[UUID]):
 
     def decode_payload(self, stored_event: StoredEvent) -> dict[str, Any]:
         """The stored JSON object, decrypted and decompressed, not yet upcast."""
-        data = stored_event.state
+        return self.decode_state(stored_event.state)
+
+    def decode_state(self, data: bytes) -> dict[str, Any]:
+        """A stored state as its JSON object, decrypted and decompressed, not
+        yet upcast (for readers of raw rows, such as the views' feed)."""
         if self.cipher:
             try:
                 data = self.cipher.decrypt(data)

@@ -219,6 +219,37 @@ def complaint_ids(recorder: ApplicationRecorder) -> set[UUID]:
     return ids
 
 
+NotificationRow = tuple[int, "UUID | str", int, str, bytes]
+"""(position, originator id, version, topic, stored state): one entry of the
+notification log, undecoded."""
+
+
+def notification_rows(
+    recorder: ApplicationRecorder, after: int, limit: int
+) -> list[NotificationRow]:
+    """Up to `limit` entries of the notification log after position `after`.
+
+    On SQLite the log's rows are read as plain tuples: the library's
+    `select_notifications` builds a `Notification` and a `UUID` per row through
+    name-keyed row access, which took half the time of a catch-up's read. The
+    statement is the library's own (its rowid is the position); other stores
+    are read through the library.
+    """
+    if isinstance(recorder, SQLiteAggregateRecorder):
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                "SELECT rowid, originator_id, originator_version, topic, state "
+                f"FROM {recorder.events_table_name} "
+                "WHERE rowid>? ORDER BY rowid LIMIT ?",
+                (after, limit),
+            )
+            return [tuple(row) for row in cursor.fetchall()]
+    return [
+        (n.id, n.originator_id, n.originator_version, n.topic, n.state)
+        for n in recorder.select_notifications(after + 1, limit)
+    ]
+
+
 def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
 
