@@ -133,3 +133,45 @@ def test_facts_read_back_from_their_json_as_they_were_written(lifecycle: Any) ->
     # Facts JSON written by earlier releases (the standard library's encoder,
     # ASCII-escaped) reads back the same.
     assert ComplaintFacts.from_json(json.dumps(json.loads(text))) == folded
+
+
+SQLITE = create_engine("sqlite://").dialect
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    times=st.lists(
+        st.datetimes(
+            min_value=datetime(1900, 1, 1),
+            max_value=datetime(2200, 1, 1),
+            timezones=st.sampled_from(
+                [
+                    UTC,
+                    timezone(timedelta(hours=5, minutes=30)),
+                    timezone(-timedelta(hours=8)),
+                ]
+            ),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_stored_seconds_always_read_back_as_the_same_time_and_sort_as_time_does(
+    times: list[datetime],
+) -> None:
+    """SQLite's views keep times as seconds since the epoch: each must read back
+    as the same instant to the microsecond, and compare as the times do (the
+    reports sort and compare them as stored)."""
+    _, to_stored, from_stored = t.stored_times(SQLITE)
+    stored_values = [to_stored(moment) for moment in times]
+    assert [from_stored(value) for value in stored_values] == times
+    for a, stored_a in zip(times, stored_values, strict=True):
+        for b, stored_b in zip(times, stored_values, strict=True):
+            assert (a < b) == (stored_a < stored_b)
+            assert (a == b) == (stored_a == stored_b)
+
+
+def test_a_naive_time_is_refused_as_stored_seconds() -> None:
+    _, to_stored, _ = t.stored_times(SQLITE)
+    with pytest.raises(ValueError, match="naive datetime"):
+        to_stored(datetime(2025, 1, 6, 9))

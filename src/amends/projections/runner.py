@@ -65,7 +65,7 @@ DEFAULT_BATCH_COMPLAINTS = 10_000
 READ_SIZE = 5_000
 """Events per read of the log: a batch is read and folded this many at a time,
 so its events are never held all at once."""
-VIEWS_FORMAT = "views/7"
+VIEWS_FORMAT = "views/8"
 """The layout of the view tables; views of another layout are rebuilt."""
 DEFAULT_CACHE_SIZE = 10_000
 """Open complaints whose facts a runner keeps between batches."""
@@ -704,13 +704,13 @@ def _binder(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | Non
     values need none or a plainer one does the same.
 
     The runner's flags are Python bools and its durations floats, which both
-    drivers take as they are, and SQLite's times go straight to their text.
+    drivers take as they are, and SQLite's times go straight to their seconds.
     Calling SQLAlchemy's generic processors for every cell (a wrapper around
     `process_bind_param`, a no-op float conversion, bool to int) cost about a
     tenth of a rebuild.
     """
     if isinstance(column.type, t.UtcDateTime):
-        return t.utc_text if dialect.name == "sqlite" else t.as_utc
+        return t.utc_seconds if dialect.name == "sqlite" else t.as_utc
     if isinstance(column.type, Boolean | Float):
         return None
     return column.type.bind_processor(dialect)
