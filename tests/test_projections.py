@@ -10,6 +10,7 @@ computes from the raw histories.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import tempfile
 import uuid
@@ -24,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from amends import ComplaintDesk
+from amends import ComplaintDesk, Stage
 from amends.domain.sla import PolicySchedule, preset
 from amends.projections import summary
 from amends.projections import tables as t
@@ -34,7 +35,7 @@ from amends.testing import CATEGORIES, PEOPLE, Lifecycle, lifecycles
 from oracle import Oracle
 
 from conftest import POSTGRES_URL_VARIABLE, FixedClock
-from helpers import RECEIVE
+from helpers import RECEIVE, step_forward, walk_to
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 SCHEDULE = PolicySchedule(
@@ -369,20 +370,62 @@ def test_the_kept_percentiles_always_equal_those_found_from_the_values(
 ) -> None:
     """Each batch finds again the percentiles of the groups it changed; none
     is left stale by a later batch, and a group is kept only while it has
-    values."""
+    values. Checked against the nearest ranks of every measure's values read
+    straight from the complaints' rows, sorted here."""
     clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
     with make_desk("memory://", clock) as desk:
         run_workload(desk, workload, catch_up_after, batch_sizes, 2)
         desk.reports.catch_up()
+        names = [
+            summary.measure(clock_name, grouping)
+            for clock_name in summary.CLOCKS
+            for grouping in summary.GROUPINGS
+        ] + [summary.LAG]
         with desk.reports.runner.engine.connect() as conn:
-            m = t.measures.c
-            rows = conn.execute(select(m.measure, m.key).distinct())
-            groups = {(measure, key) for measure, key in rows}
-            kept = summary.read_distributions(
-                conn, sorted({measure for measure, _ in groups} | {summary.LAG})
+            values: dict[tuple[str, str], list[float]] = {}
+            for name in names:
+                key, value = (t.complaints.c[c] for c in summary.measured_columns(name))
+                for k, v in conn.execute(select(key, value).where(value.is_not(None))):
+                    values.setdefault((name, k), []).append(v)
+            kept = summary.read_distributions(conn, names)
+        expected = {}
+        for group, found in values.items():
+            ordered = sorted(found)
+            ranks = summary.nearest_ranks(len(ordered), summary.PERCENTS)
+            expected[group] = (
+                len(ordered),
+                [ordered[rank - 1] for rank in ranks] + [ordered[-1]],
             )
-            assert kept == summary.distributions_of(conn, groups)
-            assert set(kept) == groups
+        assert kept == expected
+
+
+def test_percentiles_count_the_values_that_start_a_bucket() -> None:
+    """Durations of exactly 1, 2 and 4 seconds are the first values of their
+    buckets: the lookups must find them there."""
+    clock = FixedClock(START)
+    with make_desk("memory://", clock) as desk:
+        for seconds in (1, 2, 2, 4, 4, 4):
+            clock.now = START
+            complaint_id = walk_to(desk, Stage.UPDATING)
+            clock.now = START + timedelta(seconds=seconds)
+            step_forward(desk, complaint_id, Stage.UPDATING)
+        desk.reports.catch_up()
+        name = summary.measure("wall", "owner")
+        with desk.reports.runner.engine.connect() as conn:
+            kept = summary.read_distributions(conn, [name])
+    assert kept == {(name, RECEIVE["by"]): (6, [2.0, 4.0, 4.0, 4.0])}
+
+
+def test_every_bucket_starts_at_the_least_value_filed_under_it() -> None:
+    """The percentile lookups select a bucket's values by range: the range
+    must hold exactly the values `bucket_of` files there. Every bucket a
+    duration of up to a thousand years can fall in."""
+    assert summary.bucket_start(0) == -math.inf
+    last = summary.bucket_of(1000 * 365.25 * 86400.0)
+    for bucket in range(1, last + 2):
+        start = summary.bucket_start(bucket)
+        assert summary.bucket_of(start) == bucket
+        assert summary.bucket_of(math.nextafter(start, -math.inf)) == bucket - 1
 
 
 def test_a_batch_rolled_back_after_its_rows_were_written_is_written_again() -> None:
@@ -636,11 +679,16 @@ def test_views_of_an_earlier_layout_are_rebuilt_when_a_runner_starts(
             (len(VIEWS_FORMAT) + 2,),
         )
         db.execute("DELETE FROM amends_view_counts")
+        # And a table only an earlier layout had.
+        db.execute("CREATE TABLE amends_view_measures (value REAL)")
     with make_desk(f"sqlite:///{store}", clock) as desk:
         assert desk.reports.ownership().model_dump() == before
     with sqlite3.connect(store) as db:
         (label,) = db.execute("SELECT policies FROM amends_view_tracking").fetchone()
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
     assert label.startswith(f"{VIEWS_FORMAT} ")
+    assert "amends_view_measures" not in tables
+    assert "amends_view_complaints" in tables
 
 
 def test_the_garbage_collector_is_paused_per_batch_and_restored_as_it_was() -> None:

@@ -354,13 +354,18 @@ def test_the_log_read_as_rows_holds_what_the_library_reads(
     assert last >= 12
     for after in range(last + 1):
         for limit in (1, 3, last + 5):
-            expected = [
-                (n.id, UUID(str(n.originator_id)), n.originator_version, n.topic)
-                + (n.state,)
-                for n in recorder.select_notifications(after + 1, limit)
-            ]
+            notifications = recorder.select_notifications(after + 1, limit)
             rows = notification_rows(recorder, after, limit)
-            assert [(p, UUID(str(i)), v, t, s) for p, i, v, t, s in rows] == expected
+            assert [(p, UUID(str(i)), v, t, s) for p, i, v, t, s in rows] == [
+                (
+                    n.id,
+                    UUID(str(n.originator_id)),
+                    n.originator_version,
+                    n.topic,
+                    n.state,
+                )
+                for n in notifications
+            ]
 
 
 def test_the_feed_keeps_parsed_ids_within_its_bound(

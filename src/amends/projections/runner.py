@@ -35,6 +35,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    text,
     tuple_,
     update,
 )
@@ -65,7 +66,7 @@ DEFAULT_BATCH_COMPLAINTS = 10_000
 READ_SIZE = 5_000
 """Events per read of the log: a batch is read and folded this many at a time,
 so its events are never held all at once."""
-VIEWS_FORMAT = "views/8"
+VIEWS_FORMAT = "views/9"
 """The layout of the view tables; views of another layout are rebuilt."""
 DEFAULT_CACHE_SIZE = 10_000
 """Open complaints whose facts a runner keeps between batches."""
@@ -158,9 +159,7 @@ class ProjectionRunner:
                         "release of amends; rebuilding them",
                         self.name,
                     )
-                    t.metadata.drop_all(
-                        self.engine, tables=[*t.VIEW_TABLES, t.tracking]
-                    )
+                    self._drop_views()
                     t.metadata.create_all(self.engine)
                 self._tables_ready = True
             except (IntegrityError, ProgrammingError, SqlInternalError):
@@ -168,6 +167,14 @@ class ProjectionRunner:
                 if attempt == 5:
                     raise
                 time.sleep(0.05 * attempt)
+
+    def _drop_views(self) -> None:
+        """Drop every view table, and those only earlier layouts had."""
+        t.metadata.drop_all(self.engine, tables=[*t.VIEW_TABLES, t.tracking])
+        with self.engine.begin() as conn:
+            quote = conn.dialect.identifier_preparer.quote
+            for name in t.FORMER_TABLES:
+                conn.execute(text(f"DROP TABLE IF EXISTS {quote(name)}"))
 
     def _outdated(self) -> bool:
         """Whether the tracking row was written for another layout of the views."""
@@ -214,7 +221,7 @@ class ProjectionRunner:
     def rebuild(self) -> int:
         """Drop the views, start from position zero, and catch up."""
         with self._lock:
-            t.metadata.drop_all(self.engine, tables=[*t.VIEW_TABLES, t.tracking])
+            self._drop_views()
             self._tables_ready = False
             self._cache.clear()
             self._cached_at = None
@@ -622,11 +629,9 @@ def _without_facts(rows: Rows) -> Rows:
 
 
 def _write_summary(conn: Connection, delta: summary.Delta) -> None:
-    """Add the batch's changes to the running totals and sorted values, and
-    find again the percentiles of every group whose values it changed."""
-    _delete_keys(conn, t.measures, sorted(delta.removed))
-    if delta.added:
-        _upsert_many(conn, t.measures, sorted(delta.added))
+    """Add the batch's changes to the running totals and bucket counts, and
+    find again the percentiles of every group whose values it changed (from
+    the complaints' rows, written just before)."""
     counts = [(*key, n) for key, n in sorted(delta.counts.items()) if n]
     if counts:
         _upsert_many(conn, t.counts, counts, add=True)

@@ -1,4 +1,4 @@
-"""Running totals and sorted values that answer the unfiltered reports quickly.
+"""Running totals and indexed values that answer the unfiltered reports quickly.
 
 An unfiltered report covers every complaint in the views; counting them at
 question time costs a scan of every row, which grows with the store. Instead
@@ -8,12 +8,13 @@ disagree with the rows they sum):
 - `counts`: one integer per (metric, key): open complaints per owner, per
   stage, per day received and stage; deadlines met late per target; answers
   to the first resolution, ...
-- `measures` and `buckets`: every value of each measured duration (time to
-  resolution per owner, category, channel, severity and week; resolution to
-  prevention per category), filed under a coarse logarithmic bucket, with the
-  number of values per bucket. A nearest-rank percentile then reads the small
-  bucket table to find the bucket holding the wanted rank, and one index seek
-  with a short OFFSET inside that bucket returns the exact value.
+- `buckets`: how many values of each measured duration (time to resolution
+  per owner, category, channel, severity and week; resolution to prevention
+  per category) fall in each coarse logarithmic bucket. The values themselves
+  stay in the complaints' rows, each measure indexed by its key and value
+  (`measured_columns`). A nearest-rank percentile then reads the small bucket
+  table to find the bucket holding the wanted rank, and one index seek with a
+  short OFFSET inside that bucket returns the exact value.
 - `percentiles`: those percentiles (and the count and maximum) of every
   measure and key, found that way by the batch that changed its values, so a
   report reads one small row per group instead of walking the values of
@@ -29,6 +30,7 @@ rows of each touched complaint), so a change is the difference of the two.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
@@ -40,15 +42,15 @@ from sqlalchemy import Connection, select
 
 from amends.projections import tables as t
 
-GROUPINGS = ("owner", "category", "channel", "severity", "week")
+GROUPINGS = tuple(t.GROUPING_COLUMNS)
 CLOCKS = ("wall", "sla")
 LAG = "lag:category"
 """The measure of resolution-to-prevention time, per category."""
 BUCKETS_PER_DOUBLING = 4
 
 Rows = dict[str, list[tuple[Any, ...]]]
-Value = tuple[str, str, int, float, str]
-"""(measure, key, bucket, value, complaint id): one row of `measures`."""
+Value = tuple[str, str, int, float]
+"""(measure, key, bucket, value): one value a complaint adds to a measure."""
 
 
 def _index(table: Any) -> dict[str, int]:
@@ -59,13 +61,7 @@ _C = _index(t.complaints)
 _S = _index(t.spans)
 _D = _index(t.deadlines)
 _G = _index(t.gestures)
-_GROUP_COLUMNS = (
-    _C["resolved_by"],
-    _C["category"],
-    _C["channel"],
-    _C["severity"],
-    _C["week"],
-)
+_GROUP_COLUMNS = tuple(_C[column] for column in t.GROUPING_COLUMNS.values())
 _REACHED = [(stage.value, _C[column]) for stage, column in t.STAGE_COLUMNS.items()]
 
 
@@ -73,11 +69,37 @@ def measure(clock: str, grouping: str) -> str:
     return f"{clock}:{grouping}"
 
 
+def measured_columns(name: str) -> tuple[str, str]:
+    """The complaints' columns holding a measure's key and its values."""
+    if name == LAG:
+        return "category", "prevention_lag"
+    clock, grouping = name.split(":")
+    return t.GROUPING_COLUMNS[grouping], f"ttr_{clock}"
+
+
 def bucket_of(value: float) -> int:
     """The logarithmic bucket of a duration in seconds (0 for under a second)."""
     if value < 1:
         return 0
     return 1 + int(math.log2(value) * BUCKETS_PER_DOUBLING)
+
+
+@functools.cache
+def bucket_start(bucket: int) -> float:
+    """The least value `bucket_of` files under `bucket` (-inf for bucket 0).
+
+    Found from `bucket_of` itself, not from the formula alone: a range query
+    must select exactly the values the bucket counts, and rounding in `log2`
+    could otherwise move an edge by a float.
+    """
+    if bucket <= 0:
+        return -math.inf
+    edge = math.pow(2.0, (bucket - 1) / BUCKETS_PER_DOUBLING)
+    while bucket_of(edge) < bucket:
+        edge = math.nextafter(edge, math.inf)
+    while bucket_of(below := math.nextafter(edge, -math.inf)) >= bucket:
+        edge = below
+    return edge
 
 
 def day_key(received_at: datetime, stage: str) -> str:
@@ -98,7 +120,6 @@ def contributions(rows: Rows) -> tuple[Counter[tuple[str, str]], set[Value]]:
     counts: Counter[tuple[str, str]] = Counter()
     values: set[Value] = set()
     for row in rows[t.complaints.name]:
-        complaint_id = row[_C["id"]]
         counts["complaints", ""] += 1
         counts["category", row[_C["category"]]] += 1
         counts["received_first", row[_C["received_by"]]] += 1
@@ -133,7 +154,6 @@ def contributions(rows: Rows) -> tuple[Counter[tuple[str, str]], set[Value]]:
                             row[index],
                             bucket_of(seconds),
                             seconds,
-                            complaint_id,
                         )
                     )
         prevention_at = row[_C["prevention_at"]]
@@ -141,9 +161,7 @@ def contributions(rows: Rows) -> tuple[Counter[tuple[str, str]], set[Value]]:
             counts["prevention", row[_C["category"]]] += 1
             lag = row[_C["prevention_lag"]]
             if lag is not None:
-                values.add(
-                    (LAG, row[_C["category"]], bucket_of(lag), lag, complaint_id)
-                )
+                values.add((LAG, row[_C["category"]], bucket_of(lag), lag))
     for row in rows[t.spans.name]:
         owner = row[_S["owner"]]
         counts["span_owner", owner] += 1
@@ -169,34 +187,36 @@ def contributions(rows: Rows) -> tuple[Counter[tuple[str, str]], set[Value]]:
 
 
 class Delta:
-    """The change a batch makes to the counts and the measures."""
+    """The change a batch makes to the counts and the bucket counts, and the
+    groups whose values it changed."""
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
-        self.added: set[Value] = set()
-        self.removed: set[Value] = set()
+        self.buckets: Counter[tuple[str, str, int]] = Counter()
+        self.changed: set[Group] = set()
 
     def change(self, old: Rows, new: Rows) -> None:
         old_counts, old_values = contributions(old)
         new_counts, new_values = contributions(new)
         self.counts.update(new_counts)
         self.counts.subtract(old_counts)
-        # Each value names its complaint, and a batch changes each complaint
-        # once, so what one change adds no other change removes.
-        self.removed |= old_values - new_values
-        self.added |= new_values - old_values
+        if old_values == new_values:
+            return
+        # A complaint adds one value at most to each measure and key, so the
+        # difference of its old and new values is what it moved.
+        for name, key, bucket, _ in old_values - new_values:
+            self.buckets[name, key, bucket] -= 1
+            self.changed.add((name, key))
+        for name, key, bucket, _ in new_values - old_values:
+            self.buckets[name, key, bucket] += 1
+            self.changed.add((name, key))
 
     def groups(self) -> set[Group]:
         """The (measure, key) groups whose values the batch changed."""
-        return {(v[0], v[1]) for v in self.added} | {(v[0], v[1]) for v in self.removed}
+        return self.changed
 
     def bucket_counts(self) -> Counter[tuple[str, str, int]]:
-        changed: Counter[tuple[str, str, int]] = Counter()
-        for name, key, bucket, _, _ in self.added:
-            changed[name, key, bucket] += 1
-        for name, key, bucket, _, _ in self.removed:
-            changed[name, key, bucket] -= 1
-        return changed
+        return self.buckets
 
 
 def nearest_ranks(count: int, percents: Sequence[int]) -> list[int]:
@@ -350,8 +370,9 @@ def _values_at(
     points: Sequence[tuple[str, str, int, int]],
     sizes: dict[tuple[str, str, int], int],
 ) -> dict[tuple[str, str, int, int], float]:
-    """The value at each (measure, key, bucket, offset): one index seek and a
-    short walk inside the bucket each, from whichever end is nearer (so the
+    """The value at each (measure, key, bucket, offset): one seek in the
+    measure's index on the complaints (`measured_columns`) to the bucket's
+    range and a short walk inside it, from whichever end is nearer (so the
     maximum costs one step), many to a statement.
 
     One scalar subquery per point, because SQLite refuses an OFFSET that
@@ -359,30 +380,32 @@ def _values_at(
     """
     dialect = conn.dialect
     preparer = dialect.identifier_preparer
-    m = t.measures.c
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    value = preparer.format_column(m.value)
-    lookup = (
-        f"(SELECT {value} FROM {preparer.format_table(t.measures)} "
-        f"WHERE {preparer.format_column(m.measure)} = {mark} "
-        f"AND {preparer.format_column(m.key)} = {mark} "
-        f"AND {preparer.format_column(m.bucket)} = {mark} "
-        f"ORDER BY {value} {{}} LIMIT 1 OFFSET {mark})"
-    )
-    ascending, descending = lookup.format("ASC"), lookup.format("DESC")
+    table = preparer.format_table(t.complaints)
     found: dict[tuple[str, str, int, int], float] = {}
     for start in range(0, len(points), POINTS_PER_STATEMENT):
         chunk = points[start : start + POINTS_PER_STATEMENT]
         lookups: list[str] = []
-        parameters: list[str | int] = []
+        parameters: list[str | int | float] = []
         for name, key, bucket, offset in chunk:
+            key_column, value_column = (
+                preparer.format_column(t.complaints.c[column])
+                for column in measured_columns(name)
+            )
             from_end = sizes[name, key, bucket] - 1 - offset
-            if from_end < offset:
-                lookups.append(descending)
-                parameters += [name, key, bucket, from_end]
-            else:
-                lookups.append(ascending)
-                parameters += [name, key, bucket, offset]
+            order, steps = ("DESC", from_end) if from_end < offset else ("ASC", offset)
+            lookups.append(
+                f"(SELECT {value_column} FROM {table} "
+                f"WHERE {key_column} = {mark} AND {value_column} >= {mark} "
+                f"AND {value_column} < {mark} "
+                f"ORDER BY {value_column} {order} LIMIT 1 OFFSET {mark})"
+            )
+            parameters += [
+                key,
+                bucket_start(bucket),
+                bucket_start(bucket + 1),
+                steps,
+            ]
         statement = "SELECT " + ", ".join(lookups)
         row = conn.exec_driver_sql(statement, tuple(parameters)).one()
         found.update(zip(chunk, row, strict=True))

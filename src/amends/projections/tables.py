@@ -111,6 +111,16 @@ metadata = MetaData()
 STAGE_COLUMNS = {stage: f"reached_{stage.lower()}" for stage in Stage}
 """The column holding when a complaint first reached each stage."""
 
+GROUPING_COLUMNS = {
+    "owner": "resolved_by",
+    "category": "category",
+    "channel": "channel",
+    "severity": "severity",
+    "week": "week",
+}
+"""How times to resolution are grouped, and the complaints' column holding
+each grouping's key (a time to resolution counts for whoever resolved it)."""
+
 tracking = Table(
     "amends_view_tracking",
     metadata,
@@ -167,6 +177,26 @@ complaints = Table(
     ),
     Index("ix_amends_view_complaints_stage", "is_open", "stage", "received_at"),
     Index("ix_amends_view_complaints_handoffs", "handoffs", "id"),
+    # Each measured duration in order within its key: the values behind the
+    # kept percentiles (see `amends.projections.summary`). Only the rows
+    # with a value are in them.
+    *(
+        Index(
+            f"ix_amends_view_complaints_{value}_{key}",
+            key,
+            value,
+            sqlite_where=text(f"{value} IS NOT NULL"),
+            postgresql_where=text(f"{value} IS NOT NULL"),
+        )
+        for key, value in (
+            *(
+                (key, value)
+                for value in ("ttr_wall", "ttr_sla")
+                for key in GROUPING_COLUMNS.values()
+            ),
+            ("category", "prevention_lag"),
+        )
+    ),
 )
 
 spans = Table(
@@ -241,18 +271,6 @@ counts = Table(
 )
 """Running totals (see `amends.projections.summary`)."""
 
-measures = Table(
-    "amends_view_measures",
-    metadata,
-    Column("measure", String(40), primary_key=True),
-    Column("key", String(200), primary_key=True),
-    Column("bucket", Integer, primary_key=True),
-    Column("value", Float, primary_key=True),
-    Column("complaint_id", String(36), primary_key=True),
-    sqlite_with_rowid=False,
-)
-"""Every value of each measured duration, sorted within its bucket."""
-
 buckets = Table(
     "amends_view_buckets",
     metadata,
@@ -283,7 +301,10 @@ CHILD_TABLES = (spans, deadlines, gestures)
 """A complaint's spans, deadlines and gestures. On SQLite they are stored in
 key order (`WITHOUT ROWID`), so a complaint's rows sit together and a filtered
 report reads them with one seek per complaint, not one page per row."""
-SUMMARY_TABLES = (counts, measures, buckets, percentiles)
+SUMMARY_TABLES = (counts, buckets, percentiles)
 ROW_TABLES = (complaints, *CHILD_TABLES)
 """The tables a complaint's rows live in (the summaries are totals)."""
 VIEW_TABLES = (*ROW_TABLES, *SUMMARY_TABLES)
+FORMER_TABLES = ("amends_view_measures",)
+"""Tables earlier layouts of the views had and this one has not: dropped with
+the views (`views/7` kept every measured value in a table of its own)."""
