@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import importlib
 
-from eventsourcing.sqlite import SQLiteApplicationRecorder
-
 from amends.infra.mapper import PydanticMapper
 from amends.infra.reporting import StoreFeed
 from amends.projections.facts import ComplaintFacts, Folder
@@ -26,8 +24,8 @@ from bench.probes import Probe
 
 STAGES = (
     ("read", "read the log (`StoreFeed.read`, rest: upcast, `FeedItem`)"),
-    ("fetch", "fetch rows (recorder `select_notifications`)"),
-    ("decode", "decode JSON (`PydanticMapper.decode_payload`)"),
+    ("fetch", "fetch rows (`notification_rows`: the log's rows as tuples)"),
+    ("decode", "decode JSON (`PydanticMapper.decode_state`)"),
     ("position", "read the tracking position (`ProjectionRunner.position`)"),
     ("batch", "write a batch (`_commit`, rest: update tracking, commit)"),
     ("load", "load touched complaints' facts (`_load`)"),
@@ -53,10 +51,12 @@ BATCH = (
 
 def probes() -> list[Probe]:
     runner_module = importlib.import_module("amends.projections.runner")
+    # The feed calls the function by the name its own module imported.
+    feed_module = importlib.import_module("amends.infra.reporting")
     return [
         Probe(StoreFeed, "read", "read"),
-        Probe(SQLiteApplicationRecorder, "select_notifications", "fetch"),
-        Probe(PydanticMapper, "decode_payload", "decode"),
+        Probe(feed_module, "notification_rows", "fetch"),
+        Probe(PydanticMapper, "decode_state", "decode"),
         Probe(ProjectionRunner, "position", "position"),
         Probe(ProjectionRunner, "_commit", "batch"),
         Probe(ProjectionRunner, "_load", "load"),
