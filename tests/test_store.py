@@ -340,32 +340,33 @@ def test_only_a_lost_race_to_create_the_schema_is_tried_again(
     assert _lost_a_ddl_race(error) is raced
 
 
-def test_the_log_read_as_rows_holds_what_the_library_reads(
-    make_desk: Callable[..., ComplaintDesk],
+def test_the_sqlite_log_read_as_rows_holds_what_the_library_reads(
+    tmp_path: Path,
 ) -> None:
     """The views' feed reads the SQLite log's rows itself (the library's
-    reader is slower): every window of the log, any start and length, must
-    hold what `select_notifications` gives for it, in its order."""
-    desk = make_desk()
-    for stage in (Stage.PREVENTION_LOGGED, Stage.APOLOGIZED, Stage.RECEIVED):
-        walk_to(desk, stage)
-    recorder = desk.reports.runner.feed.recorder
-    last = recorder.max_notification_id() or 0
-    assert last >= 12
-    for after in range(last + 1):
-        for limit in (1, 3, last + 5):
-            notifications = recorder.select_notifications(after + 1, limit)
-            rows = notification_rows(recorder, after, limit)
-            assert [(p, UUID(str(i)), v, t, s) for p, i, v, t, s in rows] == [
-                (
-                    n.id,
-                    UUID(str(n.originator_id)),
-                    n.originator_version,
-                    n.topic,
-                    n.state,
-                )
-                for n in notifications
-            ]
+    reader is slower; other stores are read through it): every window of the
+    log, any start and length, must hold what `select_notifications` gives
+    for it, in its order."""
+    with ComplaintDesk(f"sqlite:///{tmp_path / 'log.db'}") as desk:
+        for stage in (Stage.PREVENTION_LOGGED, Stage.APOLOGIZED, Stage.RECEIVED):
+            walk_to(desk, stage)
+        recorder = desk.reports.runner.feed.recorder
+        last = recorder.max_notification_id() or 0
+        assert last >= 12
+        for after in range(last + 1):
+            for limit in (1, 3, last + 5):
+                notifications = recorder.select_notifications(after + 1, limit)
+                rows = notification_rows(recorder, after, limit)
+                assert [(p, UUID(str(i)), v, t, s) for p, i, v, t, s in rows] == [
+                    (
+                        n.id,
+                        UUID(str(n.originator_id)),
+                        n.originator_version,
+                        n.topic,
+                        n.state,
+                    )
+                    for n in notifications
+                ]
 
 
 def test_the_feed_keeps_parsed_ids_within_its_bound(

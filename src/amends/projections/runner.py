@@ -635,10 +635,10 @@ def _write_summary(conn: Connection, delta: summary.Delta) -> None:
     counts = [(*key, n) for key, n in sorted(delta.counts.items()) if n]
     if counts:
         _upsert_many(conn, t.counts, counts, add=True)
-    buckets = [(*key, n) for key, n in sorted(delta.bucket_counts().items()) if n]
+    buckets = [(*key, n) for key, n in sorted(delta.buckets.items()) if n]
     if buckets:
         _upsert_many(conn, t.buckets, buckets, add=True)
-    groups = delta.groups()
+    groups = delta.changed
     if groups:
         found = summary.distributions_of(conn, groups)
         _delete_keys(conn, t.percentiles, sorted(groups - found.keys()))

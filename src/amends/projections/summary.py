@@ -43,7 +43,7 @@ from sqlalchemy import Connection, select
 from amends.projections import tables as t
 
 GROUPINGS = tuple(t.GROUPING_COLUMNS)
-CLOCKS = ("wall", "sla")
+CLOCKS = tuple(t.CLOCK_COLUMNS)
 LAG = "lag:category"
 """The measure of resolution-to-prevention time, per category."""
 BUCKETS_PER_DOUBLING = 4
@@ -62,6 +62,7 @@ _S = _index(t.spans)
 _D = _index(t.deadlines)
 _G = _index(t.gestures)
 _GROUP_COLUMNS = tuple(_C[column] for column in t.GROUPING_COLUMNS.values())
+_CLOCK_COLUMNS = tuple(_C[column] for column in t.CLOCK_COLUMNS.values())
 _REACHED = [(stage.value, _C[column]) for stage, column in t.STAGE_COLUMNS.items()]
 
 
@@ -72,9 +73,9 @@ def measure(clock: str, grouping: str) -> str:
 def measured_columns(name: str) -> tuple[str, str]:
     """The complaints' columns holding a measure's key and its values."""
     if name == LAG:
-        return "category", "prevention_lag"
+        return t.LAG_COLUMNS
     clock, grouping = name.split(":")
-    return t.GROUPING_COLUMNS[grouping], f"ttr_{clock}"
+    return t.GROUPING_COLUMNS[grouping], t.CLOCK_COLUMNS[clock]
 
 
 def bucket_of(value: float) -> int:
@@ -145,7 +146,7 @@ def contributions(rows: Rows) -> tuple[Counter[tuple[str, str]], set[Value]]:
             if row[_C["reopens"]] > 0:
                 counts["reopened", ""] += 1
             for clock, seconds in zip(
-                CLOCKS, (row[_C["ttr_wall"]], row[_C["ttr_sla"]]), strict=True
+                CLOCKS, (row[index] for index in _CLOCK_COLUMNS), strict=True
             ):
                 for grouping, index in zip(GROUPINGS, _GROUP_COLUMNS, strict=True):
                     values.add(
@@ -193,7 +194,9 @@ class Delta:
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.buckets: Counter[tuple[str, str, int]] = Counter()
+        """Values added (or, negative, removed) per (measure, key, bucket)."""
         self.changed: set[Group] = set()
+        """The (measure, key) groups whose values the batch changed."""
 
     def change(self, old: Rows, new: Rows) -> None:
         old_counts, old_values = contributions(old)
@@ -210,13 +213,6 @@ class Delta:
         for name, key, bucket, _ in new_values - old_values:
             self.buckets[name, key, bucket] += 1
             self.changed.add((name, key))
-
-    def groups(self) -> set[Group]:
-        """The (measure, key) groups whose values the batch changed."""
-        return self.changed
-
-    def bucket_counts(self) -> Counter[tuple[str, str, int]]:
-        return self.buckets
 
 
 def nearest_ranks(count: int, percents: Sequence[int]) -> list[int]:

@@ -36,7 +36,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     On SQLite the value is stored as seconds since the epoch (a REAL), which
     sorts and compares as time does and round-trips to the microsecond for
-    any time this millennium. Taking a time's `timestamp()` is several times
+    any time before 2242. Taking a time's `timestamp()` is several times
     cheaper than formatting it as text, and a catch-up writes three or four
     times per event (ADR 0008).
     """
@@ -120,6 +120,19 @@ GROUPING_COLUMNS = {
 }
 """How times to resolution are grouped, and the complaints' column holding
 each grouping's key (a time to resolution counts for whoever resolved it)."""
+CLOCK_COLUMNS = {"wall": "ttr_wall", "sla": "ttr_sla"}
+"""Each clock's time to resolution: the complaints' column holding it."""
+LAG_COLUMNS = ("category", "prevention_lag")
+"""Resolution-to-prevention time: its key column and its value column."""
+MEASURED_COLUMNS = (
+    *(
+        (key, value)
+        for value in CLOCK_COLUMNS.values()
+        for key in GROUPING_COLUMNS.values()
+    ),
+    LAG_COLUMNS,
+)
+"""(key column, value column) of every measured duration."""
 
 tracking = Table(
     "amends_view_tracking",
@@ -188,14 +201,7 @@ complaints = Table(
             sqlite_where=text(f"{value} IS NOT NULL"),
             postgresql_where=text(f"{value} IS NOT NULL"),
         )
-        for key, value in (
-            *(
-                (key, value)
-                for value in ("ttr_wall", "ttr_sla")
-                for key in GROUPING_COLUMNS.values()
-            ),
-            ("category", "prevention_lag"),
-        )
+        for key, value in MEASURED_COLUMNS
     ),
 )
 
