@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import sqlite3
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,10 +24,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import DBAPIError
 
 from amends import ComplaintDesk, Stage
+from amends.domain.errors import HistoryViolation
 from amends.domain.sla import PolicySchedule, preset
+from amends.infra.errors import StoreUnavailable
+from amends.projections import runner as runner_module
 from amends.projections import summary
 from amends.projections import tables as t
 from amends.projections.reports import ReportFilter
@@ -795,3 +800,204 @@ def test_the_unfiltered_sla_report_reads_unmet_deadlines_from_their_own_index(
                     statement,
                     plan,
                 )
+
+
+# ------------------------------------------------------------ a rebuild's load
+
+
+def view_rows(runner: ProjectionRunner) -> dict[str, list[tuple[Any, ...]]]:
+    """Every view table's rows, sorted; totals that came to zero left out
+    (a load never writes them, a catch-up may keep them)."""
+    with runner.engine.connect() as conn:
+        found = {
+            table.name: sorted(map(tuple, conn.execute(select(table))), key=repr)
+            for table in t.VIEW_TABLES
+        }
+    for table in (t.counts, t.buckets):
+        found[table.name] = [row for row in found[table.name] if row[-1] != 0]
+    return found
+
+
+def log_order_rows(store_url: str, clock: FixedClock) -> dict[str, Any]:
+    """The views a rebuild gives when it reads the log in order (the way any
+    store other than a SQLite file is rebuilt), in a database of their own."""
+    with tempfile.TemporaryDirectory() as folder:
+        views = f"sqlite:///{Path(folder) / 'views.db'}"
+        with ComplaintDesk(
+            store_url, clock=clock, sla_policies=SCHEDULE, views_url=views
+        ) as desk:
+            runner = desk.reports.runner
+            runner.feed = LogOnly(runner.feed)
+            runner.rebuild()
+            return view_rows(runner)
+
+
+class LogOnly:
+    """A feed that reads the log in order only."""
+
+    def __init__(self, inner: Any) -> None:
+        self.read = inner.read
+        self.last_position = inner.last_position
+
+
+@examples(25)
+@given(
+    workload=workloads(),
+    part=st.integers(1, 4),
+    f=report_filters(),
+    later=st.integers(0, 20 * 24 * 3600),
+)
+def test_a_rebuild_loaded_complaint_by_complaint_equals_the_oracle_and_the_log(
+    workload: list[Lifecycle], part: int, f: ReportFilter, later: int
+) -> None:
+    """On a SQLite file a rebuild folds each complaint whole and makes the
+    indexes last; its views are the ones the log read in order gives."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    with fresh_store("sqlite") as store_url, make_desk(store_url, clock) as desk:
+        ids = run_workload(desk, workload, set(), [5])
+        runner = desk.reports.runner
+        runner.load_complaints = part
+        parts = []
+        fold = runner.fold_complaints
+
+        def counted(first: str, last: str, upto: int) -> Any:
+            parts.append((first, last))
+            return fold(first, last, upto)
+
+        runner.fold_complaints = counted  # type: ignore[method-assign]
+        applied = runner.rebuild()
+        assert applied == runner.feed.last_position() == runner.position()
+        assert len(parts) == math.ceil(len(ids) / part)
+        assert not runner.loading()
+        indexes = {
+            index["name"]
+            for table in t.ROW_TABLES
+            for index in inspect(runner.engine).get_indexes(table.name)
+        }
+        assert indexes == {index.name for index in t.DEFERRED_INDEXES}
+        now = max(e.timestamp for i in ids for e in desk.events(i)) + timedelta(
+            seconds=later
+        )
+        assert_reports_match(desk, ids, f, now)
+        assert_reports_match(desk, ids, ReportFilter(), now)
+        assert view_rows(runner) == log_order_rows(store_url, clock)
+
+
+@examples(20)
+@given(
+    workload=workloads().filter(lambda w: len(w) >= 3),
+    fail_at=st.integers(1, 3),
+    written=st.booleans(),
+)
+def test_a_load_that_fails_goes_on_where_it_stopped(
+    workload: list[Lifecycle], fail_at: int, written: bool
+) -> None:
+    """A load that fails in a part (before or after its rows are written)
+    keeps the parts committed before it; the views say they are not ready
+    until a catch-up finishes the load, which folds only the rest."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    with fresh_store("sqlite") as store_url, make_desk(store_url, clock) as desk:
+        ids = run_workload(desk, workload, set(), [5])
+        runner = desk.reports.runner
+        runner.load_complaints = 1
+        loads: list[int] = []
+        fold = runner.fold_complaints
+
+        def failing(first: str, last: str, upto: int) -> Any:
+            load = fold(first, last, upto)
+            loads.append(load.events)
+            if len(loads) == fail_at:
+                if not written:
+                    raise Crash  # before the part's transaction
+                # A total that cannot be written, after the part's rows were.
+                load.delta.counts["no such", "total", "at all"] = 1
+            return load
+
+        runner.fold_complaints = failing  # type: ignore[method-assign]
+        with pytest.raises(Crash if not written else DBAPIError):
+            runner.rebuild()
+        assert runner.loading()
+        with pytest.raises(StoreUnavailable, match="being rebuilt"):
+            desk.reports.backlog(catch_up=False)
+        committed = sum(loads[: fail_at - 1])
+        with make_desk(store_url, clock) as restarted:
+            total = runner.feed.last_position()
+            assert restarted.reports.catch_up() == total - committed
+            assert_reports_match(restarted, ids, ReportFilter(), clock.now)
+            assert not restarted.reports.runner.loading()
+
+
+def test_a_load_another_runner_finished_first_is_not_written_twice(
+    tmp_path: Path,
+) -> None:
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    with make_desk(store, clock) as desk, make_desk(store, clock) as other:
+        ids = [walk_to(desk, stage) for stage in Stage for _ in range(2)]
+        runner = desk.reports.runner
+        runner.load_complaints = 3
+        fold = runner.fold_complaints
+        loads: list[int] = []
+
+        def interleaved(first: str, last: str, upto: int) -> Any:
+            if len(loads) == 1:
+                # The other desk's reports finish the load meanwhile.
+                total = runner.feed.last_position()
+                assert other.reports.catch_up() == total - loads[0]
+            load = fold(first, last, upto)
+            loads.append(load.events)
+            return load
+
+        runner.fold_complaints = interleaved  # type: ignore[method-assign]
+        # Its second part finds the load finished: it writes nothing more.
+        assert runner.rebuild() == loads[0]
+        assert not runner.loading()
+        assert_reports_match(desk, ids, ReportFilter(), clock.now)
+        assert view_rows(runner) == log_order_rows(store, clock)
+
+
+def test_forked_workers_load_the_same_views(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setattr(runner_module, "PARALLEL_FROM_EVENTS", 0)
+    with make_desk(store, clock) as desk:
+        ids = [walk_to(desk, stage) for stage in Stage for _ in range(3)]
+        runner = desk.reports.runner
+        runner.workers, runner.load_complaints = 2, 4
+        here = [0]
+        fold = runner.fold_complaints
+
+        def counted(first: str, last: str, upto: int) -> Any:
+            here[0] += 1  # counted in whichever process folds
+            return fold(first, last, upto)
+
+        runner.fold_complaints = counted  # type: ignore[method-assign]
+        assert runner.rebuild() == runner.feed.last_position()
+        assert here[0] == 0, "the parts were folded in this process"
+        assert_reports_match(desk, ids, ReportFilter(), clock.now)
+        assert view_rows(runner) == log_order_rows(store, clock)
+
+
+def test_a_history_a_worker_cannot_fold_is_named_in_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    path = tmp_path / "store.db"
+    monkeypatch.setattr(runner_module, "PARALLEL_FROM_EVENTS", 0)
+    with make_desk(f"sqlite:///{path}", clock) as desk:
+        ids = [walk_to(desk, Stage.ACKNOWLEDGED) for _ in range(4)]
+        broken = sorted(ids, key=str)[-1]
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "UPDATE stored_events SET topic = 'no such topic' "
+                "WHERE originator_id = ? AND originator_version = 2",
+                (broken.hex,),
+            )
+        runner = desk.reports.runner
+        runner.workers, runner.load_complaints = 2, 1
+        with pytest.raises(HistoryViolation) as refused:
+            runner.rebuild()
+        assert (refused.value.complaint_id, refused.value.version) == (broken, 2)
+        assert runner.loading()

@@ -56,7 +56,12 @@ from amends.infra.reporting import (
     store_listener,
     views_engine,
 )
-from amends.infra.settings import cipher_settings, resolve_store_url, store_settings
+from amends.infra.settings import (
+    cipher_settings,
+    fork_workers,
+    resolve_store_url,
+    store_settings,
+)
 from amends.infra.store import (
     EventStoreApplication,
     complaint_ids,
@@ -132,6 +137,10 @@ class WriteContext:
     clock: Clock
     clock_skew: timedelta
     snapshot_every: int
+
+
+REBUILD_WORKERS = 4
+"""Processes at most that fold a large rebuild (one per core; see ADR 0008)."""
 
 
 class ComplaintDesk:
@@ -220,7 +229,10 @@ class ComplaintDesk:
         if self._reports is None:
             recorder = self._app.recorder
             runner = ProjectionRunner(
-                StoreFeed(recorder, self._mapper), self._views, self._policies
+                StoreFeed(recorder, self._mapper),
+                self._views,
+                self._policies,
+                workers=fork_workers(REBUILD_WORKERS),
             )
             self._reports = ReportDesk(
                 runner,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing as mp
-import os
 import re
 import threading
 import time
@@ -62,6 +61,7 @@ from amends.domain.stages import Stage
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE, ComplaintDesk, _redacted
 from amends.infra.errors import StoreUnavailable
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper
+from amends.infra.settings import fork_workers
 
 DEFAULT_BATCH_SIZE = 10_000
 """Events per transaction. Large batches are what make bulk intake fast (one
@@ -1065,11 +1065,9 @@ def worker_count(workers: int | None, rows: int) -> int:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         return workers
-    if rows < PARALLEL_FROM_ROWS or "fork" not in mp.get_all_start_methods():
+    if rows < PARALLEL_FROM_ROWS:
         return 1
-    affinity = getattr(os, "sched_getaffinity", None)
-    cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
-    return max(1, min(cores, MAX_WORKERS))
+    return fork_workers(MAX_WORKERS)
 
 
 def _verdicts(

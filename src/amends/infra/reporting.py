@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,7 +32,13 @@ from amends.domain.sla import DEFAULT_POLICY_NAME, PolicySchedule, SlaPolicy, pr
 from amends.infra.errors import ConfigurationError, StoreUnavailable
 from amends.infra.mapper import PydanticMapper, UnreadableRecord
 from amends.infra.settings import POSTGRES_URL_OPTIONS
-from amends.infra.store import notification_rows
+from amends.infra.store import (
+    NotificationRow,
+    complaint_ids_after,
+    complaint_rows,
+    complaint_source,
+    notification_rows,
+)
 from amends.projections.reports import (
     DEFAULT_LIMIT,
     BacklogReport,
@@ -65,14 +71,29 @@ class StoreFeed:
         self.recorder = recorder
         self.mapper = mapper
         self._ids: dict[UUID | str, UUID] = {}
+        self._source = complaint_source(recorder)
+        """Where a rebuild reads the events complaint by complaint, if it can."""
 
     def read(self, after: int, limit: int) -> Sequence[FeedItem]:
+        return self._decoded(notification_rows(self.recorder, after, limit))
+
+    @property
+    def reads_complaints(self) -> bool:
+        return self._source is not None
+
+    def complaints_after(self, after: str) -> Sequence[str]:
+        assert self._source is not None, "only a SQLite file is read by complaint"
+        return complaint_ids_after(*self._source, after)
+
+    def read_complaints(self, first: str, last: str, upto: int) -> Sequence[FeedItem]:
+        assert self._source is not None, "only a SQLite file is read by complaint"
+        return self._decoded(complaint_rows(*self._source, first, last, upto))
+
+    def _decoded(self, rows: Iterable[NotificationRow]) -> list[FeedItem]:
         items = []
         decode = self.mapper.decode_state
         ids = self._ids
-        for position, originator_id, version, topic, state in notification_rows(
-            self.recorder, after, limit
-        ):
+        for position, originator_id, version, topic, state in rows:
             complaint_id = ids.get(originator_id)
             if complaint_id is None:
                 complaint_id = self._complaint_id(originator_id)
@@ -366,8 +387,12 @@ class ReportDesk:
         with _views_errors():
             if catch_up:
                 self.runner.catch_up()
-            else:
-                self.runner.ensure_tables()
+            elif self.runner.loading():
+                raise StoreUnavailable(
+                    "the report views are being rebuilt and hold only some "
+                    "complaints so far: ask again once the rebuild ends, or "
+                    "with catch_up=True to finish it first"
+                )
             yield self.clock(), report_filter
 
     def ownership(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import multiprocessing
 import os
 import secrets
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -57,6 +58,16 @@ def cipher_settings(cipher_key: str | None) -> dict[str, str]:
             "(make one with: python -m amends keygen)"
         )
     return {"CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher", "CIPHER_KEY": key}
+
+
+def fork_workers(limit: int) -> int:
+    """How many processes CPU-bound work may be forked into: one per core this
+    process may run on, `limit` at most; 1 where processes cannot be forked."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    affinity = getattr(os, "sched_getaffinity", None)
+    cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    return max(1, min(cores, limit))
 
 
 def new_cipher_key() -> str:

@@ -7,6 +7,7 @@ recorder from a store URL and plugs in its pydantic mapper.
 from __future__ import annotations
 
 import functools
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -248,6 +249,58 @@ def notification_rows(
         (n.id, n.originator_id, n.originator_version, n.topic, n.state)
         for n in recorder.select_notifications(after + 1, limit)
     ]
+
+
+def complaint_source(recorder: ApplicationRecorder) -> tuple[str, str] | None:
+    """The SQLite file and events table a rebuild may read complaint by
+    complaint, from any process; None for the stores it cannot (memory,
+    PostgreSQL, in-memory SQLite)."""
+    if isinstance(recorder, SQLiteAggregateRecorder):
+        pool = recorder.datastore.pool
+        if not pool.is_sqlite_memory_mode:
+            return pool.db_name, recorder.events_table_name
+    return None
+
+
+def _read_only(db_name: str) -> sqlite3.Connection:
+    """A connection of its own: one made before a fork must not be used after
+    it, and a rebuild's readers may be forked workers."""
+    return sqlite3.connect(db_name, uri=True, isolation_level=None, timeout=10)
+
+
+def complaint_ids_after(db_name: str, table: str, after: str) -> list[str]:
+    """The ids of the complaints with stored events, in order, after `after`
+    ("" for all): read from the primary key's index alone."""
+    connection = _read_only(db_name)
+    try:
+        return [
+            originator_id
+            for (originator_id,) in connection.execute(
+                f"SELECT DISTINCT originator_id FROM {table} "
+                "WHERE originator_id > ? ORDER BY originator_id",
+                (after,),
+            )
+        ]
+    finally:
+        connection.close()
+
+
+def complaint_rows(
+    db_name: str, table: str, first: str, last: str, upto: int
+) -> list[NotificationRow]:
+    """The events of the complaints with ids from `first` to `last`, complaint
+    by complaint in version order, that the log holds at or before position
+    `upto` (a rebuild's end): one statement, so one consistent snapshot."""
+    connection = _read_only(db_name)
+    try:
+        return connection.execute(
+            "SELECT rowid, originator_id, originator_version, topic, state "
+            f"FROM {table} WHERE originator_id BETWEEN ? AND ? AND rowid <= ? "
+            "ORDER BY originator_id, originator_version",
+            (first, last, upto),
+        ).fetchall()
+    finally:
+        connection.close()
 
 
 def _uuid(value: UUID | str) -> UUID:

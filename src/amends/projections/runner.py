@@ -12,15 +12,16 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import multiprocessing as mp
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
@@ -66,10 +67,15 @@ DEFAULT_BATCH_COMPLAINTS = 10_000
 READ_SIZE = 5_000
 """Events per read of the log: a batch is read and folded this many at a time,
 so its events are never held all at once."""
-VIEWS_FORMAT = "views/9"
+VIEWS_FORMAT = "views/10"
 """The layout of the view tables; views of another layout are rebuilt."""
 DEFAULT_CACHE_SIZE = 10_000
 """Open complaints whose facts a runner keeps between batches."""
+LOAD_COMPLAINTS = 2_000
+"""Complaints a rebuild that loads complaint by complaint folds, writes and
+commits at a time (all their events: about 20,000)."""
+PARALLEL_FROM_EVENTS = 20_000
+"""Smaller logs are loaded in this process: forking would cost more than it saves."""
 
 
 class FeedItem(NamedTuple):
@@ -90,6 +96,26 @@ class EventFeed(Protocol):
         ...
 
     def last_position(self) -> int: ...
+
+
+@runtime_checkable
+class ComplaintFeed(EventFeed, Protocol):
+    """A feed that can also read the log complaint by complaint, from any
+    process (forked workers too), which is how a rebuild loads the views."""
+
+    @property
+    def reads_complaints(self) -> bool:
+        """Whether this store can be read so (a SQLite file can)."""
+        ...
+
+    def complaints_after(self, after: str) -> Sequence[str]:
+        """The ids of the stored complaints after `after` ("" for all), in order."""
+        ...
+
+    def read_complaints(self, first: str, last: str, upto: int) -> Sequence[FeedItem]:
+        """The events at positions up to `upto` of the complaints with ids from
+        `first` to `last`, complaint by complaint, each in version order."""
+        ...
 
 
 class Listener(Protocol):
@@ -126,16 +152,22 @@ class ProjectionRunner:
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_complaints: int = DEFAULT_BATCH_COMPLAINTS,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        workers: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if batch_complaints < 1:
             raise ValueError("batch_complaints must be at least 1")
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self.feed = feed
         self.engine = engine
         self.name = name
         self.batch_size = batch_size
         self.batch_complaints = batch_complaints
+        self.workers = workers
+        """Processes a rebuild of a large log folds in (`_load_complaints`)."""
+        self.load_complaints = LOAD_COMPLAINTS
         self.folder = Folder(policies)
         self._policies = schedule_label(policies)
         self._tables_ready = False
@@ -183,9 +215,17 @@ class ProjectionRunner:
         return any(not label.startswith(f"{VIEWS_FORMAT} ") for label in labels)
 
     def position(self) -> int:
+        return self._tracking().position
+
+    def loading(self) -> bool:
+        """Whether a rebuild is loading the views complaint by complaint: until
+        it ends they hold some complaints whole and others not at all."""
+        return self._tracking().load_to is not None
+
+    def _tracking(self) -> Tracking:
         self.ensure_tables()
         with self.engine.connect() as conn:
-            return self._position(conn)
+            return self._tracked(conn)
 
     def lag(self) -> int:
         """How many stored events the views have not seen yet."""
@@ -205,7 +245,12 @@ class ProjectionRunner:
         applied = 0
         batches = 0
         while max_batches is None or batches < max_batches:
-            position = self.position()
+            tracking = self._tracking()
+            if tracking.load_to is not None:
+                applied += self._load_complaints(tracking)
+                batches += 1
+                continue
+            position = tracking.position
             with collector_paused():
                 batch = self._read_and_fold(position)
                 if batch is None:
@@ -219,12 +264,21 @@ class ProjectionRunner:
         return applied
 
     def rebuild(self) -> int:
-        """Drop the views, start from position zero, and catch up."""
+        """Drop the views, start from position zero, and catch up.
+
+        Where the feed can read the log complaint by complaint (a SQLite
+        file), the views are first loaded that way up to the log's present end
+        (`_load_complaints`), and the events stored meanwhile are then caught
+        up as usual.
+        """
         with self._lock:
             self._drop_views()
             self._tables_ready = False
             self._cache.clear()
             self._cached_at = None
+            self.ensure_tables()
+            if isinstance(self.feed, ComplaintFeed) and self.feed.reads_complaints:
+                self._start_load(self.feed.last_position())
             return self._catch_up(None)
 
     def follow(
@@ -324,6 +378,7 @@ class ProjectionRunner:
                 update(t.tracking)
                 .where(t.tracking.c.projection == self.name)
                 .where(t.tracking.c.position == batch.position)
+                .where(t.tracking.c.load_to.is_(None))
                 .values(position=batch.last)
             )
             if moved.rowcount != 1:
@@ -332,6 +387,115 @@ class ProjectionRunner:
         for change in changes:
             self._cache.keep(change)
         self._cached_at = batch.last
+
+    # ------------------------------------------------------------ a rebuild's load
+
+    def _start_load(self, upto: int) -> None:
+        """Set the empty views up to be loaded complaint by complaint up to
+        position `upto`: their secondary indexes dropped until the rows are in."""
+        if upto == 0:
+            return
+        self._tracking()  # the tracking row, made if missing
+        with self.engine.begin() as conn:
+            for index in t.DEFERRED_INDEXES:
+                index.drop(conn)
+            conn.execute(
+                update(t.tracking)
+                .where(t.tracking.c.projection == self.name)
+                .values(load_to=upto, loaded_through="")
+            )
+
+    def _load_complaints(self, tracking: Tracking) -> int:
+        """Load the views complaint by complaint up to `tracking.load_to`,
+        going on after the last complaint loaded; returns the events it wrote
+        (fewer than it folded when another runner wrote a part first).
+
+        Each complaint is folded once, from all its events, and written once,
+        so no complaint is written again as its events fall into later batches
+        of the log, and none of its old rows is subtracted from the totals.
+        The rows go in without the secondary indexes, which are made once at
+        the end, when the percentiles are found and the tracking position
+        moves to `load_to`, all in one transaction. Each group of
+        `load_complaints` complaints is written and committed with the id of
+        its last complaint, only if the tracking row still holds the id this
+        runner went on from (else it stops, and the caller reads the tracking
+        row again). So a load stopped by a crash goes on where it stopped, and
+        two runners never write one complaint twice. A large log is folded by
+        `workers` forked processes.
+        """
+        upto, through = tracking.load_to, tracking.loaded_through
+        assert upto is not None
+        assert through is not None
+        assert isinstance(self.feed, ComplaintFeed)
+        ids = self.feed.complaints_after(through)
+        size = self.load_complaints
+        parts = [
+            (ids[start], ids[min(start + size, len(ids)) - 1])
+            for start in range(0, len(ids), size)
+        ]
+        workers = self.workers if upto >= PARALLEL_FROM_EVENTS else 1
+        applied = 0
+        folding = _folded(self, parts, upto, workers)
+        try:
+            with self._forgetting_on_failure(), folding as loads:
+                for load in loads:
+                    with self.engine.begin() as conn:
+                        self._move_load(conn, upto, through, loaded_through=load.last)
+                        for table in t.ROW_TABLES:
+                            if load.rows[table.name]:
+                                _upsert_many(conn, table, load.rows[table.name])
+                        _write_totals(conn, load.delta)
+                    through = load.last
+                    applied += load.events
+            with self.engine.begin() as conn:
+                self._move_load(conn, upto, through, position=upto, load_to=None)
+                for index in t.DEFERRED_INDEXES:
+                    index.create(conn, checkfirst=True)
+                _write_percentiles(conn, summary.measured_groups(conn))
+        except ProjectionConflict:
+            pass  # another runner went on with the load: the caller reads where
+        self._cached_at = None
+        return applied
+
+    def _move_load(
+        self, conn: Connection, upto: int, through: str, **values: Any
+    ) -> None:
+        """Record a load's progress, only from where this runner continued."""
+        c = t.tracking.c
+        moved = conn.execute(
+            update(t.tracking)
+            .where(c.projection == self.name)
+            .where(c.load_to == upto)
+            .where(c.loaded_through == through)
+            .values(**values)
+        )
+        if moved.rowcount != 1:
+            raise ProjectionConflict(self.name)
+
+    def fold_complaints(self, first: str, last: str, upto: int) -> Load:
+        """Fold the complaints with ids from `first` to `last` from their
+        events up to position `upto`: their rows and what they add to the
+        totals (no complaint is in the views yet)."""
+        assert isinstance(self.feed, ComplaintFeed)
+        with collector_paused():
+            folded: list[ComplaintFacts] = []
+            facts: ComplaintFacts | None = None
+            items = self.feed.read_complaints(first, last, upto)
+            for item in items:
+                if facts is not None and item.complaint_id != facts.id:
+                    folded.append(facts)
+                    facts = None
+                facts = self._apply(facts, item)
+            if facts is not None:
+                folded.append(facts)
+            rows: Rows = {table.name: [] for table in t.ROW_TABLES}
+            delta = summary.Delta()
+            for facts in folded:
+                complaint_rows = self.rows_of(facts)
+                delta.change(EMPTY_ROWS, complaint_rows)
+                for name, table_rows in complaint_rows.items():
+                    rows[name] += table_rows
+            return Load(last, len(items), rows, delta)
 
     def _fold(self, items: Sequence[FeedItem], batch: Batch) -> None:
         """Fold `items` into the batch: each touched complaint's facts after
@@ -353,25 +517,29 @@ class ProjectionRunner:
             facts = change.facts if change is not None else None
             if facts is not None and item.version <= facts.version:
                 continue  # already folded (a replayed batch)
-            try:
-                folded = self.folder.apply(
-                    facts, item.complaint_id, item.version, item.topic, item.payload
-                )
-            except (KeyError, ValueError, TypeError) as exc:
-                raise HistoryViolation(
-                    item.complaint_id,
-                    item.version,
-                    f"the report views cannot fold this stored event: {exc!r}",
-                ) from None
+            folded = self._apply(facts, item)
             if change is None:
                 before[item.complaint_id] = Change(folded, EMPTY_ROWS)
         batch.events += len(items)
         batch.last = items[-1].position
 
-    def _position(self, conn: Connection) -> int:
+    def _apply(self, facts: ComplaintFacts | None, item: FeedItem) -> ComplaintFacts:
+        try:
+            return self.folder.apply(
+                facts, item.complaint_id, item.version, item.topic, item.payload
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise HistoryViolation(
+                item.complaint_id,
+                item.version,
+                f"the report views cannot fold this stored event: {exc!r}",
+            ) from None
+
+    def _tracked(self, conn: Connection) -> Tracking:
+        c = t.tracking.c
         found = conn.execute(
-            select(t.tracking.c.position, t.tracking.c.policies).where(
-                t.tracking.c.projection == self.name
+            select(c.position, c.policies, c.load_to, c.loaded_through).where(
+                c.projection == self.name
             )
         ).first()
         if found is None:
@@ -381,15 +549,15 @@ class ProjectionRunner:
                 )
             )
             conn.commit()
-            return 0
-        position, policies = found
+            return Tracking(0, None, None)
+        position, policies, load_to, loaded_through = found
         if policies != self._policies:
             raise PolicyMismatch(
                 f"the report views were built under SLA policies {policies}, not "
                 f"{self._policies}: use the same sla_policies (--sla) everywhere, "
                 "or rebuild the views"
             )
-        return int(position)
+        return Tracking(int(position), load_to, loaded_through)
 
     def _load(self, conn: Connection, ids: Sequence[UUID]) -> list[ComplaintFacts]:
         loaded = []
@@ -523,6 +691,27 @@ Rows = dict[str, list[tuple[Any, ...]]]
 EMPTY_ROWS: Rows = {table.name: [] for table in t.ROW_TABLES}
 
 
+class Tracking(NamedTuple):
+    """A projection's tracking row."""
+
+    position: int
+    load_to: int | None
+    """While a rebuild loads the views complaint by complaint: the log
+    position it loads up to (the position stays 0 until it ends)."""
+    loaded_through: str | None
+    """The id of the last complaint loaded ("" before the first)."""
+
+
+class Load(NamedTuple):
+    """Complaints folded by a rebuild's load, to be written together."""
+
+    last: str
+    """The id the part ends with: where the load goes on from once written."""
+    events: int
+    rows: Rows
+    delta: summary.Delta
+
+
 @dataclass
 class Batch:
     """Events read after `position` up to `last`, folded, not yet written."""
@@ -574,6 +763,73 @@ class FactsCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+_FORKED: ProjectionRunner | None = None
+"""The runner forked workers fold for: set just before the fork, so they
+inherit it (its folder, policies and feed) without any of it being copied
+through a pipe; only their rows come back."""
+_FORK_LOCK = threading.Lock()
+
+
+@contextmanager
+def _folded(
+    runner: ProjectionRunner, parts: Sequence[tuple[str, str]], upto: int, workers: int
+) -> Iterator[Iterator[Load]]:
+    """The folded parts, in order: folded here, or by `workers` forked
+    processes a few parts ahead of the one being written (so that no more than
+    that many wait in memory)."""
+    if workers <= 1 or len(parts) <= 1 or "fork" not in mp.get_all_start_methods():
+        yield (runner.fold_complaints(first, last, upto) for first, last in parts)
+        return
+    global _FORKED
+    with _FORK_LOCK:
+        _FORKED = runner
+        try:
+            pool = mp.get_context("fork").Pool(min(workers, len(parts)))
+        finally:
+            _FORKED = None
+    try:
+        yield _in_order(pool, parts, upto, ahead=workers + 1)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _in_order(
+    pool: Any, parts: Sequence[tuple[str, str]], upto: int, ahead: int
+) -> Iterator[Load]:
+    jobs = iter(parts)
+    pending: deque[Any] = deque()
+    for first, last in jobs:
+        pending.append(pool.apply_async(_fold_forked, (first, last, upto)))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        done = pending.popleft().get()
+        following = next(jobs, None)
+        if following is not None:
+            pending.append(pool.apply_async(_fold_forked, (*following, upto)))
+        if isinstance(done, _Refused):
+            raise HistoryViolation(done.complaint_id, done.version, done.problem)
+        yield done
+
+
+class _Refused(NamedTuple):
+    """A `HistoryViolation` met in a worker, sent back as plain data (the
+    exception itself does not survive pickling)."""
+
+    complaint_id: UUID
+    version: int
+    problem: str
+
+
+def _fold_forked(first: str, last: str, upto: int) -> Load | _Refused:
+    assert _FORKED is not None, "only forked workers fold parts"
+    try:
+        return _FORKED.fold_complaints(first, last, upto)
+    except HistoryViolation as exc:
+        return _Refused(exc.complaint_id, exc.version, exc.problem)
 
 
 _paused = 0
@@ -632,13 +888,20 @@ def _write_summary(conn: Connection, delta: summary.Delta) -> None:
     """Add the batch's changes to the running totals and bucket counts, and
     find again the percentiles of every group whose values it changed (from
     the complaints' rows, written just before)."""
+    _write_totals(conn, delta)
+    _write_percentiles(conn, delta.changed)
+
+
+def _write_totals(conn: Connection, delta: summary.Delta) -> None:
     counts = [(*key, n) for key, n in sorted(delta.counts.items()) if n]
     if counts:
         _upsert_many(conn, t.counts, counts, add=True)
     buckets = [(*key, n) for key, n in sorted(delta.buckets.items()) if n]
     if buckets:
         _upsert_many(conn, t.buckets, buckets, add=True)
-    groups = delta.changed
+
+
+def _write_percentiles(conn: Connection, groups: set[summary.Group]) -> None:
     if groups:
         found = summary.distributions_of(conn, groups)
         _delete_keys(conn, t.percentiles, sorted(groups - found.keys()))

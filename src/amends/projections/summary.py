@@ -286,6 +286,17 @@ def read_distributions(conn: Connection, measures: Sequence[str]) -> Distributio
     return {(name, key): (n, [*points]) for name, key, n, *points in rows}
 
 
+def measured_groups(conn: Connection) -> set[Group]:
+    """Every group with a value counted in its buckets."""
+    b = t.buckets.c
+    return {
+        (name, key)
+        for name, key in conn.execute(
+            select(b.measure, b.key).where(b.n != 0).distinct()
+        )
+    }
+
+
 def distributions_of(conn: Connection, groups: Iterable[Group]) -> Distributions:
     """The distributions of `groups`, exactly, from the bucket counts and the
     sorted values (the groups without values are left out)."""

@@ -140,6 +140,11 @@ tracking = Table(
     Column("projection", String(100), primary_key=True),
     Column("position", Integer, nullable=False),
     Column("policies", String(500), nullable=False),
+    # While a rebuild loads the views complaint by complaint: the log position
+    # it loads up to, and the last complaint id it has written (see the
+    # runner's `_load_complaints`). NULL otherwise.
+    Column("load_to", Integer),
+    Column("loaded_through", String(36)),
 )
 
 complaints = Table(
@@ -311,6 +316,10 @@ SUMMARY_TABLES = (counts, buckets, percentiles)
 ROW_TABLES = (complaints, *CHILD_TABLES)
 """The tables a complaint's rows live in (the summaries are totals)."""
 VIEW_TABLES = (*ROW_TABLES, *SUMMARY_TABLES)
+DEFERRED_INDEXES = tuple(index for table in ROW_TABLES for index in table.indexes)
+"""The row tables' secondary indexes: a rebuild that loads complaint by
+complaint creates them once, after the rows, instead of keeping each one in
+order row by row."""
 FORMER_TABLES = ("amends_view_measures",)
 """Tables earlier layouts of the views had and this one has not: dropped with
 the views (`views/7` kept every measured value in a table of its own)."""
