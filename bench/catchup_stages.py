@@ -23,6 +23,9 @@ from amends.projections.summary import Delta
 from bench.probes import Probe
 
 STAGES = (
+    ("part", "fold a part of the load (`fold_complaints`, rest: gathering rows)"),
+    ("read_part", "read its events (`StoreFeed.read_complaints`, rest: upcast)"),
+    ("fetch_part", "fetch rows (`complaint_rows`: the events as tuples)"),
     ("read", "read the log (`StoreFeed.read`, rest: upcast, `FeedItem`)"),
     ("fetch", "fetch rows (`notification_rows`: the log's rows as tuples)"),
     ("decode", "decode JSON (`PydanticMapper.decode_state`)"),
@@ -54,6 +57,9 @@ def probes() -> list[Probe]:
     # The feed calls the function by the name its own module imported.
     feed_module = importlib.import_module("amends.infra.reporting")
     return [
+        Probe(ProjectionRunner, "fold_complaints", "part"),
+        Probe(StoreFeed, "read_complaints", "read_part"),
+        Probe(feed_module, "complaint_rows", "fetch_part"),
         Probe(StoreFeed, "read", "read"),
         Probe(feed_module, "notification_rows", "fetch"),
         Probe(PydanticMapper, "decode_state", "decode"),

@@ -1,7 +1,7 @@
 """The benchmark's baselines do the work they are said to do.
 
 `docs/benchmarks.md` judges catch-up beside the bare library reading the
-same pages of the log (`bench.projections.PairedFeed`), and reconstruction
+whole log in the same round (`bench.projections.catch_up_round`), and reconstruction
 beside the bare library reading from its own snapshots
 (`bench.audit.SnapshottingRawDesk`). A baseline that read less, or took no
 snapshots, would flatter amends' ratios without anyone noticing.
@@ -9,78 +9,28 @@ snapshots, would flatter amends' ratios without anyone noticing.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bench.audit import (
     DEFAULT_SNAPSHOT_EVERY,
     NotedAggregate,
     SnapshottingRawDesk,
     build_raw,
 )
-from bench.projections import PairedFeed
+from bench.bulk import BulkStore
+from bench.projections import Store, catch_up_round
 from bench.raw import RawDesk
 
 from amends import ComplaintDesk
-from amends.infra.settings import store_settings
-from amends.projections.runner import FeedItem
 
 from conftest import FixedClock
 
 
-@dataclass
-class Page:
-    state: bytes
-
-
-class Recorder:
-    """Stands in for the library's recorder: pages of `size` rows at most."""
-
-    def __init__(self, calls: list[tuple[str, int, int]], last: int) -> None:
-        self.calls = calls
-        self.last = last
-
-    def select_notifications(self, start: int, limit: int) -> list[Page]:
-        self.calls.append(("raw", start, limit))
-        rows = max(min(limit, self.last - start + 1), 0)
-        return [Page(json.dumps({"n": start + i}).encode()) for i in range(rows)]
-
-
-class Feed:
-    def __init__(self, calls: list[tuple[str, int, int]]) -> None:
-        self.calls = calls
-
-    def read(self, after: int, limit: int) -> Sequence[FeedItem]:
-        self.calls.append(("runner", after, limit))
-        return []
-
-    def last_position(self) -> int:
-        return 0
-
-
-def test_the_paired_feed_reads_each_page_raw_too_first_before_then_after() -> None:
-    calls: list[tuple[str, int, int]] = []
-    feed = PairedFeed(Feed(calls), Recorder(calls, last=12))  # type: ignore[arg-type]
-    for after, limit in ((0, 5), (5, 5), (10, 5)):
-        feed.read(after, limit)
-    assert calls == [
-        ("raw", 1, 5),
-        ("runner", 0, 5),
-        ("runner", 5, 5),
-        ("raw", 6, 5),
-        ("raw", 11, 5),
-        ("runner", 10, 5),
-    ]
-    assert feed.raw_events == 12
-    assert feed.raw_seconds > 0
-
-
-def test_a_rebuild_through_the_paired_feed_reads_every_event_raw_and_folds_the_same(
+def test_a_catch_up_round_reads_every_event_raw_and_rebuilds_the_same_views(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'events.db'}"
@@ -106,17 +56,19 @@ def test_a_rebuild_through_the_paired_feed_reads_every_event_raw_and_folds_the_s
             )
         plain = desk.reports.ownership(catch_up=True)
         events = desk.reports.runner.position()
-    with (
-        ComplaintDesk(url, clock=clock) as desk,
-        closing(RawDesk(store_settings(url))) as app,
-    ):
-        paired = PairedFeed(desk.reports.runner.feed, app.recorder)
-        desk.reports.runner.feed = paired
-        assert desk.reports.rebuild() == events == 6
-        assert paired.raw_events == events
-        assert desk.reports.ownership(catch_up=False).model_dump(
-            exclude={"generated_at"}
-        ) == plain.model_dump(exclude={"generated_at"})
+    assert events == 6
+    store = Store(BulkStore(url, complaints=3, events=events), tmp_path)
+    for rebuild_first in (True, False):
+        rebuilt, read = catch_up_round(store, rebuild_first=rebuild_first)
+        assert rebuilt > 0
+        assert read > 0
+        with ComplaintDesk(url, clock=clock) as desk:
+            assert desk.reports.ownership(catch_up=False).model_dump(
+                exclude={"generated_at"}
+            ) == plain.model_dump(exclude={"generated_at"})
+    short = Store(BulkStore(url, complaints=3, events=events + 1), tmp_path)
+    with pytest.raises(RuntimeError, match="not 7"):
+        catch_up_round(short, rebuild_first=True)
 
 
 def test_the_snapshotting_library_takes_a_snapshot_every_interval_and_reads_from_it(
