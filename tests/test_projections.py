@@ -1001,3 +1001,24 @@ def test_a_history_a_worker_cannot_fold_is_named_in_this_process(
             runner.rebuild()
         assert (refused.value.complaint_id, refused.value.version) == (broken, 2)
         assert runner.loading()
+
+
+@given(
+    ids=st.lists(st.uuids(), unique=True, max_size=40).map(sorted),
+    data=st.data(),
+    size=st.integers(1, 6),
+)
+def test_the_parts_left_to_load_are_every_complaint_not_loaded_and_no_other(
+    ids: list[uuid.UUID], data: st.DataObject, size: int
+) -> None:
+    """Whatever complaints a stopped load (or several workers) left loaded,
+    the parts still to load cover every other complaint once, each part no
+    more than `size` and never reaching over a loaded one."""
+    loaded = set(data.draw(st.sets(st.sampled_from(ids)) if ids else st.just(set())))
+    stored = [i.hex for i in ids]
+    parts = runner_module.remaining_parts(stored, loaded, size)
+    covered = [i for first, last in parts for i in ids if first <= i.hex <= last]
+    assert covered == [i for i in ids if i not in loaded]
+    assert all(
+        0 < sum(first <= i.hex <= last for i in ids) <= size for first, last in parts
+    )

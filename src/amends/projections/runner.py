@@ -15,7 +15,7 @@ import logging
 import multiprocessing as mp
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -247,7 +247,7 @@ class ProjectionRunner:
         while max_batches is None or batches < max_batches:
             tracking = self._tracking()
             if tracking.load_to is not None:
-                applied += self._load_complaints(tracking)
+                applied += self._load_complaints(tracking.load_to)
                 batches += 1
                 continue
             position = tracking.position
@@ -402,75 +402,87 @@ class ProjectionRunner:
             conn.execute(
                 update(t.tracking)
                 .where(t.tracking.c.projection == self.name)
-                .values(load_to=upto, loaded_through="")
+                .values(load_to=upto)
             )
 
-    def _load_complaints(self, tracking: Tracking) -> int:
-        """Load the views complaint by complaint up to `tracking.load_to`,
-        going on after the last complaint loaded; returns the events it wrote
-        (fewer than it folded when another runner wrote a part first).
+    def _load_complaints(self, upto: int) -> int:
+        """Load the views complaint by complaint up to position `upto`, going
+        on with the complaints not loaded yet; returns the events written.
 
         Each complaint is folded once, from all its events, and written once,
         so no complaint is written again as its events fall into later batches
         of the log, and none of its old rows is subtracted from the totals.
         The rows go in without the secondary indexes, which are made once at
         the end, when the percentiles are found and the tracking position
-        moves to `load_to`, all in one transaction. Each group of
-        `load_complaints` complaints is written and committed with the id of
-        its last complaint, only if the tracking row still holds the id this
-        runner went on from (else it stops, and the caller reads the tracking
-        row again). So a load stopped by a crash goes on where it stopped, and
-        two runners never write one complaint twice. A large log is folded by
-        `workers` forked processes.
+        moves to `upto`, all in one transaction. Each part of
+        `load_complaints` complaints is folded and written in a transaction of
+        its own (`load_part`), so a load stopped by a crash keeps the parts
+        written and goes on with the rest; a complaint is loaded once its row
+        is in the views. A large log is loaded by `workers` forked processes,
+        each folding and writing whole parts: the parts are independent, so
+        nothing is handed back but a count. Another runner that loads or
+        finishes the same load meanwhile makes this one stop (the caller then
+        reads the tracking row again), so no complaint is written twice.
         """
-        upto, through = tracking.load_to, tracking.loaded_through
-        assert upto is not None
-        assert through is not None
         assert isinstance(self.feed, ComplaintFeed)
-        ids = self.feed.complaints_after(through)
-        size = self.load_complaints
-        parts = [
-            (ids[start], ids[min(start + size, len(ids)) - 1])
-            for start in range(0, len(ids), size)
-        ]
+        parts = self._remaining_parts()
         workers = self.workers if upto >= PARALLEL_FROM_EVENTS else 1
         applied = 0
-        folding = _folded(self, parts, upto, workers)
         try:
-            with self._forgetting_on_failure(), folding as loads:
-                for load in loads:
-                    with self.engine.begin() as conn:
-                        self._move_load(conn, upto, through, loaded_through=load.last)
-                        for table in t.ROW_TABLES:
-                            if load.rows[table.name]:
-                                _upsert_many(conn, table, load.rows[table.name])
-                        _write_totals(conn, load.delta)
-                    through = load.last
-                    applied += load.events
-            with self.engine.begin() as conn:
-                self._move_load(conn, upto, through, position=upto, load_to=None)
-                for index in t.DEFERRED_INDEXES:
-                    index.create(conn, checkfirst=True)
-                _write_percentiles(conn, summary.measured_groups(conn))
+            with self._forgetting_on_failure():
+                for events in _loaded(self, parts, upto, workers):
+                    applied += events
+                with self.engine.begin() as conn:
+                    self._still_loading(conn, upto, position=upto, load_to=None)
+                    for index in t.DEFERRED_INDEXES:
+                        index.create(conn, checkfirst=True)
+                    _write_percentiles(conn, summary.measured_groups(conn))
         except ProjectionConflict:
             pass  # another runner went on with the load: the caller reads where
         self._cached_at = None
         return applied
 
-    def _move_load(
-        self, conn: Connection, upto: int, through: str, **values: Any
-    ) -> None:
-        """Record a load's progress, only from where this runner continued."""
+    def _remaining_parts(self) -> list[tuple[str, str]]:
+        """The complaints of the store not loaded into the views yet."""
+        assert isinstance(self.feed, ComplaintFeed)
+        with self.engine.connect() as conn:
+            loaded = {
+                UUID(key) for key in conn.execute(select(t.complaints.c.id)).scalars()
+            }
+        return remaining_parts(
+            self.feed.complaints_after(""), loaded, self.load_complaints
+        )
+
+    def _still_loading(self, conn: Connection, upto: int, **values: Any) -> None:
+        """Check, first thing in a load's write transaction (so that it holds
+        the tracking row, and on SQLite the write lock), that the load to
+        `upto` is still under way; `values` update the tracking row."""
         c = t.tracking.c
         moved = conn.execute(
             update(t.tracking)
             .where(c.projection == self.name)
             .where(c.load_to == upto)
-            .where(c.loaded_through == through)
-            .values(**values)
+            .values(**(values or {"load_to": upto}))
         )
         if moved.rowcount != 1:
             raise ProjectionConflict(self.name)
+
+    def load_part(self, first: str, last: str, upto: int) -> int:
+        """Fold the complaints with ids from `first` to `last` from their
+        events up to position `upto`, and write their rows and what they add
+        to the totals in one transaction; returns the events folded."""
+        load = self.fold_complaints(first, last, upto)
+        try:
+            with _write_turn(), self.engine.begin() as conn:
+                self._still_loading(conn, upto)
+                for table in t.ROW_TABLES:
+                    if load.rows[table.name]:
+                        _upsert_many(conn, table, load.rows[table.name], new=True)
+                _write_totals(conn, load.delta)
+        except IntegrityError:
+            # Another runner loaded one of these complaints first.
+            raise ProjectionConflict(self.name) from None
+        return load.events
 
     def fold_complaints(self, first: str, last: str, upto: int) -> Load:
         """Fold the complaints with ids from `first` to `last` from their
@@ -492,10 +504,10 @@ class ProjectionRunner:
             delta = summary.Delta()
             for facts in folded:
                 complaint_rows = self.rows_of(facts)
-                delta.change(EMPTY_ROWS, complaint_rows)
+                delta.add(complaint_rows)
                 for name, table_rows in complaint_rows.items():
                     rows[name] += table_rows
-            return Load(last, len(items), rows, delta)
+            return Load(len(items), rows, delta)
 
     def _fold(self, items: Sequence[FeedItem], batch: Batch) -> None:
         """Fold `items` into the batch: each touched complaint's facts after
@@ -538,9 +550,7 @@ class ProjectionRunner:
     def _tracked(self, conn: Connection) -> Tracking:
         c = t.tracking.c
         found = conn.execute(
-            select(c.position, c.policies, c.load_to, c.loaded_through).where(
-                c.projection == self.name
-            )
+            select(c.position, c.policies, c.load_to).where(c.projection == self.name)
         ).first()
         if found is None:
             conn.execute(
@@ -549,15 +559,15 @@ class ProjectionRunner:
                 )
             )
             conn.commit()
-            return Tracking(0, None, None)
-        position, policies, load_to, loaded_through = found
+            return Tracking(0, None)
+        position, policies, load_to = found
         if policies != self._policies:
             raise PolicyMismatch(
                 f"the report views were built under SLA policies {policies}, not "
                 f"{self._policies}: use the same sla_policies (--sla) everywhere, "
                 "or rebuild the views"
             )
-        return Tracking(int(position), load_to, loaded_through)
+        return Tracking(int(position), load_to)
 
     def _load(self, conn: Connection, ids: Sequence[UUID]) -> list[ComplaintFacts]:
         loaded = []
@@ -691,6 +701,29 @@ Rows = dict[str, list[tuple[Any, ...]]]
 EMPTY_ROWS: Rows = {table.name: [] for table in t.ROW_TABLES}
 
 
+def remaining_parts(
+    stored: Iterable[str], loaded: set[UUID], size: int
+) -> list[tuple[str, str]]:
+    """The stored complaint ids (in order) not in `loaded`, as (first, last)
+    ranges of `size` ids at most, none spanning a loaded one: a part is read
+    as every complaint from its first id to its last."""
+    parts: list[tuple[str, str]] = []
+    run: list[str] = []
+    for stored_id in stored:
+        if UUID(stored_id) in loaded:
+            if run:
+                parts.append((run[0], run[-1]))
+                run = []
+            continue
+        run.append(stored_id)
+        if len(run) == size:
+            parts.append((run[0], run[-1]))
+            run = []
+    if run:
+        parts.append((run[0], run[-1]))
+    return parts
+
+
 class Tracking(NamedTuple):
     """A projection's tracking row."""
 
@@ -698,15 +731,11 @@ class Tracking(NamedTuple):
     load_to: int | None
     """While a rebuild loads the views complaint by complaint: the log
     position it loads up to (the position stays 0 until it ends)."""
-    loaded_through: str | None
-    """The id of the last complaint loaded ("" before the first)."""
 
 
 class Load(NamedTuple):
     """Complaints folded by a rebuild's load, to be written together."""
 
-    last: str
-    """The id the part ends with: where the load goes on from once written."""
     events: int
     rows: Rows
     delta: summary.Delta
@@ -766,53 +795,63 @@ class FactsCache:
 
 
 _FORKED: ProjectionRunner | None = None
-"""The runner forked workers fold for: set just before the fork, so they
-inherit it (its folder, policies and feed) without any of it being copied
-through a pipe; only their rows come back."""
+"""The runner forked workers load for: set just before the fork, so they
+inherit it (its folder, policies, feed and views' engine) without any of it
+being copied through a pipe; only counts come back."""
 _FORK_LOCK = threading.Lock()
+_WRITE_TURN: Any = None
+"""Shared by a load's forked workers: one writes at a time, and the next
+starts the moment it is done (waiting on the database's own lock would poll,
+sleeping up to 100 ms at a time on SQLite)."""
 
 
 @contextmanager
-def _folded(
-    runner: ProjectionRunner, parts: Sequence[tuple[str, str]], upto: int, workers: int
-) -> Iterator[Iterator[Load]]:
-    """The folded parts, in order: folded here, or by `workers` forked
-    processes a few parts ahead of the one being written (so that no more than
-    that many wait in memory)."""
-    if workers <= 1 or len(parts) <= 1 or "fork" not in mp.get_all_start_methods():
-        yield (runner.fold_complaints(first, last, upto) for first, last in parts)
+def _write_turn() -> Iterator[None]:
+    if _WRITE_TURN is None:
+        yield
         return
-    global _FORKED
+    with _WRITE_TURN:
+        yield
+
+
+def _loaded(
+    runner: ProjectionRunner, parts: Sequence[tuple[str, str]], upto: int, workers: int
+) -> Iterator[int]:
+    """The events of each part as it is loaded: here, one part after the
+    other, or by `workers` forked processes, each folding and writing whole
+    parts (SQLite lets one of them write at a time; the others fold
+    meanwhile)."""
+    if workers <= 1 or len(parts) <= 1 or "fork" not in mp.get_all_start_methods():
+        for first, last in parts:
+            yield runner.load_part(first, last, upto)
+        return
+    global _FORKED, _WRITE_TURN
+    context = mp.get_context("fork")
     with _FORK_LOCK:
-        _FORKED = runner
+        _FORKED, _WRITE_TURN = runner, context.Lock()
         try:
-            pool = mp.get_context("fork").Pool(min(workers, len(parts)))
+            pool = context.Pool(
+                min(workers, len(parts)), initializer=_forked_connections
+            )
         finally:
-            _FORKED = None
+            _FORKED, _WRITE_TURN = None, None
     try:
-        yield _in_order(pool, parts, upto, ahead=workers + 1)
+        for done in pool.imap_unordered(_load_forked, [(*p, upto) for p in parts]):
+            if isinstance(done, _Refused):
+                raise HistoryViolation(done.complaint_id, done.version, done.problem)
+            if done is None:
+                raise ProjectionConflict(runner.name)
+            yield done
     finally:
         pool.terminate()
         pool.join()
 
 
-def _in_order(
-    pool: Any, parts: Sequence[tuple[str, str]], upto: int, ahead: int
-) -> Iterator[Load]:
-    jobs = iter(parts)
-    pending: deque[Any] = deque()
-    for first, last in jobs:
-        pending.append(pool.apply_async(_fold_forked, (first, last, upto)))
-        if len(pending) >= ahead:
-            break
-    while pending:
-        done = pending.popleft().get()
-        following = next(jobs, None)
-        if following is not None:
-            pending.append(pool.apply_async(_fold_forked, (*following, upto)))
-        if isinstance(done, _Refused):
-            raise HistoryViolation(done.complaint_id, done.version, done.problem)
-        yield done
+def _forked_connections() -> None:
+    """A forked worker opens connections of its own: the pool's connections
+    belong to the parent, which goes on using them."""
+    assert _FORKED is not None, "only forked workers load parts"
+    _FORKED.engine.dispose(close=False)
 
 
 class _Refused(NamedTuple):
@@ -824,12 +863,16 @@ class _Refused(NamedTuple):
     problem: str
 
 
-def _fold_forked(first: str, last: str, upto: int) -> Load | _Refused:
-    assert _FORKED is not None, "only forked workers fold parts"
+def _load_forked(part: tuple[str, str, int]) -> int | _Refused | None:
+    """A part loaded by a forked worker: its events, the history it could not
+    fold, or None when another runner loaded the part or finished the load."""
+    assert _FORKED is not None, "only forked workers load parts"
     try:
-        return _FORKED.fold_complaints(first, last, upto)
+        return _FORKED.load_part(*part)
     except HistoryViolation as exc:
         return _Refused(exc.complaint_id, exc.version, exc.problem)
+    except ProjectionConflict:
+        return None
 
 
 _paused = 0
@@ -921,7 +964,12 @@ def _delete_keys(
 
 
 def _upsert_many(
-    conn: Connection, table: Table, rows: list[tuple[Any, ...]], *, add: bool = False
+    conn: Connection,
+    table: Table,
+    rows: list[tuple[Any, ...]],
+    *,
+    add: bool = False,
+    new: bool = False,
 ) -> None:
     """Insert rows, or update them where the key exists, with the driver's
     executemany, converting values once.
@@ -930,7 +978,8 @@ def _upsert_many(
     bind processors, without its per-row parameter machinery, which was most
     of the catch-up time. `ON CONFLICT ... DO UPDATE` reads the same on
     SQLite (3.24 and later) and PostgreSQL. With `add`, an existing row's
-    other columns are increased by the new values instead of replaced.
+    other columns are increased by the new values instead of replaced. With
+    `new`, a row whose key exists is an `IntegrityError` (a plain insert).
     """
     dialect = conn.dialect
     columns = list(table.columns)
@@ -948,9 +997,11 @@ def _upsert_many(
     statement = (
         f"INSERT INTO {table_name} ({', '.join(names)}) "
         f"VALUES ({', '.join(mark for _ in columns)}) "
-        f"ON CONFLICT ({', '.join(keys)}) "
-        + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
     )
+    if not new:
+        statement += f"ON CONFLICT ({', '.join(keys)}) " + (
+            f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        )
     converting = [
         (index, process) for index, process in enumerate(processors) if process
     ]

@@ -198,6 +198,15 @@ class Delta:
         self.changed: set[Group] = set()
         """The (measure, key) groups whose values the batch changed."""
 
+    def add(self, rows: Rows) -> None:
+        """What a complaint new to the views adds (a rebuild's load, which
+        finds every group's percentiles at its end, so `changed` stays as is)."""
+        counts, values = contributions(rows)
+        self.counts.update(counts)
+        buckets = self.buckets
+        for name, key, bucket, _ in values:
+            buckets[name, key, bucket] += 1
+
     def change(self, old: Rows, new: Rows) -> None:
         old_counts, old_values = contributions(old)
         new_counts, new_values = contributions(new)

@@ -141,10 +141,8 @@ tracking = Table(
     Column("position", Integer, nullable=False),
     Column("policies", String(500), nullable=False),
     # While a rebuild loads the views complaint by complaint: the log position
-    # it loads up to, and the last complaint id it has written (see the
-    # runner's `_load_complaints`). NULL otherwise.
+    # it loads up to (see the runner's `_load_complaints`). NULL otherwise.
     Column("load_to", Integer),
-    Column("loaded_through", String(36)),
 )
 
 complaints = Table(
