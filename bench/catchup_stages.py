@@ -1,10 +1,7 @@
 """The stages of a projection catch-up, as stage timers (`bench.probes`).
 
-Shared by the projections section (a probed rebuild when catch-up misses its
-target) and the memory section's child process (`bench.rss_child --stages`),
-which times the stages of its rebuild so the report can say what grows with
-the store's size. Kept free of the harness's other modules, so the child
-imports little beyond amends.
+Used by the projections section: a probed rebuild, folded in one process,
+when catch-up misses its target.
 """
 
 from __future__ import annotations
@@ -14,11 +11,7 @@ import importlib
 from amends.infra.mapper import PydanticMapper
 from amends.infra.reporting import StoreFeed
 from amends.projections.facts import ComplaintFacts, Folder
-from amends.projections.runner import (
-    DEFAULT_BATCH_COMPLAINTS,
-    DEFAULT_BATCH_SIZE,
-    ProjectionRunner,
-)
+from amends.projections.runner import ProjectionRunner
 from amends.projections.summary import Delta
 from bench.probes import Probe
 
@@ -43,13 +36,6 @@ STAGES = (
 )
 """(label, description) in the order the report lists them; nested stages
 follow the stage that calls them."""
-
-
-BATCH = (
-    f"batch (up to {DEFAULT_BATCH_SIZE:,} events, or fewer once it touches "
-    f"{DEFAULT_BATCH_COMPLAINTS:,} complaints)"
-)
-"""What one transaction of a catch-up holds, for the reports' prose."""
 
 
 def probes() -> list[Probe]:

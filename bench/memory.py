@@ -9,10 +9,16 @@ point of their lives); the rebuild runs in a fresh interpreter
 child right after importing amends and opening the desk: the ratio is how
 far the rebuild lifts memory above what any process using amends holds.
 
-The same is done on a store one twentieth the size, and both children time
-the stages of their rebuild (`bench.catchup_stages`), so the section also
-shows how memory and catch-up throughput change with the store's size, and
-which stages grow.
+A rebuild of a large SQLite store folds in forked worker processes (ADR
+0008), whose memory the child's own peak does not show. So the harness also
+samples the whole process tree every `SAMPLE_SECONDS`: the sum of each
+process's proportional set size (`Pss` in `/proc/PID/smaps_rollup`, which
+splits the pages a fork shares among the processes sharing them, so nothing
+is counted twice). The judged figure is the larger of the child's own peak
+and the tree's sampled peak.
+
+The same is done on a store one twentieth the size, so the section also shows
+how memory and the rebuild's throughput change with the store's size.
 """
 
 from __future__ import annotations
@@ -22,15 +28,13 @@ import math
 import subprocess
 import sys
 import tempfile
-from collections import defaultdict
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import bulk, catchup_stages
-from bench.diagnose import compare_stages, own_times
+from bench import bulk
 from bench.harness import RunConfig, log
-from bench.probes import StageTimes
 from bench.report import Note, Row, Section, Target
 
 TARGET = Target(300, on_ratio=False, higher_is_better=False)
@@ -42,6 +46,7 @@ EVENTS_PER_COMPLAINT = 9.0
 """A little under the generator's mean (about 9.7), so the cut always falls
 inside the generated traffic."""
 ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -58,30 +63,50 @@ class Child:
         return self.events / float(self.readings["seconds"])
 
     @property
-    def times(self) -> StageTimes:
-        data = self.readings["stages"]
-        times = StageTimes()
-        times.seconds.update(data["seconds"])
-        times.calls.update(data["calls"])
-        for name, parent, spent, calls in data["within"]:
-            times.within[name, parent] = spent
-            times.calls_within[name, parent] = calls
-        return times
+    def peak_mb(self) -> float:
+        """The rebuild's peak, its workers included (see the module's note)."""
+        return max(float(self.readings["peak_mb"]), float(self.readings["tree_mb"]))
 
 
 def rebuild_in_child(url: str) -> dict[str, Any]:
-    """Run `bench.rss_child --stages` on `url` and return what it measured."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.rss_child", "--stages", url],
+    """Run `bench.rss_child` on `url`, sampling its process tree's memory,
+    and return what it measured with the tree's sampled peak (`tree_mb`)."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bench.rss_child", url],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"bench.rss_child failed:\n{done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    tree_peak, samples = 0.0, 0
+    while child.poll() is None:
+        tree_peak = max(tree_peak, tree_pss_mb(child.pid))
+        samples += 1
+        time.sleep(SAMPLE_SECONDS)
+    stdout, stderr = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"bench.rss_child failed:\n{stderr}")
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    result["tree_mb"], result["samples"] = tree_peak, samples
     return result
+
+
+def tree_pss_mb(pid: int) -> float:
+    """The proportional set size of `pid` and all its descendants, in MB
+    (10^6 bytes); processes that end while being read count nothing."""
+    total_kb, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/smaps_rollup", encoding="ascii") as rollup:
+                total_kb += next(
+                    int(line.split()[1]) for line in rollup if line.startswith("Pss:")
+                )
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(p) for p in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total_kb * 1024 / 1e6
 
 
 def measure(events: int) -> Child:
@@ -104,7 +129,8 @@ def measure(events: int) -> Child:
         raise RuntimeError(f"the child applied {readings['applied']} events")
     child = Child(events, store, disk, readings)
     log(
-        f"memory: {events:,} events: peak {readings['peak_mb']:.0f} MB, after "
+        f"memory: {events:,} events: peak {child.peak_mb:.0f} MB (the child "
+        f"{readings['peak_mb']:.0f}, its tree {readings['tree_mb']:.0f}), after "
         f"opening the desk {readings['ready_mb']:.0f} MB, rebuild "
         f"{readings['seconds']:.0f} s ({child.rate:,.0f} events/s)"
     )
@@ -121,14 +147,14 @@ def run(config: RunConfig) -> Section:
             f"A SQLite store of exactly {events:,} events from the bulk "
             "generator (`bench/bulk.py`: the first events of a year of traffic "
             "in time order); `desk.reports.rebuild()` in a fresh interpreter "
-            "(`python -m bench.rss_child`), views in the same file. Figure: the "
-            "child's peak resident set (`VmHWM`) over its whole life. "
+            "(`python -m bench.rss_child`), views in the same file, folded by "
+            "forked workers as the desk does by default. Figure: the larger of "
+            "the child's peak resident set (`VmHWM`) over its whole life and "
+            "the peak of its process tree's summed proportional set size "
+            f"(workers included), sampled every {SAMPLE_SECONDS * 1000:.0f} ms. "
             "Baseline: the child's resident set right after importing amends "
             f"and opening the desk. The same on a store of {small_events:,} "
-            "events, for comparison. Both children run the rebuild under stage "
-            "timers (about a microsecond per timed call, a few calls per "
-            "event), so their throughput is context, not a measurement of "
-            "record (section Projections has that). MB are 10^6 bytes."
+            "events, for comparison. MB are 10^6 bytes."
         ),
         settings={"events": events, "small_events": small_events},
     )
@@ -137,8 +163,11 @@ def run(config: RunConfig) -> Section:
     section.rows += [
         Row(
             key="sqlite.peak",
-            figure=f"peak resident memory, rebuild of {events:,} events, SQLite file",
-            value=large.readings["peak_mb"],
+            figure=(
+                f"peak memory, rebuild of {events:,} events, SQLite file, "
+                "workers included"
+            ),
+            value=large.peak_mb,
             unit="MB",
             baseline=large.readings["ready_mb"],
             baseline_label="after importing amends and opening the desk",
@@ -147,15 +176,15 @@ def run(config: RunConfig) -> Section:
         Row(
             key="sqlite.growth",
             figure=f"of which the rebuild of {events:,} events added",
-            value=large.readings["peak_mb"] - large.readings["ready_mb"],
+            value=large.peak_mb - large.readings["ready_mb"],
             unit="MB",
-            baseline=small.readings["peak_mb"] - small.readings["ready_mb"],
+            baseline=small.peak_mb - small.readings["ready_mb"],
             baseline_label=f"added by the rebuild of {small_events:,}",
         ),
         Row(
             key="sqlite.peak_small",
-            figure=f"peak resident memory, rebuild of {small_events:,} events",
-            value=small.readings["peak_mb"],
+            figure=f"peak memory, rebuild of {small_events:,} events",
+            value=small.peak_mb,
             unit="MB",
             baseline=small.readings["ready_mb"],
             baseline_label="after importing amends and opening the desk",
@@ -171,7 +200,6 @@ def run(config: RunConfig) -> Section:
     ]
     section.notes += [
         Note("Readings", readings_text(small) + " " + readings_text(large)),
-        Note("Stages by store size", stages_text(small, large)),
     ]
     return section
 
@@ -186,103 +214,7 @@ def readings_text(child: Child) -> str:
         f"opening the desk, {r['views_ready_mb']:.1f} MB once the views' engine "
         f"was ready, peak {r['peak_mb']:.1f} MB, {r['after_mb']:.1f} MB after "
         f"the rebuild, which took {r['seconds']:.1f} s ({child.rate:,.0f} "
-        "events/s)."
+        f"events/s) with {r['workers']} worker process(es); its process tree "
+        f"peaked at {r['tree_mb']:.1f} MB (summed `Pss`, {r['samples']:,} "
+        "samples)."
     )
-
-
-def stages_text(small: Child, large: Child) -> str:
-    """Which stages cost more per event in the larger store, and the table."""
-    labels = [label for label, _ in catchup_stages.STAGES]
-    names = dict(catchup_stages.STAGES)
-    per_event: dict[str, list[float]] = defaultdict(list)
-    for child in (small, large):
-        own = own_times(child.times, labels)
-        for label in labels:
-            per_event[label].append(own[label] / child.events * 1e6)
-    growth = sorted(
-        labels,
-        key=lambda label: per_event[label][1] - per_event[label][0],
-        reverse=True,
-    )
-    whole_small = 1e6 / small.rate
-    whole_large = 1e6 / large.rate
-    grown = "; ".join(
-        f"{names[label].split(' (')[0]} {per_event[label][0]:,.1f} → "
-        f"{per_event[label][1]:,.1f} µs"
-        for label in growth[:4]
-    )
-    rewrites = [
-        child.times.calls["rows"] / max(child.store.complaints, 1)
-        for child in (small, large)
-    ]
-    per_event_rewrites = [
-        child.times.calls["rows"] / child.events for child in (small, large)
-    ]
-    per_rewrite = [
-        sum(per_event[label][index] for label in REWRITE_STAGES)
-        / per_event_rewrites[index]
-        for index in range(2)
-    ]
-    bigger = (
-        ", more in the larger store, whose view tables and indexes are larger"
-        if per_rewrite[1] > 1.1 * per_rewrite[0]
-        else ""
-    )
-    table = compare_stages(
-        [
-            (
-                f"{small.events:,}",
-                small.times,
-                float(small.readings["seconds"]),
-                small.events,
-            ),
-            (
-                f"{large.events:,}",
-                large.times,
-                float(large.readings["seconds"]),
-                large.events,
-            ),
-        ],
-        catchup_stages.STAGES,
-        per="event",
-    )
-    return (
-        f"A rebuild costs {whole_small:,.1f} µs per event at {small.events:,} "
-        f"events and {whole_large:,.1f} µs at {large.events:,}. The stages "
-        f"that grew most per event: {grown}. All of them are paid per "
-        f"complaint a batch touches, not per event: each {catchup_stages.BATCH} "
-        "loads, refolds and writes the changed rows of every "
-        "complaint in it, and commits. Denser traffic puts fewer of a "
-        "complaint's events in each batch (a batch covers "
-        f"{batch_days(small):.1f} days of traffic in the smaller store and "
-        f"{batch_days(large):.1f} in the larger), so each complaint was "
-        f"rewritten {rewrites[0]:.1f} and {rewrites[1]:.1f} times "
-        f"({per_event_rewrites[0]:.2f} and {per_event_rewrites[1]:.2f} "
-        "rewrites per event); a rewrite itself (those stages and the commit, "
-        f"per rewrite) costs {per_rewrite[0]:,.0f} and {per_rewrite[1]:,.0f} "
-        f"µs{bigger}.\n\n" + table
-    )
-
-
-REWRITE_STAGES = (
-    "batch",
-    "load",
-    "from_json",
-    "write",
-    "rows",
-    "to_json",
-    "totals",
-    "insert",
-    "summary",
-)
-"""Stages whose work is per touched complaint (and per batch), not per event."""
-
-
-def batch_days(child: Child) -> float:
-    """How many days of traffic one batch of events spans, on average."""
-    store = child.store
-    batches = child.times.calls.get("batch", 0)
-    if store.received_from is None or store.received_to is None or not batches:
-        return 0.0
-    days = (store.received_to - store.received_from).total_seconds() / 86_400
-    return days / batches

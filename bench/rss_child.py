@@ -5,8 +5,8 @@ rebuild's and not the harness's (which holds generated stores and earlier
 sections' garbage). Imports nothing before its first reading, then amends,
 opens a desk on `URL`, reads again (the baseline), readies the views' engine
 and reads again, rebuilds the views from the whole store and reads the peak
-resident set (`VmHWM` in `/proc/self/status`, with `getrusage`'s `ru_maxrss`
-as a cross-check).
+resident set (`VmHWM` in `/proc/self/status`). Its forked workers' memory is
+sampled from outside, by the memory section.
 Prints one JSON object on stdout.
 """
 
@@ -27,8 +27,7 @@ def status_mb(field: str) -> float:
 
 
 def main(argv: list[str]) -> int:
-    stages = "--stages" in argv
-    (url,) = [argument for argument in argv if argument != "--stages"]
+    (url,) = argv
     interpreter = status_mb("VmRSS")
     from amends import ComplaintDesk
 
@@ -38,27 +37,9 @@ def main(argv: list[str]) -> int:
         reports.runner.ensure_tables()
         views_ready = status_mb("VmRSS")
         ready_peak = status_mb("VmHWM")
-        timers: dict[str, object] = {}
-        if stages:
-            from bench import catchup_stages
-            from bench.probes import probed
-
-            with probed(catchup_stages.probes()) as times:
-                started = time.perf_counter()
-                applied = reports.rebuild()
-                seconds = time.perf_counter() - started
-            timers = {
-                "seconds": dict(times.seconds),
-                "calls": dict(times.calls),
-                "within": [
-                    [name, parent, spent, times.calls_within[name, parent]]
-                    for (name, parent), spent in times.within.items()
-                ],
-            }
-        else:
-            started = time.perf_counter()
-            applied = reports.rebuild()
-            seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        applied = reports.rebuild()
+        seconds = time.perf_counter() - started
         peak = status_mb("VmHWM")
         after = status_mb("VmRSS")
     print(
@@ -72,7 +53,7 @@ def main(argv: list[str]) -> int:
                 "after_mb": after,
                 "applied": applied,
                 "seconds": seconds,
-                "stages": timers,
+                "workers": reports.runner.workers,
             }
         )
     )
