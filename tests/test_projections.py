@@ -956,51 +956,58 @@ def test_a_load_another_runner_finished_first_is_not_written_twice(
         assert view_rows(runner) == log_order_rows(store, clock)
 
 
-def test_forked_workers_load_the_same_views(
+@pytest.fixture
+def forking(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
-    store = f"sqlite:///{tmp_path / 'store.db'}"
+) -> Iterator[tuple[ComplaintDesk, Path]]:
+    """A desk on a SQLite file whose rebuilds fork two workers, however small
+    its store, and the file."""
     monkeypatch.setattr(runner_module, "PARALLEL_FROM_EVENTS", 0)
-    with make_desk(store, clock) as desk:
-        ids = [walk_to(desk, stage) for stage in Stage for _ in range(3)]
-        runner = desk.reports.runner
-        runner.workers, runner.load_complaints = 2, 4
-        here = [0]
-        fold = runner.fold_complaints
+    path = tmp_path / "store.db"
+    with make_desk(f"sqlite:///{path}", FixedClock(START)) as desk:
+        desk.reports.runner.workers = 2
+        yield desk, path
 
-        def counted(first: str, last: str, upto: int) -> Any:
-            here[0] += 1  # counted in whichever process folds
-            return fold(first, last, upto)
 
-        runner.fold_complaints = counted  # type: ignore[method-assign]
-        assert runner.rebuild() == runner.feed.last_position()
-        assert here[0] == 0, "the parts were folded in this process"
-        assert_reports_match(desk, ids, ReportFilter(), clock.now)
-        assert view_rows(runner) == log_order_rows(store, clock)
+def test_forked_workers_load_the_same_views(
+    forking: tuple[ComplaintDesk, Path],
+) -> None:
+    desk, path = forking
+    ids = [walk_to(desk, stage) for stage in Stage for _ in range(3)]
+    runner = desk.reports.runner
+    runner.load_complaints = 4
+    here = [0]
+    fold = runner.fold_complaints
+
+    def counted(first: str, last: str, upto: int) -> Any:
+        here[0] += 1  # counted in whichever process folds
+        return fold(first, last, upto)
+
+    runner.fold_complaints = counted  # type: ignore[method-assign]
+    assert runner.rebuild() == runner.feed.last_position()
+    assert here[0] == 0, "the parts were folded in this process"
+    assert_reports_match(desk, ids, ReportFilter(), START)
+    assert view_rows(runner) == log_order_rows(f"sqlite:///{path}", FixedClock(START))
 
 
 def test_a_history_a_worker_cannot_fold_is_named_in_this_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    forking: tuple[ComplaintDesk, Path],
 ) -> None:
-    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
-    path = tmp_path / "store.db"
-    monkeypatch.setattr(runner_module, "PARALLEL_FROM_EVENTS", 0)
-    with make_desk(f"sqlite:///{path}", clock) as desk:
-        ids = [walk_to(desk, Stage.ACKNOWLEDGED) for _ in range(4)]
-        broken = sorted(ids, key=str)[-1]
-        with sqlite3.connect(path) as conn:
-            conn.execute(
-                "UPDATE stored_events SET topic = 'no such topic' "
-                "WHERE originator_id = ? AND originator_version = 2",
-                (broken.hex,),
-            )
-        runner = desk.reports.runner
-        runner.workers, runner.load_complaints = 2, 1
-        with pytest.raises(HistoryViolation) as refused:
-            runner.rebuild()
-        assert (refused.value.complaint_id, refused.value.version) == (broken, 2)
-        assert runner.loading()
+    desk, path = forking
+    ids = [walk_to(desk, Stage.ACKNOWLEDGED) for _ in range(4)]
+    broken = sorted(ids, key=str)[-1]
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE stored_events SET topic = 'no such topic' "
+            "WHERE originator_id = ? AND originator_version = 2",
+            (broken.hex,),
+        )
+    runner = desk.reports.runner
+    runner.load_complaints = 1
+    with pytest.raises(HistoryViolation) as refused:
+        runner.rebuild()
+    assert (refused.value.complaint_id, refused.value.version) == (broken, 2)
+    assert runner.loading()
 
 
 @given(
