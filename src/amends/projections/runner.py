@@ -71,9 +71,11 @@ VIEWS_FORMAT = "views/10"
 """The layout of the view tables; views of another layout are rebuilt."""
 DEFAULT_CACHE_SIZE = 10_000
 """Open complaints whose facts a runner keeps between batches."""
-LOAD_COMPLAINTS = 2_000
+LOAD_COMPLAINTS = 500
 """Complaints a rebuild that loads complaint by complaint folds, writes and
-commits at a time (all their events: about 20,000)."""
+commits at a time (all their events: about 5,000). Small enough that the
+workers finish together (the last part runs alone), large enough that each
+part's query and commit cost little beside its folding."""
 PARALLEL_FROM_EVENTS = 20_000
 """Smaller logs are loaded in this process: forking would cost more than it saves."""
 
