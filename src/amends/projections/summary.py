@@ -116,35 +116,41 @@ def gesture_key(value: str | None, currency: str | None) -> str:
     return json.dumps([value, currency])
 
 
-def contributions(rows: Rows) -> tuple[Counter[tuple[str, str]], set[Value]]:
-    """What one complaint's view rows add to the counts and the measures."""
-    counts: Counter[tuple[str, str]] = Counter()
+def contributions(rows: Rows) -> tuple[list[tuple[str, str]], set[Value]]:
+    """What one complaint's view rows add to the counts (each key once per
+    one it adds) and the measures.
+
+    A list of keys, not a `Counter`: a `Counter` updated with it counts in
+    C, where `counter[key] += 1` calls a Python `__missing__` for every new
+    key (adding a complaint's rows took 38 µs that way, 24 µs so)."""
+    keys: list[tuple[str, str]] = []
+    count = keys.append
     values: set[Value] = set()
     for row in rows[t.complaints.name]:
-        counts["complaints", ""] += 1
-        counts["category", row[_C["category"]]] += 1
-        counts["received_first", row[_C["received_by"]]] += 1
+        count(("complaints", ""))
+        count(("category", row[_C["category"]]))
+        count(("received_first", row[_C["received_by"]]))
         if row[_C["is_open"]]:
-            counts["open", row[_C["owner"]]] += 1
+            count(("open", row[_C["owner"]]))
             stage = row[_C["stage"]]
-            counts["open_stage", stage] += 1
-            counts["open_day", day_key(row[_C["received_at"]], stage)] += 1
+            count(("open_stage", stage))
+            count(("open_day", day_key(row[_C["received_at"]], stage)))
         if row[_C["handoffs"]] > 0:
-            counts["handed_off", ""] += 1
+            count(("handed_off", ""))
         for stage, index in _REACHED:
             if row[index] is not None:
-                counts["reached", stage] += 1
+                count(("reached", stage))
         resolutions = row[_C["resolutions"]]
         if resolutions > 0:
-            counts["satisfied_first", answer(row[_C["satisfied_first"]])] += 1
+            count(("satisfied_first", answer(row[_C["satisfied_first"]])))
         if resolutions > 1:
-            counts["satisfied_after", answer(row[_C["satisfied_after_reopen"]])] += 1
+            count(("satisfied_after", answer(row[_C["satisfied_after_reopen"]])))
         resolved_at = row[_C["first_resolved_at"]]
         if resolved_at is not None:
-            counts["resolved", ""] += 1
-            counts["resolved_by", row[_C["resolved_by"]]] += 1
+            count(("resolved", ""))
+            count(("resolved_by", row[_C["resolved_by"]]))
             if row[_C["reopens"]] > 0:
-                counts["reopened", ""] += 1
+                count(("reopened", ""))
             for clock, seconds in zip(
                 CLOCKS, (row[index] for index in _CLOCK_COLUMNS), strict=True
             ):
@@ -159,32 +165,32 @@ def contributions(rows: Rows) -> tuple[Counter[tuple[str, str]], set[Value]]:
                     )
         prevention_at = row[_C["prevention_at"]]
         if prevention_at is not None:
-            counts["prevention", row[_C["category"]]] += 1
+            count(("prevention", row[_C["category"]]))
             lag = row[_C["prevention_lag"]]
             if lag is not None:
                 values.add((LAG, row[_C["category"]], bucket_of(lag), lag))
     for row in rows[t.spans.name]:
         owner = row[_S["owner"]]
-        counts["span_owner", owner] += 1
+        count(("span_owner", owner))
         if row[_S["via"]] == "transfer":
-            counts["handed_in", owner] += 1
+            count(("handed_in", owner))
         if row[_S["end_at"]] is not None:
-            counts["handed_out", owner] += 1
+            count(("handed_out", owner))
     for row in rows[t.deadlines.name]:
         target, owner = row[_D["target"]], row[_D["owner_at_due"]] or ""
         due, met = row[_D["due_at"]], row[_D["met_at"]]
         if met is not None:
-            counts["met", target] += 1
-            counts["met_owner", owner] += 1
+            count(("met", target))
+            count(("met_owner", owner))
             if due is not None and met > due:
-                counts["late", target] += 1
-                counts["late_owner", owner] += 1
+                count(("late", target))
+                count(("late_owner", owner))
         elif due is not None:
-            counts["unmet", target] += 1
-            counts["unmet_owner", owner] += 1
+            count(("unmet", target))
+            count(("unmet_owner", owner))
     for row in rows[t.gestures.name]:
-        counts["gesture", gesture_key(row[_G["value"]], row[_G["currency"]])] += 1
-    return counts, values
+        count(("gesture", gesture_key(row[_G["value"]], row[_G["currency"]])))
+    return keys, values
 
 
 class Delta:
@@ -201,17 +207,17 @@ class Delta:
     def add(self, rows: Rows) -> None:
         """What a complaint new to the views adds (a rebuild's load, which
         finds every group's percentiles at its end, so `changed` stays as is)."""
-        counts, values = contributions(rows)
-        self.counts.update(counts)
+        keys, values = contributions(rows)
+        self.counts.update(keys)
         buckets = self.buckets
         for name, key, bucket, _ in values:
             buckets[name, key, bucket] += 1
 
     def change(self, old: Rows, new: Rows) -> None:
-        old_counts, old_values = contributions(old)
-        new_counts, new_values = contributions(new)
-        self.counts.update(new_counts)
-        self.counts.subtract(old_counts)
+        old_keys, old_values = contributions(old)
+        new_keys, new_values = contributions(new)
+        self.counts.update(new_keys)
+        self.counts.subtract(old_keys)
         if old_values == new_values:
             return
         # A complaint adds one value at most to each measure and key, so the
