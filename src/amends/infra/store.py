@@ -262,7 +262,7 @@ def complaint_source(recorder: ApplicationRecorder) -> tuple[str, str] | None:
     return None
 
 
-def _read_only(db_name: str) -> sqlite3.Connection:
+def _own_connection(db_name: str) -> sqlite3.Connection:
     """A connection of its own: one made before a fork must not be used after
     it, and a rebuild's readers may be forked workers."""
     return sqlite3.connect(db_name, uri=True, isolation_level=None, timeout=10)
@@ -271,7 +271,7 @@ def _read_only(db_name: str) -> sqlite3.Connection:
 def complaint_ids_after(db_name: str, table: str, after: str) -> list[str]:
     """The ids of the complaints with stored events, in order, after `after`
     ("" for all): read from the primary key's index alone."""
-    connection = _read_only(db_name)
+    connection = _own_connection(db_name)
     try:
         return [
             originator_id
@@ -291,7 +291,7 @@ def complaint_rows(
     """The events of the complaints with ids from `first` to `last`, complaint
     by complaint in version order, that the log holds at or before position
     `upto` (a rebuild's end): one statement, so one consistent snapshot."""
-    connection = _read_only(db_name)
+    connection = _own_connection(db_name)
     try:
         return connection.execute(
             "SELECT rowid, originator_id, originator_version, topic, state "
