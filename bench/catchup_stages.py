@@ -16,26 +16,21 @@ from amends.projections.summary import Delta
 from bench.probes import Probe
 
 STAGES = (
-    ("part", "fold a part of the load (`fold_complaints`, rest: gathering rows)"),
-    ("read_part", "read its events (`StoreFeed.read_complaints`, rest: upcast)"),
-    ("fetch_part", "fetch rows (`complaint_rows`: the events as tuples)"),
-    ("read", "read the log (`StoreFeed.read`, rest: upcast, `FeedItem`)"),
-    ("fetch", "fetch rows (`notification_rows`: the log's rows as tuples)"),
+    ("part", "load a part (`load_part`, rest: its transaction and commit)"),
+    ("fold_part", "fold a part (`fold_complaints`, rest: gathering rows)"),
+    ("read", "read its events (`StoreFeed.read_complaints`, rest: upcast)"),
+    ("fetch", "fetch rows (`complaint_rows`: the events as tuples)"),
     ("decode", "decode JSON (`PydanticMapper.decode_state`)"),
-    ("position", "read the tracking position (`ProjectionRunner.position`)"),
-    ("batch", "write a batch (`_commit`, rest: update tracking, commit)"),
-    ("load", "load touched complaints' facts (`_load`)"),
-    ("from_json", "parse facts JSON (`ComplaintFacts.from_json`)"),
     ("fold", "fold events into facts (`Folder.apply`)"),
-    ("write", "rewrite view rows (`_write`, rest: the DELETEs)"),
     ("rows", "derive view rows (`rows_of`, rest: SLA deadlines, spans)"),
     ("to_json", "facts to JSON (`ComplaintFacts.to_json`)"),
-    ("totals", "running totals (`summary.Delta.change`: contributions, old and new)"),
-    ("insert", "upsert rows (`_upsert_many`: bind processors, executemany)"),
-    ("summary", "write the running totals and percentiles (`_write_summary`)"),
+    ("totals", "running totals (`summary.Delta.add`: contributions)"),
+    ("insert", "insert rows (`_upsert_many`: bind processors, executemany)"),
+    ("finish", "find every percentile at the end (`_write_percentiles`)"),
 )
 """(label, description) in the order the report lists them; nested stages
-follow the stage that calls them."""
+follow the stage that calls them. A rebuild on a SQLite file is a load
+(ADR 0008); the batches of a catch-up are not timed here."""
 
 
 def probes() -> list[Probe]:
@@ -43,21 +38,15 @@ def probes() -> list[Probe]:
     # The feed calls the function by the name its own module imported.
     feed_module = importlib.import_module("amends.infra.reporting")
     return [
-        Probe(ProjectionRunner, "fold_complaints", "part"),
-        Probe(StoreFeed, "read_complaints", "read_part"),
-        Probe(feed_module, "complaint_rows", "fetch_part"),
-        Probe(StoreFeed, "read", "read"),
-        Probe(feed_module, "notification_rows", "fetch"),
+        Probe(ProjectionRunner, "load_part", "part"),
+        Probe(ProjectionRunner, "fold_complaints", "fold_part"),
+        Probe(StoreFeed, "read_complaints", "read"),
+        Probe(feed_module, "complaint_rows", "fetch"),
         Probe(PydanticMapper, "decode_state", "decode"),
-        Probe(ProjectionRunner, "position", "position"),
-        Probe(ProjectionRunner, "_commit", "batch"),
-        Probe(ProjectionRunner, "_load", "load"),
-        Probe(ComplaintFacts, "from_json", "from_json"),
         Probe(Folder, "apply", "fold"),
-        Probe(ProjectionRunner, "_write", "write"),
         Probe(ProjectionRunner, "rows_of", "rows"),
         Probe(ComplaintFacts, "to_json", "to_json"),
-        Probe(Delta, "change", "totals"),
+        Probe(Delta, "add", "totals"),
         Probe(runner_module, "_upsert_many", "insert"),
-        Probe(runner_module, "_write_summary", "summary"),
+        Probe(runner_module, "_write_percentiles", "finish"),
     ]

@@ -20,6 +20,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import ApplicationRecorder, PersistenceError
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg.sql import SQL, Identifier
 from pydantic import ValidationError
 from sqlalchemy import Engine, create_engine, event
@@ -34,10 +35,10 @@ from amends.infra.mapper import PydanticMapper, UnreadableRecord
 from amends.infra.settings import POSTGRES_URL_OPTIONS
 from amends.infra.store import (
     NotificationRow,
-    complaint_ids_after,
     complaint_rows,
     complaint_source,
     notification_rows,
+    stored_complaint_ids,
 )
 from amends.projections.reports import (
     DEFAULT_LIMIT,
@@ -87,9 +88,9 @@ class StoreFeed:
     def reads_complaints(self) -> bool:
         return self._source is not None
 
-    def complaints_after(self, after: str) -> Sequence[str]:
-        assert self._source is not None, "only a SQLite file is read by complaint"
-        return complaint_ids_after(*self._source, after)
+    def stored_complaints(self) -> Sequence[str]:
+        assert isinstance(self.recorder, SQLiteAggregateRecorder)
+        return stored_complaint_ids(self.recorder)
 
     def read_complaints(self, first: str, last: str, upto: int) -> Sequence[FeedItem]:
         assert self._source is not None, "only a SQLite file is read by complaint"

@@ -199,11 +199,7 @@ def complaint_ids(recorder: ApplicationRecorder) -> set[UUID]:
     (an index-only scan), and the in-memory store walks its log.
     """
     if isinstance(recorder, SQLiteAggregateRecorder):
-        with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(
-                f"SELECT DISTINCT originator_id FROM {recorder.events_table_name}"
-            )
-            return {_uuid(row["originator_id"]) for row in cursor.fetchall()}
+        return {_uuid(stored) for stored in stored_complaint_ids(recorder)}
     if isinstance(recorder, PostgresAggregateRecorder):
         statement = SQL("SELECT DISTINCT originator_id FROM {schema}.{table}").format(
             schema=Identifier(recorder.datastore.schema),
@@ -262,27 +258,15 @@ def complaint_source(recorder: ApplicationRecorder) -> tuple[str, str] | None:
     return None
 
 
-def _own_connection(db_name: str) -> sqlite3.Connection:
-    """A connection of its own: one made before a fork must not be used after
-    it, and a rebuild's readers may be forked workers."""
-    return sqlite3.connect(db_name, uri=True, isolation_level=None, timeout=10)
-
-
-def complaint_ids_after(db_name: str, table: str, after: str) -> list[str]:
-    """The ids of the complaints with stored events, in order, after `after`
-    ("" for all): read from the primary key's index alone."""
-    connection = _own_connection(db_name)
-    try:
-        return [
-            originator_id
-            for (originator_id,) in connection.execute(
-                f"SELECT DISTINCT originator_id FROM {table} "
-                "WHERE originator_id > ? ORDER BY originator_id",
-                (after,),
-            )
-        ]
-    finally:
-        connection.close()
+def stored_complaint_ids(recorder: SQLiteAggregateRecorder) -> list[str]:
+    """The originator ids in a SQLite events table, as stored, in order (an
+    index-only scan of its primary key)."""
+    with recorder.datastore.transaction(commit=False) as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT originator_id FROM {recorder.events_table_name} "
+            "ORDER BY originator_id"
+        )
+        return [row["originator_id"] for row in cursor.fetchall()]
 
 
 def complaint_rows(
@@ -290,8 +274,10 @@ def complaint_rows(
 ) -> list[NotificationRow]:
     """The events of the complaints with ids from `first` to `last`, complaint
     by complaint in version order, that the log holds at or before position
-    `upto` (a rebuild's end): one statement, so one consistent snapshot."""
-    connection = _own_connection(db_name)
+    `upto` (a rebuild's end): one statement, so one consistent snapshot. On a
+    connection of its own: one made before a fork must not be used after it,
+    and a rebuild's readers may be forked workers."""
+    connection = sqlite3.connect(db_name, uri=True, isolation_level=None, timeout=10)
     try:
         return connection.execute(
             "SELECT rowid, originator_id, originator_version, topic, state "

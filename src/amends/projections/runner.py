@@ -110,8 +110,8 @@ class ComplaintFeed(EventFeed, Protocol):
         """Whether this store can be read so (a SQLite file can)."""
         ...
 
-    def complaints_after(self, after: str) -> Sequence[str]:
-        """The ids of the stored complaints after `after` ("" for all), in order."""
+    def stored_complaints(self) -> Sequence[str]:
+        """The ids of the stored complaints, as stored, in order."""
         ...
 
     def read_complaints(self, first: str, last: str, upto: int) -> Sequence[FeedItem]:
@@ -278,7 +278,6 @@ class ProjectionRunner:
             self._tables_ready = False
             self._cache.clear()
             self._cached_at = None
-            self.ensure_tables()
             if isinstance(self.feed, ComplaintFeed) and self.feed.reads_complaints:
                 self._start_load(self.feed.last_position())
             return self._catch_up(None)
@@ -426,7 +425,6 @@ class ProjectionRunner:
         finishes the same load meanwhile makes this one stop (the caller then
         reads the tracking row again), so no complaint is written twice.
         """
-        assert isinstance(self.feed, ComplaintFeed)
         parts = self._remaining_parts()
         workers = self.workers if upto >= PARALLEL_FROM_EVENTS else 1
         applied = 0
@@ -452,7 +450,7 @@ class ProjectionRunner:
                 UUID(key) for key in conn.execute(select(t.complaints.c.id)).scalars()
             }
         return remaining_parts(
-            self.feed.complaints_after(""), loaded, self.load_complaints
+            self.feed.stored_complaints(), loaded, self.load_complaints
         )
 
     def _still_loading(self, conn: Connection, upto: int, **values: Any) -> None:
