@@ -1,7 +1,11 @@
-"""Small builders shared by the desk tests."""
+"""Small builders shared by the desk tests, and raw access to a store."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -105,3 +109,83 @@ ODD_TEXTS = [
 ]
 """Text no field should take or choke on: blank, control and bidi characters,
 a lone surrogate, combining marks, over the length limit, huge."""
+
+
+class RawStore:
+    """Edits the events table behind amends' back, as a tamperer would."""
+
+    def __init__(self, store_url: str) -> None:
+        self.url = store_url
+        self.sqlite = store_url.startswith("sqlite")
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        if self.sqlite:
+            db = sqlite3.connect(self.url.removeprefix("sqlite:///"))
+            try:
+                yield db.cursor()
+                db.commit()
+            finally:
+                db.close()
+        else:
+            import psycopg
+
+            base, _, schema = self.url.partition("?schema=")
+            with psycopg.connect(base, autocommit=True) as conn, conn.cursor() as cur:
+                cur.execute(f'SET search_path TO "{schema}"')
+                yield cur
+
+    def _where(self, complaint_id: UUID) -> tuple[str, str, Any]:
+        if self.sqlite:
+            return "stored_events", "?", complaint_id.hex
+        return "amends_events", "%s", complaint_id
+
+    def state(self, complaint_id: UUID, version: int) -> dict[str, Any]:
+        table, p, cid = self._where(complaint_id)
+        with self._cursor() as cur:
+            cur.execute(
+                f"SELECT state FROM {table} WHERE originator_id = {p} "
+                f"AND originator_version = {p}",
+                (cid, version),
+            )
+            (state,) = cur.fetchone()
+        return dict(json.loads(bytes(state)))
+
+    def set_state(
+        self, complaint_id: UUID, version: int, state: dict[str, Any], topic: str = ""
+    ) -> None:
+        table, p, cid = self._where(complaint_id)
+        data = json.dumps(state).encode()
+        with self._cursor() as cur:
+            if topic:
+                cur.execute(
+                    f"UPDATE {table} SET state = {p}, topic = {p} "
+                    f"WHERE originator_id = {p} AND originator_version = {p}",
+                    (data, topic, cid, version),
+                )
+            else:
+                cur.execute(
+                    f"UPDATE {table} SET state = {p} "
+                    f"WHERE originator_id = {p} AND originator_version = {p}",
+                    (data, cid, version),
+                )
+
+    def delete(self, complaint_id: UUID, version: int) -> None:
+        table, p, cid = self._where(complaint_id)
+        with self._cursor() as cur:
+            cur.execute(
+                f"DELETE FROM {table} WHERE originator_id = {p} "
+                f"AND originator_version = {p}",
+                (cid, version),
+            )
+
+    def swap(self, complaint_id: UUID, first: int, second: int) -> None:
+        """Swap two events' positions in the complaint's sequence."""
+        table, p, cid = self._where(complaint_id)
+        with self._cursor() as cur:
+            for old, new in ((first, -1), (second, first), (-1, second)):
+                cur.execute(
+                    f"UPDATE {table} SET originator_version = {p} "
+                    f"WHERE originator_id = {p} AND originator_version = {p}",
+                    (new, cid, old),
+                )
