@@ -40,7 +40,7 @@ from amends.testing import CATEGORIES, PEOPLE, Lifecycle, lifecycles
 from oracle import Oracle
 
 from conftest import POSTGRES_URL_VARIABLE, FixedClock
-from helpers import RECEIVE, step_forward, walk_to
+from helpers import RECEIVE, RawStore, step_forward, walk_to
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 SCHEDULE = PolicySchedule(
@@ -507,7 +507,6 @@ def test_views_can_live_in_another_database(tmp_path: Path) -> None:
     ) as desk:
         desk.receive(**RECEIVE, at=START)
         assert desk.reports.ownership().owners[0].owner == "ana"
-    import sqlite3
 
     with sqlite3.connect(views) as db:
         assert db.execute("SELECT count(*) FROM amends_view_complaints").fetchone() == (
@@ -667,7 +666,6 @@ def test_views_of_an_earlier_layout_are_rebuilt_when_a_runner_starts(
     """Views written by an earlier release lack the running totals the
     unfiltered reports read: a new desk must rebuild them, not answer from
     empty totals or refuse them as built under other policies."""
-    import sqlite3
 
     from amends.projections.runner import VIEWS_FORMAT
 
@@ -840,7 +838,8 @@ class LogOnly:
         self.last_position = inner.last_position
 
 
-@examples(25)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@examples(20)
 @given(
     workload=workloads(),
     part=st.integers(1, 4),
@@ -848,12 +847,13 @@ class LogOnly:
     later=st.integers(0, 20 * 24 * 3600),
 )
 def test_a_rebuild_loaded_complaint_by_complaint_equals_the_oracle_and_the_log(
-    workload: list[Lifecycle], part: int, f: ReportFilter, later: int
+    kind: str, workload: list[Lifecycle], part: int, f: ReportFilter, later: int
 ) -> None:
-    """On a SQLite file a rebuild folds each complaint whole and makes the
-    indexes last; its views are the ones the log read in order gives."""
+    """On a SQLite file or PostgreSQL a rebuild folds each complaint whole and
+    makes the indexes last; its views are the ones the log read in order
+    gives."""
     clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
-    with fresh_store("sqlite") as store_url, make_desk(store_url, clock) as desk:
+    with fresh_store(kind) as store_url, make_desk(store_url, clock) as desk:
         ids = run_workload(desk, workload, set(), [5])
         runner = desk.reports.runner
         runner.load_complaints = part
@@ -883,20 +883,21 @@ def test_a_rebuild_loaded_complaint_by_complaint_equals_the_oracle_and_the_log(
         assert view_rows(runner) == log_order_rows(store_url, clock)
 
 
-@examples(20)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@examples(15)
 @given(
     workload=workloads().filter(lambda w: len(w) >= 3),
     fail_at=st.integers(1, 3),
     written=st.booleans(),
 )
 def test_a_load_that_fails_goes_on_where_it_stopped(
-    workload: list[Lifecycle], fail_at: int, written: bool
+    kind: str, workload: list[Lifecycle], fail_at: int, written: bool
 ) -> None:
     """A load that fails in a part (before or after its rows are written)
     keeps the parts committed before it; the views say they are not ready
     until a catch-up finishes the load, which folds only the rest."""
     clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
-    with fresh_store("sqlite") as store_url, make_desk(store_url, clock) as desk:
+    with fresh_store(kind) as store_url, make_desk(store_url, clock) as desk:
         ids = run_workload(desk, workload, set(), [5])
         runner = desk.reports.runner
         runner.load_complaints = 1
@@ -928,10 +929,10 @@ def test_a_load_that_fails_goes_on_where_it_stopped(
 
 
 def test_a_load_another_runner_finished_first_is_not_written_twice(
-    tmp_path: Path,
+    shared_store_url: str,
 ) -> None:
     clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
-    store = f"sqlite:///{tmp_path / 'store.db'}"
+    store = shared_store_url
     with make_desk(store, clock) as desk, make_desk(store, clock) as other:
         ids = [walk_to(desk, stage) for stage in Stage for _ in range(2)]
         runner = desk.reports.runner
@@ -956,23 +957,51 @@ def test_a_load_another_runner_finished_first_is_not_written_twice(
         assert view_rows(runner) == log_order_rows(store, clock)
 
 
+def test_a_part_another_runner_loaded_meanwhile_is_not_written_twice(
+    shared_store_url: str,
+) -> None:
+    """Two runners loading the same part: the second to write it is refused
+    whole (a plain insert meets the first one's rows; on PostgreSQL a COPY),
+    and the load then goes on with what is left, which is nothing."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    store = shared_store_url
+    with make_desk(store, clock) as desk, make_desk(store, clock) as other:
+        ids = [walk_to(desk, stage) for stage in Stage for _ in range(2)]
+        runner = desk.reports.runner
+        runner.load_complaints = len(ids)  # one part
+        fold = runner.fold_complaints
+        raced: list[int] = []
+
+        def racing(first: str, last: str, upto: int) -> Any:
+            load = fold(first, last, upto)
+            if not raced:
+                raced.append(other.reports.runner.load_part(first, last, upto))
+            return load
+
+        runner.fold_complaints = racing  # type: ignore[method-assign]
+        assert runner.rebuild() == 0, "this runner wrote its part too"
+        assert raced == [runner.feed.last_position()]
+        assert not runner.loading()
+        assert_reports_match(desk, ids, ReportFilter(), clock.now)
+        assert view_rows(runner) == log_order_rows(store, clock)
+
+
 @pytest.fixture
 def forking(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[ComplaintDesk, Path]]:
-    """A desk on a SQLite file whose rebuilds fork two workers, however small
-    its store, and the file."""
+    shared_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ComplaintDesk, str]]:
+    """A desk on a SQLite file or PostgreSQL whose rebuilds fork two workers,
+    however small its store, and the store's URL."""
     monkeypatch.setattr(runner_module, "PARALLEL_FROM_EVENTS", 0)
-    path = tmp_path / "store.db"
-    with make_desk(f"sqlite:///{path}", FixedClock(START)) as desk:
+    with make_desk(shared_store_url, FixedClock(START)) as desk:
         desk.reports.runner.workers = 2
-        yield desk, path
+        yield desk, shared_store_url
 
 
 def test_forked_workers_load_the_same_views(
-    forking: tuple[ComplaintDesk, Path],
+    forking: tuple[ComplaintDesk, str],
 ) -> None:
-    desk, path = forking
+    desk, store_url = forking
     ids = [walk_to(desk, stage) for stage in Stage for _ in range(3)]
     runner = desk.reports.runner
     runner.load_complaints = 4
@@ -987,21 +1016,17 @@ def test_forked_workers_load_the_same_views(
     assert runner.rebuild() == runner.feed.last_position()
     assert here[0] == 0, "the parts were folded in this process"
     assert_reports_match(desk, ids, ReportFilter(), START)
-    assert view_rows(runner) == log_order_rows(f"sqlite:///{path}", FixedClock(START))
+    assert view_rows(runner) == log_order_rows(store_url, FixedClock(START))
 
 
 def test_a_history_a_worker_cannot_fold_is_named_in_this_process(
-    forking: tuple[ComplaintDesk, Path],
+    forking: tuple[ComplaintDesk, str],
 ) -> None:
-    desk, path = forking
+    desk, store_url = forking
     ids = [walk_to(desk, Stage.ACKNOWLEDGED) for _ in range(4)]
     broken = sorted(ids, key=str)[-1]
-    with sqlite3.connect(path) as conn:
-        conn.execute(
-            "UPDATE stored_events SET topic = 'no such topic' "
-            "WHERE originator_id = ? AND originator_version = 2",
-            (broken.hex,),
-        )
+    raw = RawStore(store_url)
+    raw.set_state(broken, 2, raw.state(broken, 2), topic="no such topic")
     runner = desk.reports.runner
     runner.load_complaints = 1
     with pytest.raises(HistoryViolation) as refused:

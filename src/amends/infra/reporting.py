@@ -19,7 +19,10 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import ApplicationRecorder, PersistenceError
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+)
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg.sql import SQL, Identifier
 from pydantic import ValidationError
@@ -89,12 +92,14 @@ class StoreFeed:
         return self._source is not None
 
     def stored_complaints(self) -> Sequence[str]:
-        assert isinstance(self.recorder, SQLiteAggregateRecorder)
+        assert isinstance(
+            self.recorder, SQLiteAggregateRecorder | PostgresAggregateRecorder
+        )
         return stored_complaint_ids(self.recorder)
 
     def read_complaints(self, first: str, last: str, upto: int) -> Sequence[FeedItem]:
-        assert self._source is not None, "only a SQLite file is read by complaint"
-        return self._decoded(complaint_rows(*self._source, first, last, upto))
+        assert self._source is not None, "this store is not read by complaint"
+        return self._decoded(complaint_rows(self._source, first, last, upto))
 
     def _decoded(self, rows: Iterable[NotificationRow]) -> list[FeedItem]:
         items = []

@@ -10,10 +10,11 @@ import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import eventsourcing.postgres
+import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
     ApplicationRecorder,
@@ -31,7 +32,7 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from eventsourcing.utils import Environment, EnvType
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import Identifier
 from psycopg_pool import PoolTimeout
 
 from amends.infra.mapper import PydanticMapper
@@ -198,16 +199,8 @@ def complaint_ids(recorder: ApplicationRecorder) -> set[UUID]:
     needs the ids themselves, so SQLite and PostgreSQL are asked directly
     (an index-only scan), and the in-memory store walks its log.
     """
-    if isinstance(recorder, SQLiteAggregateRecorder):
+    if isinstance(recorder, SQLiteAggregateRecorder | PostgresAggregateRecorder):
         return {_uuid(stored) for stored in stored_complaint_ids(recorder)}
-    if isinstance(recorder, PostgresAggregateRecorder):
-        statement = SQL("SELECT DISTINCT originator_id FROM {schema}.{table}").format(
-            schema=Identifier(recorder.datastore.schema),
-            table=Identifier(recorder.events_table_name),
-        )
-        with recorder.datastore.transaction(commit=False) as pg_cursor:
-            pg_cursor.execute(statement)
-            return {_uuid(row["originator_id"]) for row in pg_cursor.fetchall()}
     ids: set[UUID] = set()
     start = 1
     while batch := recorder.select_notifications(start, 1_000):
@@ -247,46 +240,97 @@ def notification_rows(
     ]
 
 
-def complaint_source(recorder: ApplicationRecorder) -> tuple[str, str] | None:
-    """The SQLite file and events table a rebuild may read complaint by
-    complaint, from any process; None for the stores it cannot (memory,
-    PostgreSQL, in-memory SQLite)."""
+class ComplaintSource(NamedTuple):
+    """Where a rebuild reads the events complaint by complaint, from any
+    process: how to open a connection, never a connection (one made before a
+    fork must not be used after it, and a rebuild's readers may be forked
+    workers)."""
+
+    table: str
+    """The events table, as the statement names it."""
+    sqlite_file: str | None = None
+    postgres: Mapping[str, Any] | None = None
+    """`psycopg.connect`'s arguments, for a PostgreSQL store."""
+    password: Callable[[], str] | None = None
+    """The PostgreSQL store's password function, asked at each connect."""
+
+
+def complaint_source(recorder: ApplicationRecorder) -> ComplaintSource | None:
+    """Where a rebuild may read the store complaint by complaint: a SQLite
+    file or a PostgreSQL database; None for the stores it cannot (memory,
+    in-memory SQLite)."""
     if isinstance(recorder, SQLiteAggregateRecorder):
         pool = recorder.datastore.pool
         if not pool.is_sqlite_memory_mode:
-            return pool.db_name, recorder.events_table_name
+            return ComplaintSource(recorder.events_table_name, sqlite_file=pool.db_name)
+    if isinstance(recorder, PostgresAggregateRecorder):
+        postgres_pool = recorder.datastore.pool
+        found = postgres_pool.kwargs
+        arguments = dict((found() if callable(found) else found) or {})
+        arguments.pop("row_factory", None)  # plain tuples, as from SQLite
+        return ComplaintSource(
+            _postgres_table(recorder),
+            postgres={**arguments, "connect_timeout": int(postgres_pool.timeout)},
+            password=postgres_pool.get_password_func,
+        )
     return None
 
 
-def stored_complaint_ids(recorder: SQLiteAggregateRecorder) -> list[str]:
-    """The originator ids in a SQLite events table, as stored, in order (an
-    index-only scan of its primary key)."""
+def _postgres_table(recorder: PostgresAggregateRecorder) -> str:
+    return (
+        f"{Identifier(recorder.datastore.schema).as_string()}."
+        f"{Identifier(recorder.events_table_name).as_string()}"
+    )
+
+
+def stored_complaint_ids(
+    recorder: SQLiteAggregateRecorder | PostgresAggregateRecorder,
+) -> list[str]:
+    """The originator ids in the events table, in the table's own order (an
+    index-only scan of its primary key): SQLite's hex text, PostgreSQL's
+    UUIDs written out, whose text sorts as the UUIDs do."""
+    if isinstance(recorder, SQLiteAggregateRecorder):
+        table = recorder.events_table_name
+    else:
+        table = _postgres_table(recorder)
     with recorder.datastore.transaction(commit=False) as cursor:
         cursor.execute(
-            f"SELECT DISTINCT originator_id FROM {recorder.events_table_name} "
-            "ORDER BY originator_id"
+            f"SELECT DISTINCT originator_id FROM {table} ORDER BY originator_id"
         )
-        return [row["originator_id"] for row in cursor.fetchall()]
+        return [str(row["originator_id"]) for row in cursor.fetchall()]
 
 
 def complaint_rows(
-    db_name: str, table: str, first: str, last: str, upto: int
+    source: ComplaintSource, first: str, last: str, upto: int
 ) -> list[NotificationRow]:
     """The events of the complaints with ids from `first` to `last`, complaint
     by complaint in version order, that the log holds at or before position
-    `upto` (a rebuild's end): one statement, so one consistent snapshot. On a
-    connection of its own: one made before a fork must not be used after it,
-    and a rebuild's readers may be forked workers."""
-    connection = sqlite3.connect(db_name, uri=True, isolation_level=None, timeout=10)
-    try:
-        return connection.execute(
-            "SELECT rowid, originator_id, originator_version, topic, state "
-            f"FROM {table} WHERE originator_id BETWEEN ? AND ? AND rowid <= ? "
-            "ORDER BY originator_id, originator_version",
+    `upto` (a rebuild's end): one statement, so one consistent snapshot, on a
+    connection of its own (see `ComplaintSource`)."""
+    if source.sqlite_file is not None:
+        connection = sqlite3.connect(
+            source.sqlite_file, uri=True, isolation_level=None, timeout=10
+        )
+        try:
+            return connection.execute(
+                "SELECT rowid, originator_id, originator_version, topic, state "
+                f"FROM {source.table} WHERE originator_id BETWEEN ? AND ? "
+                "AND rowid <= ? ORDER BY originator_id, originator_version",
+                (first, last, upto),
+            ).fetchall()
+        finally:
+            connection.close()
+    assert source.postgres is not None
+    arguments = dict(source.postgres)
+    if source.password is not None:
+        arguments["password"] = source.password()
+    with psycopg.connect(**arguments, autocommit=True) as pg:
+        return pg.execute(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            f"FROM {source.table} WHERE originator_id BETWEEN %s AND %s "
+            "AND notification_id <= %s ORDER BY originator_id, originator_version",
             (first, last, upto),
         ).fetchall()
-    finally:
-        connection.close()
 
 
 def _uuid(value: UUID | str) -> UUID:
@@ -324,10 +368,7 @@ def _scan(
         )
     else:
         assert isinstance(recorder, PostgresAggregateRecorder)
-        table = (
-            f"{Identifier(recorder.datastore.schema).as_string()}."
-            f"{Identifier(recorder.events_table_name).as_string()}"
-        )
+        table = _postgres_table(recorder)
         first = f"SELECT {columns} FROM {table} {order} LIMIT %s"
         more = (
             f"SELECT {columns} FROM {table} WHERE (originator_id, originator_version) "
