@@ -437,10 +437,28 @@ class ProjectionRunner:
                     for index in t.DEFERRED_INDEXES:
                         index.create(conn, checkfirst=True)
                     _write_percentiles(conn, summary.measured_groups(conn))
+                self._analyze()
         except ProjectionConflict:
             pass  # another runner went on with the load: the caller reads where
         self._cached_at = None
         return applied
+
+    def _analyze(self) -> None:
+        """On PostgreSQL, gather the loaded views' statistics for the planner.
+
+        Tables filled in one go have none until autovacuum's next look (never,
+        where it is off), and without them PostgreSQL guessed hundreds of
+        deadlines a complaint and read the filtered ownership report's
+        breaches through a bitmap of every late deadline: 11.3 ms at 10,000
+        complaints, 0.5 ms after `ANALYZE`. SQLite plans well without
+        statistics (the plan tests check its indexes), so it is left as is.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return
+        preparer = self.engine.dialect.identifier_preparer
+        with self.engine.begin() as conn:
+            for table in t.VIEW_TABLES:
+                conn.exec_driver_sql(f"ANALYZE {preparer.format_table(table)}")
 
     def _remaining_parts(self) -> list[tuple[str, str]]:
         """The complaints of the store not loaded into the views yet."""
