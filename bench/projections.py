@@ -42,9 +42,11 @@ from bench.diagnose import (
 from bench.harness import RunConfig, best, log, median, per_second, timed
 from bench.probes import probed
 from bench.profiling import Profile, share_table
-from bench.raw import RawDesk, read_log
+from bench.raw import LogReader, read_log
 from bench.report import Note, Row, Section, Target
+from bench.stores import StoreTarget, fresh_store, store_targets
 
+SQLITE = StoreTarget("sqlite", "SQLite file")
 CATCH_UP_TARGET = Target(50_000, on_ratio=False)
 LATENCY_TARGET = Target(20, on_ratio=False, higher_is_better=False)
 SCALING_TARGET = Target(2, on_ratio=True, higher_is_better=False)
@@ -67,6 +69,10 @@ FULL_REBUILDS = (5, 2)
 """Rebuilds of the smaller and the larger store in a full run, each in a round
 with a raw read of the whole log."""
 WARMUP_CALLS = 2
+POSTGRES_CALLS = 300
+"""Calls per report, filter and store on PostgreSQL in a full run (its p95 is
+the fifteenth-slowest): fewer than on SQLite, whose scaling rows are the ones
+that repeat within a few percent from run to run."""
 REPORTS = ("ownership", "time_to_resolution", "sla", "backlog", "recurrence")
 FILTERS = ("none", "typical", "narrow")
 """No filter; a calendar week of one category (it holds ten times as many
@@ -84,7 +90,8 @@ UNIT = "events/s"
 @dataclass
 class Store:
     bulk: bulk.BulkStore
-    directory: Path
+    label: str = "SQLite file"
+    """The kind of store, as the rows name it."""
 
     @property
     def url(self) -> str:
@@ -144,21 +151,22 @@ class Latency:
 
 
 @contextmanager
-def bulk_store(complaints: int, seed: int = 2026) -> Iterator[Store]:
-    with tempfile.TemporaryDirectory(prefix="amends-bench-") as directory:
-        url = f"sqlite:///{Path(directory) / 'events.db'}"
+def bulk_store(
+    complaints: int, seed: int = 2026, target: StoreTarget = SQLITE
+) -> Iterator[Store]:
+    with fresh_store(target) as fresh:
         generated = bulk.build(
-            url,
+            fresh.amends_url,
             complaints=complaints,
             seed=seed,
             workers=None if complaints > 5_000 else 1,
         )
         bulk.check(generated)
         log(
-            f"projections: store of {generated.describe()}, built in "
-            f"{generated.seconds:.1f} s"
+            f"projections: {target.label} store of {generated.describe()}, built "
+            f"in {generated.seconds:.1f} s"
         )
-        yield Store(generated, Path(directory))
+        yield Store(generated, target.label)
 
 
 def rebuild(url: str) -> int:
@@ -172,7 +180,7 @@ def catch_up_round(store: Store, rebuild_first: bool) -> tuple[float, float]:
     event."""
     with (
         ComplaintDesk(store.url) as desk,
-        closing(RawDesk(store_settings(store.url))) as app,
+        closing(LogReader(store_settings(store.url))) as app,
     ):
         turns = [
             ("rebuild", desk.reports.rebuild),
@@ -496,6 +504,16 @@ def run(config: RunConfig) -> Section:
             f"many complaints in each store): {calls} rounds after "
             f"{WARMUP_CALLS} untimed, each calling every report once per filter "
             "on both stores, the stores taking turns going first."
+            + (
+                " With `AMENDS_TEST_POSTGRES_URL` set, the same two stores are "
+                "built again in PostgreSQL schemas and measured the same way, "
+                "once: one rebuild of each beside one raw read (context: the "
+                "catch-up target is for SQLite views), and "
+                f"{POSTGRES_CALLS if not config.quick else calls} rounds of "
+                "report calls."
+                if config.postgres_url
+                else ""
+            )
         ),
         settings={
             "sizes": [small, large],
@@ -527,14 +545,26 @@ def run(config: RunConfig) -> Section:
         if config.profile and missed:
             bounds.append(latency_bound(high_store, now, missed, small))
         small_store, large_store = low_store.bulk, high_store.bulk
-    for figures in catch_ups:
+    postgres = [t for t in store_targets(config) if t.kind == "postgresql"]
+    pg_catch_ups: list[CatchUp] = []
+    pg_latencies: list[Latency] = []
+    if postgres:
+        pg_calls = calls if config.quick else POSTGRES_CALLS
+        with (
+            bulk_store(small, target=postgres[0]) as pg_low,
+            bulk_store(large, seed=2027, target=postgres[0]) as pg_high,
+        ):
+            pg_catch_ups = [catch_up_rounds(store, 1) for store in (pg_low, pg_high)]
+            pg_latencies = measure_latency([pg_low, pg_high], now, pg_calls)
+    for figures in catch_ups + pg_catch_ups:
         store = figures.store
+        sqlite = store.label == SQLITE.label
         section.rows.append(
             Row(
-                key=f"catch_up.{store.complaints}",
+                key=f"catch_up{'' if sqlite else '.postgres'}.{store.complaints}",
                 figure=(
                     f"`desk.reports.rebuild()`, {store.complaints:,} complaints "
-                    f"({store.events:,} events), SQLite file"
+                    f"({store.events:,} events), {store.label}"
                     + (
                         f", best of {len(figures.amends)}"
                         if len(figures.amends) > 1
@@ -548,43 +578,18 @@ def run(config: RunConfig) -> Section:
                     f"raw library reading the log in the same rounds, best of "
                     f"{len(figures.raw)}"
                 ),
-                target=CATCH_UP_TARGET,
+                target=CATCH_UP_TARGET if sqlite else None,
                 paired_ratio=figures.ratio,
             )
         )
     section.rows += floor.rows()
     low, high = latencies
-    for latency in latencies:
-        for name in REPORTS:
-            for filter_name in FILTERS:
-                section.rows.append(
-                    Row(
-                        key=f"report.{latency.size}.{name}.{filter_name}",
-                        figure=(
-                            f"`{name}()`, {_filter_text(filter_name)}, "
-                            f"{latency.size:,} complaints: p95"
-                        ),
-                        value=percentile(latency.samples[name, filter_name], 95),
-                        unit="ms",
-                        target=LATENCY_TARGET,
-                    )
-                )
-    for name in REPORTS:
-        for filter_name in FILTERS:
-            section.rows.append(
-                Row(
-                    key=f"scaling.{name}.{filter_name}",
-                    figure=(
-                        f"`{name}()`, {_filter_text(filter_name)}: p95 at "
-                        f"{high.size:,} complaints"
-                    ),
-                    value=percentile(high.samples[name, filter_name], 95),
-                    unit="ms",
-                    baseline=percentile(low.samples[name, filter_name], 95),
-                    baseline_label=f"p95 at {low.size:,}",
-                    target=SCALING_TARGET,
-                )
-            )
+    section.rows += latency_rows(latencies)
+    if pg_latencies:
+        section.rows += latency_rows(pg_latencies[1:], postgres[0])
+    section.rows += scaling_rows(low, high)
+    if pg_latencies:
+        section.rows += scaling_rows(pg_latencies[0], pg_latencies[1], postgres[0])
     section.notes += [
         Note(
             "Stores",
@@ -597,6 +602,19 @@ def run(config: RunConfig) -> Section:
         ),
         rounds_note(catch_ups, latencies),
     ]
+    if pg_latencies:
+        pg_low_latency, pg_high_latency = pg_latencies
+        section.notes.append(
+            rounds_note(
+                pg_catch_ups,
+                pg_latencies,
+                "PostgreSQL",
+                f"The typical filter selects {pg_low_latency.selected['typical']:,} "
+                f"and {pg_high_latency.selected['typical']:,} complaints there; the "
+                f"narrow one {pg_low_latency.selected['narrow']:,} and "
+                f"{pg_high_latency.selected['narrow']:,}. ",
+            )
+        )
     bounds.insert(0, floor.text())
     section.notes.append(Note("What bounds the figures", "\n\n".join(bounds)))
     section.notes.append(scaling_note(catch_ups, low, high))
@@ -630,7 +648,63 @@ def _filter_text(filter_name: str) -> str:
     return "no filter" if filter_name == "none" else f"{filter_name} filter"
 
 
-def rounds_note(catch_ups: list[CatchUp], latencies: list[Latency]) -> Note:
+def latency_rows(latencies: list[Latency], target: StoreTarget = SQLITE) -> list[Row]:
+    """Each report's p95 per filter, at each size in `latencies`."""
+    prefix, suffix = _store_words(target)
+    return [
+        Row(
+            key=f"{prefix}report.{latency.size}.{name}.{filter_name}",
+            figure=(
+                f"`{name}()`, {_filter_text(filter_name)}, "
+                f"{latency.size:,} complaints{suffix}: p95"
+            ),
+            value=percentile(latency.samples[name, filter_name], 95),
+            unit="ms",
+            target=LATENCY_TARGET,
+        )
+        for latency in latencies
+        for name in REPORTS
+        for filter_name in FILTERS
+    ]
+
+
+def scaling_rows(
+    low: Latency, high: Latency, target: StoreTarget = SQLITE
+) -> list[Row]:
+    """Each report's p95 per filter in the larger store over the smaller's."""
+    prefix, suffix = _store_words(target)
+    return [
+        Row(
+            key=f"{prefix}scaling.{name}.{filter_name}",
+            figure=(
+                f"`{name}()`, {_filter_text(filter_name)}{suffix}: p95 at "
+                f"{high.size:,} complaints"
+            ),
+            value=percentile(high.samples[name, filter_name], 95),
+            unit="ms",
+            baseline=percentile(low.samples[name, filter_name], 95),
+            baseline_label=f"p95 at {low.size:,}",
+            target=SCALING_TARGET,
+        )
+        for name in REPORTS
+        for filter_name in FILTERS
+    ]
+
+
+def _store_words(target: StoreTarget) -> tuple[str, str]:
+    """A row key's prefix and a figure's suffix for a store other than SQLite
+    (the SQLite rows keep the keys earlier runs gave them)."""
+    if target.kind == "sqlite":
+        return "", ""
+    return f"{target.kind}.", f", {target.label}"
+
+
+def rounds_note(
+    catch_ups: list[CatchUp],
+    latencies: list[Latency],
+    where: str = "",
+    preface: str = "",
+) -> Note:
     parts = [
         f"Catch-up at {f.store.complaints:,} complaints: rebuild "
         + ", ".join(f"{v:,.0f}" for v in f.amends)
@@ -659,6 +733,6 @@ def rounds_note(catch_ups: list[CatchUp], latencies: list[Latency]) -> Note:
         for label in ("p50", "p95")
     ]
     return Note(
-        "Rounds and latencies",
-        " ".join(parts) + "\n\n" + share_table("report, ms", columns, rows),
+        f"Rounds and latencies{', ' + where if where else ''}",
+        preface + " ".join(parts) + "\n\n" + share_table("report, ms", columns, rows),
     )

@@ -11,7 +11,7 @@ store is what amends itself costs.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -98,6 +98,17 @@ class RawComplaint(Aggregate):
     ) -> None:
         self.stage = "PREVENTION_LOGGED"
         self.last_event_at = at
+
+
+class LogReader(Application[UUID]):
+    """The bare library's application on the store amends writes, to read
+    it: named as amends names its own, since the library names PostgreSQL's
+    tables after the application (SQLite's are named alike for any)."""
+
+    name = "amends"
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        super().__init__(env=dict(env))
 
 
 class RawDesk(Application[UUID]):
@@ -246,7 +257,7 @@ def read_by_complaint(recorder: ApplicationRecorder) -> int:
 
 def read_page(
     recorder: ApplicationRecorder, start: int, limit: int
-) -> list[Notification]:
+) -> Sequence[Notification]:
     """Up to `limit` notifications from position `start`, each state
     JSON-decoded: what reading the store costs before any projection or
     check, a page of the log at a time."""

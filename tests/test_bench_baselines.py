@@ -57,7 +57,7 @@ def test_a_catch_up_round_reads_every_event_raw_and_rebuilds_the_same_views(
         plain = desk.reports.ownership(catch_up=True)
         events = desk.reports.runner.position()
     assert events == 6
-    store = Store(BulkStore(url, complaints=3, events=events), tmp_path)
+    store = Store(BulkStore(url, complaints=3, events=events))
     for rebuild_first in (True, False):
         rebuilt, read = catch_up_round(store, rebuild_first=rebuild_first)
         assert rebuilt > 0
@@ -66,7 +66,7 @@ def test_a_catch_up_round_reads_every_event_raw_and_rebuilds_the_same_views(
             assert desk.reports.ownership(catch_up=False).model_dump(
                 exclude={"generated_at"}
             ) == plain.model_dump(exclude={"generated_at"})
-    short = Store(BulkStore(url, complaints=3, events=events + 1), tmp_path)
+    short = Store(BulkStore(url, complaints=3, events=events + 1))
     with pytest.raises(RuntimeError, match="not 7"):
         catch_up_round(short, rebuild_first=True)
 
