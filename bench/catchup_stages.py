@@ -25,7 +25,7 @@ STAGES = (
     ("rows", "derive view rows (`rows_of`, rest: SLA deadlines, spans)"),
     ("to_json", "facts to JSON (`ComplaintFacts.to_json`)"),
     ("totals", "running totals (`summary.Delta.add`: contributions)"),
-    ("insert", "insert rows (`_upsert_many`: bind processors, executemany)"),
+    ("insert", "insert rows (`_insert_many`: bind processors, executemany)"),
     ("finish", "find every percentile at the end (`_write_percentiles`)"),
 )
 """(label, description) in the order the report lists them; nested stages
@@ -47,6 +47,6 @@ def probes() -> list[Probe]:
         Probe(ProjectionRunner, "rows_of", "rows"),
         Probe(ComplaintFacts, "to_json", "to_json"),
         Probe(Delta, "add", "totals"),
-        Probe(runner_module, "_upsert_many", "insert"),
+        Probe(runner_module, "_insert_many", "insert"),
         Probe(runner_module, "_write_percentiles", "finish"),
     ]

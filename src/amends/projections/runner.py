@@ -495,7 +495,7 @@ class ProjectionRunner:
                 self._still_loading(conn, upto)
                 for table in t.ROW_TABLES:
                     if load.rows[table.name]:
-                        _upsert_many(conn, table, load.rows[table.name], new=True)
+                        _insert_many(conn, table, load.rows[table.name])
                 _write_totals(conn, load.delta)
         except IntegrityError:
             # Another runner loaded one of these complaints first.
@@ -982,60 +982,83 @@ def _delete_keys(
 
 
 def _upsert_many(
-    conn: Connection,
-    table: Table,
-    rows: list[tuple[Any, ...]],
-    *,
-    add: bool = False,
-    new: bool = False,
+    conn: Connection, table: Table, rows: list[tuple[Any, ...]], *, add: bool = False
 ) -> None:
     """Insert rows, or update them where the key exists, with the driver's
-    executemany, converting values once.
+    executemany, converting values once (`_driver_values`).
 
-    Same values as SQLAlchemy's own insert, through the same column types'
-    bind processors, without its per-row parameter machinery, which was most
-    of the catch-up time. `ON CONFLICT ... DO UPDATE` reads the same on
-    SQLite (3.24 and later) and PostgreSQL. With `add`, an existing row's
-    other columns are increased by the new values instead of replaced. With
-    `new`, a row whose key exists is an `IntegrityError` (a plain insert).
+    `ON CONFLICT ... DO UPDATE` reads the same on SQLite (3.24 and later) and
+    PostgreSQL. With `add`, an existing row's other columns are increased by
+    the new values instead of replaced.
     """
-    dialect = conn.dialect
-    columns = list(table.columns)
-    processors = [_binder(column, dialect) for column in columns]
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    preparer = dialect.identifier_preparer
-    names = [preparer.format_column(c) for c in columns]
-    keys = [preparer.format_column(c) for c in table.primary_key.columns]
-    table_name = preparer.format_table(table)
+    table_name, names = _named(conn.dialect, table)
+    keys = [
+        conn.dialect.identifier_preparer.format_column(c)
+        for c in table.primary_key.columns
+    ]
     updates = ", ".join(
         f"{n} = {table_name}.{n} + excluded.{n}" if add else f"{n} = excluded.{n}"
         for n in names
         if n not in keys
     )
-    statement = (
-        f"INSERT INTO {table_name} ({', '.join(names)}) "
-        f"VALUES ({', '.join(mark for _ in columns)}) "
+    conn.exec_driver_sql(
+        f"{_insert_statement(conn.dialect, table_name, names)} "
+        f"ON CONFLICT ({', '.join(keys)}) "
+        + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING"),
+        _driver_values(conn.dialect, table, rows),
     )
-    if not new:
-        statement += f"ON CONFLICT ({', '.join(keys)}) " + (
-            f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-        )
-    converting = [
-        (index, process) for index, process in enumerate(processors) if process
-    ]
-    values: list[tuple[Any, ...]] = []
-    for row in rows:
-        if converting:
-            cells = list(row)
-            for index, process in converting:
-                cells[index] = process(cells[index])
-            values.append(tuple(cells))
-        else:
-            values.append(row)
-    if new and dialect.name == "postgresql":
+
+
+def _insert_many(conn: Connection, table: Table, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows new to `table` (a rebuild's load): a row whose key exists
+    is an `IntegrityError`, so a complaint written twice fails rather than
+    double-counts. On PostgreSQL by `COPY` (see `_copy`), elsewhere with the
+    driver's executemany."""
+    table_name, names = _named(conn.dialect, table)
+    values = _driver_values(conn.dialect, table, rows)
+    if conn.dialect.name == "postgresql":
         _copy(conn, f"COPY {table_name} ({', '.join(names)}) FROM STDIN", values)
     else:
-        conn.exec_driver_sql(statement, values)
+        conn.exec_driver_sql(_insert_statement(conn.dialect, table_name, names), values)
+
+
+def _named(dialect: Dialect, table: Table) -> tuple[str, list[str]]:
+    """The table's name and its columns' names, quoted as `dialect` needs."""
+    preparer = dialect.identifier_preparer
+    return preparer.format_table(table), [
+        preparer.format_column(c) for c in table.columns
+    ]
+
+
+def _insert_statement(dialect: Dialect, table_name: str, names: list[str]) -> str:
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    return (
+        f"INSERT INTO {table_name} ({', '.join(names)}) "
+        f"VALUES ({', '.join(mark for _ in names)})"
+    )
+
+
+def _driver_values(
+    dialect: Dialect, table: Table, rows: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """The rows' values as the driver takes them: the same values as
+    SQLAlchemy's own insert, through the same column types' bind processors
+    (`_binder`), without its per-row parameter machinery, which was most of
+    the catch-up time."""
+    converting = [
+        (index, process)
+        for index, column in enumerate(table.columns)
+        if (process := _binder(column, dialect))
+    ]
+    if not converting:
+        return rows
+    values: list[tuple[Any, ...]] = []
+    for row in rows:
+        cells = list(row)
+        for index, process in converting:
+            cells[index] = process(cells[index])
+        values.append(tuple(cells))
+    return values
 
 
 def _copy(conn: Connection, statement: str, values: list[tuple[Any, ...]]) -> None:
