@@ -90,8 +90,8 @@ UNIT = "events/s"
 @dataclass
 class Store:
     bulk: bulk.BulkStore
-    label: str = "SQLite file"
-    """The kind of store, as the rows name it."""
+    target: StoreTarget = SQLITE
+    """The kind of store it is."""
 
     @property
     def url(self) -> str:
@@ -166,7 +166,7 @@ def bulk_store(
             f"projections: {target.label} store of {generated.describe()}, built "
             f"in {generated.seconds:.1f} s"
         )
-        yield Store(generated, target.label)
+        yield Store(generated, target)
 
 
 def rebuild(url: str) -> int:
@@ -558,13 +558,13 @@ def run(config: RunConfig) -> Section:
             pg_latencies = measure_latency([pg_low, pg_high], now, pg_calls)
     for figures in catch_ups + pg_catch_ups:
         store = figures.store
-        sqlite = store.label == SQLITE.label
+        prefix, _ = _store_words(store.target)
         section.rows.append(
             Row(
-                key=f"catch_up{'' if sqlite else '.postgres'}.{store.complaints}",
+                key=f"{prefix}catch_up.{store.complaints}",
                 figure=(
                     f"`desk.reports.rebuild()`, {store.complaints:,} complaints "
-                    f"({store.events:,} events), {store.label}"
+                    f"({store.events:,} events), {store.target.label}"
                     + (
                         f", best of {len(figures.amends)}"
                         if len(figures.amends) > 1
@@ -578,7 +578,7 @@ def run(config: RunConfig) -> Section:
                     f"raw library reading the log in the same rounds, best of "
                     f"{len(figures.raw)}"
                 ),
-                target=CATCH_UP_TARGET if sqlite else None,
+                target=CATCH_UP_TARGET if store.target == SQLITE else None,
                 paired_ratio=figures.ratio,
             )
         )

@@ -31,9 +31,11 @@ from conftest import FixedClock
 
 
 def test_a_catch_up_round_reads_every_event_raw_and_rebuilds_the_same_views(
-    tmp_path: Path,
+    shared_store_url: str,
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'events.db'}"
+    """On both databases: the library names PostgreSQL's tables after its
+    application, so a raw read under another name would find none there."""
+    url = shared_store_url
     at = datetime(2030, 1, 1, tzinfo=UTC)
     clock = FixedClock(at + timedelta(days=1))
     with ComplaintDesk(url, clock=clock) as desk:
