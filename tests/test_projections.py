@@ -800,6 +800,64 @@ def test_the_unfiltered_sla_report_reads_unmet_deadlines_from_their_own_index(
                 )
 
 
+@pytest.mark.parametrize(
+    "window", [False, True], ids=["owner alone", "owner in a window"]
+)
+def test_an_owner_filter_never_probes_every_complaint_of_the_store(
+    tmp_path: Path, window: bool
+) -> None:
+    """A filter on the owner alone reads that owner's complaints from their
+    range of the spans' owner index; with a window, the complaints in it are
+    asked whether the owner had them. Asking every complaint
+    of the store (a scan of them all) made an owner's reports cost what the
+    whole store holds: 53 ms of each statement at 100,000 complaints."""
+    from sqlalchemy import event
+
+    clock = FixedClock(START + timedelta(days=2))
+    with make_desk(f"sqlite:///{tmp_path / 'a.db'}", clock) as desk:
+        for n in range(3):
+            complaint = desk.receive(**RECEIVE, at=START + timedelta(hours=n))
+            desk.transfer_ownership(
+                complaint,
+                by="ana",
+                to="ben",
+                reason="r",
+                customer_told=True,
+                at=START + timedelta(hours=5),
+            )
+        desk.reports.catch_up()
+        engine = desk.reports.queries.engine
+        seen: list[tuple[str, Any]] = []
+
+        def record(*args: Any) -> None:
+            statement, parameters = args[2], args[3]
+            if "amends_view_owner_spans.owner = ?" in statement:
+                seen.append((statement, parameters))
+
+        f: dict[str, Any] = {"owner": "ben"}
+        if window:
+            f.update(since=START, until=START + timedelta(days=1))
+        event.listen(engine, "before_cursor_execute", record)
+        for name in ("ownership", "time_to_resolution", "sla", "backlog", "recurrence"):
+            report = getattr(desk.reports, name)(catch_up=False, **f)
+            assert report.filter.owner == "ben"
+        event.remove(engine, "before_cursor_execute", record)
+        assert len(seen) >= 5
+        with engine.connect() as conn:
+            for statement, parameters in seen:
+                plan = [
+                    str(row[-1])
+                    for row in conn.exec_driver_sql(
+                        f"EXPLAIN QUERY PLAN {statement}", parameters
+                    )
+                ]
+                scans = [step for step in plan if step.startswith("SCAN")]
+                assert not any("amends_view_complaints" in s for s in scans), (
+                    statement,
+                    plan,
+                )
+
+
 # ------------------------------------------------------------ a rebuild's load
 
 

@@ -540,14 +540,17 @@ class ReportQueries:
         if f.category is not None:
             clauses.append(c.category == bindparam("category", type_=c.category.type))
         if f.owner is not None:
-            clauses.append(
-                exists().where(
-                    and_(
-                        s.complaint_id == c.id,
-                        s.owner == bindparam("owner", type_=s.owner.type),
-                    )
-                )
-            )
+            owner = s.owner == bindparam("owner", type_=s.owner.type)
+            if f.since is None and f.until is None:
+                # No window to start from: read the owner's complaints from
+                # their range of the spans' owner index. Asked whether each
+                # complaint had a span of theirs, SQLite probed every
+                # complaint of the store (53 ms of each statement at 100,000).
+                clauses.append(c.id.in_(select(s.complaint_id).where(owner)))
+            else:
+                # A window selects a range of complaints by receipt: probe
+                # only those.
+                clauses.append(exists().where(and_(s.complaint_id == c.id, owner)))
         return and_(True, *clauses)
 
     def _ids(self, f: ReportFilter) -> Select[Any]:
