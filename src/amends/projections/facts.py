@@ -188,7 +188,7 @@ class ComplaintFacts:
             channel=data["channel"],
             category=data["category"],
             severity=Severity(data["severity"]),
-            stage=Stage(data["stage"]),
+            stage=_STAGES[data["stage"]],
             last_event_at=_time(data["last_event_at"]),
             reached=_reached(data),
             waiting=data["waiting"],
