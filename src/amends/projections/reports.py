@@ -46,7 +46,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    type_coerce,
 )
 
 from amends.domain.sla import PolicySchedule
@@ -646,11 +645,11 @@ class ReportQueries:
         complaints are sorted by receipt, and only the listed chains' times
         parsed."""
         c, s, d = t.complaints.c, t.spans.c, t.deadlines.c
-        stored, _, _ = t.stored_times(self.engine.dialect)
+        as_stored, _, _ = t.stored_times(self.engine.dialect)
         ids = self._ids(f)
         complaints = select(
             c.id,
-            type_coerce(c.received_at, stored).label("received_at"),
+            as_stored(c.received_at).label("received_at"),
             c.owner,
             c.is_open,
             c.received_by,
@@ -663,8 +662,8 @@ class ReportQueries:
                 s.complaint_id,
                 s.owner,
                 s.via,
-                type_coerce(s.start_at, stored).label("start_at"),
-                type_coerce(s.end_at, stored).label("end_at"),
+                as_stored(s.start_at).label("start_at"),
+                as_stored(s.end_at).label("end_at"),
             )
             .where(s.complaint_id.in_(ids))
             .order_by(s.complaint_id, s.seq)
@@ -783,7 +782,7 @@ class ReportQueries:
     ) -> dict[str, tuple[ChainLink, ...]]:
         """The chains of owners of the complaints `ids`, from their spans read
         with their times as stored (see `tables.stored_times`)."""
-        stored, _, from_stored = t.stored_times(self.engine.dialect)
+        as_stored, _, from_stored = t.stored_times(self.engine.dialect)
         s = t.spans.c
         spans_of: dict[str, list[Any]] = defaultdict(list)
         for start in range(0, len(ids), 500):
@@ -791,8 +790,8 @@ class ReportQueries:
                 select(
                     s.complaint_id,
                     s.owner,
-                    type_coerce(s.start_at, stored).label("start_at"),
-                    type_coerce(s.end_at, stored).label("end_at"),
+                    as_stored(s.start_at).label("start_at"),
+                    as_stored(s.end_at).label("end_at"),
                 )
                 .where(s.complaint_id.in_(ids[start : start + 500]))
                 .order_by(s.complaint_id, s.seq)
@@ -1012,7 +1011,7 @@ class ReportQueries:
         d = t.deadlines.c
         # Times as stored (see `tables.stored_times`): thousands of them are
         # compared here, and only those of the listed rows are returned.
-        stored, to_stored, from_stored = t.stored_times(self.engine.dialect)
+        as_stored, to_stored, from_stored = t.stored_times(self.engine.dialect)
         (statement,) = self._prepared(
             "sla",
             f,
@@ -1020,8 +1019,8 @@ class ReportQueries:
                 select(
                     d.complaint_id,
                     d.target,
-                    type_coerce(d.due_at, stored),
-                    type_coerce(d.met_at, stored),
+                    as_stored(d.due_at),
+                    as_stored(d.met_at),
                     d.owner_at_due,
                     d.seq,
                 ).where(d.complaint_id.in_(self._ids(f))),
