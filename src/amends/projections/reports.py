@@ -547,8 +547,8 @@ class ReportQueries:
                 clauses.append(c.id.in_(select(s.complaint_id).where(owner)))
             else:
                 # A window is a range of complaints by receipt: each one in it
-                # is asked, rather than listing all the owner's complaints of
-                # every time for a window that may hold a handful.
+                # is asked, rather than listing every complaint the owner ever
+                # had for a window that may hold a handful.
                 clauses.append(exists().where(and_(s.complaint_id == c.id, owner)))
         return and_(True, *clauses)
 
