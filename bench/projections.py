@@ -161,7 +161,7 @@ class Latency:
         return list(self.arguments)
 
     def per_complaint(self, report: str, filter_name: str) -> float | None:
-        """The report's p50 over the complaints the filter selects (ms per
+        """The report's p50 ÷ the complaints the filter selects (ms per
         complaint), or None if it selects none."""
         selected = self.selected[filter_name]
         p50 = percentile(self.samples[report, filter_name], 50)
