@@ -14,6 +14,7 @@ import math
 import os
 import sqlite3
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -1140,6 +1141,37 @@ def test_a_history_a_worker_cannot_fold_is_named_in_this_process(
         runner.rebuild()
     assert (refused.value.complaint_id, refused.value.version) == (broken, 2)
     assert runner.loading()
+
+
+def test_a_worker_that_cannot_fold_lets_the_others_finish_their_parts(
+    forking: tuple[ComplaintDesk, str],
+) -> None:
+    """When one worker refuses a history, the load stops: the parts not
+    started are left for the next load, and a part another worker is loading
+    is finished, not killed. Killing the workers could catch one sending its
+    result, holding the result queue's lock, and the pool's shutdown then
+    waited for ever."""
+    desk, _ = forking
+    first, broken = sorted(
+        (walk_to(desk, Stage.ACKNOWLEDGED) for _ in range(2)), key=str
+    )
+    raw = RawStore(forking[1])
+    raw.set_state(broken, 2, raw.state(broken, 2), topic="no such topic")
+    runner = desk.reports.runner
+    runner.load_complaints = 1  # two parts: one a worker folds slowly
+    fold = runner.fold_complaints
+
+    def slow(start: str, last: str, upto: int) -> Any:
+        if uuid.UUID(start) == first:
+            time.sleep(1)  # still loading when the other part is refused
+        return fold(start, last, upto)
+
+    runner.fold_complaints = slow  # type: ignore[method-assign]
+    with pytest.raises(HistoryViolation):
+        runner.rebuild()
+    with runner.engine.connect() as conn:
+        loaded = set(conn.execute(select(t.complaints.c.id)).scalars())
+    assert loaded == {str(first)}
 
 
 @given(

@@ -830,6 +830,12 @@ _WRITE_TURN: Any = None
 """Shared by a load's forked workers: one writes at a time, and the next
 starts the moment it is done (waiting on the database's own lock would poll,
 sleeping up to 100 ms at a time on SQLite)."""
+_STOP: Any = None
+"""Set by the parent when a load stops early (a history a worker cannot fold,
+another runner's load): the workers take no further part, and the parts they
+are loading finish. Terminating the workers instead could kill one while it
+sent a result, holding the result queue's lock; the pool's shutdown then
+waited on that lock for ever (seen once in a test run, on PostgreSQL)."""
 
 
 @contextmanager
@@ -852,16 +858,17 @@ def _loaded(
         for first, last in parts:
             yield runner.load_part(first, last, upto)
         return
-    global _FORKED, _WRITE_TURN
+    global _FORKED, _WRITE_TURN, _STOP
     context = mp.get_context("fork")
     with _FORK_LOCK:
-        _FORKED, _WRITE_TURN = runner, context.Lock()
+        stop = context.Event()
+        _FORKED, _WRITE_TURN, _STOP = runner, context.Lock(), stop
         try:
             pool = context.Pool(
                 min(workers, len(parts)), initializer=_forked_connections
             )
         finally:
-            _FORKED, _WRITE_TURN = None, None
+            _FORKED, _WRITE_TURN, _STOP = None, None, None
     try:
         for done in pool.imap_unordered(_load_forked, [(*p, upto) for p in parts]):
             if isinstance(done, _Refused):
@@ -870,7 +877,8 @@ def _loaded(
                 raise ProjectionConflict(runner.name)
             yield done
     finally:
-        pool.terminate()
+        stop.set()  # the parts not started yet are skipped
+        pool.close()
         pool.join()
 
 
@@ -894,6 +902,8 @@ def _load_forked(part: tuple[str, str, int]) -> int | _Refused | None:
     """A part loaded by a forked worker: its events, the history it could not
     fold, or None when another runner loaded the part or finished the load."""
     assert _FORKED is not None, "only forked workers load parts"
+    if _STOP is not None and _STOP.is_set():
+        return 0  # the load stopped early: the parent reads no more
     try:
         return _FORKED.load_part(*part)
     except HistoryViolation as exc:
