@@ -135,57 +135,47 @@ class RawStore:
                 cur.execute(f'SET search_path TO "{schema}"')
                 yield cur
 
-    def _where(self, complaint_id: UUID) -> tuple[str, str, Any]:
+    def _event(self, complaint_id: UUID, version: int) -> tuple[str, str, str, Any]:
+        """The events table, its parameter mark, and the clause (with its
+        parameters) that picks one event."""
         if self.sqlite:
-            return "stored_events", "?", complaint_id.hex
-        return "amends_events", "%s", complaint_id
+            table, p, cid = "stored_events", "?", complaint_id.hex
+        else:
+            table, p, cid = "amends_events", "%s", complaint_id
+        where = f"WHERE originator_id = {p} AND originator_version = {p}"
+        return table, p, where, (cid, version)
 
     def state(self, complaint_id: UUID, version: int) -> dict[str, Any]:
-        table, p, cid = self._where(complaint_id)
+        table, _, where, key = self._event(complaint_id, version)
         with self._cursor() as cur:
-            cur.execute(
-                f"SELECT state FROM {table} WHERE originator_id = {p} "
-                f"AND originator_version = {p}",
-                (cid, version),
-            )
+            cur.execute(f"SELECT state FROM {table} {where}", key)
             (state,) = cur.fetchone()
         return dict(json.loads(bytes(state)))
 
     def set_state(
         self, complaint_id: UUID, version: int, state: dict[str, Any], topic: str = ""
     ) -> None:
-        table, p, cid = self._where(complaint_id)
-        data = json.dumps(state).encode()
-        with self._cursor() as cur:
-            if topic:
-                cur.execute(
-                    f"UPDATE {table} SET state = {p}, topic = {p} "
-                    f"WHERE originator_id = {p} AND originator_version = {p}",
-                    (data, topic, cid, version),
-                )
-            else:
-                cur.execute(
-                    f"UPDATE {table} SET state = {p} "
-                    f"WHERE originator_id = {p} AND originator_version = {p}",
-                    (data, cid, version),
-                )
-
-    def delete(self, complaint_id: UUID, version: int) -> None:
-        table, p, cid = self._where(complaint_id)
+        table, p, where, key = self._event(complaint_id, version)
+        changes = {
+            "state": json.dumps(state).encode(),
+            **({"topic": topic} if topic else {}),
+        }
+        assignments = ", ".join(f"{column} = {p}" for column in changes)
         with self._cursor() as cur:
             cur.execute(
-                f"DELETE FROM {table} WHERE originator_id = {p} "
-                f"AND originator_version = {p}",
-                (cid, version),
+                f"UPDATE {table} SET {assignments} {where}", (*changes.values(), *key)
             )
+
+    def delete(self, complaint_id: UUID, version: int) -> None:
+        table, _, where, key = self._event(complaint_id, version)
+        with self._cursor() as cur:
+            cur.execute(f"DELETE FROM {table} {where}", key)
 
     def swap(self, complaint_id: UUID, first: int, second: int) -> None:
         """Swap two events' positions in the complaint's sequence."""
-        table, p, cid = self._where(complaint_id)
         with self._cursor() as cur:
             for old, new in ((first, -1), (second, first), (-1, second)):
+                table, p, where, key = self._event(complaint_id, old)
                 cur.execute(
-                    f"UPDATE {table} SET originator_version = {p} "
-                    f"WHERE originator_id = {p} AND originator_version = {p}",
-                    (new, cid, old),
+                    f"UPDATE {table} SET originator_version = {p} {where}", (new, *key)
                 )

@@ -1151,11 +1151,11 @@ def test_a_worker_that_cannot_fold_lets_the_others_finish_their_parts(
     is finished, not killed. Killing the workers could catch one sending its
     result, holding the result queue's lock, and the pool's shutdown then
     waited for ever."""
-    desk, _ = forking
+    desk, store_url = forking
     first, broken = sorted(
         (walk_to(desk, Stage.ACKNOWLEDGED) for _ in range(2)), key=str
     )
-    raw = RawStore(forking[1])
+    raw = RawStore(store_url)
     raw.set_state(broken, 2, raw.state(broken, 2), topic="no such topic")
     runner = desk.reports.runner
     runner.load_complaints = 1  # two parts: one a worker folds slowly

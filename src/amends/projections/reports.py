@@ -65,9 +65,11 @@ AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
 GROUPINGS = summary.GROUPINGS
 DEFAULT_LIMIT = 50
 _STAGE_ORDER = {stage: index for index, stage in enumerate(Stage)}
-_ANSWERS = ("yes", "no", "unanswered")
-"""The answers to a resolution the backlog report counts, in the order the
-filtered report's statement counts them (true, false, none: `summary.answer`)."""
+_ANSWERED = (True, False, None)
+"""The values a satisfaction answer is stored as, in the order the filtered
+backlog report's statement counts them."""
+_ANSWERS = tuple(summary.answer(value) for value in _ANSWERED)
+"""Their names in the backlog report, in the same order."""
 
 
 def percentile(ordered: Sequence[float], p: int) -> float | None:
@@ -560,7 +562,6 @@ class ReportQueries:
     ) -> OwnershipReport:
         if _everything(f):
             return self._ownership_of_all(now, f, limit)
-        _, _, from_stored = t.stored_times(self.engine.dialect)
         statements = self._prepared(
             "ownership", f, lambda: self._ownership_statements(f)
         )
@@ -623,7 +624,7 @@ class ReportQueries:
             return OwnerChain(
                 complaint_id=row.id,
                 handoffs=row.handoffs,
-                links=_chain_links(spans_of[row.id], from_stored),
+                links=_chain_links(spans_of[row.id]),
             )
 
         return OwnershipReport(
@@ -641,11 +642,11 @@ class ReportQueries:
         their breaches: every count, distribution and list of the filtered
         report comes from these rows, which the selection bounds, instead of
         selecting the complaints again for each (ten statements, each finding
-        the same rows). Times as stored (see `tables.stored_times`): the
+        the same rows). Times as stored (see `tables.seconds_of`): the
         complaints are sorted by receipt, and only the listed chains' times
         parsed."""
         c, s, d = t.complaints.c, t.spans.c, t.deadlines.c
-        as_stored, _, _ = t.stored_times(self.engine.dialect)
+        as_stored = t.seconds_of(self.engine.dialect)
         ids = self._ids(f)
         complaints = select(
             c.id,
@@ -781,8 +782,8 @@ class ReportQueries:
         self, conn: Connection, ids: list[str]
     ) -> dict[str, tuple[ChainLink, ...]]:
         """The chains of owners of the complaints `ids`, from their spans read
-        with their times as stored (see `tables.stored_times`)."""
-        as_stored, _, from_stored = t.stored_times(self.engine.dialect)
+        with their times as stored (see `tables.seconds_of`)."""
+        as_stored = t.seconds_of(self.engine.dialect)
         s = t.spans.c
         spans_of: dict[str, list[Any]] = defaultdict(list)
         for start in range(0, len(ids), 500):
@@ -797,9 +798,7 @@ class ReportQueries:
                 .order_by(s.complaint_id, s.seq)
             ).all():
                 spans_of[span.complaint_id].append(span)
-        return {
-            cid: _chain_links(spans, from_stored) for cid, spans in spans_of.items()
-        }
+        return {cid: _chain_links(spans) for cid, spans in spans_of.items()}
 
     def time_to_resolution(
         self, now: datetime, f: ReportFilter, limit: int = DEFAULT_LIMIT
@@ -1009,9 +1008,9 @@ class ReportQueries:
         handful per complaint), instead of selecting the complaints again for
         each."""
         d = t.deadlines.c
-        # Times as stored (see `tables.stored_times`): thousands of them are
+        # Times as stored (see `tables.seconds_of`): thousands of them are
         # compared here, and only those of the listed rows are returned.
-        as_stored, to_stored, from_stored = t.stored_times(self.engine.dialect)
+        as_stored = t.seconds_of(self.engine.dialect)
         (statement,) = self._prepared(
             "sla",
             f,
@@ -1032,7 +1031,7 @@ class ReportQueries:
         by_owner: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         breaches = []
         at_risk = []
-        moment, until = to_stored(now), to_stored(now + horizon)
+        moment, until = t.utc_seconds(now), t.utc_seconds(now + horizon)
         for row in rows:
             _, target, due, met, owner, _ = row
             late = due is not None and (met > due if met is not None else due < moment)
@@ -1052,12 +1051,12 @@ class ReportQueries:
             by_target=by_target,
             by_owner=by_owner,
             breaches=[
-                (i, g, from_stored(due), from_stored(met), o)
+                (i, g, t.from_seconds(due), t.from_seconds(met), o)
                 for i, g, due, met, o, _ in breaches[:limit]
             ],
             breaches_total=len(breaches),
             at_risk=[
-                (i, g, from_stored(due), o) for i, g, due, _, o, _ in at_risk[:limit]
+                (i, g, t.from_seconds(due), o) for i, g, due, _, o, _ in at_risk[:limit]
             ],
             at_risk_total=len(at_risk),
         )
@@ -1176,7 +1175,7 @@ class ReportQueries:
                 (0, c.satisfied_first),
                 (1, c.satisfied_after_reopen),
             )
-            for is_answer in (column.is_(True), column.is_(False), column.is_(None))
+            for is_answer in (column.is_(value) for value in _ANSWERED)
         ]
         counted = select(
             *(func.count(c[column]) for column in t.STAGE_COLUMNS.values()),
@@ -1436,16 +1435,14 @@ class SlaParts(NamedTuple):
     at_risk_total: int
 
 
-def _chain_links(
-    spans: Iterable[Any], from_stored: Callable[[Any], datetime | None]
-) -> tuple[ChainLink, ...]:
-    """A complaint's spans, in chain order and with their times as stored, as
-    the links of its chain of owners."""
+def _chain_links(spans: Iterable[Any]) -> tuple[ChainLink, ...]:
+    """A complaint's spans, in chain order and with their times in seconds
+    (`tables.seconds_of`), as the links of its chain of owners."""
     return tuple(
         ChainLink(
             owner=span.owner,
-            start=from_stored(span.start_at),
-            end=from_stored(span.end_at),
+            start=t.from_seconds(span.start_at),
+            end=t.from_seconds(span.end_at),
         )
         for span in spans
     )

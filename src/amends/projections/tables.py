@@ -59,7 +59,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if isinstance(value, float | int):
-            return _from_seconds(value)
+            return from_seconds(value)
         moment: datetime = value
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
@@ -85,16 +85,9 @@ def utc_seconds(value: datetime | None) -> float | None:
     return value.timestamp()
 
 
-def stored_times(
-    dialect: Dialect,
-) -> tuple[
-    Callable[[Any], ColumnElement[float]],
-    Callable[[datetime | None], float | None],
-    Callable[[float | None], datetime | None],
-]:
-    """How a report reads the views' times as seconds since the epoch: the
-    SQL expression that reads a time column so, and the functions taking a
-    time to seconds and back.
+def seconds_of(dialect: Dialect) -> Callable[[Any], ColumnElement[float]]:
+    """How a report reads a time column of the views as seconds since the
+    epoch (`utc_seconds` takes a time there, `from_seconds` back).
 
     Seconds compare and sort as time does, so a report that sorts and
     compares many times (and returns few) converts only what it returns.
@@ -103,9 +96,7 @@ def stored_times(
     of one category took 270 ms so, 195 ms as `date_part('epoch', ...)`, a
     double precision that reads back to the microsecond as SQLite's do.
     """
-    if dialect.name == "sqlite":
-        return _as_float, utc_seconds, _from_seconds
-    return _epoch_seconds, utc_seconds, _from_seconds
+    return _as_float if dialect.name == "sqlite" else _epoch_seconds
 
 
 def _as_float(column: Any) -> ColumnElement[float]:
@@ -116,7 +107,7 @@ def _epoch_seconds(column: Any) -> ColumnElement[float]:
     return func.date_part("epoch", column, type_=Float())
 
 
-def _from_seconds(value: float | None) -> datetime | None:
+def from_seconds(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
