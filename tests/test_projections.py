@@ -12,8 +12,10 @@ from __future__ import annotations
 import gc
 import math
 import os
+import signal
 import sqlite3
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -1172,6 +1174,55 @@ def test_a_worker_that_cannot_fold_lets_the_others_finish_their_parts(
     with runner.engine.connect() as conn:
         loaded = set(conn.execute(select(t.complaints.c.id)).scalars())
     assert loaded == {str(first)}
+
+
+def test_a_worker_that_dies_stops_the_load_and_a_catch_up_finishes_it(
+    forking: tuple[ComplaintDesk, str],
+) -> None:
+    """A worker killed mid-load (for want of memory, say) ends the rebuild at
+    once with a `StoreUnavailable` naming it; the parts written stay, and a
+    catch-up loads the rest. With a `multiprocessing.Pool` the rebuild waited
+    for ever on the dead worker's part, replacing it a hundred times a
+    second."""
+    desk, store_url = forking
+    ids = [walk_to(desk, stage) for stage in Stage for _ in range(2)]
+    victim = sorted(ids, key=str)[len(ids) // 2]
+    runner = desk.reports.runner
+    runner.load_complaints = 3
+    parent = os.getpid()
+    fold = runner.fold_complaints
+
+    def dying(first: str, last: str, upto: int) -> Any:
+        if os.getpid() != parent and uuid.UUID(first) <= victim <= uuid.UUID(last):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return fold(first, last, upto)
+
+    runner.fold_complaints = dying  # type: ignore[method-assign]
+    outcome: list[BaseException | int] = []
+
+    def rebuild() -> None:
+        try:
+            outcome.append(desk.reports.rebuild())
+        except BaseException as exc:  # checked below, in this thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=rebuild, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the rebuild waited for ever on the dead worker"
+    (ended,) = outcome
+    assert isinstance(ended, StoreUnavailable), ended
+    assert isinstance(ended.__cause__, runner_module.LoadInterrupted)
+    assert "ended abruptly" in str(ended)
+    assert runner.loading()
+    with runner.engine.connect() as conn:
+        loaded = set(conn.execute(select(t.complaints.c.id)).scalars())
+    assert str(victim) not in loaded
+    runner.fold_complaints = fold  # type: ignore[method-assign]
+    runner.catch_up()
+    assert not runner.loading()
+    assert_reports_match(desk, ids, ReportFilter(), START)
+    assert view_rows(runner) == log_order_rows(store_url, FixedClock(START))
 
 
 @given(

@@ -17,6 +17,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import InternalError as SqlInternalError
 
-from amends.domain.errors import HistoryViolation
+from amends.domain.errors import AmendsError, HistoryViolation
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
 from amends.projections import summary
@@ -139,6 +141,12 @@ class _Sleeper:
 
 class ProjectionConflict(Exception):
     """Another runner applied this batch first; this one rolled back."""
+
+
+class LoadInterrupted(AmendsError):
+    """A worker process loading the views ended abruptly (killed, perhaps for
+    want of memory): the parts written so far stay, and the next catch-up or
+    rebuild goes on with the rest."""
 
 
 class ProjectionRunner:
@@ -832,10 +840,11 @@ starts the moment it is done (waiting on the database's own lock would poll,
 sleeping up to 100 ms at a time on SQLite)."""
 _STOP: Any = None
 """Set by the parent when a load stops early (a history a worker cannot fold,
-another runner's load): the workers take no further part, and the parts they
-are loading finish. Terminating the workers instead could kill one while it
-sent a result, holding the result queue's lock; the pool's shutdown then
-waited on that lock for ever (seen once in a test run, on PostgreSQL)."""
+another runner's load, an interrupt): the workers take no further part, and
+the parts they are loading finish. Terminating the workers instead could kill
+one while it sent a result, holding the result queue's lock; the pool's
+shutdown then waited on that lock for ever (seen once in a test run, on
+PostgreSQL)."""
 
 
 @contextmanager
@@ -853,7 +862,16 @@ def _loaded(
     """The events of each part as it is loaded: here, one part after the
     other, or by `workers` forked processes, each folding and writing whole
     parts (SQLite lets one of them write at a time; the others fold
-    meanwhile)."""
+    meanwhile).
+
+    The workers are a `ProcessPoolExecutor`'s, not a `multiprocessing.Pool`'s:
+    a pool replaces a worker that dies (killed for want of memory, say) and
+    waits for ever on the part it held, and each replacement, forked after
+    `_FORKED` was cleared, failed at once and was replaced in turn, about a
+    hundred a second. The executor instead fails every part still to come
+    (`BrokenProcessPool`), stops the other workers, and the load raises
+    `LoadInterrupted`.
+    """
     if workers <= 1 or len(parts) <= 1 or "fork" not in mp.get_all_start_methods():
         for first, last in parts:
             yield runner.load_part(first, last, upto)
@@ -864,22 +882,37 @@ def _loaded(
         stop = context.Event()
         _FORKED, _WRITE_TURN, _STOP = runner, context.Lock(), stop
         try:
-            pool = context.Pool(
-                min(workers, len(parts)), initializer=_forked_connections
+            pool = ProcessPoolExecutor(
+                min(workers, len(parts)),
+                mp_context=context,
+                initializer=_forked_connections,
             )
+            # With "fork", the first submission forks every worker, while
+            # `_FORKED` holds the runner they inherit.
+            pending = {pool.submit(_load_forked, (*part, upto)) for part in parts}
         finally:
             _FORKED, _WRITE_TURN, _STOP = None, None, None
     try:
-        for done in pool.imap_unordered(_load_forked, [(*p, upto) for p in parts]):
-            if isinstance(done, _Refused):
-                raise HistoryViolation(done.complaint_id, done.version, done.problem)
-            if done is None:
-                raise ProjectionConflict(runner.name)
-            yield done
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done = future.result()
+                if isinstance(done, _Refused):
+                    raise HistoryViolation(
+                        done.complaint_id, done.version, done.problem
+                    )
+                if done is None:
+                    raise ProjectionConflict(runner.name)
+                yield done
+    except BrokenProcessPool:
+        raise LoadInterrupted(
+            "a worker process loading the report views ended abruptly (killed, "
+            "perhaps for want of memory); the complaints loaded so far are kept: "
+            "catch the views up, or rebuild them, to load the rest"
+        ) from None
     finally:
         stop.set()  # the parts not started yet are skipped
-        pool.close()
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _forked_connections() -> None:
@@ -1147,6 +1180,7 @@ __all__ = [
     "EventFeed",
     "FeedItem",
     "Listener",
+    "LoadInterrupted",
     "ProjectionConflict",
     "ProjectionRunner",
     "Stage",
