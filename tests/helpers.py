@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -179,3 +182,28 @@ class RawStore:
                 cur.execute(
                     f"UPDATE {table} SET originator_version = {p} {where}", (new, *key)
                 )
+
+
+def outcome_within(seconds: float, call: Callable[[], Any]) -> Any:
+    """What `call` returns or raises, run in a thread given `seconds` to end,
+    so that a test of something that once waited for ever fails instead."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the test, in its thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    return outcome[0]
+
+
+def kill_if_forked(parent: int) -> None:
+    """End this process at once, as the kernel's out-of-memory killer would,
+    unless it is the test's own (`parent`)."""
+    if os.getpid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)

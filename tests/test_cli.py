@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shlex
 import sqlite3
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid5
 
 import pytest
@@ -23,9 +25,11 @@ from amends.audit import verify_bundle
 from amends.cli import MAX_MESSAGE, main
 from amends.domain.errors import ComplaintNotFound
 from amends.domain.lifecycle import command_names
+from amends.infra import importer
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE
 
 from conftest import NOW, FixedClock
+from helpers import kill_if_forked, outcome_within
 
 
 @dataclass(frozen=True)
@@ -468,6 +472,34 @@ def test_import_takes_the_conformant_cases_whole_and_accounts_for_every_row(
     assert again["imported"] == []
     assert again["events"] == 0
     assert cli.events() == summary["events"]
+
+
+def test_an_import_whose_worker_dies_fails_in_one_line_with_code_4(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a refusal (3): nothing was wrong with the log, and running the
+    import again finishes it."""
+    monkeypatch.setattr(importer, "PARALLEL_FROM_ROWS", 0)
+    monkeypatch.setattr(importer, "fork_workers", lambda limit: 2)
+    parent, judge = os.getpid(), importer._Judge.__call__
+
+    def dying(self: Any, case: Any) -> Any:
+        kill_if_forked(parent)
+        return judge(self, case)
+
+    monkeypatch.setattr(importer._Judge, "__call__", dying)
+    cli.clock.now = NOW + timedelta(days=400)  # the log's times are in the past
+    args = (
+        "import",
+        str(FIXTURES / "helpdesk.csv"),
+        "--map",
+        str(FIXTURES / "mapping.toml"),
+    )
+    result = outcome_within(60, lambda: cli(*args))
+    assert result.code == 4, result
+    assert len(result.err.strip().splitlines()) == 1
+    assert "ended abruptly" in result.err
+    assert cli.events() == 0
 
 
 def test_import_with_a_broken_mapping_is_a_usage_error(

@@ -12,10 +12,8 @@ from __future__ import annotations
 import gc
 import math
 import os
-import signal
 import sqlite3
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,7 +41,14 @@ from amends.testing import CATEGORIES, PEOPLE, Lifecycle, lifecycles
 from oracle import Oracle
 
 from conftest import POSTGRES_URL_VARIABLE, FixedClock
-from helpers import RECEIVE, RawStore, step_forward, walk_to
+from helpers import (
+    RECEIVE,
+    RawStore,
+    kill_if_forked,
+    outcome_within,
+    step_forward,
+    walk_to,
+)
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 SCHEDULE = PolicySchedule(
@@ -1193,24 +1198,12 @@ def test_a_worker_that_dies_stops_the_load_and_a_catch_up_finishes_it(
     fold = runner.fold_complaints
 
     def dying(first: str, last: str, upto: int) -> Any:
-        if os.getpid() != parent and uuid.UUID(first) <= victim <= uuid.UUID(last):
-            os.kill(os.getpid(), signal.SIGKILL)
+        if uuid.UUID(first) <= victim <= uuid.UUID(last):
+            kill_if_forked(parent)
         return fold(first, last, upto)
 
     runner.fold_complaints = dying  # type: ignore[method-assign]
-    outcome: list[BaseException | int] = []
-
-    def rebuild() -> None:
-        try:
-            outcome.append(desk.reports.rebuild())
-        except BaseException as exc:  # checked below, in this thread
-            outcome.append(exc)
-
-    thread = threading.Thread(target=rebuild, daemon=True)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive(), "the rebuild waited for ever on the dead worker"
-    (ended,) = outcome
+    ended = outcome_within(60, desk.reports.rebuild)
     assert isinstance(ended, StoreUnavailable), ended
     assert isinstance(ended.__cause__, runner_module.LoadInterrupted)
     assert "ended abruptly" in str(ended)

@@ -9,7 +9,8 @@ Exit codes, so scripts can tell who is at fault:
   views built under another policy, a file that cannot be written).
 - 3: amends refused (`InvalidCommand`, `InvalidTransition`,
   `ComplaintNotFound`, `HistoryViolation`, ...), or `verify` found a break.
-- 4: the store failed (`StoreUnavailable`).
+- 4: the store failed (`StoreUnavailable`), or a worker process of an import
+  died (`ImportInterrupted`): run it again.
 
 Every failure is one line on stderr; nothing is recorded by a refused command.
 """
@@ -815,6 +816,7 @@ def import_(
     follow it are imported whole, the others are listed with their first
     offending row; exits 3 if any case or row was refused."""
     from amends.infra.importer import (
+        ImportInterrupted,
         ImportLogError,
         ImportMappingError,
         import_log,
@@ -835,6 +837,9 @@ def import_(
             summary = import_log(desk, log, rules, dry_run=dry_run, progress=progress)
         except ImportLogError as exc:
             raise typer.BadParameter(str(exc), param_hint="'LOG'") from None
+        except ImportInterrupted as exc:  # not a refusal: run it again
+            _fail(str(exc))
+            raise typer.Exit(EXIT_STORE) from None
     print(summary.to_json() if output is TextOrJson.JSON else summary.to_text())
     if not summary.clean:
         raise typer.Exit(EXIT_REFUSED)

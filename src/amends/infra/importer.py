@@ -32,6 +32,8 @@ import types
 import typing
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -93,6 +95,12 @@ class ImportMappingError(AmendsError, ValueError):
 
 class ImportLogError(AmendsError, ValueError):
     """The log as a whole cannot be read (missing file, columns, encoding)."""
+
+
+class ImportInterrupted(AmendsError):
+    """A worker process deciding the cases ended abruptly (killed, perhaps
+    for want of memory). The cases written before stay in the store; an
+    import of the same log again writes the rest and skips those."""
 
 
 # ----------------------------------------------------------------- the mapping
@@ -1080,6 +1088,9 @@ def _verdicts(
     spawned: a worker needs the rows, the mapper (and its cipher) and the
     imported domain, which a fork has at once without copying any of it
     through a pipe; only the verdicts come back. It touches no connection.
+    The workers are a `ProcessPoolExecutor`'s: when one dies, the ranges left
+    fail (`ImportInterrupted`), where a `multiprocessing.Pool` replaced the
+    worker and waited for ever on the range it held.
     """
     if workers <= 1:
         yield from map(judge, cases)
@@ -1089,12 +1100,24 @@ def _verdicts(
     with _FORK_LOCK:
         _FORKED = (judge, cases)
         try:
-            pool = context.Pool(workers)
+            pool = ProcessPoolExecutor(workers, mp_context=context)
+            # Every range is submitted here, and with "fork" the first
+            # submission forks the workers, while `_FORKED` is set.
+            judged = pool.map(_judge_range, _ranges(cases))
         finally:
             _FORKED = None
-    with pool:
-        for verdicts in pool.imap(_judge_range, _ranges(cases)):
+    try:
+        for verdicts in judged:
             yield from verdicts
+    except BrokenProcessPool:
+        raise ImportInterrupted(
+            "a worker process deciding the cases ended abruptly (killed, perhaps "
+            "for want of memory); the cases written so far are kept: import the "
+            "log again to write the rest (the cases already in the store are "
+            "skipped)"
+        ) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ------------------------------------------------------------------ importing
@@ -1122,9 +1145,10 @@ def import_log(
     log. With `dry_run` nothing is written and the summary says what would
     have been. `workers` processes decide the cases (default: one per core,
     up to 4, for logs of 5,000 rows or more; 1 decides in this process).
-    Raises `ImportLogError` when the log as a whole cannot be read and
-    `StoreUnavailable` when the store fails; a refused case is never an
-    exception, it is in the summary.
+    Raises `ImportLogError` when the log as a whole cannot be read,
+    `StoreUnavailable` when the store fails, and `ImportInterrupted` when a
+    worker process dies; a refused case is never an exception, it is in the
+    summary.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -1316,6 +1340,7 @@ __all__ = [
     "ActivityRule",
     "Columns",
     "FieldSource",
+    "ImportInterrupted",
     "ImportLogError",
     "ImportMapping",
     "ImportMappingError",
