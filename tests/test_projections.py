@@ -1181,14 +1181,16 @@ def test_a_worker_that_cannot_fold_lets_the_others_finish_their_parts(
     assert loaded == {str(first)}
 
 
+@pytest.mark.parametrize("ending", ["killed", "interrupted"])
 def test_a_worker_that_dies_stops_the_load_and_a_catch_up_finishes_it(
-    forking: tuple[ComplaintDesk, str],
+    forking: tuple[ComplaintDesk, str], ending: str
 ) -> None:
     """A worker killed mid-load (for want of memory, say) ends the rebuild at
-    once with a `StoreUnavailable` naming it; the parts written stay, and a
-    catch-up loads the rest. With a `multiprocessing.Pool` the rebuild waited
-    for ever on the dead worker's part, replacing it a hundred times a
-    second."""
+    once with a `StoreUnavailable` naming it; Ctrl-C, which reaches every
+    process of the terminal's group, ends it with the `KeyboardInterrupt`.
+    The parts written stay, and a catch-up loads the rest. With a
+    `multiprocessing.Pool` the rebuild waited for ever on the dead worker's
+    part, replacing it a hundred times a second."""
     desk, store_url = forking
     ids = [walk_to(desk, stage) for stage in Stage for _ in range(2)]
     victim = sorted(ids, key=str)[len(ids) // 2]
@@ -1199,14 +1201,20 @@ def test_a_worker_that_dies_stops_the_load_and_a_catch_up_finishes_it(
 
     def dying(first: str, last: str, upto: int) -> Any:
         if uuid.UUID(first) <= victim <= uuid.UUID(last):
-            kill_if_forked(parent)
+            if ending == "killed":
+                kill_if_forked(parent)
+            elif os.getpid() != parent:
+                raise KeyboardInterrupt
         return fold(first, last, upto)
 
     runner.fold_complaints = dying  # type: ignore[method-assign]
     ended = outcome_within(60, desk.reports.rebuild)
-    assert isinstance(ended, StoreUnavailable), ended
-    assert isinstance(ended.__cause__, runner_module.LoadInterrupted)
-    assert "ended abruptly" in str(ended)
+    if ending == "killed":
+        assert isinstance(ended, StoreUnavailable), ended
+        assert isinstance(ended.__cause__, runner_module.LoadInterrupted)
+        assert "ended abruptly" in str(ended)
+    else:
+        assert isinstance(ended, KeyboardInterrupt), ended
     assert runner.loading()
     with runner.engine.connect() as conn:
         loaded = set(conn.execute(select(t.complaints.c.id)).scalars())
