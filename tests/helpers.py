@@ -13,8 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import pytest
+
 from amends import ComplaintDesk, Stage
 from amends.domain.values import MAX_TEXT_LENGTH
+from amends.infra import importer
 
 FAR_FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
 
@@ -200,6 +203,20 @@ def outcome_within(seconds: float, call: Callable[[], Any]) -> Any:
     thread.join(seconds)
     assert not thread.is_alive(), f"still running after {seconds} s"
     return outcome[0]
+
+
+def judges_die(monkeypatch: pytest.MonkeyPatch, case: str | None = None) -> Any:
+    """Make an import's forked workers die as they decide `case` (any case
+    when None); returns the judge as it was."""
+    parent, judge = os.getpid(), importer._Judge.__call__
+
+    def dying(self: Any, decided: Any) -> Any:
+        if case is None or decided.key == case:
+            kill_if_forked(parent)
+        return judge(self, decided)
+
+    monkeypatch.setattr(importer._Judge, "__call__", dying)
+    return judge
 
 
 def kill_if_forked(parent: int) -> None:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shlex
 import sqlite3
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 from uuid import UUID, uuid5
 
 import pytest
@@ -29,7 +27,7 @@ from amends.infra import importer
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE
 
 from conftest import NOW, FixedClock
-from helpers import kill_if_forked, outcome_within
+from helpers import judges_die, outcome_within
 
 
 @dataclass(frozen=True)
@@ -481,13 +479,7 @@ def test_an_import_whose_worker_dies_fails_in_one_line_with_code_4(
     import again finishes it."""
     monkeypatch.setattr(importer, "PARALLEL_FROM_ROWS", 0)
     monkeypatch.setattr(importer, "fork_workers", lambda limit: 2)
-    parent, judge = os.getpid(), importer._Judge.__call__
-
-    def dying(self: Any, case: Any) -> Any:
-        kill_if_forked(parent)
-        return judge(self, case)
-
-    monkeypatch.setattr(importer._Judge, "__call__", dying)
+    judges_die(monkeypatch)
     cli.clock.now = NOW + timedelta(days=400)  # the log's times are in the past
     args = (
         "import",

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,12 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from amends import AmendsError, ComplaintDesk, Stage
+from amends import AmendsError, ComplaintDesk, Stage, WorkerDied
 from amends.domain.commands import COMMAND_TYPES
 from amends.infra import importer
 from amends.infra.importer import (
     RESERVED_FIELDS,
-    ImportInterrupted,
     ImportLogError,
     ImportMapping,
     ImportMappingError,
@@ -44,7 +41,7 @@ from amends.infra.importer import (
 from amends.infra.settings import new_cipher_key
 
 from conftest import NOW, FixedClock
-from helpers import kill_if_forked, outcome_within
+from helpers import judges_die, outcome_within
 
 FIXTURES = Path(__file__).parent / "fixtures" / "import"
 HELPDESK = FIXTURES / "helpdesk.csv"
@@ -728,26 +725,19 @@ def test_a_worker_that_dies_ends_the_import_and_a_second_import_finishes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker killed while deciding (for want of memory, say) ends the
-    import at once with `ImportInterrupted`; the batches written stay, and
-    importing the log again writes the rest. With a `multiprocessing.Pool`
-    the import waited for ever on the dead worker's range."""
+    import at once with `WorkerDied`; the batches written stay, and importing
+    the log again writes the rest, listing those as already in the store.
+    With a `multiprocessing.Pool` the import waited for ever on the dead
+    worker's range."""
     walks = conformant_walks(60, seed=9)
     log = tmp_path / "log.jsonl"
     write_jsonl(log, walks, random.Random(4))
-    # The case that appears last is decided last, in the last range.
+    # The case that appears last is decided last, in the last range: a
+    # worker takes it only once the ranges before it were decided.
     lines = log.read_text(encoding="utf-8").splitlines()
     victim = list(dict.fromkeys(json.loads(line)["case"] for line in lines))[-1]
     monkeypatch.setattr(importer, "CHUNK_ROWS", 40)  # many ranges, the last fatal
-    parent = os.getpid()
-    judge = importer._Judge.__call__
-
-    def dying(self: Any, case: Any) -> Any:
-        if case.key == victim:
-            time.sleep(1)  # the cases before it are decided and written meanwhile
-            kill_if_forked(parent)
-        return judge(self, case)
-
-    monkeypatch.setattr(importer._Judge, "__call__", dying)
+    judge = judges_die(monkeypatch, victim)
     url = f"sqlite:///{tmp_path / 'i.db'}"
 
     def first_import() -> ImportSummary:
@@ -755,7 +745,8 @@ def test_a_worker_that_dies_ends_the_import_and_a_second_import_finishes_it(
             return import_log(desk, log, generic_mapping(), workers=2, batch_size=20)
 
     ended = outcome_within(60, first_import)
-    assert isinstance(ended, ImportInterrupted), ended
+    assert isinstance(ended, WorkerDied), ended
+    assert "import the log again" in str(ended)
     monkeypatch.setattr(importer._Judge, "__call__", judge)
     with ComplaintDesk(url, clock=FixedClock()) as desk:
         written = {

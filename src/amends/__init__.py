@@ -27,6 +27,7 @@ from amends.domain.lifecycle import TERMINAL, TRANSITIONS, Transition, allowed_c
 from amends.domain.stages import Severity, Stage
 from amends.infra.desk import ComplaintDesk
 from amends.infra.errors import ConfigurationError, StoreUnavailable
+from amends.projections.forking import WorkerDied
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,7 @@ __all__ = [
     "StoreUnavailable",
     "Transition",
     "VerificationReport",
+    "WorkerDied",
     "__version__",
     "allowed_commands",
 ]

@@ -9,8 +9,8 @@ Exit codes, so scripts can tell who is at fault:
   views built under another policy, a file that cannot be written).
 - 3: amends refused (`InvalidCommand`, `InvalidTransition`,
   `ComplaintNotFound`, `HistoryViolation`, ...), or `verify` found a break.
-- 4: the store failed (`StoreUnavailable`), or a worker process of an import
-  died (`ImportInterrupted`): run it again.
+- 4: the store failed (`StoreUnavailable`), or a worker process of a rebuild
+  or an import died (`WorkerDied`).
 
 Every failure is one line on stderr; nothing is recorded by a refused command.
 """
@@ -50,6 +50,7 @@ from amends.infra.errors import ConfigurationError, StoreUnavailable
 from amends.infra.reporting import policy_schedule
 from amends.infra.settings import new_cipher_key
 from amends.projections.facts import PolicyMismatch
+from amends.projections.forking import WorkerDied
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -816,7 +817,6 @@ def import_(
     follow it are imported whole, the others are listed with their first
     offending row; exits 3 if any case or row was refused."""
     from amends.infra.importer import (
-        ImportInterrupted,
         ImportLogError,
         ImportMappingError,
         import_log,
@@ -837,9 +837,6 @@ def import_(
             summary = import_log(desk, log, rules, dry_run=dry_run, progress=progress)
         except ImportLogError as exc:
             raise typer.BadParameter(str(exc), param_hint="'LOG'") from None
-        except ImportInterrupted as exc:  # not a refusal: run it again
-            _fail(str(exc))
-            raise typer.Exit(EXIT_STORE) from None
     print(summary.to_json() if output is TextOrJson.JSON else summary.to_text())
     if not summary.clean:
         raise typer.Exit(EXIT_REFUSED)
@@ -1081,7 +1078,7 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock = utc_now) -> int:
     except (ConfigurationError, PolicyMismatch, OSError) as exc:
         _fail(str(exc) or type(exc).__name__)
         return EXIT_USAGE
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, WorkerDied) as exc:  # not refusals: run it again
         _fail(str(exc))
         return EXIT_STORE
     except AmendsError as exc:

@@ -23,18 +23,14 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing as mp
 import re
-import threading
 import time
 import tomllib
 import types
 import typing
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -64,6 +60,7 @@ from amends.infra.desk import EXTERNAL_REF_NAMESPACE, ComplaintDesk, _redacted
 from amends.infra.errors import StoreUnavailable
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper
 from amends.infra.settings import fork_workers
+from amends.projections import forking
 
 DEFAULT_BATCH_SIZE = 10_000
 """Events per transaction. Large batches are what make bulk intake fast (one
@@ -95,12 +92,6 @@ class ImportMappingError(AmendsError, ValueError):
 
 class ImportLogError(AmendsError, ValueError):
     """The log as a whole cannot be read (missing file, columns, encoding)."""
-
-
-class ImportInterrupted(AmendsError):
-    """A worker process deciding the cases ended abruptly (killed, perhaps
-    for want of memory). The cases written before stay in the store; an
-    import of the same log again writes the rest and skips those."""
 
 
 # ----------------------------------------------------------------- the mapping
@@ -1044,14 +1035,10 @@ CHUNK_ROWS = 500
 """Rows per unit of work handed to a worker (whole cases): small enough that
 no worker is left with a long last chunk while the others idle."""
 
-_FORKED: tuple[_Judge, Sequence[_Case]] | None = None
-"""What forked workers judge: set just before the fork, so they inherit it."""
-_FORK_LOCK = threading.Lock()
-
 
 def _judge_range(bounds: tuple[int, int]) -> list[_Verdict]:
-    assert _FORKED is not None, "only forked workers judge ranges"
-    judge, cases = _FORKED
+    """The verdicts of a range of the cases a forked worker inherited."""
+    judge, cases = forking.inherited()
     return [judge(case) for case in cases[bounds[0] : bounds[1]]]
 
 
@@ -1079,45 +1066,36 @@ def worker_count(workers: int | None, rows: int) -> int:
 
 
 def _verdicts(
-    judge: _Judge, cases: Sequence[_Case], workers: int
-) -> Iterator[_Verdict]:
+    judge: _Judge, cases: Sequence[_Case], workers: int, died: str
+) -> Generator[_Verdict, None, None]:
     """Each case's verdict, in the cases' order.
 
     Deciding is CPU-bound (pydantic validation, SHA-256 digests), so large logs
-    are judged by forked worker processes while this one writes. Forked, not
-    spawned: a worker needs the rows, the mapper (and its cipher) and the
-    imported domain, which a fork has at once without copying any of it
-    through a pipe; only the verdicts come back. It touches no connection.
-    The workers are a `ProcessPoolExecutor`'s: when one dies, the ranges left
-    fail (`ImportInterrupted`), where a `multiprocessing.Pool` replaced the
-    worker and waited for ever on the range it held.
+    are judged by forked worker processes while this one writes (see
+    `forking`): a worker needs the rows, the mapper (and its cipher) and the
+    imported domain, and only the verdicts come back. It touches no
+    connection. A worker that dies is a `WorkerDied` saying `died`.
     """
-    if workers <= 1:
+    if workers <= 1 or not forking.can_fork():
         yield from map(judge, cases)
         return
-    global _FORKED
-    context = mp.get_context("fork")
-    with _FORK_LOCK:
-        _FORKED = (judge, cases)
-        try:
-            pool = ProcessPoolExecutor(workers, mp_context=context)
-            # Every range is submitted here, and with "fork" the first
-            # submission forks the workers, while `_FORKED` is set.
-            judged = pool.map(_judge_range, _ranges(cases))
-        finally:
-            _FORKED = None
-    try:
-        for verdicts in judged:
-            yield from verdicts
-    except BrokenProcessPool:
-        raise ImportInterrupted(
-            "a worker process deciding the cases ended abruptly (killed, perhaps "
-            "for want of memory); the cases written so far are kept: import the "
-            "log again to write the rest (the cases already in the store are "
-            "skipped)"
-        ) from None
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    ranges = list(_ranges(cases))
+    with forking.forked(
+        _judge_range, ranges, workers, (judge, cases), died=died
+    ) as futures:
+        for future in futures:
+            yield from future.result()
+
+
+def _worker_died(dry_run: bool) -> str:
+    said = "a worker process deciding the cases ended abruptly (killed, perhaps "
+    said += "for want of memory); "
+    if dry_run:
+        return said + "nothing was written (a dry run)"
+    return said + (
+        "the cases written so far stay: import the log again to write the rest "
+        "(it lists those as already in the store)"
+    )
 
 
 # ------------------------------------------------------------------ importing
@@ -1146,9 +1124,9 @@ def import_log(
     have been. `workers` processes decide the cases (default: one per core,
     up to 4, for logs of 5,000 rows or more; 1 decides in this process).
     Raises `ImportLogError` when the log as a whole cannot be read,
-    `StoreUnavailable` when the store fails, and `ImportInterrupted` when a
-    worker process dies; a refused case is never an exception, it is in the
-    summary.
+    `StoreUnavailable` when the store fails, and `WorkerDied` when a worker
+    process dies (the batches written stay); a refused case is never an
+    exception, it is in the summary.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -1187,19 +1165,24 @@ def import_log(
     rejected: list[RejectedCase] = []
     writer = _Writer(app, batch_size, imported, rejected)
     with _store_errors(desk.store_url):
-        verdicts = _verdicts(judge, todo, worker_count(workers, rows))
-        for done, verdict in enumerate(verdicts, start=1):
-            if isinstance(verdict, RejectedCase):
-                rejected.append(verdict)
-            elif dry_run:
-                if _in_store(app, verdict.complaint_id):
-                    rejected.append(_already_in_store(verdict))
+        verdicts = _verdicts(
+            judge, todo, worker_count(workers, rows), _worker_died(dry_run)
+        )
+        # Closed on leaving, even on an error: a generator kept alive by the
+        # traceback would keep its workers, idle, until collected.
+        with closing(verdicts):
+            for done, verdict in enumerate(verdicts, start=1):
+                if isinstance(verdict, RejectedCase):
+                    rejected.append(verdict)
+                elif dry_run:
+                    if _in_store(app, verdict.complaint_id):
+                        rejected.append(_already_in_store(verdict))
+                    else:
+                        imported.append(verdict)
                 else:
-                    imported.append(verdict)
-            else:
-                writer.add(verdict)
-            if progress is not None:
-                progress(done, len(todo))
+                    writer.add(verdict)
+                if progress is not None:
+                    progress(done, len(todo))
         writer.flush()
     for verdict in rejected:
         statuses[RowStatus.OFFENDING] += 1
@@ -1340,7 +1323,6 @@ __all__ = [
     "ActivityRule",
     "Columns",
     "FieldSource",
-    "ImportInterrupted",
     "ImportLogError",
     "ImportMapping",
     "ImportMappingError",

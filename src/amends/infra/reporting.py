@@ -53,7 +53,7 @@ from amends.projections.reports import (
     SlaReport,
     TimeToResolutionReport,
 )
-from amends.projections.runner import FeedItem, LoadInterrupted, ProjectionRunner
+from amends.projections.runner import FeedItem, ProjectionRunner
 
 logger = logging.getLogger("amends.projections")
 
@@ -332,11 +332,10 @@ def _beside(store_url: str) -> str:
 
 @contextmanager
 def _views_errors() -> Iterator[None]:
-    """The views' database failing (locked, gone), or a load's worker dying,
-    is a `StoreUnavailable`."""
+    """The views' database failing (locked, gone) is a `StoreUnavailable`."""
     try:
         yield
-    except (DBAPIError, PersistenceError, OSError, LoadInterrupted) as exc:
+    except (DBAPIError, PersistenceError, OSError) as exc:
         raise StoreUnavailable(f"report views unavailable: {exc}") from exc
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import multiprocessing
 import os
 import secrets
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from amends.infra.errors import ConfigurationError
+from amends.projections import forking
 
 STORE_URL_VARIABLE = "AMENDS_STORE_URL"
 CIPHER_KEY_VARIABLE = "AMENDS_CIPHER_KEY"
@@ -63,7 +63,7 @@ def cipher_settings(cipher_key: str | None) -> dict[str, str]:
 def fork_workers(limit: int) -> int:
     """How many processes CPU-bound work may be forked into: one per core this
     process may run on, `limit` at most; 1 where processes cannot be forked."""
-    if "fork" not in multiprocessing.get_all_start_methods():
+    if not forking.can_fork():
         return 1
     affinity = getattr(os, "sched_getaffinity", None)
     cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1

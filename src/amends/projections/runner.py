@@ -17,8 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,10 +44,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import InternalError as SqlInternalError
 
-from amends.domain.errors import AmendsError, HistoryViolation
+from amends.domain.errors import HistoryViolation
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
-from amends.projections import summary
+from amends.projections import forking, summary
 from amends.projections import tables as t
 from amends.projections.facts import (
     ComplaintFacts,
@@ -141,12 +140,6 @@ class _Sleeper:
 
 class ProjectionConflict(Exception):
     """Another runner applied this batch first; this one rolled back."""
-
-
-class LoadInterrupted(AmendsError):
-    """A worker process loading the views ended abruptly (killed, perhaps for
-    want of memory): the parts written so far stay, and the next catch-up or
-    rebuild goes on with the rest."""
 
 
 class ProjectionRunner:
@@ -830,10 +823,9 @@ class FactsCache:
 
 
 _FORKED: ProjectionRunner | None = None
-"""The runner forked workers load for: set just before the fork, so they
-inherit it (its folder, policies, feed and views' engine) without any of it
-being copied through a pipe; only counts come back."""
-_FORK_LOCK = threading.Lock()
+"""In a forked worker, the runner it loads for (its folder, policies, feed and
+views' engine), inherited from the parent (see `forking`); only counts come
+back. None in the parent."""
 _WRITE_TURN: Any = None
 """Shared by a load's forked workers: one writes at a time, and the next
 starts the moment it is done (waiting on the database's own lock would poll,
@@ -842,9 +834,10 @@ _STOP: Any = None
 """Set by the parent when a load stops early (a history a worker cannot fold,
 another runner's load, an interrupt): the workers take no further part, and
 the parts they are loading finish. Terminating the workers instead could kill
-one while it sent a result, holding the result queue's lock; the pool's
-shutdown then waited on that lock for ever (seen once in a test run, on
-PostgreSQL)."""
+one while it sent a result, holding the result queue's lock, and shutting the
+pool down then waited on that lock for ever (seen once in a test run, on
+PostgreSQL). Only a worker that dies makes the executor terminate the others
+(their parts roll back): nothing reads the queues after that."""
 
 
 @contextmanager
@@ -856,46 +849,36 @@ def _write_turn() -> Iterator[None]:
         yield
 
 
+_WORKER_DIED = (
+    "a worker process loading the report views ended abruptly (killed, perhaps "
+    "for want of memory); the complaints loaded so far are kept: catch the views "
+    "up (or ask for a report, which does) to load the rest"
+)
+
+
 def _loaded(
     runner: ProjectionRunner, parts: Sequence[tuple[str, str]], upto: int, workers: int
 ) -> Iterator[int]:
     """The events of each part as it is loaded: here, one part after the
     other, or by `workers` forked processes, each folding and writing whole
     parts (SQLite lets one of them write at a time; the others fold
-    meanwhile).
-
-    The workers are a `ProcessPoolExecutor`'s, not a `multiprocessing.Pool`'s:
-    a pool replaces a worker that dies (killed for want of memory, say) and
-    waits for ever on the part it held, and each replacement, forked after
-    `_FORKED` was cleared, failed at once and was replaced in turn, about a
-    hundred a second. The executor instead fails every part still to come
-    (`BrokenProcessPool`), stops the other workers, and the load raises
-    `LoadInterrupted`.
-    """
-    if workers <= 1 or len(parts) <= 1 or "fork" not in mp.get_all_start_methods():
+    meanwhile). A worker that dies is a `WorkerDied` (see `forking`)."""
+    if workers <= 1 or len(parts) <= 1 or not forking.can_fork():
         for first, last in parts:
             yield runner.load_part(first, last, upto)
         return
-    global _FORKED, _WRITE_TURN, _STOP
     context = mp.get_context("fork")
-    with _FORK_LOCK:
-        stop = context.Event()
-        _FORKED, _WRITE_TURN, _STOP = runner, context.Lock(), stop
+    stop = context.Event()
+    with forking.forked(
+        _load_forked,
+        [(*part, upto) for part in parts],
+        workers,
+        (runner, context.Lock(), stop),
+        died=_WORKER_DIED,
+        initializer=_forked_worker,
+    ) as futures:
         try:
-            pool = ProcessPoolExecutor(
-                min(workers, len(parts)),
-                mp_context=context,
-                initializer=_forked_connections,
-            )
-            # With "fork", the first submission forks every worker, while
-            # `_FORKED` holds the runner they inherit.
-            pending = {pool.submit(_load_forked, (*part, upto)) for part in parts}
-        finally:
-            _FORKED, _WRITE_TURN, _STOP = None, None, None
-    try:
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
+            for future in as_completed(futures):
                 done = future.result()
                 if isinstance(done, _Refused):
                     raise HistoryViolation(
@@ -904,21 +887,16 @@ def _loaded(
                 if done is None:
                     raise ProjectionConflict(runner.name)
                 yield done
-    except BrokenProcessPool:
-        raise LoadInterrupted(
-            "a worker process loading the report views ended abruptly (killed, "
-            "perhaps for want of memory); the complaints loaded so far are kept: "
-            "catch the views up, or rebuild them, to load the rest"
-        ) from None
-    finally:
-        stop.set()  # the parts not started yet are skipped
-        pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            stop.set()  # the parts not started yet are skipped
 
 
-def _forked_connections() -> None:
-    """A forked worker opens connections of its own: the pool's connections
-    belong to the parent, which goes on using them."""
-    assert _FORKED is not None, "only forked workers load parts"
+def _forked_worker() -> None:
+    """A forked worker takes what it inherited, and opens connections of its
+    own: the pool's connections belong to the parent, which goes on using
+    them."""
+    global _FORKED, _WRITE_TURN, _STOP
+    _FORKED, _WRITE_TURN, _STOP = forking.inherited()
     _FORKED.engine.dispose(close=False)
 
 
@@ -1180,7 +1158,6 @@ __all__ = [
     "EventFeed",
     "FeedItem",
     "Listener",
-    "LoadInterrupted",
     "ProjectionConflict",
     "ProjectionRunner",
     "Stage",
