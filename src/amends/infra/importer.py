@@ -1088,13 +1088,16 @@ def _verdicts(
 
 
 def _worker_died(dry_run: bool) -> str:
-    said = "a worker process deciding the cases ended abruptly (killed, perhaps "
-    said += "for want of memory); "
-    if dry_run:
-        return said + "nothing was written (a dry run)"
-    return said + (
-        "the cases written so far stay: import the log again to write the rest "
-        "(it lists those as already in the store)"
+    """What `WorkerDied` says of an import: what was written, and what to do."""
+    written = (
+        "nothing was written (a dry run)"
+        if dry_run
+        else "the cases written so far stay: import the log again to write the "
+        "rest (it lists those as already in the store)"
+    )
+    return (
+        "a worker process deciding the cases ended abruptly (killed, perhaps for "
+        f"want of memory); {written}"
     )
 
 
