@@ -8,7 +8,7 @@ incremental answers can be held to it.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -473,6 +473,13 @@ class Oracle:
                 [c.answer_after for c in cases if c.resolutions > 1]
             ),
             gestures=sum(len(c.gifts) for c in cases),
+            gestures_by_currency=dict(
+                sorted(
+                    Counter(
+                        currency or "" for c in cases for _, currency in c.gifts
+                    ).items()
+                )
+            ),
             gesture_totals={k: str(v) for k, v in sorted(totals.items())},
         )
 

@@ -276,6 +276,32 @@ def test_reports_in_every_format_and_with_filters(cli: Cli) -> None:
     assert "Recurrence" in cli.ok("report", "recurrence", "--category", "billing")
 
 
+def test_a_report_prints_one_section_cut_or_whole(cli: Cli) -> None:
+    for hours in (0, 1, 30):
+        cli.receive("--at", iso(hours))  # none acknowledged
+    rows = list(csv.reader(cli.ok("report", "sla", "--format", "csv").splitlines()))
+    assert rows[0] == ["complaint_id", "target", "due_at", "met_at", "owner"]
+    assert len(rows) == 3  # two acknowledgements late, the third not due yet
+    cut = cli.ok("report", "sla", "--section", "breaches", "--limit", "1")
+    assert "Breaches, latest due first (1 of 2; raise the limit for more)" in cut
+    assert "Compliance" not in cut
+    whole = cli.ok("report", "sla", "--format", "csv", "--section", "breaches", "--all")
+    assert len(whole.splitlines()) == 3
+    by_target = cli.ok("report", "sla", "--format", "csv", "--section", "by-target")
+    assert by_target.splitlines()[:2] == [
+        "key,due,on_time,breached,rate",
+        "acknowledge,2,0,2,0",
+    ]
+    # The last acknowledgement falls due 24 hours after receipt, 6 hours from
+    # now: a horizon of more than 6 hours puts it at risk.
+    at_risk = ["report", "sla", "--format", "json"]
+    assert json.loads(cli.ok(*at_risk, "--horizon", "5"))["at_risk_total"] == 0
+    assert json.loads(cli.ok(*at_risk, "--horizon", "7"))["at_risk_total"] == 1
+    recurring = ["report", "recurrence", "--format", "csv"]
+    assert len(cli.ok(*recurring, "--min-count", "3").splitlines()) == 2
+    assert len(cli.ok(*recurring, "--min-count", "4").splitlines()) == 1
+
+
 def test_project_catches_up_and_rebuilds(cli: Cli) -> None:
     cli.receive()
     assert cli.ok("project").startswith("applied 1 events")
@@ -339,6 +365,15 @@ def malformed(complaint: str, tmp_path: Path) -> list[tuple[str, list[str], int]
         ("no complaints", ["demo", "--complaints", "0"], 2),
         ("naive report", ["report", "sla", "--since", "2026-03-01T00:00"], 2),
         ("unknown report", ["report", "velocity"], 2),
+        ("unknown section", ["report", "sla", "--section", "nope"], 2),
+        ("section of json", ["report", "sla", "--format", "json", "--section", "x"], 2),
+        ("limit of a report with no list", ["report", "backlog", "--limit", "3"], 2),
+        ("limit and all", ["report", "sla", "--limit", "3", "--all"], 2),
+        ("negative limit", ["report", "sla", "--limit", "-1"], 2),
+        ("horizon of another report", ["report", "ttr", "--horizon", "4"], 2),
+        ("negative horizon", ["report", "sla", "--horizon", "-4"], 2),
+        ("endless horizon", ["report", "sla", "--horizon", "1e300"], 2),
+        ("min count of zero", ["report", "recurrence", "--min-count", "0"], 2),
         ("unknown SLA", ["--sla", "nope", "report", "sla"], 2),
         ("bad store URL", ["--store", "nosuch://x", "show", complaint], 2),
         ("unknown id", ["acknowledge", MISSING, "--by", "a", "--paraphrase", "P"], 3),

@@ -9,7 +9,9 @@ computes from the raw histories.
 
 from __future__ import annotations
 
+import csv
 import gc
+import io
 import math
 import os
 import sqlite3
@@ -35,7 +37,7 @@ from amends.infra.errors import StoreUnavailable
 from amends.projections import runner as runner_module
 from amends.projections import summary
 from amends.projections import tables as t
-from amends.projections.reports import ReportFilter
+from amends.projections.reports import Report, ReportFilter
 from amends.projections.runner import Batch, ProjectionRunner, collector_paused
 from amends.testing import CATEGORIES, PEOPLE, Lifecycle, lifecycles
 from oracle import Oracle
@@ -630,30 +632,147 @@ def test_a_follower_process_killed_and_restarted_ends_equal_to_a_rebuild(
         assert len(ids) == 45
 
 
-def test_every_csv_header_matches_its_rows(tmp_path: Path) -> None:
-    clock = FixedClock(START + timedelta(days=9))
-    with make_desk(f"sqlite:///{tmp_path / 'a.db'}", clock) as desk:
-        from amends import Stage
+def every_report(desk: ComplaintDesk, **listing: Any) -> list[Report]:
+    reports = desk.reports
+    return [
+        reports.ownership(**listing),
+        reports.time_to_resolution(**listing),
+        reports.sla(**listing),
+        reports.backlog(),
+        reports.recurrence(min_count=1),
+    ]
 
-        from helpers import walk_to
 
-        complaint = walk_to(desk, Stage.RESOLVED)  # on the desk's clock
-        del complaint
+def test_every_section_of_every_report_renders_as_csv_with_its_header() -> None:
+    """Each table of a report, not only its first, exports as CSV: a header
+    of the section's columns, and one line per row with a cell in each."""
+    from amends.infra.demo import simulate
+
+    with ComplaintDesk("memory://") as desk:
+        simulate(desk, complaints=40, days=20, seed=3)
+        passed = desk.receive(**RECEIVE)
+        for giver, taker in [("ana", "ben"), ("ben", "chidi"), ("chidi", "dana")]:
+            desk.transfer_ownership(
+                passed, by=giver, to=taker, reason="r", customer_told=True
+            )
+        for report in every_report(desk):
+            sections = report.sections()
+            assert report.to_csv() == report.to_csv(sections[0].key)
+            for section in sections:
+                header, *rows = csv.reader(io.StringIO(report.to_csv(section.key)))
+                assert header == list(section.columns), section.key
+                assert rows, (type(report).__name__, section.key)
+                assert all(len(row) == len(header) for row in rows)
+                assert all(set(row) == set(header) for row in section.rows)
+                table = report.to_table(section.key)
+                assert section.title in table
+                assert all(s.title not in table for s in sections if s is not section)
+        empty = desk.reports.sla(category="nothing")
+        assert empty.to_csv() == "complaint_id,target,due_at,met_at,owner\n"
+        assert empty.to_csv("by-owner") == "key,due,on_time,breached,rate\n"
+
+
+def test_an_unknown_section_is_refused_naming_the_sections_there_are() -> None:
+    from amends.projections.reports import UnknownSection
+
+    with ComplaintDesk("memory://") as desk:
+        report = desk.reports.sla()
+        with pytest.raises(UnknownSection) as refused:
+            report.to_csv("Breaches")
+        assert str(refused.value) == (
+            "the sla report has no section 'Breaches': "
+            "choose one of breaches, by-target, by-owner, at-risk"
+        )
+        with pytest.raises(UnknownSection):
+            report.to_table("nope")
+
+
+def test_a_cut_list_says_how_many_there_are_and_no_limit_lists_them_all() -> None:
+    from amends.infra.demo import simulate
+
+    with ComplaintDesk("memory://") as desk:
+        simulate(desk, complaints=40, days=20, seed=3)
+        whole = desk.reports.sla(limit=None)
+        assert len(whole.breaches) == whole.breaches_total > 2
+        assert "Breaches, latest due first\n" in whole.to_table()
+        cut = desk.reports.sla(limit=2)
+        assert cut.breaches == whole.breaches[:2]
+        assert (
+            f"Breaches, latest due first (2 of {whole.breaches_total}; "
+            "raise the limit for more)"
+        ) in cut.to_table()
+        # A chain of owners takes a row per owner: the count is of complaints.
+        chains = desk.reports.ownership(limit=1)
+        assert chains.chains_total > 1
+        assert (
+            f"Chains of owners, newest complaint first (1 of {chains.chains_total};"
+            in chains.to_table()
+        )
+        everyone = desk.reports.ownership(limit=None)
+        assert len(everyone.chains) == everyone.chains_total
+        times = desk.reports.time_to_resolution(limit=None)
+        assert len(times.complaints) == times.complaints_total == 40
+        nothing = desk.reports.time_to_resolution(limit=0)
+        assert (nothing.complaints, nothing.complaints_total) == ((), 40)
+
+
+@pytest.mark.parametrize(
+    ("report", "arguments", "field"),
+    [
+        ("ownership", {"limit": -1}, "limit"),
+        ("time_to_resolution", {"limit": -5}, "limit"),
+        ("sla", {"limit": -1}, "limit"),
+        ("sla", {"horizon": timedelta(hours=-1)}, "horizon"),
+        ("recurrence", {"min_count": 0}, "min_count"),
+    ],
+)
+def test_a_report_argument_out_of_range_is_refused_by_name_before_a_catch_up(
+    tmp_path: Path, report: str, arguments: dict[str, Any], field: str
+) -> None:
+    from amends import InvalidCommand
+
+    with make_desk(f"sqlite:///{tmp_path / 'a.db'}", FixedClock(START)) as desk:
         desk.receive(**RECEIVE, at=START)
-        reports = desk.reports
-        for report in (
-            reports.ownership(),
-            reports.time_to_resolution(),
-            reports.sla(),
-            reports.backlog(),
-            reports.recurrence(min_count=1),
-        ):
-            header, *rows = report.to_csv().splitlines()
-            assert header.split(",") == list(report.csv_columns)
-            assert rows, type(report).__name__
-            assert all(len(r.split(",")) == len(report.csv_columns) for r in rows)
-        empty = reports.sla(category="nothing").to_csv()
-        assert empty == "complaint_id,target,due_at,met_at,owner\n"
+        with pytest.raises(InvalidCommand) as refused:
+            getattr(desk.reports, report)(**arguments)
+        assert refused.value.fields == (field,)
+        assert desk.reports.runner.lag() == 1
+        with pytest.raises(InvalidCommand) as refused:
+            getattr(desk.reports, report)(
+                since=datetime(2026, 1, 1), catch_up=False, **arguments
+            )
+        assert refused.value.fields == ("since", field)
+
+
+def test_gestures_are_counted_per_currency() -> None:
+    with ComplaintDesk("memory://", clock=FixedClock(START)) as desk:
+        complaint = desk.receive(**RECEIVE, at=START)
+        for value, currency in [
+            ("9.99", "EUR"),
+            ("10.01", "EUR"),
+            ("5", "GBP"),
+            (None, None),
+        ]:
+            desk.offer_gesture(
+                complaint,
+                by="ana",
+                description="d",
+                value=value,
+                currency=currency,
+                at=START,
+            )
+        backlog = desk.reports.backlog()
+        assert backlog.gestures == 4
+        assert backlog.gestures_by_currency == {"": 1, "EUR": 2, "GBP": 1}
+        assert backlog.gesture_totals == {"EUR": "20.00", "GBP": "5"}
+        assert backlog.to_csv("gestures").splitlines() == [
+            "currency,gestures,total",
+            ",1,",
+            "EUR,2,20.00",
+            "GBP,1,5",
+        ]
+        filtered = desk.reports.backlog(category=RECEIVE["category"])
+        assert filtered.gestures_by_currency == backlog.gestures_by_currency
 
 
 def test_a_naive_report_window_is_refused_by_name() -> None:

@@ -51,6 +51,7 @@ from amends.infra.reporting import policy_schedule
 from amends.infra.settings import new_cipher_key
 from amends.projections.facts import PolicyMismatch
 from amends.projections.forking import WorkerDied
+from amends.projections.reports import DEFAULT_LIMIT, UnknownSection
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -690,6 +691,9 @@ def diagram(
     epilog=_examples(
         "amends report ownership",
         "amends report sla --format csv --since 2026-03-01T00:00Z --owner ana",
+        "amends report sla --format csv --section breaches --all > breaches.csv",
+        "amends report sla --horizon 48 --section at-risk",
+        "amends report recurrence --min-count 5 --since 2026-03-01T00:00Z",
         "amends --sla fca_disp report ttr --format json --category billing",
     ),
 )
@@ -715,17 +719,118 @@ def report(
     ] = None,
     owner: Annotated[str | None, typer.Option(help="one owner's complaints")] = None,
     category: Annotated[str | None, typer.Option(help="one category")] = None,
+    section: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="only this table of the report (csv: the first unless named); "
+            "an unknown name lists the report's tables",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help=f"at most this many items per list [default: {DEFAULT_LIMIT}] "
+            "(ownership, ttr, sla); the totals count them all",
+            show_default=False,
+        ),
+    ] = None,
+    every: Annotated[
+        bool,
+        typer.Option("--all", help="every item of each list (ownership, ttr, sla)"),
+    ] = False,
+    horizon: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            metavar="HOURS",
+            help="sla: deadlines due within this many hours are at risk [default: 24]",
+            show_default=False,
+        ),
+    ] = None,
+    min_count: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="recurrence: categories with at least this many complaints "
+            "[default: 3]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Print a report, catching the views up with the store first."""
+    arguments = _report_arguments(name, limit, every, horizon, min_count)
+    if section is not None and output is Format.JSON:
+        raise typer.BadParameter(
+            "json prints the whole report; --section is for table and csv",
+            param_hint="'--section'",
+        )
     with _session(context).desk() as desk:
         method = getattr(desk.reports, REPORT_METHODS[name])
-        result = method(since=since, until=until, owner=owner, category=category)
+        result = method(
+            since=since, until=until, owner=owner, category=category, **arguments
+        )
+    try:
         if output is Format.JSON:
             print(result.to_json())
         elif output is Format.CSV:
-            print(result.to_csv(), end="")
+            print(result.to_csv(section), end="")
         else:
-            print(result.to_table(), end="")
+            print(result.to_table(section), end="")
+    except UnknownSection as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--section'") from None
+
+
+DEMO_LISTED = 3
+"""Items the demo lists per list of its two reports: enough to show each."""
+LISTING_REPORTS = (ReportName.OWNERSHIP, ReportName.TTR, ReportName.SLA)
+"""The reports whose lists a limit cuts."""
+
+
+def _report_arguments(
+    name: ReportName,
+    limit: int | None,
+    every: bool,
+    horizon: float | None,
+    min_count: int | None,
+) -> dict[str, Any]:
+    """The report method's own arguments from the options given, each
+    refused by name for a report it does not apply to."""
+    arguments: dict[str, Any] = {}
+    if limit is not None or every:
+        if name not in LISTING_REPORTS:
+            raise typer.BadParameter(
+                f"the {name} report has no lists to cut; it applies to "
+                + ", ".join(LISTING_REPORTS),
+                param_hint="'--limit' / '--all'",
+            )
+        if limit is not None and every:
+            raise typer.BadParameter(
+                "give one, not both", param_hint="'--limit' / '--all'"
+            )
+        arguments["limit"] = None if every else limit
+    for option, value, applies_to, keyword, convert in (
+        ("--horizon", horizon, ReportName.SLA, "horizon", _hours_ahead),
+        ("--min-count", min_count, ReportName.RECURRENCE, "min_count", int),
+    ):
+        if value is None:
+            continue
+        if name is not applies_to:
+            raise typer.BadParameter(
+                f"applies to the {applies_to} report only", param_hint=f"'{option}'"
+            )
+        arguments[keyword] = convert(value)
+    return arguments
+
+
+def _hours_ahead(hours: float) -> timedelta:
+    try:
+        return timedelta(hours=hours)
+    except OverflowError:
+        raise typer.BadParameter(
+            f"{hours:g} hours is too long", param_hint="'--horizon'"
+        ) from None
 
 
 @app.command(
@@ -924,8 +1029,8 @@ def run_demo(
             f"({summary.first:%Y-%m-%d} to {summary.last:%Y-%m-%d}) into "
             f"{desk.store_url}; views caught up {applied} events; {elapsed:.1f} s\n"
         )
-        print(desk.reports.ownership().to_table())
-        print(desk.reports.time_to_resolution().to_table())
+        print(desk.reports.ownership(limit=DEMO_LISTED).to_table())
+        print(desk.reports.time_to_resolution(limit=DEMO_LISTED).to_table())
         data = chart_data(desk.reports.queries, desk.reports.clock(), int(days))
         for path in save_charts(data, charts):
             print(f"chart: {path}")

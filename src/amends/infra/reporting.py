@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -385,18 +386,24 @@ class ReportDesk:
 
     @contextmanager
     def _prepared(
-        self, catch_up: bool, **filters: object
+        self,
+        catch_up: bool,
+        problems: Sequence[FieldProblem] = (),
+        **filters: object,
     ) -> Iterator[tuple[datetime, ReportFilter]]:
+        """The moment of asking and the filter, the views caught up first if
+        asked; a bad filter or report argument (`problems`) is refused, every
+        problem named, before anything is read."""
+        found = list(problems)
         try:
             report_filter = ReportFilter.model_validate(filters)
         except ValidationError as exc:
-            raise InvalidCommand(
-                "report",
-                [
-                    FieldProblem(".".join(map(str, e["loc"])), e["msg"])
-                    for e in exc.errors()
-                ],
-            ) from None
+            found[:0] = [
+                FieldProblem(".".join(map(str, e["loc"])), e["msg"])
+                for e in exc.errors()
+            ]
+        if found:
+            raise InvalidCommand("report", found)
         with _views_errors():
             if catch_up:
                 self.runner.catch_up()
@@ -415,13 +422,20 @@ class ReportDesk:
         until: datetime | None = None,
         owner: str | None = None,
         category: str | None = None,
-        limit: int = DEFAULT_LIMIT,
+        limit: int | None = DEFAULT_LIMIT,
         catch_up: bool = True,
     ) -> OwnershipReport:
+        """Per owner, the chains of owners, and the complaints handed off
+        three or more times; `limit` cuts each list (None: every item)."""
         with self._prepared(
-            catch_up, since=since, until=until, owner=owner, category=category
+            catch_up,
+            _at_least("limit", limit, 0),
+            since=since,
+            until=until,
+            owner=owner,
+            category=category,
         ) as (now, f):
-            return self.queries.ownership(now, f, limit)
+            return self.queries.ownership(now, f, _uncut(limit))
 
     def time_to_resolution(
         self,
@@ -430,13 +444,20 @@ class ReportDesk:
         until: datetime | None = None,
         owner: str | None = None,
         category: str | None = None,
-        limit: int = DEFAULT_LIMIT,
+        limit: int | None = DEFAULT_LIMIT,
         catch_up: bool = True,
     ) -> TimeToResolutionReport:
+        """Distributions, reopens, and each complaint's times to its stages,
+        newest first; `limit` cuts that list (None: every complaint)."""
         with self._prepared(
-            catch_up, since=since, until=until, owner=owner, category=category
+            catch_up,
+            _at_least("limit", limit, 0),
+            since=since,
+            until=until,
+            owner=owner,
+            category=category,
         ) as (now, f):
-            return self.queries.time_to_resolution(now, f, limit)
+            return self.queries.time_to_resolution(now, f, _uncut(limit))
 
     def sla(
         self,
@@ -446,13 +467,23 @@ class ReportDesk:
         owner: str | None = None,
         category: str | None = None,
         horizon: timedelta = timedelta(hours=24),
-        limit: int = DEFAULT_LIMIT,
+        limit: int | None = DEFAULT_LIMIT,
         catch_up: bool = True,
     ) -> SlaReport:
+        """Breaches, compliance, and the deadlines due within `horizon` from
+        now (at risk); `limit` cuts the two lists (None: every item)."""
+        problems = _at_least("limit", limit, 0)
+        if horizon < timedelta(0):
+            problems.append(FieldProblem("horizon", f"must not be negative: {horizon}"))
         with self._prepared(
-            catch_up, since=since, until=until, owner=owner, category=category
+            catch_up,
+            problems,
+            since=since,
+            until=until,
+            owner=owner,
+            category=category,
         ) as (now, f):
-            return self.queries.sla(now, f, horizon, limit)
+            return self.queries.sla(now, f, horizon, _uncut(limit))
 
     def backlog(
         self,
@@ -478,7 +509,26 @@ class ReportDesk:
         category: str | None = None,
         catch_up: bool = True,
     ) -> RecurrenceReport:
+        """The categories with at least `min_count` complaints selected."""
         with self._prepared(
-            catch_up, since=since, until=until, owner=owner, category=category
+            catch_up,
+            _at_least("min_count", min_count, 1),
+            since=since,
+            until=until,
+            owner=owner,
+            category=category,
         ) as (now, f):
             return self.queries.recurrence(now, f, min_count)
+
+
+def _at_least(name: str, value: int | None, least: int) -> list[FieldProblem]:
+    """`value` refused by name if it is under `least` (None: no bound)."""
+    if value is not None and value < least:
+        return [FieldProblem(name, f"must be {least} or more, not {value}")]
+    return []
+
+
+def _uncut(limit: int | None) -> int:
+    """A report's limit as the queries take it: None (every item) as the
+    largest limit both databases accept."""
+    return sys.maxsize if limit is None else limit

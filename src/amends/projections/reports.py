@@ -89,39 +89,78 @@ class ReportFilter(BaseModel):
     category: str | None = None
 
 
+@dataclass(frozen=True)
+class Section:
+    """One table of a report, as every rendering shows it."""
+
+    key: str
+    """Its name on the command line (`--section`) and in `Report.to_csv`."""
+    title: str
+    columns: tuple[str, ...]
+    """Named here, not taken from the rows, so an empty section still has a
+    CSV header."""
+    rows: list[dict[str, Any]]
+    items: tuple[int, int] | None = None
+    """For a list the report's limit cuts: (items listed, items in all), so
+    a cut list says it is one instead of passing for the whole. An item may
+    take several rows (a chain of owners, a complaint's stages)."""
+
+
+class UnknownSection(ValueError):
+    """A section the report does not have; the message lists those it has."""
+
+
 class Report(BaseModel):
-    """Common rendering: a text table per section, JSON, and CSV of the main one."""
+    """Common rendering: a text table per section, JSON, and CSV of one."""
 
     model_config = ConfigDict(frozen=True)
 
     title: ClassVar[str]
-    csv_columns: ClassVar[tuple[str, ...]]
-    """The columns of the first section, so an empty CSV still has its header."""
     generated_at: datetime
     filter: ReportFilter
 
-    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+    def sections(self) -> list[Section]:
         raise NotImplementedError
+
+    def section(self, key: str | None = None) -> Section:
+        """The section named `key`, or the report's first (its main table)."""
+        sections = self.sections()
+        if key is None:
+            return sections[0]
+        for found in sections:
+            if found.key == key:
+                return found
+        raise UnknownSection(
+            f"the {self.title.lower()} report has no section {key!r}: "
+            f"choose one of {', '.join(s.key for s in sections)}"
+        )
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
 
-    def to_csv(self) -> str:
-        """The first section as CSV (one header row, one row per item)."""
-        _, rows = self.sections()[0]
+    def to_csv(self, section: str | None = None) -> str:
+        """One section as CSV, the first unless named (one header row, one
+        row per item): a CSV file holds one table."""
+        chosen = self.section(section)
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=self.csv_columns, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=chosen.columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in chosen.rows)
         return out.getvalue()
 
-    def to_table(self) -> str:
+    def to_table(self, section: str | None = None) -> str:
+        """Every section as a text table, or only the one named."""
         parts = [
             f"{self.title} (as of {self.generated_at.isoformat(timespec='seconds')})"
         ]
-        for name, rows in self.sections():
-            parts.append(f"\n{name}")
-            parts.append(_table(rows) if rows else "  (none)")
+        chosen = self.sections() if section is None else [self.section(section)]
+        for found in chosen:
+            heading = found.title
+            if found.items is not None and found.items[0] < found.items[1]:
+                listed, total = found.items
+                heading += f" ({listed} of {total}; raise the limit for more)"
+            parts.append(f"\n{heading}")
+            parts.append(_table(found.rows) if found.rows else "  (none)")
         return "\n".join(parts) + "\n"
 
 
@@ -208,17 +247,6 @@ class OwnerChain(BaseModel):
 
 class OwnershipReport(Report):
     title: ClassVar[str] = "Ownership"
-    csv_columns: ClassVar[tuple[str, ...]] = (
-        "owner",
-        "open_now",
-        "received_first",
-        "handed_in",
-        "handed_out",
-        "resolved_while_owner",
-        "sla_breaches",
-        "ttr_median_h",
-        "ttr_p90_h",
-    )
     owners: tuple[OwnerRow, ...]
     chains: tuple[OwnerChain, ...]
     """Complaints handed off at least once, newest first, up to the limit."""
@@ -227,7 +255,7 @@ class OwnershipReport(Report):
     """Complaints handed off three or more times, most first, up to the limit."""
     handed_off_three_times_total: int
 
-    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+    def sections(self) -> list[Section]:
         owners = [
             {
                 **row.model_dump(exclude={"ttr_median", "ttr_p90"}),
@@ -244,7 +272,53 @@ class OwnershipReport(Report):
             }
             for c in self.handed_off_three_times
         ]
-        return [("Per owner", owners), ("Handed off three or more times", frequent)]
+        return [
+            Section("owners", "Per owner", _OWNER_COLUMNS, owners),
+            Section(
+                "chains",
+                "Chains of owners, newest complaint first",
+                _LINK_COLUMNS,
+                _links(self.chains),
+                (len(self.chains), self.chains_total),
+            ),
+            Section(
+                "handed-off-three-times",
+                "Handed off three or more times",
+                ("complaint_id", "handoffs", "chain"),
+                frequent,
+                (len(frequent), self.handed_off_three_times_total),
+            ),
+        ]
+
+
+_OWNER_COLUMNS = (
+    "owner",
+    "open_now",
+    "received_first",
+    "handed_in",
+    "handed_out",
+    "resolved_while_owner",
+    "sla_breaches",
+    "ttr_median_h",
+    "ttr_p90_h",
+)
+_LINK_COLUMNS = ("complaint_id", "handoffs", "link", "owner", "start", "end")
+
+
+def _links(chains: Iterable[OwnerChain]) -> list[dict[str, Any]]:
+    """One row per link of each chain (a complaint's owners in turn, from 1)."""
+    return [
+        {
+            "complaint_id": chain.complaint_id,
+            "handoffs": chain.handoffs,
+            "link": number,
+            "owner": link.owner,
+            "start": link.start,
+            "end": link.end,
+        }
+        for chain in chains
+        for number, link in enumerate(chain.links, 1)
+    ]
 
 
 class StageElapsed(BaseModel):
@@ -276,19 +350,6 @@ class GroupDistribution(BaseModel):
 
 class TimeToResolutionReport(Report):
     title: ClassVar[str] = "Time to resolution"
-    csv_columns: ClassVar[tuple[str, ...]] = (
-        "group_by",
-        "key",
-        "count",
-        "wall_p50_h",
-        "wall_p90_h",
-        "wall_p95_h",
-        "wall_max_h",
-        "sla_p50_h",
-        "sla_p90_h",
-        "sla_p95_h",
-        "sla_max_h",
-    )
     resolved: int
     reopened: int
     reopen_rate: float | None
@@ -297,7 +358,7 @@ class TimeToResolutionReport(Report):
     """Per complaint, newest first, up to the limit."""
     complaints_total: int
 
-    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+    def sections(self) -> list[Section]:
         rows = [
             {
                 "group_by": d.group_by,
@@ -321,7 +382,57 @@ class TimeToResolutionReport(Report):
                 "reopen_rate": self.reopen_rate,
             }
         ]
-        return [("Distributions (hours)", rows), ("Reopens", summary)]
+        stages = [
+            {
+                "complaint_id": c.complaint_id,
+                "received_at": c.received_at,
+                "owner": c.owner,
+                "category": c.category,
+                "stage": elapsed.stage,
+                "wall_h": _hours(elapsed.wall),
+                "sla_h": _hours(elapsed.sla),
+            }
+            for c in self.complaints
+            for elapsed in c.stages
+        ]
+        return [
+            Section(
+                "distributions", "Distributions (hours)", _DISTRIBUTION_COLUMNS, rows
+            ),
+            Section(
+                "reopens", "Reopens", ("resolved", "reopened", "reopen_rate"), summary
+            ),
+            Section(
+                "complaints",
+                "Per complaint: hours from receipt to each stage, newest first",
+                (
+                    "complaint_id",
+                    "received_at",
+                    "owner",
+                    "category",
+                    "stage",
+                    "wall_h",
+                    "sla_h",
+                ),
+                stages,
+                (len(self.complaints), self.complaints_total),
+            ),
+        ]
+
+
+_DISTRIBUTION_COLUMNS = (
+    "group_by",
+    "key",
+    "count",
+    "wall_p50_h",
+    "wall_p90_h",
+    "wall_p95_h",
+    "wall_max_h",
+    "sla_p50_h",
+    "sla_p90_h",
+    "sla_p95_h",
+    "sla_max_h",
+)
 
 
 class Breach(BaseModel):
@@ -355,13 +466,6 @@ class AtRisk(BaseModel):
 
 class SlaReport(Report):
     title: ClassVar[str] = "SLA"
-    csv_columns: ClassVar[tuple[str, ...]] = (
-        "complaint_id",
-        "target",
-        "due_at",
-        "met_at",
-        "owner",
-    )
     horizon: timedelta
     breaches: tuple[Breach, ...]
     """Every breach, latest due first, up to the limit."""
@@ -372,14 +476,35 @@ class SlaReport(Report):
     """Unmet deadlines due within the horizon, soonest first, up to the limit."""
     at_risk_total: int
 
-    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+    def sections(self) -> list[Section]:
+        compliance = tuple(Compliance.model_fields)
         return [
-            ("Breaches", [b.model_dump() for b in self.breaches]),
-            ("Compliance per target", [c.model_dump() for c in self.by_target]),
-            ("Compliance per owner", [c.model_dump() for c in self.by_owner]),
-            (
-                f"At risk (due within {self.horizon})",
+            Section(
+                "breaches",
+                "Breaches, latest due first",
+                tuple(Breach.model_fields),
+                [b.model_dump() for b in self.breaches],
+                (len(self.breaches), self.breaches_total),
+            ),
+            Section(
+                "by-target",
+                "Compliance per target",
+                compliance,
+                [c.model_dump() for c in self.by_target],
+            ),
+            Section(
+                "by-owner",
+                "Compliance per owner",
+                compliance,
+                [c.model_dump() for c in self.by_owner],
+            ),
+            Section(
+                "at-risk",
+                f"At risk (due within {self.horizon / timedelta(hours=1):g} h), "
+                "soonest first",
+                tuple(AtRisk.model_fields),
                 [a.model_dump() for a in self.at_risk],
+                (len(self.at_risk), self.at_risk_total),
             ),
         ]
 
@@ -394,21 +519,18 @@ class StageBacklog(BaseModel):
 
 class BacklogReport(Report):
     title: ClassVar[str] = "Backlog and funnel"
-    csv_columns: ClassVar[tuple[str, ...]] = (
-        "stage",
-        "open",
-        *(name for name, _ in AGE_BUCKETS),
-    )
     open_by_stage: tuple[StageBacklog, ...]
     reached: dict[Stage, int]
     satisfied_first: dict[str, int]
     """Answers to the first resolution: yes, no, unanswered."""
     satisfied_after_reopen: dict[str, int]
     gestures: int
+    gestures_by_currency: dict[str, int]
+    """Gestures offered per currency; under "" those that named none."""
     gesture_totals: dict[str, str]
     """Total value offered per currency (decimal strings)."""
 
-    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+    def sections(self) -> list[Section]:
         backlog = [
             {"stage": s.stage, "open": s.open, **s.by_age} for s in self.open_by_stage
         ]
@@ -418,14 +540,33 @@ class BacklogReport(Report):
             {"after": "a reopen", **self.satisfied_after_reopen},
         ]
         gestures = [
-            {"gestures": self.gestures, "currency": c, "total": v}
-            for c, v in sorted(self.gesture_totals.items())
-        ] or [{"gestures": self.gestures, "currency": "", "total": ""}]
+            {
+                "currency": currency,
+                "gestures": n,
+                "total": self.gesture_totals.get(currency),
+            }
+            for currency, n in sorted(self.gestures_by_currency.items())
+        ]
         return [
-            ("Open by stage and age", backlog),
-            ("Funnel", funnel),
-            ("Satisfaction", satisfaction),
-            ("Gestures", gestures),
+            Section(
+                "open",
+                "Open by stage and age",
+                ("stage", "open", *(name for name, _ in AGE_BUCKETS)),
+                backlog,
+            ),
+            Section(
+                "funnel",
+                "Funnel: complaints that reached each stage",
+                ("stage", "reached"),
+                funnel,
+            ),
+            Section("satisfaction", "Satisfaction", ("after", *_ANSWERS), satisfaction),
+            Section(
+                "gestures",
+                f"Gestures offered: {self.gestures}, per currency (none named: blank)",
+                ("currency", "gestures", "total"),
+                gestures,
+            ),
         ]
 
 
@@ -440,16 +581,10 @@ class CategoryRecurrence(BaseModel):
 
 class RecurrenceReport(Report):
     title: ClassVar[str] = "Recurrence and prevention"
-    csv_columns: ClassVar[tuple[str, ...]] = (
-        "category",
-        "complaints",
-        "prevention_logged",
-        "resolution_to_prevention_median_h",
-    )
     min_count: int
     categories: tuple[CategoryRecurrence, ...]
 
-    def sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+    def sections(self) -> list[Section]:
         rows = [
             {
                 **c.model_dump(exclude={"resolution_to_prevention_median"}),
@@ -459,7 +594,19 @@ class RecurrenceReport(Report):
             }
             for c in self.categories
         ]
-        return [(f"Categories with at least {self.min_count} complaints", rows)]
+        return [
+            Section(
+                "categories",
+                f"Categories with at least {self.min_count} complaints",
+                (
+                    "category",
+                    "complaints",
+                    "prevention_logged",
+                    "resolution_to_prevention_median_h",
+                ),
+                rows,
+            )
+        ]
 
 
 # ----------------------------------------------------------------- queries
@@ -1324,7 +1471,9 @@ def _backlog_report(
         ages = backlog.setdefault(Stage(stage_name), dict.fromkeys(_bucket_names(), 0))
         ages[bucket] += n
     totals: dict[str, Decimal] = defaultdict(Decimal)
+    by_currency: Counter[str] = Counter()
     for (value, currency), n in gestures.items():
+        by_currency[currency or ""] += n
         if value is not None and currency is not None:
             totals[currency] += Decimal(value) * n
     return BacklogReport(
@@ -1340,6 +1489,7 @@ def _backlog_report(
         satisfied_first={answer: first[answer] for answer in _ANSWERS},
         satisfied_after_reopen={answer: after[answer] for answer in _ANSWERS},
         gestures=sum(gestures.values()),
+        gestures_by_currency=dict(sorted(by_currency.items())),
         gesture_totals={k: str(v) for k, v in sorted(totals.items())},
     )
 
