@@ -723,7 +723,12 @@ def test_a_cut_list_says_how_many_there_are_and_no_limit_lists_them_all() -> Non
         ("time_to_resolution", {"limit": -5}, "limit"),
         ("sla", {"limit": -1}, "limit"),
         ("sla", {"horizon": timedelta(hours=-1)}, "horizon"),
+        ("sla", {"horizon": 24}, "horizon"),
+        ("sla", {"horizon": timedelta.max}, "horizon"),
+        ("sla", {"limit": "3"}, "limit"),
+        ("ownership", {"limit": True}, "limit"),
         ("recurrence", {"min_count": 0}, "min_count"),
+        ("recurrence", {"min_count": "x"}, "min_count"),
     ],
 )
 def test_a_report_argument_out_of_range_is_refused_by_name_before_a_catch_up(
@@ -742,6 +747,30 @@ def test_a_report_argument_out_of_range_is_refused_by_name_before_a_catch_up(
                 since=datetime(2026, 1, 1), catch_up=False, **arguments
             )
         assert refused.value.fields == ("since", field)
+
+
+def test_a_filter_that_could_select_nothing_is_refused_and_names_match_stripped() -> (
+    None
+):
+    from amends import InvalidCommand
+
+    day = timedelta(days=1)
+    with ComplaintDesk("memory://", clock=FixedClock(START + day)) as desk:
+        desk.receive(**RECEIVE, at=START)
+        for window in ((START, START), (START + day, START)):
+            with pytest.raises(InvalidCommand) as refused:
+                desk.reports.backlog(since=window[0], until=window[1])
+            assert refused.value.fields == ("until",)
+            assert "must be after since" in str(refused.value)
+        for blank in ("", "  "):
+            with pytest.raises(InvalidCommand) as refused:
+                desk.reports.ownership(owner=blank, category=blank)
+            assert refused.value.fields == ("owner", "category")
+        padded = desk.reports.sla(owner=" ana ", category="billing ")
+        assert padded.filter == ReportFilter(owner="ana", category="billing")
+        assert padded.by_target == desk.reports.sla(owner="ana").by_target != ()
+        one_second = desk.reports.backlog(since=START, until=START + timedelta(0, 1))
+        assert one_second.reached[Stage.RECEIVED] == 1
 
 
 def test_gestures_are_counted_per_currency() -> None:

@@ -276,6 +276,28 @@ def test_a_views_url_that_cannot_work_is_refused_before_the_store_is_opened(
     assert not store.exists()
 
 
+@pytest.mark.parametrize("views", ["mysql://u@localhost/x", "sqlite+nosuch:///v.db"])
+def test_views_on_a_database_amends_does_not_support_are_refused_naming_the_url(
+    views: str,
+) -> None:
+    """Not an `ImportError` of a driver the first report would load."""
+    with pytest.raises(ConfigurationError) as refused:
+        ComplaintDesk("memory://", views_url=views)
+    assert str(refused.value).startswith(f"views URL {views!r}: the views live in")
+
+
+def test_views_that_fail_name_where_they_are_and_not_the_sql(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "v.db"
+    with (
+        ComplaintDesk("memory://", views_url=f"sqlite:///{missing}") as desk,
+        pytest.raises(StoreUnavailable) as failed,
+    ):
+        desk.reports.backlog()
+    assert str(failed.value) == (
+        f"report views unavailable at sqlite:///{missing}: unable to open database file"
+    )
+
+
 def test_a_store_url_with_store_options_also_serves_as_the_views_url() -> None:
     url = "postgresql://postgres@127.0.0.1:1/test?pool_size=3&lock_timeout=2&connect_timeout=1"
     with (

@@ -158,11 +158,12 @@ def parse_command(command_type: type[TCommand], **arguments: Any) -> TCommand:
     except ValidationError as exc:
         raise InvalidCommand(
             command_type.name,
-            [_problem(error, command_type.name) for error in exc.errors()],
+            [field_problem(error, command_type.name) for error in exc.errors()],
         ) from None
 
 
-def _problem(error: Any, command: str) -> FieldProblem:
+def field_problem(error: Any, command: str) -> FieldProblem:
+    """One pydantic error as the field it names and what is wrong, in words."""
     field = ".".join(str(part) for part in error["loc"]) or "arguments"
     kind = error["type"]
     context = error.get("ctx") or {}

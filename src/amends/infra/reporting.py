@@ -31,6 +31,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
+from amends.domain.commands import field_problem
 from amends.domain.errors import FieldProblem, HistoryViolation, InvalidCommand
 from amends.domain.events import EVENT_TYPES
 from amends.domain.sla import DEFAULT_POLICY_NAME, PolicySchedule, SlaPolicy, preset
@@ -322,7 +323,10 @@ def _engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url)
+    raise ValueError(
+        "the views live in SQLite (sqlite:///PATH, or sqlite:// in memory) or "
+        "PostgreSQL (postgresql://USER@HOST/DB)"
+    )
 
 
 def _beside(store_url: str) -> str:
@@ -332,12 +336,17 @@ def _beside(store_url: str) -> str:
 
 
 @contextmanager
-def _views_errors() -> Iterator[None]:
-    """The views' database failing (locked, gone) is a `StoreUnavailable`."""
+def _views_errors(engine: Engine) -> Iterator[None]:
+    """The views' database failing (locked, gone) is a `StoreUnavailable`
+    that names the database (password hidden) and the first line of what
+    its driver said, not the SQL statement (the cause keeps it all)."""
     try:
         yield
     except (DBAPIError, PersistenceError, OSError) as exc:
-        raise StoreUnavailable(f"report views unavailable: {exc}") from exc
+        said = exc.orig if isinstance(exc, DBAPIError) else exc
+        first = next(iter(str(said).strip().splitlines()), type(said).__name__)
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreUnavailable(f"report views unavailable at {where}: {first}") from exc
 
 
 class ReportDesk:
@@ -359,12 +368,12 @@ class ReportDesk:
 
     def catch_up(self) -> int:
         """Apply every stored event the views have not seen; returns how many."""
-        with _views_errors():
+        with _views_errors(self.runner.engine):
             return self.runner.catch_up()
 
     def rebuild(self) -> int:
         """Drop the views and replay the whole store into them."""
-        with _views_errors():
+        with _views_errors(self.runner.engine):
             return self.runner.rebuild()
 
     def follow(
@@ -398,13 +407,10 @@ class ReportDesk:
         try:
             report_filter = ReportFilter.model_validate(filters)
         except ValidationError as exc:
-            found[:0] = [
-                FieldProblem(".".join(map(str, e["loc"])), e["msg"])
-                for e in exc.errors()
-            ]
+            found[:0] = [field_problem(error, "report") for error in exc.errors()]
         if found:
             raise InvalidCommand("report", found)
-        with _views_errors():
+        with _views_errors(self.runner.engine):
             if catch_up:
                 self.runner.catch_up()
             elif self.runner.loading():
@@ -429,7 +435,7 @@ class ReportDesk:
         three or more times; `limit` cuts each list (None: every item)."""
         with self._prepared(
             catch_up,
-            _at_least("limit", limit, 0),
+            _count_problems("limit", limit, 0, none_means="every item"),
             since=since,
             until=until,
             owner=owner,
@@ -451,7 +457,7 @@ class ReportDesk:
         newest first; `limit` cuts that list (None: every complaint)."""
         with self._prepared(
             catch_up,
-            _at_least("limit", limit, 0),
+            _count_problems("limit", limit, 0, none_means="every item"),
             since=since,
             until=until,
             owner=owner,
@@ -472,9 +478,10 @@ class ReportDesk:
     ) -> SlaReport:
         """Breaches, compliance, and the deadlines due within `horizon` from
         now (at risk); `limit` cuts the two lists (None: every item)."""
-        problems = _at_least("limit", limit, 0)
-        if horizon < timedelta(0):
-            problems.append(FieldProblem("horizon", f"must not be negative: {horizon}"))
+        problems = [
+            *_count_problems("limit", limit, 0, none_means="every item"),
+            *_horizon_problems(horizon),
+        ]
         with self._prepared(
             catch_up,
             problems,
@@ -512,7 +519,7 @@ class ReportDesk:
         """The categories with at least `min_count` complaints selected."""
         with self._prepared(
             catch_up,
-            _at_least("min_count", min_count, 1),
+            _count_problems("min_count", min_count, 1),
             since=since,
             until=until,
             owner=owner,
@@ -521,10 +528,44 @@ class ReportDesk:
             return self.queries.recurrence(now, f, min_count)
 
 
-def _at_least(name: str, value: int | None, least: int) -> list[FieldProblem]:
-    """`value` refused by name if it is under `least` (None: no bound)."""
-    if value is not None and value < least:
+def _count_problems(
+    name: str, value: object, least: int, *, none_means: str | None = None
+) -> list[FieldProblem]:
+    """`value` refused by name unless it is a whole number of at least
+    `least` (or None, where None means something: `none_means`)."""
+    if value is None and none_means is not None:
+        return []
+    if isinstance(value, bool) or not isinstance(value, int):
+        also = f" or None ({none_means})" if none_means else ""
+        return [
+            FieldProblem(
+                name, f"must be a whole number{also}, not {type(value).__name__}"
+            )
+        ]
+    if value < least:
         return [FieldProblem(name, f"must be {least} or more, not {value}")]
+    return []
+
+
+MAX_HORIZON = timedelta(days=36_525)
+"""A hundred years: far beyond any deadline, and far from the edge of the
+datetime range that `now + horizon` must stay inside."""
+
+
+def _horizon_problems(horizon: object) -> list[FieldProblem]:
+    if not isinstance(horizon, timedelta):
+        return [
+            FieldProblem(
+                "horizon", f"must be a timedelta, not {type(horizon).__name__}"
+            )
+        ]
+    if not timedelta(0) <= horizon <= MAX_HORIZON:
+        return [
+            FieldProblem(
+                "horizon",
+                f"must be from 0 to {MAX_HORIZON.days} days, not {horizon}",
+            )
+        ]
     return []
 
 

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from sqlalchemy import (
     BindParameter,
     Connection,
@@ -50,7 +50,7 @@ from sqlalchemy import (
 
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
-from amends.domain.values import Instant
+from amends.domain.values import Instant, Label, Name
 from amends.projections import summary
 from amends.projections import tables as t
 from amends.projections.facts import Folder, StageClock
@@ -81,12 +81,32 @@ def percentile(ordered: Sequence[float], p: int) -> float | None:
 
 
 class ReportFilter(BaseModel):
+    """Which complaints a report covers: received in [since, until), of a
+    category, owned by someone at any time. Names are read as commands
+    write them (surrounding spaces dropped), and a filter that could select
+    nothing whatever the store holds (a blank name, a window that ends
+    before it starts) is refused rather than answered with an empty report.
+    """
+
     model_config = ConfigDict(frozen=True)
 
     since: Instant | None = None
     until: Instant | None = None
-    owner: str | None = None
-    category: str | None = None
+    owner: Name | None = None
+    category: Label | None = None
+
+    @field_validator("until")
+    @classmethod
+    def _after_since(
+        cls, until: datetime | None, info: ValidationInfo
+    ) -> datetime | None:
+        since = info.data.get("since")
+        if until is not None and since is not None and until <= since:
+            raise ValueError(
+                f"must be after since ({since.isoformat()}): the window "
+                "[since, until) would hold nothing"
+            )
+        return until
 
 
 @dataclass(frozen=True)
