@@ -27,7 +27,7 @@ from amends.infra import importer
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE
 
 from conftest import NOW, FixedClock
-from helpers import judges_die, outcome_within
+from helpers import RECEIVE, judges_die, outcome_within
 
 
 @dataclass(frozen=True)
@@ -300,6 +300,28 @@ def test_a_report_prints_one_section_cut_or_whole(cli: Cli) -> None:
     recurring = ["report", "recurrence", "--format", "csv"]
     assert len(cli.ok(*recurring, "--min-count", "3").splitlines()) == 2
     assert len(cli.ok(*recurring, "--min-count", "4").splitlines()) == 1
+
+
+def test_views_of_another_store_are_refused_in_one_line_until_rebuilt(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMENDS_VIEWS_URL", f"sqlite:///{tmp_path / 'views.db'}")
+    cli.receive()
+    cli.receive()
+    cli.ok("project")
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    with ComplaintDesk(other) as desk:
+        desk.receive(**RECEIVE)
+    for argv in (["report", "sla"], ["project"]):
+        refused = cli(*argv, store=other)
+        assert refused.code == 2, refused
+        assert refused.err.startswith(
+            "amends: the report views have applied 2 events, and the store holds 1"
+        )
+        assert refused.err.count("\n") == 1
+    assert cli("project", "--rebuild", store=other).code == 0
+    assert cli("report", "sla", store=other).code == 0
+    assert cli("report", "sla").code == 2
 
 
 def test_project_catches_up_and_rebuilds(cli: Cli) -> None:

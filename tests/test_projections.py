@@ -816,6 +816,56 @@ def test_a_naive_report_window_is_refused_by_name() -> None:
             raise AssertionError("a naive since was accepted")
 
 
+def receive_many(desk: ComplaintDesk, n: int) -> None:
+    for hour in range(n):
+        desk.receive(**RECEIVE, at=START + timedelta(hours=hour))
+
+
+def test_views_built_from_another_store_are_refused_until_rebuilt(
+    store_url: str, tmp_path: Path
+) -> None:
+    """One views database given to two stores: each store's desk must see
+    that the views are not its own, whether the other store holds fewer
+    events than the views have applied or more, and read nothing from them
+    and write nothing to them until they are rebuilt from its own events."""
+    from amends import ViewsOfAnotherStore
+
+    views = f"sqlite:///{tmp_path / 'views.db'}"
+    clock = FixedClock(START + timedelta(days=1))
+
+    def desk_of(store: str) -> ComplaintDesk:
+        return ComplaintDesk(store, clock=clock, views_url=views)
+
+    def position() -> int:
+        with sqlite3.connect(tmp_path / "views.db") as db:
+            return int(
+                db.execute("SELECT position FROM amends_view_tracking").fetchone()[0]
+            )
+
+    with desk_of(store_url) as ours:
+        receive_many(ours, 3)
+        assert ours.reports.backlog().reached[Stage.RECEIVED] == 3
+        assert position() == 3
+        for n, fewer in ((1, True), (5, False)):
+            with desk_of(f"sqlite:///{tmp_path / f'other{n}.db'}") as other:
+                receive_many(other, n)
+                for catch_up in (True, False):
+                    with pytest.raises(ViewsOfAnotherStore) as refused:
+                        other.reports.backlog(catch_up=catch_up)
+                    said = str(refused.value)
+                    if fewer:
+                        assert "have applied 3 events, and the store holds 1" in said
+                    else:
+                        assert "which the store does not" in said
+                    assert "rebuild them" in said
+                assert position() == 3
+        with desk_of(f"sqlite:///{tmp_path / 'other5.db'}") as other:
+            assert other.reports.rebuild() == 5
+            assert other.reports.backlog().reached[Stage.RECEIVED] == 5
+    with desk_of(store_url) as ours, pytest.raises(ViewsOfAnotherStore):
+        ours.reports.ownership()
+
+
 def test_views_of_an_earlier_layout_are_rebuilt_when_a_runner_starts(
     tmp_path: Path,
 ) -> None:

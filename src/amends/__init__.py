@@ -28,6 +28,7 @@ from amends.domain.stages import Severity, Stage
 from amends.infra.desk import ComplaintDesk
 from amends.infra.errors import ConfigurationError, StoreUnavailable
 from amends.projections.forking import WorkerDied
+from amends.projections.runner import ViewsOfAnotherStore
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,7 @@ __all__ = [
     "StoreUnavailable",
     "Transition",
     "VerificationReport",
+    "ViewsOfAnotherStore",
     "WorkerDied",
     "__version__",
     "allowed_commands",

@@ -52,6 +52,7 @@ from amends.infra.settings import new_cipher_key
 from amends.projections.facts import PolicyMismatch
 from amends.projections.forking import WorkerDied
 from amends.projections.reports import DEFAULT_LIMIT, UnknownSection
+from amends.projections.runner import ViewsOfAnotherStore
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -1180,7 +1181,7 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock = utc_now) -> int:
     except typer.Abort:
         _fail("aborted")
         return EXIT_USAGE
-    except (ConfigurationError, PolicyMismatch, OSError) as exc:
+    except (ConfigurationError, PolicyMismatch, ViewsOfAnotherStore, OSError) as exc:
         _fail(str(exc) or type(exc).__name__)
         return EXIT_USAGE
     except (StoreUnavailable, WorkerDied) as exc:  # not refusals: run it again

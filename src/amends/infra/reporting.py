@@ -146,6 +146,13 @@ class StoreFeed:
     def last_position(self) -> int:
         return self.recorder.max_notification_id() or 0
 
+    def holds(self, complaint_id: UUID, version: int) -> bool:
+        return bool(
+            self.recorder.select_events(
+                complaint_id, gt=version - 1, lte=version, limit=1
+            )
+        )
+
 
 LISTEN_SLICE = 0.1
 """Seconds a listener waits at a time, so that a stop is seen that soon."""
@@ -413,7 +420,9 @@ class ReportDesk:
         with _views_errors(self.runner.engine):
             if catch_up:
                 self.runner.catch_up()
-            elif self.runner.loading():
+            else:
+                self.runner.check_store()
+            if not catch_up and self.runner.loading():
                 raise StoreUnavailable(
                     "the report views are being rebuilt and hold only some "
                     "complaints so far: ask again once the rebuild ends, or "

@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import InternalError as SqlInternalError
 
-from amends.domain.errors import HistoryViolation
+from amends.domain.errors import AmendsError, HistoryViolation
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
 from amends.projections import forking, summary
@@ -57,6 +57,13 @@ from amends.projections.facts import (
 )
 
 logger = logging.getLogger("amends.projections")
+
+
+class ViewsOfAnotherStore(AmendsError):
+    """The views hold what the store does not: they were built from another
+    store (a views URL two stores share, a store restored from an older
+    backup), and reports read from them would describe that store."""
+
 
 DEFAULT_PROJECTION = "amends.reports"
 DEFAULT_BATCH_SIZE = 100_000
@@ -99,6 +106,10 @@ class EventFeed(Protocol):
         ...
 
     def last_position(self) -> int: ...
+
+    def holds(self, complaint_id: UUID, version: int) -> bool:
+        """Whether the store holds that complaint's event of that version."""
+        ...
 
 
 @runtime_checkable
@@ -178,6 +189,8 @@ class ProjectionRunner:
         self._cache = FactsCache(cache_size)
         self._cached_at: int | None = None
         """The position the cache holds facts for; None when it holds none."""
+        self._store_checked = False
+        """Whether `check_store` found the views to be this store's."""
 
     # ------------------------------------------------------------ public
 
@@ -230,6 +243,46 @@ class ProjectionRunner:
         with self.engine.connect() as conn:
             return self._tracked(conn)
 
+    def check_store(self) -> None:
+        """Refuse views built from another store (`ViewsOfAnotherStore`),
+        once per runner, before it first reads or writes them.
+
+        The views name no store, so two checks stand in: they have applied no
+        more events than the store holds, and the store holds the first of
+        their complaints (by id) at the version they show. Complaint ids are
+        random, so another store's views fail the second check; a store
+        restored from an older backup, which lacks the views' latest events,
+        fails the first or the second. Two lookups by key, each way.
+        """
+        if self._store_checked:
+            return
+        self.ensure_tables()
+        c = t.complaints.c
+        with self.engine.connect() as conn:
+            position = self._tracked(conn).position
+            sample = conn.execute(
+                select(c.id, c.version).order_by(c.id).limit(1)
+            ).first()
+        held = self.feed.last_position()
+        if position > held:
+            found = f"have applied {position} events, and the store holds {held}"
+        elif sample is not None and not self.feed.holds(
+            UUID(sample.id), sample.version
+        ):
+            found = (
+                f"hold complaint {sample.id} at version {sample.version}, "
+                "which the store does not"
+            )
+        else:
+            self._store_checked = True
+            return
+        raise ViewsOfAnotherStore(
+            f"the report views {found}: they were built from another store "
+            "(views shared by two stores, or a store restored from an older "
+            "backup); give this store views of its own (AMENDS_VIEWS_URL), or "
+            "rebuild them (amends project --rebuild)"
+        )
+
     def lag(self) -> int:
         """How many stored events the views have not seen yet."""
         return max(0, self.feed.last_position() - self.position())
@@ -244,7 +297,7 @@ class ProjectionRunner:
             return self._catch_up(max_batches)
 
     def _catch_up(self, max_batches: int | None) -> int:
-        self.ensure_tables()
+        self.check_store()
         applied = 0
         batches = 0
         while max_batches is None or batches < max_batches:
@@ -277,6 +330,7 @@ class ProjectionRunner:
         with self._lock:
             self._drop_views()
             self._tables_ready = False
+            self._store_checked = False
             self._cache.clear()
             self._cached_at = None
             if isinstance(self.feed, ComplaintFeed) and self.feed.reads_complaints:
@@ -1161,6 +1215,7 @@ __all__ = [
     "ProjectionConflict",
     "ProjectionRunner",
     "Stage",
+    "ViewsOfAnotherStore",
     "owner_at",
     "week_of",
 ]
