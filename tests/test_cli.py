@@ -414,8 +414,27 @@ def malformed(complaint: str, tmp_path: Path) -> list[tuple[str, list[str], int]
         ("unknown export", ["export-case", MISSING], 3),
         (
             "store unavailable",
-            ["--store", f"sqlite:///{tmp_path}/no/such/dir.db", "show", complaint],
+            [
+                "--store",
+                f"sqlite:///{tmp_path}/no/such/dir.db",
+                "receive",
+                *(f"--{name}={value}" for name, value in RECEIVE.items()),
+            ],
             4,
+        ),
+        *(
+            (
+                f"{argv[0]} of a missing store file",
+                ["--store", f"sqlite:///{tmp_path}/missing.db", *argv],
+                2,
+            )
+            for argv in (
+                ["show", complaint],
+                ["report", "sla"],
+                ["project"],
+                ["verify"],
+                ["add-note", complaint, "--by", "ana", "--text", "n"],
+            )
         ),
     ]
 
@@ -436,6 +455,7 @@ def test_each_malformed_command_is_one_line_with_its_code_and_records_nothing(
         assert result.err.count("\n") == 1, (what, result.err)
         assert "Traceback" not in result.err + result.out, what
         assert cli.events() == before, what
+    assert not (tmp_path / "missing.db").exists()
 
 
 def test_arguments_echoed_in_an_error_cannot_break_the_line_or_the_screen(

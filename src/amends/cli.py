@@ -48,7 +48,7 @@ from amends.infra.desk import Clock, ComplaintDesk, utc_now
 from amends.infra.docs import lifecycle_markdown, write_docs
 from amends.infra.errors import ConfigurationError, StoreUnavailable
 from amends.infra.reporting import policy_schedule
-from amends.infra.settings import new_cipher_key
+from amends.infra.settings import DEFAULT_STORE_URL, new_cipher_key, store_settings
 from amends.projections.facts import PolicyMismatch
 from amends.projections.forking import WorkerDied
 from amends.projections.reports import DEFAULT_LIMIT, UnknownSection
@@ -95,7 +95,19 @@ class Session:
     store: str | None = None
     sla: str | None = None
 
-    def desk(self) -> ComplaintDesk:
+    def desk(self, *, creating: bool = False) -> ComplaintDesk:
+        """The desk on the chosen store. Only a command that records
+        (`creating`) may make a SQLite file that is not there: to anything
+        else a missing file is a mistyped path, and a new empty store would
+        answer as if it held no complaints."""
+        if not creating:
+            settings = store_settings(self.store or DEFAULT_STORE_URL)
+            path = settings.get("SQLITE_DBNAME")
+            if path is not None and not Path(path).exists():
+                raise ConfigurationError(
+                    f"no store at {path}: the file does not exist (the first "
+                    "receive, import or demo makes it)"
+                )
         return ComplaintDesk(self.store, clock=self.clock, sla_policies=self.sla)
 
 
@@ -430,7 +442,8 @@ def _domain_command(command_type: type[c.Command]) -> Callable[..., None]:
     def run(context: typer.Context, **values: Any) -> None:
         complaint_id = values.pop("complaint_id", None)
         arguments = {key: value for key, value in values.items() if value is not None}
-        with _session(context).desk() as desk:
+        creating = command_type is c.Receive
+        with _session(context).desk(creating=creating) as desk:
             complaint = desk.execute(name, complaint_id, **arguments)
         if command_type is c.Receive:
             print(complaint.id)
@@ -863,7 +876,7 @@ def project(
         raise typer.BadParameter(
             "give one, not both", param_hint="'--follow' / '--rebuild'"
         )
-    with _session(context).desk() as desk:
+    with _session(context).desk(creating=follow) as desk:
         reports = desk.reports
         if rebuild:
             print(f"rebuilt the views from {reports.rebuild()} events")
@@ -933,7 +946,7 @@ def import_(
         rules = load_mapping(mapping)
     except ImportMappingError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--map'") from None
-    with _session(context).desk() as desk, _progress_bar() as (bar, task):
+    with _session(context).desk(creating=True) as desk, _progress_bar() as (bar, task):
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
@@ -1010,7 +1023,7 @@ def run_demo(
     from amends.projections.reports import chart_data
 
     charts.mkdir(parents=True, exist_ok=True)  # fail before anything is recorded
-    with session.desk() as desk, _progress_bar() as (bar, task):
+    with session.desk(creating=True) as desk, _progress_bar() as (bar, task):
         bar.update(task, description="commands")
 
         def progress(done: int, total: int) -> None:
@@ -1049,7 +1062,7 @@ def walkthrough(context: typer.Context) -> None:
     def at(hours: float) -> datetime:
         return start + timedelta(hours=hours)
 
-    with session.desk() as desk:
+    with session.desk(creating=True) as desk:
         cid = desk.receive(
             by="ana",
             customer="Jo Smith",
