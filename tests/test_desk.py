@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -310,3 +311,30 @@ def test_a_clock_behind_the_last_event_still_records_now(
     assert view.last_event_at == clock.now + timedelta(minutes=1)
     with pytest.raises(InvalidCommand):  # an explicit time is taken at its word
         make_shared_desk().add_note(complaint_id, by="ben", text="x", at=clock.now)
+
+
+def test_a_closed_desk_says_so_for_every_use_and_closes_twice_harmlessly(
+    store_url: str,
+) -> None:
+    """Not the library's `ConnectionPoolClosedError` with an empty message."""
+    from amends import DeskClosed
+
+    desk = ComplaintDesk(store_url, clock=FixedClock())
+    complaint = desk.receive(**RECEIVE)
+    reports = desk.reports
+    reports.backlog()
+    desk.close()
+    desk.close()
+    uses: list[Callable[[], object]] = [
+        lambda: desk.receive(**RECEIVE),
+        lambda: desk.get(complaint),
+        lambda: desk.history(complaint),
+        lambda: desk.verify(),
+        lambda: desk.last_position(),
+        lambda: reports.backlog(),
+        lambda: reports.catch_up(),
+        lambda: reports.follow(threading.Event()),
+    ]
+    for use in uses:
+        with pytest.raises(DeskClosed, match="is closed: open a new ComplaintDesk"):
+            use()

@@ -26,7 +26,7 @@ from amends.domain.history import CaseHistory, HistoryRecord
 from amends.domain.lifecycle import TERMINAL, TRANSITIONS, Transition, allowed_commands
 from amends.domain.stages import Severity, Stage
 from amends.infra.desk import ComplaintDesk
-from amends.infra.errors import ConfigurationError, StoreUnavailable
+from amends.infra.errors import ConfigurationError, DeskClosed, StoreUnavailable
 from amends.projections.forking import WorkerDied
 from amends.projections.runner import ViewsOfAnotherStore
 
@@ -43,6 +43,7 @@ __all__ = [
     "ComplaintNotFound",
     "ConcurrencyConflict",
     "ConfigurationError",
+    "DeskClosed",
     "FieldProblem",
     "Finding",
     "HistoryRecord",

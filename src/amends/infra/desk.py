@@ -47,7 +47,7 @@ from amends.domain.events import ComplaintEvent
 from amends.domain.history import CaseHistory, history_of
 from amends.domain.sla import PolicySchedule, SlaPolicy
 from amends.domain.stages import Severity
-from amends.infra.errors import StoreUnavailable
+from amends.infra.errors import DeskClosed, StoreUnavailable
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
 from amends.infra.reporting import (
     ReportDesk,
@@ -198,7 +198,9 @@ class ComplaintDesk:
         self._views = views_engine(self.store_url, views_url)
         try:
             with _store_errors(self.store_url):
-                self._app = EventStoreApplication(settings)
+                self._open_app: EventStoreApplication | None = EventStoreApplication(
+                    settings
+                )
         except BaseException:
             self._views.dispose()
             raise
@@ -659,9 +661,22 @@ class ComplaintDesk:
 
     # ----------------------------------------------------------- lifecycle
 
+    @property
+    def _app(self) -> EventStoreApplication:
+        if self._open_app is None:
+            raise DeskClosed(f"{self!r} is closed: open a new ComplaintDesk")
+        return self._open_app
+
     def close(self) -> None:
+        """Release the store's and the views' connections; closing twice is
+        harmless, and using the desk afterwards raises `DeskClosed`."""
+        if self._open_app is None:
+            return
+        app, self._open_app = self._open_app, None
+        if self._reports is not None:
+            self._reports.close()
         self._views.dispose()
-        self._app.close()
+        app.close()
 
     def __enter__(self) -> Self:
         return self

@@ -11,3 +11,9 @@ class ConfigurationError(AmendsError, ValueError):
 
 class StoreUnavailable(AmendsError):
     """The event store could not be reached or failed; nothing was recorded."""
+
+
+class DeskClosed(AmendsError):
+    """The desk (or its reports) was used after `close()`: its connections
+    are gone. A programming error, named as one rather than as the
+    library's empty `ConnectionPoolClosedError`."""

@@ -35,7 +35,7 @@ from amends.domain.commands import field_problem
 from amends.domain.errors import FieldProblem, HistoryViolation, InvalidCommand
 from amends.domain.events import EVENT_TYPES
 from amends.domain.sla import DEFAULT_POLICY_NAME, PolicySchedule, SlaPolicy, preset
-from amends.infra.errors import ConfigurationError, StoreUnavailable
+from amends.infra.errors import ConfigurationError, DeskClosed, StoreUnavailable
 from amends.infra.mapper import PydanticMapper, UnreadableRecord
 from amends.infra.settings import POSTGRES_URL_OPTIONS
 from amends.infra.store import (
@@ -372,15 +372,34 @@ class ReportDesk:
         self.listener = listener
         """Makes what tells `follow` of writes, if the store can (see
         `store_listener`)."""
+        self._closed = False
+
+    def close(self) -> None:
+        """Called by the desk's `close()`: from then on every use raises
+        `DeskClosed` (the store's connections are gone, and in-memory views
+        with them)."""
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DeskClosed(
+                "the desk these reports belong to is closed: open a new ComplaintDesk"
+            )
+
+    @contextmanager
+    def _views_errors(self) -> Iterator[None]:
+        self._check_open()
+        with _views_errors(self.runner.engine):
+            yield
 
     def catch_up(self) -> int:
         """Apply every stored event the views have not seen; returns how many."""
-        with _views_errors(self.runner.engine):
+        with self._views_errors():
             return self.runner.catch_up()
 
     def rebuild(self) -> int:
         """Drop the views and replay the whole store into them."""
-        with _views_errors(self.runner.engine):
+        with self._views_errors():
             return self.runner.rebuild()
 
     def follow(
@@ -393,6 +412,7 @@ class ReportDesk:
         """Keep the views caught up until `stop` is set: after each write on
         PostgreSQL, which notifies, and at least every `poll` (the only way
         on SQLite)."""
+        self._check_open()
         listener = self.listener()
         try:
             self.runner.follow(stop, poll=poll, on_batch=on_batch, listener=listener)
@@ -417,7 +437,7 @@ class ReportDesk:
             found[:0] = [field_problem(error, "report") for error in exc.errors()]
         if found:
             raise InvalidCommand("report", found)
-        with _views_errors(self.runner.engine):
+        with self._views_errors():
             if catch_up:
                 self.runner.catch_up()
             else:
