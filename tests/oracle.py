@@ -439,9 +439,10 @@ class Oracle:
         stages = []
         for stage in ORDER:
             ages = dict.fromkeys(buckets, 0)
-            count = 0
+            count = waiting = 0
             for c in cases:
                 if c.stage is stage and stage is not Stage.PREVENTION_LOGGED:
+                    waiting += bool(c.pauses) and c.pauses[-1][1] is None
                     age = now - c.received_at
                     for name, below in AGE_BUCKETS:
                         if below is None or age < below:
@@ -449,7 +450,9 @@ class Oracle:
                             break
                     count += 1
             if count:
-                stages.append(StageBacklog(stage=stage, open=count, by_age=ages))
+                stages.append(
+                    StageBacklog(stage=stage, open=count, waiting=waiting, by_age=ages)
+                )
 
         def tally(answers: list[bool | None]) -> dict[str, int]:
             return {

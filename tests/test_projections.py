@@ -773,6 +773,36 @@ def test_a_filter_that_could_select_nothing_is_refused_and_names_match_stripped(
         assert one_second.reached[Stage.RECEIVED] == 1
 
 
+def test_the_backlog_shows_which_open_complaints_wait_on_the_customer() -> None:
+    """A wait that never ends stops the SLA clock for good; the backlog
+    shows it, filtered or not, until the customer replies."""
+    hour = timedelta(hours=1)
+    clock = FixedClock(START + 5 * hour)
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        parked, other = (desk.receive(**RECEIVE, at=START) for _ in range(2))
+        desk.await_customer(parked, by="ana", reason="statement", at=START + hour)
+
+        def waiting() -> list[tuple[dict[Stage, tuple[int, int]], ...]]:
+            return [
+                {s.stage: (s.open, s.waiting) for s in report.open_by_stage}
+                for report in (
+                    desk.reports.backlog(),
+                    desk.reports.backlog(category="billing"),
+                )
+            ]
+
+        assert waiting() == [{Stage.RECEIVED: (2, 1)}] * 2
+        assert desk.reports.backlog().to_csv().splitlines() == [
+            "stage,open,waiting,<1d,1-3d,3-7d,7-30d,>30d",
+            "RECEIVED,2,1,2,0,0,0,0",
+        ]
+        desk.customer_replied(parked, by="ana", at=START + 2 * hour)
+        assert waiting() == [{Stage.RECEIVED: (2, 0)}] * 2
+        desk.await_customer(other, by="ana", reason="id", at=START + 3 * hour)
+        desk.acknowledge(other, by="ana", paraphrase="p", at=START + 4 * hour)
+        assert waiting() == [{Stage.RECEIVED: (1, 0), Stage.ACKNOWLEDGED: (1, 1)}] * 2
+
+
 def test_gestures_are_counted_per_currency() -> None:
     with ComplaintDesk("memory://", clock=FixedClock(START)) as desk:
         complaint = desk.receive(**RECEIVE, at=START)

@@ -534,6 +534,9 @@ class StageBacklog(BaseModel):
 
     stage: Stage
     open: int
+    waiting: int
+    """Of the open, those waiting on the customer now: their SLA clocks stand
+    still, so a pause that never ends shows here rather than hiding."""
     by_age: dict[str, int]
 
 
@@ -552,7 +555,8 @@ class BacklogReport(Report):
 
     def sections(self) -> list[Section]:
         backlog = [
-            {"stage": s.stage, "open": s.open, **s.by_age} for s in self.open_by_stage
+            {"stage": s.stage, "open": s.open, "waiting": s.waiting, **s.by_age}
+            for s in self.open_by_stage
         ]
         funnel = [{"stage": stage, "reached": n} for stage, n in self.reached.items()]
         satisfaction = [
@@ -570,8 +574,8 @@ class BacklogReport(Report):
         return [
             Section(
                 "open",
-                "Open by stage and age",
-                ("stage", "open", *(name for name, _ in AGE_BUCKETS)),
+                "Open by stage and age (waiting: on the customer now)",
+                ("stage", "open", "waiting", *(name for name, _ in AGE_BUCKETS)),
                 backlog,
             ),
             Section(
@@ -1293,10 +1297,12 @@ class ReportQueries:
             "backlog", f, lambda: self._backlog_statements(f)
         )
         values = {**_filter_values(f), **_age_edges(now)}
+        waiting: Counter[str] = Counter()
         with self.engine.connect() as conn:
-            open_ages = [
-                (stage, name, n) for stage, name, n in conn.execute(ages, values)
-            ]
+            open_ages = []
+            for stage, name, n, paused in conn.execute(ages, values):
+                open_ages.append((stage, name, n))
+                waiting[stage] += paused
             counts = list(conn.execute(counted, values).one())
             gesture_rows = conn.execute(offered, values).all()
         stages = len(t.STAGE_COLUMNS)
@@ -1309,6 +1315,7 @@ class ReportQueries:
             now,
             f,
             open_ages,
+            waiting,
             dict(zip(t.STAGE_COLUMNS, counts[:stages], strict=True)),
             first,
             after,
@@ -1317,7 +1324,8 @@ class ReportQueries:
 
     def _backlog_statements(self, f: ReportFilter) -> tuple[Any, ...]:
         """Open complaints per stage and age bucket (the buckets' edges bound
-        per call, see `_age_edges`); in one pass over the selection, how many
+        per call, see `_age_edges`), and how many of them wait on the
+        customer; in one pass over the selection, how many
         reached each stage and each answer to a first resolution and to one
         after a reopen (`_ANSWERS`); and the gestures offered per value and
         currency. All counted in SQL, not a row each into Python: the typical
@@ -1332,7 +1340,7 @@ class ReportQueries:
             else_=AGE_BUCKETS[-1][0],
         )
         ages = (
-            select(c.stage, bucket, func.count())
+            select(c.stage, bucket, func.count(), func.count(case((c.waiting, 1))))
             .where(selected, c.is_open)
             .group_by(c.stage, bucket)
         )
@@ -1361,7 +1369,12 @@ class ReportQueries:
         with self.engine.connect() as conn:
             open_ages = _open_ages_of_all(conn, now)
             counts = summary.read_counts(
-                conn, "reached", "satisfied_first", "satisfied_after", "gesture"
+                conn,
+                "reached",
+                "satisfied_first",
+                "satisfied_after",
+                "gesture",
+                "waiting",
             )
         reached = {stage: counts["reached"][stage.value] for stage in t.STAGE_COLUMNS}
         gestures: Counter[tuple[str | None, str | None]] = Counter()
@@ -1372,6 +1385,7 @@ class ReportQueries:
             now,
             f,
             open_ages,
+            counts["waiting"],
             reached,
             counts["satisfied_first"],
             counts["satisfied_after"],
@@ -1479,6 +1493,7 @@ def _backlog_report(
     now: datetime,
     f: ReportFilter,
     open_ages: Sequence[tuple[str, str, int]],
+    waiting: Counter[str],
     reached: dict[Stage, int],
     first: Counter[str],
     after: Counter[str],
@@ -1500,7 +1515,12 @@ def _backlog_report(
         generated_at=now,
         filter=f,
         open_by_stage=tuple(
-            StageBacklog(stage=stage, open=sum(ages.values()), by_age=ages)
+            StageBacklog(
+                stage=stage,
+                open=sum(ages.values()),
+                waiting=waiting[stage.value],
+                by_age=ages,
+            )
             for stage, ages in sorted(
                 backlog.items(), key=lambda item: list(Stage).index(item[0])
             )

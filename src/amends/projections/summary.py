@@ -6,8 +6,8 @@ the runner keeps, in the same transaction as the rows (so the totals never
 disagree with the rows they sum):
 
 - `counts`: one integer per (metric, key): open complaints per owner, per
-  stage, per day received and stage; deadlines met late per target; answers
-  to the first resolution, ...
+  stage, per day received and stage; those waiting on the customer per
+  stage; deadlines met late per target; answers to the first resolution, ...
 - `buckets`: how many values of each measured duration (time to resolution
   per owner, category, channel, severity and week; resolution to prevention
   per category) fall in each coarse logarithmic bucket. The values themselves
@@ -134,6 +134,8 @@ def contributions(rows: Rows) -> tuple[list[tuple[str, str]], set[Value]]:
             count(("open", row[_C["owner"]]))
             stage = row[_C["stage"]]
             count(("open_stage", stage))
+            if row[_C["waiting"]]:
+                count(("waiting", stage))
             count(("open_day", day_key(row[_C["received_at"]], stage)))
         if row[_C["handoffs"]] > 0:
             count(("handed_off", ""))
