@@ -47,8 +47,9 @@ def test_reports_example_runs(
     exec(compile(python_blocks()[2], "README reports example", "exec"), {})
     printed = capsys.readouterr().out
     assert "Per owner" in printed
-    assert "complaint_id,target,due_at,met_at,owner" in printed
+    assert "complaint_id,target,due_at,owner" in printed  # the at-risk table
     assert '"stage": "ACKNOWLEDGED"' in printed
+    assert '"waiting": 1' in printed
 
 
 def test_property_test_example_runs() -> None:
