@@ -424,13 +424,17 @@ class ReportDesk:
     def _prepared(
         self,
         catch_up: bool,
-        problems: Sequence[FieldProblem] = (),
-        **filters: object,
+        problems: Sequence[FieldProblem],
+        since: object,
+        until: object,
+        owner: object,
+        category: object,
     ) -> Iterator[tuple[datetime, ReportFilter]]:
         """The moment of asking and the filter, the views caught up first if
         asked; a bad filter or report argument (`problems`) is refused, every
         problem named, before anything is read."""
         found = list(problems)
+        filters = {"since": since, "until": until, "owner": owner, "category": category}
         try:
             report_filter = ReportFilter.model_validate(filters)
         except ValidationError as exc:
@@ -463,12 +467,7 @@ class ReportDesk:
         """Per owner, the chains of owners, and the complaints handed off
         three or more times; `limit` cuts each list (None: every item)."""
         with self._prepared(
-            catch_up,
-            _count_problems("limit", limit, 0, none_means="every item"),
-            since=since,
-            until=until,
-            owner=owner,
-            category=category,
+            catch_up, _limit_problems(limit), since, until, owner, category
         ) as (now, f):
             return self.queries.ownership(now, f, _uncut(limit))
 
@@ -485,12 +484,7 @@ class ReportDesk:
         """Distributions, reopens, and each complaint's times to its stages,
         newest first; `limit` cuts that list (None: every complaint)."""
         with self._prepared(
-            catch_up,
-            _count_problems("limit", limit, 0, none_means="every item"),
-            since=since,
-            until=until,
-            owner=owner,
-            category=category,
+            catch_up, _limit_problems(limit), since, until, owner, category
         ) as (now, f):
             return self.queries.time_to_resolution(now, f, _uncut(limit))
 
@@ -508,17 +502,11 @@ class ReportDesk:
         """Breaches, compliance, and the deadlines due within `horizon` from
         now (at risk); `limit` cuts the two lists (None: every item)."""
         problems = [
-            *_count_problems("limit", limit, 0, none_means="every item"),
+            *_limit_problems(limit),
             *_horizon_problems(horizon),
         ]
-        with self._prepared(
-            catch_up,
-            problems,
-            since=since,
-            until=until,
-            owner=owner,
-            category=category,
-        ) as (now, f):
+        chosen = (since, until, owner, category)
+        with self._prepared(catch_up, problems, *chosen) as (now, f):
             return self.queries.sla(now, f, horizon, _uncut(limit))
 
     def backlog(
@@ -530,9 +518,7 @@ class ReportDesk:
         category: str | None = None,
         catch_up: bool = True,
     ) -> BacklogReport:
-        with self._prepared(
-            catch_up, since=since, until=until, owner=owner, category=category
-        ) as (now, f):
+        with self._prepared(catch_up, (), since, until, owner, category) as (now, f):
             return self.queries.backlog(now, f)
 
     def recurrence(
@@ -549,10 +535,10 @@ class ReportDesk:
         with self._prepared(
             catch_up,
             _count_problems("min_count", min_count, 1),
-            since=since,
-            until=until,
-            owner=owner,
-            category=category,
+            since,
+            until,
+            owner,
+            category,
         ) as (now, f):
             return self.queries.recurrence(now, f, min_count)
 
@@ -574,6 +560,10 @@ def _count_problems(
     if value < least:
         return [FieldProblem(name, f"must be {least} or more, not {value}")]
     return []
+
+
+def _limit_problems(limit: object) -> list[FieldProblem]:
+    return _count_problems("limit", limit, 0, none_means="every item")
 
 
 MAX_HORIZON = timedelta(days=36_525)
