@@ -302,6 +302,13 @@ def test_a_report_prints_one_section_cut_or_whole(cli: Cli) -> None:
     assert len(cli.ok(*recurring, "--min-count", "4").splitlines()) == 1
 
 
+def test_report_help_gives_each_option_its_default(cli: Cli) -> None:
+    """Rich reads "[...]" in a help text as markup and drops it."""
+    printed = " ".join(cli.ok("report", "--help").replace("│", " ").split())
+    for words in ("50 unless given", "(24 unless given)", "(3 unless given)"):
+        assert words in printed
+
+
 def test_views_of_another_store_are_refused_in_one_line_until_rebuilt(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -745,7 +745,7 @@ def report(
         int | None,
         typer.Option(
             min=0,
-            help=f"at most this many items per list [default: {DEFAULT_LIMIT}] "
+            help=f"at most this many items per list, {DEFAULT_LIMIT} unless given "
             "(ownership, ttr, sla); the totals count them all",
             show_default=False,
         ),
@@ -759,7 +759,8 @@ def report(
         typer.Option(
             min=0,
             metavar="HOURS",
-            help="sla: deadlines due within this many hours are at risk [default: 24]",
+            help="sla: deadlines due within this many hours are at risk "
+            "(24 unless given)",
             show_default=False,
         ),
     ] = None,
@@ -768,7 +769,7 @@ def report(
         typer.Option(
             min=1,
             help="recurrence: categories with at least this many complaints "
-            "[default: 3]",
+            "(3 unless given)",
             show_default=False,
         ),
     ] = None,
