@@ -302,6 +302,21 @@ def test_a_report_prints_one_section_cut_or_whole(cli: Cli) -> None:
     assert len(cli.ok(*recurring, "--min-count", "4").splitlines()) == 1
 
 
+def test_the_store_url_from_the_environment_is_the_one_checked_for_a_file(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --store: AMENDS_STORE_URL names the store, and only a missing file
+    there is refused (not the default ./amends.db)."""
+    cli.receive()
+    monkeypatch.chdir(tmp_path)  # no amends.db here
+    monkeypatch.setenv("AMENDS_STORE_URL", cli.store)
+    assert main(["report", "backlog", "--format", "json"], clock=cli.clock) == 0
+    monkeypatch.setenv("AMENDS_STORE_URL", f"sqlite:///{tmp_path / 'typo.db'}")
+    assert main(["report", "backlog"], clock=cli.clock) == 2
+    assert "no store at" in cli.capsys.readouterr().err
+    assert not (tmp_path / "typo.db").exists()
+
+
 def test_report_help_gives_each_option_its_default(cli: Cli) -> None:
     """Rich reads "[...]" in a help text as markup and drops it."""
     printed = " ".join(cli.ok("report", "--help").replace("│", " ").split())
@@ -323,7 +338,8 @@ def test_views_of_another_store_are_refused_in_one_line_until_rebuilt(
         refused = cli(*argv, store=other)
         assert refused.code == 2, refused
         assert refused.err.startswith(
-            "amends: the report views have applied 2 events, and the store holds 1"
+            "amends: the report views have read the event log to position 2, "
+            "past its end at 1"
         )
         assert refused.err.count("\n") == 1
     assert cli("project", "--rebuild", store=other).code == 0
@@ -402,6 +418,8 @@ def malformed(complaint: str, tmp_path: Path) -> list[tuple[str, list[str], int]
         ("horizon of another report", ["report", "ttr", "--horizon", "4"], 2),
         ("negative horizon", ["report", "sla", "--horizon", "-4"], 2),
         ("endless horizon", ["report", "sla", "--horizon", "1e300"], 2),
+        ("horizon of a million hours", ["report", "sla", "--horizon", "1e6"], 2),
+        ("horizon not a number", ["report", "sla", "--horizon", "nan"], 2),
         ("min count of zero", ["report", "recurrence", "--min-count", "0"], 2),
         ("unknown SLA", ["--sla", "nope", "report", "sla"], 2),
         ("bad store URL", ["--store", "nosuch://x", "show", complaint], 2),

@@ -716,6 +716,22 @@ def test_a_cut_list_says_how_many_there_are_and_no_limit_lists_them_all() -> Non
         assert (nothing.complaints, nothing.complaints_total) == ((), 40)
 
 
+def test_no_limit_lists_every_item_on_every_store(store_url: str) -> None:
+    """None reaches the database as the largest LIMIT it takes (PostgreSQL
+    reads a LIMIT as a 32-bit integer), unfiltered and filtered alike."""
+    from amends.infra.demo import simulate
+
+    with ComplaintDesk(store_url) as desk:
+        simulate(desk, complaints=30, days=10, seed=5)
+        for chosen in ({}, {"category": "billing"}):
+            sla = desk.reports.sla(limit=None, **chosen)
+            assert len(sla.breaches) == sla.breaches_total > 0
+            times = desk.reports.time_to_resolution(limit=None, **chosen)
+            assert len(times.complaints) == times.complaints_total > 0
+            owners = desk.reports.ownership(limit=None, **chosen)
+            assert len(owners.chains) == owners.chains_total
+
+
 @pytest.mark.parametrize(
     ("report", "arguments", "field"),
     [
@@ -726,6 +742,7 @@ def test_a_cut_list_says_how_many_there_are_and_no_limit_lists_them_all() -> Non
         ("sla", {"horizon": 24}, "horizon"),
         ("sla", {"horizon": timedelta.max}, "horizon"),
         ("sla", {"limit": "3"}, "limit"),
+        ("sla", {"limit": 2**31}, "limit"),
         ("ownership", {"limit": True}, "limit"),
         ("recurrence", {"min_count": 0}, "min_count"),
         ("recurrence", {"min_count": "x"}, "min_count"),
@@ -855,8 +872,8 @@ def test_views_built_from_another_store_are_refused_until_rebuilt(
     store_url: str, tmp_path: Path
 ) -> None:
     """One views database given to two stores: each store's desk must see
-    that the views are not its own, whether the other store holds fewer
-    events than the views have applied or more, and read nothing from them
+    that the views are not its own, whether the other store's log ends before
+    the views' position or goes past it, and read nothing from them
     and write nothing to them until they are rebuilt from its own events."""
     from amends import ViewsOfAnotherStore
 
@@ -884,9 +901,9 @@ def test_views_built_from_another_store_are_refused_until_rebuilt(
                         other.reports.backlog(catch_up=catch_up)
                     said = str(refused.value)
                     if fewer:
-                        assert "have applied 3 events, and the store holds 1" in said
+                        assert "to position 3, past its end at 1" in said
                     else:
-                        assert "which the store does not" in said
+                        assert "the store's event there is not one" in said
                     assert "rebuild them" in said
                 assert position() == 3
         with desk_of(f"sqlite:///{tmp_path / 'other5.db'}") as other:
@@ -894,6 +911,77 @@ def test_views_built_from_another_store_are_refused_until_rebuilt(
             assert other.reports.backlog().reached[Stage.RECEIVED] == 5
     with desk_of(store_url) as ours, pytest.raises(ViewsOfAnotherStore):
         ours.reports.ownership()
+
+
+def test_views_of_a_store_restored_from_an_older_backup_and_written_since_are_refused(
+    tmp_path: Path,
+) -> None:
+    """Restored, the store ends before the views' position; written to since,
+    it passes that position again, but the event there is not the views'."""
+    import shutil
+
+    from amends import ViewsOfAnotherStore
+
+    store, backup = tmp_path / "a.db", tmp_path / "backup.db"
+    clock = FixedClock(START + timedelta(days=1))
+    with make_desk(f"sqlite:///{store}", clock) as desk:
+        receive_many(desk, 2)
+    shutil.copy(store, backup)
+    with make_desk(f"sqlite:///{store}", clock) as desk:
+        desk.receive(**RECEIVE, at=START + timedelta(hours=5))
+        desk.reports.catch_up()
+        assert desk.reports.runner.position() == 3
+    views = tmp_path / "views.db"
+    with sqlite3.connect(store) as source, sqlite3.connect(views) as target:
+        source.backup(target)  # the views, kept apart from the store
+    shutil.copy(backup, store)
+    for name in ("a.db-wal", "a.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    restored = ComplaintDesk(
+        f"sqlite:///{store}",
+        clock=clock,
+        sla_policies=SCHEDULE,
+        views_url=f"sqlite:///{views}",
+    )
+    with restored:
+        with pytest.raises(ViewsOfAnotherStore, match="past its end at 2"):
+            restored.reports.backlog()
+        receive_many(restored, 2)
+        with pytest.raises(ViewsOfAnotherStore, match="the store's event there"):
+            restored.reports.backlog()
+        assert restored.reports.rebuild() == 4
+
+
+def test_views_in_the_middle_of_another_stores_load_are_refused(
+    tmp_path: Path,
+) -> None:
+    """A rebuild's load holds position 0 until it ends: the log position it
+    loads to, and the complaints it has loaded, must still be this store's."""
+    from amends import ViewsOfAnotherStore
+
+    clock = FixedClock(START + timedelta(days=1))
+    views = f"sqlite:///{tmp_path / 'views.db'}"
+    with ComplaintDesk(
+        f"sqlite:///{tmp_path / 'a.db'}", clock=clock, views_url=views
+    ) as desk:
+        receive_many(desk, 2)
+        desk.reports.catch_up()
+    other = f"sqlite:///{tmp_path / 'b.db'}"
+    with ComplaintDesk(other, clock=clock) as desk:
+        receive_many(desk, 5)
+    for load_to, words in (
+        (50, "to position 50, past its end at 5"),
+        (2, "which the store does not"),
+    ):
+        with sqlite3.connect(tmp_path / "views.db") as db:
+            db.execute(
+                "UPDATE amends_view_tracking SET position = 0, load_to = ?", (load_to,)
+            )
+        with (
+            ComplaintDesk(other, clock=clock, views_url=views) as desk,
+            pytest.raises(ViewsOfAnotherStore, match=words),
+        ):
+            desk.reports.backlog()
 
 
 def test_views_of_an_earlier_layout_are_rebuilt_when_a_runner_starts(
@@ -1137,6 +1225,8 @@ class LogOnly:
     def __init__(self, inner: Any) -> None:
         self.read = inner.read
         self.last_position = inner.last_position
+        self.event_at = inner.event_at
+        self.holds = inner.holds
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])

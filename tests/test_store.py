@@ -286,6 +286,21 @@ def test_views_on_a_database_amends_does_not_support_are_refused_naming_the_url(
     assert str(refused.value).startswith(f"views URL {views!r}: the views live in")
 
 
+def test_a_refused_views_url_does_not_print_its_password() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        ComplaintDesk("memory://", views_url="mysql://ana:s3cret@db/views")
+    assert "views URL 'mysql://ana:***@db/views'" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+
+
+def test_views_at_a_sqlite_url_naming_its_driver_are_accepted(tmp_path: Path) -> None:
+    views = f"sqlite+pysqlite:///{tmp_path / 'v.db'}"
+    with ComplaintDesk("memory://", views_url=views) as desk:
+        desk.receive(**RECEIVE)
+        assert desk.reports.backlog().reached[Stage.RECEIVED] == 1
+    assert (tmp_path / "v.db").exists()
+
+
 def test_views_that_fail_name_where_they_are_and_not_the_sql(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such" / "v.db"
     with (

@@ -4,13 +4,18 @@ point-in-time reads, the audit trail and the reports, over any store URL.
 Exit codes, so scripts can tell who is at fault:
 
 - 0: done.
+- 1: a bug in amends (the message says so; `AMENDS_DEBUG=1` shows the trace).
 - 2: the command line or the configuration could not be used (an unknown
   option, a missing one, a time without a zone, a bad store URL or SLA preset,
-  views built under another policy, a file that cannot be written).
-- 3: amends refused (`InvalidCommand`, `InvalidTransition`,
-  `ComplaintNotFound`, `HistoryViolation`, ...), or `verify` found a break.
+  a SQLite store file that is not there for a command that records nothing,
+  views built under another policy or from another store, a file that cannot
+  be written).
+- 3: amends refused (`InvalidCommand`, a report's filter among them,
+  `InvalidTransition`, `ComplaintNotFound`, `HistoryViolation`, ...), or
+  `verify` found a break.
 - 4: the store failed (`StoreUnavailable`), or a worker process of a rebuild
   or an import died (`WorkerDied`).
+- 130: interrupted (Ctrl-C); what was committed stays.
 
 Every failure is one line on stderr; nothing is recorded by a refused command.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import math
 import os
 import signal
 import sys
@@ -47,8 +53,8 @@ from amends.domain.lifecycle import command_names, mermaid
 from amends.infra.desk import Clock, ComplaintDesk, utc_now
 from amends.infra.docs import lifecycle_markdown, write_docs
 from amends.infra.errors import ConfigurationError, StoreUnavailable
-from amends.infra.reporting import policy_schedule
-from amends.infra.settings import DEFAULT_STORE_URL, new_cipher_key, store_settings
+from amends.infra.reporting import MAX_HORIZON, policy_schedule
+from amends.infra.settings import new_cipher_key, resolve_store_url, store_settings
 from amends.projections.facts import PolicyMismatch
 from amends.projections.forking import WorkerDied
 from amends.projections.reports import DEFAULT_LIMIT, UnknownSection
@@ -101,12 +107,12 @@ class Session:
         else a missing file is a mistyped path, and a new empty store would
         answer as if it held no complaints."""
         if not creating:
-            settings = store_settings(self.store or DEFAULT_STORE_URL)
+            settings = store_settings(resolve_store_url(self.store))
             path = settings.get("SQLITE_DBNAME")
             if path is not None and not Path(path).exists():
                 raise ConfigurationError(
-                    f"no store at {path}: the file does not exist (the first "
-                    "receive, import or demo makes it)"
+                    f"no store at {path}: the file does not exist (receive, "
+                    "import, demo, walkthrough or project --follow makes it)"
                 )
         return ComplaintDesk(self.store, clock=self.clock, sla_policies=self.sla)
 
@@ -840,12 +846,13 @@ def _report_arguments(
 
 
 def _hours_ahead(hours: float) -> timedelta:
-    try:
-        return timedelta(hours=hours)
-    except OverflowError:
+    most = MAX_HORIZON / timedelta(hours=1)
+    if not math.isfinite(hours) or not 0 <= hours <= most:
         raise typer.BadParameter(
-            f"{hours:g} hours is too long", param_hint="'--horizon'"
-        ) from None
+            f"{hours:g} is not a number of hours from 0 to {most:g}",
+            param_hint="'--horizon'",
+        )
+    return timedelta(hours=hours)
 
 
 @app.command(

@@ -59,6 +59,7 @@ from amends.infra.reporting import (
 from amends.infra.settings import (
     cipher_settings,
     fork_workers,
+    redacted_url,
     resolve_store_url,
     store_settings,
 )
@@ -905,15 +906,5 @@ def _store_errors(store_url: str) -> Iterator[None]:
         raise
     except (PersistenceError, OSError) as exc:
         raise StoreUnavailable(
-            f"event store {_redacted(store_url)} failed: {exc}"
+            f"event store {redacted_url(store_url)} failed: {exc}"
         ) from exc
-
-
-def _redacted(store_url: str) -> str:
-    """The URL without its password, fit for an error message or a log."""
-    head, sep, tail = store_url.partition("@")
-    if not sep or ":" not in head.split("//", 1)[-1]:
-        return store_url
-    scheme, _, credentials = head.partition("//")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}//{user}:***@{tail}"

@@ -56,10 +56,10 @@ from amends.domain.errors import AmendsError, InvalidCommand, InvalidTransition
 from amends.domain.events import ComplaintEvent
 from amends.domain.lifecycle import TERMINAL, TRANSITIONS
 from amends.domain.stages import Stage
-from amends.infra.desk import EXTERNAL_REF_NAMESPACE, ComplaintDesk, _redacted
+from amends.infra.desk import EXTERNAL_REF_NAMESPACE, ComplaintDesk
 from amends.infra.errors import StoreUnavailable
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper
-from amends.infra.settings import fork_workers
+from amends.infra.settings import fork_workers, redacted_url
 from amends.projections import forking
 
 DEFAULT_BATCH_SIZE = 10_000
@@ -1312,12 +1312,12 @@ def _store_errors(store_url: str) -> Iterator[None]:
         yield
     except RecordConflictError as exc:
         raise StoreUnavailable(
-            f"event store {_redacted(store_url)}: a batch kept colliding with "
+            f"event store {redacted_url(store_url)}: a batch kept colliding with "
             f"concurrent writes ({exc}); nothing of that batch was written"
         ) from exc
     except (PersistenceError, OSError) as exc:
         raise StoreUnavailable(
-            f"event store {_redacted(store_url)} failed: {exc}"
+            f"event store {redacted_url(store_url)} failed: {exc}"
         ) from exc
 
 

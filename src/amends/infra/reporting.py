@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,7 +36,7 @@ from amends.domain.events import EVENT_TYPES
 from amends.domain.sla import DEFAULT_POLICY_NAME, PolicySchedule, SlaPolicy, preset
 from amends.infra.errors import ConfigurationError, DeskClosed, StoreUnavailable
 from amends.infra.mapper import PydanticMapper, UnreadableRecord
-from amends.infra.settings import POSTGRES_URL_OPTIONS
+from amends.infra.settings import POSTGRES_URL_OPTIONS, redacted_url
 from amends.infra.store import (
     NotificationRow,
     complaint_rows,
@@ -145,6 +144,16 @@ class StoreFeed:
 
     def last_position(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+    def event_at(self, position: int) -> tuple[UUID, int] | None:
+        if position < 1:
+            return None
+        for found, originator_id, version, _, _ in notification_rows(
+            self.recorder, position - 1, 1
+        ):
+            if found == position:
+                return self._complaint_id(originator_id), version
+        return None
 
     def holds(self, complaint_id: UUID, version: int) -> bool:
         return bool(
@@ -293,7 +302,7 @@ def views_engine(store_url: str, views_url: str | None) -> Engine:
     try:
         return _engine(url)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-        raise ConfigurationError(f"views URL {url!r}: {exc}") from None
+        raise ConfigurationError(f"views URL {redacted_url(url)!r}: {exc}") from None
 
 
 def _engine(url: str) -> Engine:
@@ -319,7 +328,7 @@ def _engine(url: str) -> Engine:
         if schema:
             options["options"] = f"-csearch_path={schema}"
         return create_engine(base, connect_args=options, pool_pre_ping=True)
-    if parts.scheme == "sqlite":
+    if parts.scheme in ("sqlite", "sqlite+pysqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -346,14 +355,22 @@ def _beside(store_url: str) -> str:
 def _views_errors(engine: Engine) -> Iterator[None]:
     """The views' database failing (locked, gone) is a `StoreUnavailable`
     that names the database (password hidden) and the first line of what
-    its driver said, not the SQL statement (the cause keeps it all)."""
+    its driver said, not the SQL statement (the cause keeps it all); the
+    event store failing while the views catch up is one that says so."""
     try:
         yield
-    except (DBAPIError, PersistenceError, OSError) as exc:
-        said = exc.orig if isinstance(exc, DBAPIError) else exc
-        first = next(iter(str(said).strip().splitlines()), type(said).__name__)
+    except PersistenceError as exc:  # the library's: reading the event store
+        raise StoreUnavailable(f"event store failed: {_first_line(exc)}") from exc
+    except (DBAPIError, OSError) as exc:
+        said = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
         where = engine.url.render_as_string(hide_password=True)
-        raise StoreUnavailable(f"report views unavailable at {where}: {first}") from exc
+        raise StoreUnavailable(
+            f"report views unavailable at {where}: {_first_line(said)}"
+        ) from exc
+
+
+def _first_line(error: BaseException) -> str:
+    return next(iter(str(error).strip().splitlines()), type(error).__name__)
 
 
 class ReportDesk:
@@ -445,7 +462,7 @@ class ReportDesk:
             if catch_up:
                 self.runner.catch_up()
             else:
-                self.runner.check_store()
+                self.runner.check_store(once=True)
             if not catch_up and self.runner.loading():
                 raise StoreUnavailable(
                     "the report views are being rebuilt and hold only some "
@@ -562,8 +579,15 @@ def _count_problems(
     return []
 
 
+MAX_LIMIT = 2**31 - 1
+"""The largest limit: PostgreSQL reads a LIMIT as a 32-bit integer."""
+
+
 def _limit_problems(limit: object) -> list[FieldProblem]:
-    return _count_problems("limit", limit, 0, none_means="every item")
+    found = _count_problems("limit", limit, 0, none_means="every item")
+    if not found and isinstance(limit, int) and limit > MAX_LIMIT:
+        found.append(FieldProblem("limit", f"must be at most {MAX_LIMIT} (or None)"))
+    return found
 
 
 MAX_HORIZON = timedelta(days=36_525)
@@ -591,4 +615,4 @@ def _horizon_problems(horizon: object) -> list[FieldProblem]:
 def _uncut(limit: int | None) -> int:
     """A report's limit as the queries take it: None (every item) as the
     largest limit both databases accept."""
-    return sys.maxsize if limit is None else limit
+    return MAX_LIMIT if limit is None else limit

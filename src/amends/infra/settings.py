@@ -133,3 +133,13 @@ def _postgres_settings(store_url: str, query: str) -> dict[str, str]:
             )
         settings[key] = values[-1]
     return settings
+
+
+def redacted_url(store_url: str) -> str:
+    """The URL without its password, fit for an error message or a log."""
+    head, sep, tail = store_url.partition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return store_url
+    scheme, _, credentials = head.partition("//")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}//{user}:***@{tail}"

@@ -111,6 +111,10 @@ class EventFeed(Protocol):
         """Whether the store holds that complaint's event of that version."""
         ...
 
+    def event_at(self, position: int) -> tuple[UUID, int] | None:
+        """The complaint and version of the event at `position`, if any."""
+        ...
+
 
 @runtime_checkable
 class ComplaintFeed(EventFeed, Protocol):
@@ -243,39 +247,56 @@ class ProjectionRunner:
         with self.engine.connect() as conn:
             return self._tracked(conn)
 
-    def check_store(self) -> None:
-        """Refuse views built from another store (`ViewsOfAnotherStore`),
-        once per runner, before it first reads or writes them.
+    def check_store(self, *, once: bool = False) -> None:
+        """Refuse views built from another store (`ViewsOfAnotherStore`).
 
-        The views name no store, so two checks stand in: they have applied no
-        more events than the store holds, and the store holds the first of
-        their complaints (by id) at the version they show. Complaint ids are
-        random, so another store's views fail the second check; a store
-        restored from an older backup, which lacks the views' latest events,
-        fails the first or the second. Two lookups by key, each way.
+        The views name no store, so three lookups stand in for it: the views
+        have read no further into the log than the store's end (nor set out
+        to load further); the store's event at the views' position is one the
+        views have applied (its complaint there, at that version or later);
+        and the store holds the views' first complaint (by id) at the version
+        they show. Another store's views, or a store restored from an older
+        backup and written to since, fail one of them. Every catch-up checks
+        (it writes the store's events into the views); a report that does not
+        catch up checks `once` per runner.
         """
-        if self._store_checked:
+        if once and self._store_checked:
             return
         self.ensure_tables()
         c = t.complaints.c
         with self.engine.connect() as conn:
-            position = self._tracked(conn).position
-            sample = conn.execute(
+            tracking = self._tracked(conn)
+            first = conn.execute(
                 select(c.id, c.version).order_by(c.id).limit(1)
             ).first()
-        held = self.feed.last_position()
-        if position > held:
-            found = f"have applied {position} events, and the store holds {held}"
-        elif sample is not None and not self.feed.holds(
-            UUID(sample.id), sample.version
+            at_position = self.feed.event_at(tracking.position)
+            applied = None
+            if at_position is not None:
+                applied = conn.execute(
+                    select(c.version).where(c.id == str(at_position[0]))
+                ).scalar()
+        end = self.feed.last_position()
+        furthest = max(tracking.position, tracking.load_to or 0)
+        if furthest > end:
+            found = (
+                f"have read the event log to position {furthest}, past its end at {end}"
+            )
+        elif tracking.position and (
+            at_position is None or applied is None or applied < at_position[1]
         ):
             found = (
-                f"hold complaint {sample.id} at version {sample.version}, "
+                f"have read the event log to position {tracking.position}, "
+                "and the store's event there is not one they applied"
+            )
+        elif first is not None and not self.feed.holds(UUID(first.id), first.version):
+            found = (
+                f"hold complaint {first.id} at version {first.version}, "
                 "which the store does not"
             )
         else:
             self._store_checked = True
             return
+        self._store_checked = False
         raise ViewsOfAnotherStore(
             f"the report views {found}: they were built from another store "
             "(views shared by two stores, or a store restored from an older "
