@@ -483,7 +483,9 @@ class Oracle:
                     ).items()
                 )
             ),
-            gesture_totals={k: str(v) for k, v in sorted(totals.items())},
+            gesture_totals={
+                k: str(v.quantize(Decimal("0.01"))) for k, v in sorted(totals.items())
+            },
         )
 
     def recurrence(

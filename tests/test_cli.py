@@ -415,6 +415,12 @@ def malformed(complaint: str, tmp_path: Path) -> list[tuple[str, list[str], int]
         ("limit of a report with no list", ["report", "backlog", "--limit", "3"], 2),
         ("limit and all", ["report", "sla", "--limit", "3", "--all"], 2),
         ("negative limit", ["report", "sla", "--limit", "-1"], 2),
+        ("limit past 32 bits", ["report", "sla", "--limit", "2147483648"], 2),
+        (
+            "min count past 32 bits",
+            ["report", "recurrence", "--category", "b", "--min-count", "2147483648"],
+            2,
+        ),
         ("horizon of another report", ["report", "ttr", "--horizon", "4"], 2),
         ("negative horizon", ["report", "sla", "--horizon", "-4"], 2),
         ("endless horizon", ["report", "sla", "--horizon", "1e300"], 2),

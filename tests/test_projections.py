@@ -564,7 +564,7 @@ def test_replaying_from_an_older_position_counts_nothing_twice(tmp_path: Path) -
         assert desk.reports.runner.lag() == 3
         assert desk.reports.ownership().model_dump() == before[0]
         assert desk.reports.backlog() == before[1]
-        assert desk.reports.backlog().gesture_totals == {"EUR": "5"}
+        assert desk.reports.backlog().gesture_totals == {"EUR": "5.00"}
 
 
 def test_a_follower_process_killed_and_restarted_ends_equal_to_a_rebuild(
@@ -673,12 +673,13 @@ def test_every_section_of_every_report_renders_as_csv_with_its_header() -> None:
 
 
 def test_an_unknown_section_is_refused_naming_the_sections_there_are() -> None:
-    from amends.projections.reports import UnknownSection
+    from amends import AmendsError, UnknownSection
 
     with ComplaintDesk("memory://") as desk:
         report = desk.reports.sla()
-        with pytest.raises(UnknownSection) as refused:
+        with pytest.raises(AmendsError) as refused:
             report.to_csv("Breaches")
+        assert isinstance(refused.value, UnknownSection)
         assert str(refused.value) == (
             "the sla report has no section 'Breaches': "
             "choose one of breaches, by-target, by-owner, at-risk"
@@ -746,6 +747,7 @@ def test_no_limit_lists_every_item_on_every_store(store_url: str) -> None:
         ("ownership", {"limit": True}, "limit"),
         ("recurrence", {"min_count": 0}, "min_count"),
         ("recurrence", {"min_count": "x"}, "min_count"),
+        ("recurrence", {"min_count": 2**31}, "min_count"),
     ],
 )
 def test_a_report_argument_out_of_range_is_refused_by_name_before_a_catch_up(
@@ -840,12 +842,12 @@ def test_gestures_are_counted_per_currency() -> None:
         backlog = desk.reports.backlog()
         assert backlog.gestures == 4
         assert backlog.gestures_by_currency == {"": 1, "EUR": 2, "GBP": 1}
-        assert backlog.gesture_totals == {"EUR": "20.00", "GBP": "5"}
+        assert backlog.gesture_totals == {"EUR": "20.00", "GBP": "5.00"}
         assert backlog.to_csv("gestures").splitlines() == [
             "currency,gestures,total",
             ",1,",
             "EUR,2,20.00",
-            "GBP,1,5",
+            "GBP,1,5.00",
         ]
         filtered = desk.reports.backlog(category=RECEIVE["category"])
         assert filtered.gestures_by_currency == backlog.gestures_by_currency

@@ -28,6 +28,7 @@ from amends.domain.stages import Severity, Stage
 from amends.infra.desk import ComplaintDesk
 from amends.infra.errors import ConfigurationError, DeskClosed, StoreUnavailable
 from amends.projections.forking import WorkerDied
+from amends.projections.reports import UnknownSection
 from amends.projections.runner import ViewsOfAnotherStore
 
 __version__ = "0.1.0"
@@ -57,6 +58,7 @@ __all__ = [
     "StageReached",
     "StoreUnavailable",
     "Transition",
+    "UnknownSection",
     "VerificationReport",
     "ViewsOfAnotherStore",
     "WorkerDied",

@@ -53,7 +53,7 @@ from amends.domain.lifecycle import command_names, mermaid
 from amends.infra.desk import Clock, ComplaintDesk, utc_now
 from amends.infra.docs import lifecycle_markdown, write_docs
 from amends.infra.errors import ConfigurationError, StoreUnavailable
-from amends.infra.reporting import MAX_HORIZON, policy_schedule
+from amends.infra.reporting import MAX_COUNT, MAX_HORIZON, policy_schedule
 from amends.infra.settings import new_cipher_key, resolve_store_url, store_settings
 from amends.projections.facts import PolicyMismatch
 from amends.projections.forking import WorkerDied
@@ -751,6 +751,7 @@ def report(
         int | None,
         typer.Option(
             min=0,
+            max=MAX_COUNT,
             help=f"at most this many items per list, {DEFAULT_LIMIT} unless given "
             "(ownership, ttr, sla); the totals count them all",
             show_default=False,
@@ -774,6 +775,7 @@ def report(
         int | None,
         typer.Option(
             min=1,
+            max=MAX_COUNT,
             help="recurrence: categories with at least this many complaints "
             "(3 unless given)",
             show_default=False,

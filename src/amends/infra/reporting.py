@@ -563,31 +563,33 @@ class ReportDesk:
 def _count_problems(
     name: str, value: object, least: int, *, none_means: str | None = None
 ) -> list[FieldProblem]:
-    """`value` refused by name unless it is a whole number of at least
-    `least` (or None, where None means something: `none_means`)."""
+    """`value` refused by name unless it is a whole number from `least` to
+    `MAX_COUNT` (or None, where None means something: `none_means`)."""
     if value is None and none_means is not None:
         return []
+    also = f" (or None: {none_means})" if none_means else ""
     if isinstance(value, bool) or not isinstance(value, int):
-        also = f" or None ({none_means})" if none_means else ""
         return [
             FieldProblem(
                 name, f"must be a whole number{also}, not {type(value).__name__}"
             )
         ]
-    if value < least:
-        return [FieldProblem(name, f"must be {least} or more, not {value}")]
+    if not least <= value <= MAX_COUNT:
+        return [
+            FieldProblem(
+                name, f"must be from {least} to {MAX_COUNT}{also}, not {value}"
+            )
+        ]
     return []
 
 
-MAX_LIMIT = 2**31 - 1
-"""The largest limit: PostgreSQL reads a LIMIT as a 32-bit integer."""
+MAX_COUNT = 2**31 - 1
+"""The largest limit or minimum count a report takes: PostgreSQL reads a
+LIMIT, and a count compared in SQL, as a 32-bit integer."""
 
 
 def _limit_problems(limit: object) -> list[FieldProblem]:
-    found = _count_problems("limit", limit, 0, none_means="every item")
-    if not found and isinstance(limit, int) and limit > MAX_LIMIT:
-        found.append(FieldProblem("limit", f"must be at most {MAX_LIMIT} (or None)"))
-    return found
+    return _count_problems("limit", limit, 0, none_means="every item")
 
 
 MAX_HORIZON = timedelta(days=36_525)
@@ -615,4 +617,4 @@ def _horizon_problems(horizon: object) -> list[FieldProblem]:
 def _uncut(limit: int | None) -> int:
     """A report's limit as the queries take it: None (every item) as the
     largest limit both databases accept."""
-    return MAX_LIMIT if limit is None else limit
+    return MAX_COUNT if limit is None else limit

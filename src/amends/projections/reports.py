@@ -48,6 +48,7 @@ from sqlalchemy import (
     select,
 )
 
+from amends.domain.errors import AmendsError
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
 from amends.domain.values import Instant, Label, Name
@@ -126,7 +127,7 @@ class Section:
     take several rows (a chain of owners, a complaint's stages)."""
 
 
-class UnknownSection(ValueError):
+class UnknownSection(AmendsError, LookupError):
     """A section the report does not have; the message lists those it has."""
 
 
@@ -182,6 +183,12 @@ class Report(BaseModel):
             parts.append(f"\n{heading}")
             parts.append(_table(found.rows) if found.rows else "  (none)")
         return "\n".join(parts) + "\n"
+
+
+def money_text(total: Decimal) -> str:
+    """A total of money as the reports write it: always two decimals, as the
+    values offered may have (`Money`), so 5 and 5.00 read alike."""
+    return str(total.quantize(Decimal("0.01")))
 
 
 def _cell(value: Any) -> str:
@@ -1530,7 +1537,7 @@ def _backlog_report(
         satisfied_after_reopen={answer: after[answer] for answer in _ANSWERS},
         gestures=sum(gestures.values()),
         gestures_by_currency=dict(sorted(by_currency.items())),
-        gesture_totals={k: str(v) for k, v in sorted(totals.items())},
+        gesture_totals={k: money_text(v) for k, v in sorted(totals.items())},
     )
 
 
