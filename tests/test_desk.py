@@ -338,3 +338,36 @@ def test_a_closed_desk_says_so_for_every_use_and_closes_twice_harmlessly(
     for use in uses:
         with pytest.raises(DeskClosed, match="is closed: open a new ComplaintDesk"):
             use()
+
+
+def test_closing_a_desk_stops_its_follower_with_desk_closed(
+    shared_store_url: str,
+) -> None:
+    """A follower in another thread ends, and says why, instead of waiting
+    on closed connections for ever."""
+    from amends import DeskClosed
+
+    desk = ComplaintDesk(shared_store_url, clock=FixedClock())
+    desk.receive(**RECEIVE)
+    stop = threading.Event()
+    ended: list[BaseException | None] = []
+    caught_up = threading.Event()
+
+    def follow() -> None:
+        try:
+            desk.reports.follow(
+                stop, poll=timedelta(seconds=0.05), on_batch=lambda _: caught_up.set()
+            )
+            ended.append(None)
+        except BaseException as exc:  # what ended it is the point
+            ended.append(exc)
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    assert caught_up.wait(10)
+    desk.close()
+    follower.join(5)
+    assert not follower.is_alive()
+    assert stop.is_set()
+    (what,) = ended
+    assert isinstance(what, DeskClosed), what

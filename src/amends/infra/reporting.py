@@ -369,6 +369,9 @@ def _views_errors(engine: Engine) -> Iterator[None]:
         ) from exc
 
 
+_CLOSED = "the desk these reports belong to is closed: open a new ComplaintDesk"
+
+
 def _first_line(error: BaseException) -> str:
     return next(iter(str(error).strip().splitlines()), type(error).__name__)
 
@@ -390,18 +393,20 @@ class ReportDesk:
         """Makes what tells `follow` of writes, if the store can (see
         `store_listener`)."""
         self._closed = False
+        self._following: set[threading.Event] = set()
+        """The `stop` of each `follow` running, set when the desk closes."""
 
     def close(self) -> None:
         """Called by the desk's `close()`: from then on every use raises
         `DeskClosed` (the store's connections are gone, and in-memory views
-        with them)."""
+        with them), and every `follow` running is told to stop."""
         self._closed = True
+        for stop in list(self._following):
+            stop.set()
 
     def _check_open(self) -> None:
         if self._closed:
-            raise DeskClosed(
-                "the desk these reports belong to is closed: open a new ComplaintDesk"
-            )
+            raise DeskClosed(_CLOSED)
 
     @contextmanager
     def _views_errors(self) -> Iterator[None]:
@@ -428,14 +433,26 @@ class ReportDesk:
     ) -> None:
         """Keep the views caught up until `stop` is set: after each write on
         PostgreSQL, which notifies, and at least every `poll` (the only way
-        on SQLite)."""
+        on SQLite).
+
+        Closing the desk (from another thread) sets `stop`, and the follower
+        then ends with `DeskClosed`, whatever its last look at the closed
+        connections raised: otherwise it would wait on them for ever.
+        """
         self._check_open()
         listener = self.listener()
+        self._following.add(stop)
         try:
             self.runner.follow(stop, poll=poll, on_batch=on_batch, listener=listener)
+        except Exception as exc:
+            if self._closed:
+                raise DeskClosed(_CLOSED) from exc
+            raise
         finally:
+            self._following.discard(stop)
             if listener is not None:
                 listener.close()
+        self._check_open()
 
     @contextmanager
     def _prepared(
