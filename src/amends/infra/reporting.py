@@ -372,6 +372,15 @@ def _views_errors(engine: Engine) -> Iterator[None]:
 _CLOSED = "the desk these reports belong to is closed: open a new ComplaintDesk"
 
 
+class _Following:
+    """One running `follow`: its stop, its thread, and when it has ended."""
+
+    def __init__(self, stop: threading.Event, thread: int) -> None:
+        self.stop = stop
+        self.thread = thread
+        self.ended = threading.Event()
+
+
 def _first_line(error: BaseException) -> str:
     return next(iter(str(error).strip().splitlines()), type(error).__name__)
 
@@ -393,16 +402,25 @@ class ReportDesk:
         """Makes what tells `follow` of writes, if the store can (see
         `store_listener`)."""
         self._closed = False
-        self._following: set[threading.Event] = set()
-        """The `stop` of each `follow` running, set when the desk closes."""
+        self._following_lock = threading.Lock()
+        self._following: list[_Following] = []
+        """Each `follow` running: stopped, and waited for, when the desk closes."""
 
     def close(self) -> None:
-        """Called by the desk's `close()`: from then on every use raises
-        `DeskClosed` (the store's connections are gone, and in-memory views
-        with them), and every `follow` running is told to stop."""
-        self._closed = True
-        for stop in list(self._following):
-            stop.set()
+        """Called by the desk's `close()` before it closes the connections:
+        from then on every use raises `DeskClosed`, and every `follow`
+        running in another thread is told to stop and waited for. A
+        connection closed under a thread that is using it can crash the
+        interpreter (SQLite's does), so the follower's last batch ends first.
+        """
+        with self._following_lock:
+            self._closed = True
+            running = list(self._following)
+        for following in running:
+            following.stop.set()
+        for following in running:
+            if following.thread != threading.get_ident():
+                following.ended.wait()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -435,13 +453,16 @@ class ReportDesk:
         PostgreSQL, which notifies, and at least every `poll` (the only way
         on SQLite).
 
-        Closing the desk (from another thread) sets `stop`, and the follower
-        then ends with `DeskClosed`, whatever its last look at the closed
-        connections raised: otherwise it would wait on them for ever.
+        Closing the desk from another thread sets `stop` and waits for the
+        follower's batch in hand to end before closing the connections; the
+        follower then ends with `DeskClosed` rather than returning as if
+        stopped by its caller.
         """
-        self._check_open()
+        following = _Following(stop, threading.get_ident())
+        with self._following_lock:
+            self._check_open()
+            self._following.append(following)
         listener = self.listener()
-        self._following.add(stop)
         try:
             self.runner.follow(stop, poll=poll, on_batch=on_batch, listener=listener)
         except Exception as exc:
@@ -449,9 +470,11 @@ class ReportDesk:
                 raise DeskClosed(_CLOSED) from exc
             raise
         finally:
-            self._following.discard(stop)
             if listener is not None:
                 listener.close()
+            with self._following_lock:
+                self._following.remove(following)
+            following.ended.set()
         self._check_open()
 
     @contextmanager
