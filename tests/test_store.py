@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
@@ -284,6 +285,28 @@ def test_views_on_a_database_amends_does_not_support_are_refused_naming_the_url(
     with pytest.raises(ConfigurationError) as refused:
         ComplaintDesk("memory://", views_url=views)
     assert str(refused.value).startswith(f"views URL {views!r}: the views live in")
+
+
+def test_views_failing_on_postgresql_are_named_with_their_schema(
+    postgres_url: str,
+) -> None:
+    """The schema is what tells one views database from another there."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(postgres_url)
+    netloc = parts.netloc.replace("@", ":s3cret@", 1)
+    missing = f"amends_missing_{uuid.uuid4().hex[:8]}"
+    views = urlunsplit((parts.scheme, netloc, parts.path, f"schema={missing}", ""))
+    with (
+        ComplaintDesk("memory://", views_url=views) as desk,
+        pytest.raises(StoreUnavailable) as failed,
+    ):
+        desk.reports.backlog()
+    said = str(failed.value)
+    assert f"report views unavailable at {parts.scheme}://" in said
+    assert f"?schema={missing}: " in said
+    assert ":***@" in said
+    assert "s3cret" not in said
 
 
 def test_a_refused_views_url_does_not_print_its_password() -> None:

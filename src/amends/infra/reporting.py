@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -300,9 +301,17 @@ def views_engine(store_url: str, views_url: str | None) -> Engine:
     """The SQLAlchemy engine for the views: beside the events, or at `views_url`."""
     url = views_url or os.environ.get(VIEWS_URL_VARIABLE) or _beside(store_url)
     try:
-        return _engine(url)
+        engine = _engine(url)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigurationError(f"views URL {redacted_url(url)!r}: {exc}") from None
+    _SHOWN_AS[engine] = redacted_url(url)
+    return engine
+
+
+_SHOWN_AS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+"""Each views engine's URL as given (password hidden), for messages: the
+engine's own URL lacks the PostgreSQL schema, which goes in as a connection
+option."""
 
 
 def _engine(url: str) -> Engine:
@@ -363,7 +372,7 @@ def _views_errors(engine: Engine) -> Iterator[None]:
         raise StoreUnavailable(f"event store failed: {_first_line(exc)}") from exc
     except (DBAPIError, OSError) as exc:
         said = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
-        where = engine.url.render_as_string(hide_password=True)
+        where = _SHOWN_AS.get(engine) or engine.url.render_as_string(hide_password=True)
         raise StoreUnavailable(
             f"report views unavailable at {where}: {_first_line(said)}"
         ) from exc
