@@ -475,7 +475,6 @@ class Oracle:
             satisfied_after_reopen=tally(
                 [c.answer_after for c in cases if c.resolutions > 1]
             ),
-            gestures=sum(len(c.gifts) for c in cases),
             gestures_by_currency=dict(
                 sorted(
                     Counter(

@@ -801,7 +801,7 @@ def test_the_backlog_shows_which_open_complaints_wait_on_the_customer() -> None:
         parked, other = (desk.receive(**RECEIVE, at=START) for _ in range(2))
         desk.await_customer(parked, by="ana", reason="statement", at=START + hour)
 
-        def waiting() -> list[tuple[dict[Stage, tuple[int, int]], ...]]:
+        def waiting() -> list[dict[Stage, tuple[int, int]]]:
             return [
                 {s.stage: (s.open, s.waiting) for s in report.open_by_stage}
                 for report in (

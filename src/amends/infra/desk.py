@@ -53,6 +53,7 @@ from amends.infra.reporting import (
     ReportDesk,
     StoreFeed,
     policy_schedule,
+    resolve_views_url,
     store_listener,
     views_engine,
 )
@@ -196,7 +197,8 @@ class ComplaintDesk:
         self._policies = policy_schedule(sla_policies)
         # Made now, though it connects only when a report is asked for: a
         # views URL that cannot work is refused here, not at the first report.
-        self._views = views_engine(self.store_url, views_url)
+        self._views_url = resolve_views_url(self.store_url, views_url)
+        self._views = views_engine(self._views_url)
         try:
             with _store_errors(self.store_url):
                 self._open_app: EventStoreApplication | None = EventStoreApplication(
@@ -242,6 +244,7 @@ class ComplaintDesk:
                 ReportQueries(self._views, self._policies),
                 self._clock,
                 listener=lambda: store_listener(recorder),
+                views_where=redacted_url(self._views_url),
             )
         return self._reports
 

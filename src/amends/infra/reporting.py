@@ -10,11 +10,10 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 from uuid import UUID
 
@@ -26,7 +25,7 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg.sql import SQL, Identifier
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
@@ -297,21 +296,18 @@ def policy_schedule(
         raise ConfigurationError(str(exc)) from None
 
 
-def views_engine(store_url: str, views_url: str | None) -> Engine:
-    """The SQLAlchemy engine for the views: beside the events, or at `views_url`."""
-    url = views_url or os.environ.get(VIEWS_URL_VARIABLE) or _beside(store_url)
+def resolve_views_url(store_url: str, views_url: str | None) -> str:
+    """The views' URL: the one given, else `AMENDS_VIEWS_URL`, else beside
+    the events."""
+    return views_url or os.environ.get(VIEWS_URL_VARIABLE) or _beside(store_url)
+
+
+def views_engine(url: str) -> Engine:
+    """The SQLAlchemy engine for the views at `url` (see `resolve_views_url`)."""
     try:
-        engine = _engine(url)
+        return _engine(url)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigurationError(f"views URL {redacted_url(url)!r}: {exc}") from None
-    _SHOWN_AS[engine] = redacted_url(url)
-    return engine
-
-
-_SHOWN_AS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
-"""Each views engine's URL as given (password hidden), for messages: the
-engine's own URL lacks the PostgreSQL schema, which goes in as a connection
-option."""
 
 
 def _engine(url: str) -> Engine:
@@ -361,9 +357,10 @@ def _beside(store_url: str) -> str:
 
 
 @contextmanager
-def _views_errors(engine: Engine) -> Iterator[None]:
+def _views_errors(where: str) -> Iterator[None]:
     """The views' database failing (locked, gone) is a `StoreUnavailable`
-    that names the database (password hidden) and the first line of what
+    that names it (`where`: its URL as given, schema included, password
+    hidden) and the first line of what
     its driver said, not the SQL statement (the cause keeps it all); the
     event store failing while the views catch up is one that says so."""
     try:
@@ -372,7 +369,6 @@ def _views_errors(engine: Engine) -> Iterator[None]:
         raise StoreUnavailable(f"event store failed: {_first_line(exc)}") from exc
     except (DBAPIError, OSError) as exc:
         said = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
-        where = _SHOWN_AS.get(engine) or engine.url.render_as_string(hide_password=True)
         raise StoreUnavailable(
             f"report views unavailable at {where}: {_first_line(said)}"
         ) from exc
@@ -403,8 +399,12 @@ class ReportDesk:
         queries: ReportQueries,
         clock: Callable[[], datetime],
         listener: Callable[[], PostgresListener | None] = lambda: None,
+        views_where: str = "the views' database",
     ) -> None:
         self.runner = runner
+        self.views_where = views_where
+        """The views' URL as given (password hidden), for messages: the
+        engine's own URL lacks a PostgreSQL schema, a connection option."""
         self.queries = queries
         self.clock = clock
         self.listener = listener
@@ -438,7 +438,7 @@ class ReportDesk:
     @contextmanager
     def _views_errors(self) -> Iterator[None]:
         self._check_open()
-        with _views_errors(self.runner.engine):
+        with _views_errors(self.views_where):
             yield
 
     def catch_up(self) -> int:
@@ -490,23 +490,28 @@ class ReportDesk:
     def _prepared(
         self,
         catch_up: bool,
-        problems: Sequence[FieldProblem],
         since: object,
         until: object,
         owner: object,
         category: object,
-    ) -> Iterator[tuple[datetime, ReportFilter]]:
-        """The moment of asking and the filter, the views caught up first if
-        asked; a bad filter or report argument (`problems`) is refused, every
-        problem named, before anything is read."""
-        found = list(problems)
+        **arguments: object,
+    ) -> Iterator[tuple[datetime, ReportFilter, ReportArguments]]:
+        """The moment of asking, the filter and the report's own arguments,
+        the views caught up first if asked; a bad filter or argument is
+        refused, every problem named, before anything is read."""
         filters = {"since": since, "until": until, "owner": owner, "category": category}
-        try:
-            report_filter = ReportFilter.model_validate(filters)
-        except ValidationError as exc:
-            found[:0] = [field_problem(error, "report") for error in exc.errors()]
-        if found:
-            raise InvalidCommand("report", found)
+        problems: list[FieldProblem] = []
+        checked = []
+        for model, given in ((ReportFilter, filters), (ReportArguments, arguments)):
+            try:
+                checked.append(model.model_validate(given))
+            except ValidationError as exc:
+                problems += [field_problem(error, "report") for error in exc.errors()]
+        if problems:
+            raise InvalidCommand("report", problems)
+        report_filter, report_arguments = checked
+        assert isinstance(report_filter, ReportFilter)
+        assert isinstance(report_arguments, ReportArguments)
         with self._views_errors():
             if catch_up:
                 self.runner.catch_up()
@@ -518,7 +523,7 @@ class ReportDesk:
                     "complaints so far: ask again once the rebuild ends, or "
                     "with catch_up=True to finish it first"
                 )
-            yield self.clock(), report_filter
+            yield self.clock(), report_filter, report_arguments
 
     def ownership(
         self,
@@ -532,10 +537,12 @@ class ReportDesk:
     ) -> OwnershipReport:
         """Per owner, the chains of owners, and the complaints handed off
         three or more times; `limit` cuts each list (None: every item)."""
-        with self._prepared(
-            catch_up, _limit_problems(limit), since, until, owner, category
-        ) as (now, f):
-            return self.queries.ownership(now, f, _uncut(limit))
+        with self._prepared(catch_up, since, until, owner, category, limit=limit) as (
+            now,
+            f,
+            a,
+        ):
+            return self.queries.ownership(now, f, a.uncut_limit)
 
     def time_to_resolution(
         self,
@@ -549,10 +556,12 @@ class ReportDesk:
     ) -> TimeToResolutionReport:
         """Distributions, reopens, and each complaint's times to its stages,
         newest first; `limit` cuts that list (None: every complaint)."""
-        with self._prepared(
-            catch_up, _limit_problems(limit), since, until, owner, category
-        ) as (now, f):
-            return self.queries.time_to_resolution(now, f, _uncut(limit))
+        with self._prepared(catch_up, since, until, owner, category, limit=limit) as (
+            now,
+            f,
+            a,
+        ):
+            return self.queries.time_to_resolution(now, f, a.uncut_limit)
 
     def sla(
         self,
@@ -567,13 +576,10 @@ class ReportDesk:
     ) -> SlaReport:
         """Breaches, compliance, and the deadlines due within `horizon` from
         now (at risk); `limit` cuts the two lists (None: every item)."""
-        problems = [
-            *_limit_problems(limit),
-            *_horizon_problems(horizon),
-        ]
-        chosen = (since, until, owner, category)
-        with self._prepared(catch_up, problems, *chosen) as (now, f):
-            return self.queries.sla(now, f, horizon, _uncut(limit))
+        with self._prepared(
+            catch_up, since, until, owner, category, limit=limit, horizon=horizon
+        ) as (now, f, a):
+            return self.queries.sla(now, f, a.horizon, a.uncut_limit)
 
     def backlog(
         self,
@@ -584,7 +590,7 @@ class ReportDesk:
         category: str | None = None,
         catch_up: bool = True,
     ) -> BacklogReport:
-        with self._prepared(catch_up, (), since, until, owner, category) as (now, f):
+        with self._prepared(catch_up, since, until, owner, category) as (now, f, _):
             return self.queries.backlog(now, f)
 
     def recurrence(
@@ -599,71 +605,35 @@ class ReportDesk:
     ) -> RecurrenceReport:
         """The categories with at least `min_count` complaints selected."""
         with self._prepared(
-            catch_up,
-            _count_problems("min_count", min_count, 1),
-            since,
-            until,
-            owner,
-            category,
-        ) as (now, f):
-            return self.queries.recurrence(now, f, min_count)
-
-
-def _count_problems(
-    name: str, value: object, least: int, *, none_means: str | None = None
-) -> list[FieldProblem]:
-    """`value` refused by name unless it is a whole number from `least` to
-    `MAX_COUNT` (or None, where None means something: `none_means`)."""
-    if value is None and none_means is not None:
-        return []
-    also = f" (or None: {none_means})" if none_means else ""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return [
-            FieldProblem(
-                name, f"must be a whole number{also}, not {type(value).__name__}"
-            )
-        ]
-    if not least <= value <= MAX_COUNT:
-        return [
-            FieldProblem(
-                name, f"must be from {least} to {MAX_COUNT}{also}, not {value}"
-            )
-        ]
-    return []
+            catch_up, since, until, owner, category, min_count=min_count
+        ) as (now, f, a):
+            return self.queries.recurrence(now, f, a.min_count)
 
 
 MAX_COUNT = 2**31 - 1
 """The largest limit or minimum count a report takes: PostgreSQL reads a
 LIMIT, and a count compared in SQL, as a 32-bit integer."""
-
-
-def _limit_problems(limit: object) -> list[FieldProblem]:
-    return _count_problems("limit", limit, 0, none_means="every item")
-
-
 MAX_HORIZON = timedelta(days=36_525)
 """A hundred years: far beyond any deadline, and far from the edge of the
 datetime range that `now + horizon` must stay inside."""
 
 
-def _horizon_problems(horizon: object) -> list[FieldProblem]:
-    if not isinstance(horizon, timedelta):
-        return [
-            FieldProblem(
-                "horizon", f"must be a timedelta, not {type(horizon).__name__}"
-            )
-        ]
-    if not timedelta(0) <= horizon <= MAX_HORIZON:
-        return [
-            FieldProblem(
-                "horizon",
-                f"must be from 0 to {MAX_HORIZON.days} days, not {horizon}",
-            )
-        ]
-    return []
+class ReportArguments(BaseModel):
+    """A report's own arguments, checked as a command's are (and named in
+    the refusal as a command's fields): a whole number is neither a string
+    nor a bool, and each stays in the range both databases take."""
 
+    model_config = ConfigDict(strict=True, frozen=True)
 
-def _uncut(limit: int | None) -> int:
-    """A report's limit as the queries take it: None (every item) as the
-    largest limit both databases accept."""
-    return MAX_COUNT if limit is None else limit
+    limit: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = DEFAULT_LIMIT
+    """Items per list at most; None: every item."""
+    horizon: Annotated[timedelta, Field(ge=timedelta(0), le=MAX_HORIZON)] = timedelta(
+        hours=24
+    )
+    min_count: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 3
+
+    @property
+    def uncut_limit(self) -> int:
+        """The limit as the queries take it: None (every item) as the
+        largest limit both databases accept."""
+        return MAX_COUNT if self.limit is None else self.limit

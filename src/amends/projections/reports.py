@@ -32,7 +32,13 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+)
 from sqlalchemy import (
     BindParameter,
     Connection,
@@ -185,7 +191,7 @@ class Report(BaseModel):
         return "\n".join(parts) + "\n"
 
 
-def money_text(total: Decimal) -> str:
+def _money_text(total: Decimal) -> str:
     """A total of money as the reports write it: always two decimals, as the
     values offered may have (`Money`), so 5 and 5.00 read alike."""
     return str(total.quantize(Decimal("0.01")))
@@ -554,11 +560,16 @@ class BacklogReport(Report):
     satisfied_first: dict[str, int]
     """Answers to the first resolution: yes, no, unanswered."""
     satisfied_after_reopen: dict[str, int]
-    gestures: int
     gestures_by_currency: dict[str, int]
     """Gestures offered per currency; under "" those that named none."""
     gesture_totals: dict[str, str]
     """Total value offered per currency (decimal strings)."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def gestures(self) -> int:
+        """Gestures offered, in all currencies and none."""
+        return sum(self.gestures_by_currency.values())
 
     def sections(self) -> list[Section]:
         backlog = [
@@ -1535,9 +1546,8 @@ def _backlog_report(
         reached=reached,
         satisfied_first={answer: first[answer] for answer in _ANSWERS},
         satisfied_after_reopen={answer: after[answer] for answer in _ANSWERS},
-        gestures=sum(gestures.values()),
         gestures_by_currency=dict(sorted(by_currency.items())),
-        gesture_totals={k: money_text(v) for k, v in sorted(totals.items())},
+        gesture_totals={k: _money_text(v) for k, v in sorted(totals.items())},
     )
 
 
