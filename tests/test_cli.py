@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid5
 
 import pytest
@@ -578,6 +579,34 @@ def test_import_takes_the_conformant_cases_whole_and_accounts_for_every_row(
     assert again["imported"] == []
     assert again["events"] == 0
     assert cli.events() == summary["events"]
+
+
+def test_a_dry_run_import_into_a_missing_store_file_plans_as_if_empty_and_makes_none(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A dry run writes nothing, so it must not leave an empty store file
+    behind either; it plans what an import into the new store would do."""
+    cli.clock.now = NOW + timedelta(days=400)  # the log's times are in the past
+    args = (
+        "import",
+        str(FIXTURES / "helpdesk.csv"),
+        "--map",
+        str(FIXTURES / "mapping.toml"),
+        "--format",
+        "json",
+    )
+    missing = tmp_path / "new.db"
+    planned = cli(*args, "--dry-run", store=f"sqlite:///{missing}")
+    assert not missing.exists()
+    empty = cli(*args, "--dry-run")  # an existing, empty store file
+    assert planned.code == empty.code == 3  # some cases break the lifecycle
+
+    def plan(run: Run) -> dict[str, Any]:
+        timings = {"elapsed_seconds", "events_per_second"}
+        return {k: v for k, v in json.loads(run.out).items() if k not in timings}
+
+    assert plan(planned) == plan(empty)
+    assert plan(planned)["imported"]
 
 
 def test_an_import_whose_worker_dies_fails_in_one_line_with_code_4(

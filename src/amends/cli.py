@@ -101,20 +101,28 @@ class Session:
     store: str | None = None
     sla: str | None = None
 
-    def desk(self, *, creating: bool = False) -> ComplaintDesk:
+    def desk(
+        self, *, creating: bool = False, empty_if_missing: bool = False
+    ) -> ComplaintDesk:
         """The desk on the chosen store. Only a command that records
         (`creating`) may make a SQLite file that is not there: to anything
         else a missing file is a mistyped path, and a new empty store would
-        answer as if it held no complaints."""
+        answer as if it held no complaints. A command that only checks what
+        it would record (`empty_if_missing`: an import's dry run) checks a
+        missing file's store as the empty store it would be, in memory,
+        leaving no file behind."""
+        store = self.store
         if not creating:
             settings = store_settings(resolve_store_url(self.store))
             path = settings.get("SQLITE_DBNAME")
             if path is not None and not Path(path).exists():
-                raise ConfigurationError(
-                    f"no store at {path}: the file does not exist (receive, "
-                    "import, demo, walkthrough or project --follow makes it)"
-                )
-        return ComplaintDesk(self.store, clock=self.clock, sla_policies=self.sla)
+                if not empty_if_missing:
+                    raise ConfigurationError(
+                        f"no store at {path}: the file does not exist (receive, "
+                        "import, demo, walkthrough or project --follow makes it)"
+                    )
+                store = "memory://"
+        return ComplaintDesk(store, clock=self.clock, sla_policies=self.sla)
 
 
 def _session(context: typer.Context) -> Session:
@@ -956,7 +964,11 @@ def import_(
         rules = load_mapping(mapping)
     except ImportMappingError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--map'") from None
-    with _session(context).desk(creating=True) as desk, _progress_bar() as (bar, task):
+    session = _session(context)
+    with (
+        session.desk(creating=not dry_run, empty_if_missing=dry_run) as desk,
+        _progress_bar() as (bar, task),
+    ):
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
