@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from amends import AmendsError, ComplaintDesk, Stage, WorkerDied
 from amends.domain.commands import COMMAND_TYPES
+from amends.domain.events import PlanCommitted, UpdatePosted
 from amends.infra import importer
 from amends.infra.importer import (
     RESERVED_FIELDS,
@@ -823,6 +824,92 @@ def test_naive_times_take_the_declared_zone(tmp_path: Path) -> None:
         assert [c.case for c in summary.imported] == [walk.case]
         complaint = desk.get(complaint_id_for(walk.case))
         assert complaint.received_at == walk.steps[0].at.astimezone(UTC)
+
+
+def test_date_fields_are_read_as_the_timestamps_are_or_set_hours_after_the_row(
+    tmp_path: Path,
+) -> None:
+    """`due` and `revised_due` are dates: text without an offset takes the
+    log's zone, `timestamp_format` reads them, and `hours_after` sets them
+    from the row's own time (docs/import.md)."""
+    received = (NOW - timedelta(days=30)).replace(microsecond=0)
+    pattern = "%d/%m/%Y %H:%M"
+
+    def local(moment: datetime) -> str:  # Cairo is UTC+2 all year
+        return (moment.astimezone(UTC) + timedelta(hours=2)).strftime(pattern)
+
+    steps = [
+        ("receive", {"customer": "Jo", "summary": "S", "channel": "phone"}),
+        ("acknowledge", {"paraphrase": "P"}),
+        ("apologize", {"apology": "A"}),
+        ("commit_plan", {"steps": "Refund", "due": local(received + timedelta(2))}),
+        (
+            "post_update",
+            {
+                "note": "N",
+                "revised_due": local(received + timedelta(5)),
+                "revision_reason": "Bank delay",
+            },
+        ),
+    ]
+    log = tmp_path / "log.csv"
+    columns = ["case", "activity", "at", "by", "customer", "summary", "channel"]
+    columns += ["paraphrase", "apology", "steps", "due", "note", "revised_due"]
+    columns += ["revision_reason"]
+    with log.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        for n, (activity, values) in enumerate(steps):
+            at = local(received + timedelta(hours=n))
+            writer.writerow(
+                {"case": "D-1", "activity": activity, "at": at, "by": "ana", **values}
+            )
+    mapping: dict[str, Any] = {
+        "log": {"timezone": "Africa/Cairo", "timestamp_format": pattern},
+        "columns": {"case": "case", "activity": "activity"}
+        | {"timestamp": "at", "actor": "by"},
+        "activities": {name: name for name, _ in steps},
+        "fields": {
+            "receive": {
+                "customer": "customer",
+                "summary": "summary",
+                "channel": "channel",
+                "category": {"value": "billing"},
+                "severity": {"value": "high"},
+                "expectation": {"value": "A fix"},
+            },
+            "acknowledge": {"paraphrase": "paraphrase"},
+            "apologize": {"apology": "apology"},
+            "commit_plan": {"steps": "steps", "due": "due"},
+            "post_update": {
+                "note": "note",
+                "revised_due": "revised_due",
+                "revision_reason": "revision_reason",
+            },
+        },
+    }
+
+    def dues(desk: ComplaintDesk) -> tuple[datetime, datetime | None]:
+        plan, update = desk.events(complaint_id_for("D-1"))[3:5]
+        assert isinstance(plan, PlanCommitted)
+        assert isinstance(update, UpdatePosted)
+        return plan.due, update.revised_due
+
+    with ComplaintDesk("memory://", clock=FixedClock()) as desk:
+        summary = import_log(desk, log, parse_mapping(mapping))
+        assert [c.case for c in summary.imported] == ["D-1"], summary.to_text()
+        assert dues(desk) == (received + timedelta(2), received + timedelta(5))
+        assert desk.get(complaint_id_for("D-1")).due == received + timedelta(5)
+
+    mapping["fields"]["commit_plan"]["due"] = {"hours_after": 72}
+    mapping["fields"]["post_update"]["revised_due"] = {"hours_after": 24}
+    with ComplaintDesk("memory://", clock=FixedClock()) as desk:
+        summary = import_log(desk, log, parse_mapping(mapping))
+        assert [c.case for c in summary.imported] == ["D-1"], summary.to_text()
+        assert dues(desk) == (
+            received + timedelta(hours=3 + 72),
+            received + timedelta(hours=4 + 24),
+        )
 
 
 def test_a_row_in_the_future_stops_its_case(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from eventsourcing.application import Application
 from eventsourcing.persistence import PersistenceError, RecordConflictError, StoredEvent
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -371,14 +372,18 @@ def _kind(command_type: type[c.Command], name: str) -> _FieldKind:
     """What a command field holds, so text from a CSV can be turned into it."""
     annotation: Any = command_type.model_fields[name].annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        annotation = next(a for a in typing.get_args(annotation) if a is not None)
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) in (tuple, list):
         return "list"
     if annotation is bool:
         return "bool"
-    if isinstance(annotation, type) and issubclass(annotation, datetime):
+    # pydantic's AwareDatetime (the domain's `Instant`) is a marker class, not
+    # a subclass of datetime.
+    if annotation is AwareDatetime or (
+        isinstance(annotation, type) and issubclass(annotation, datetime)
+    ):
         return "time"
     return "other"
 
