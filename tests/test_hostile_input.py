@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ from amends import (
     InvalidTransition,
 )
 from amends.domain.commands import COMMAND_TYPES
+from amends.domain.values import FIRST_YEAR, LAST_YEAR
 
 from conftest import NOW, FixedClock
 from helpers import ODD_TEXTS, RECEIVE
@@ -112,3 +114,55 @@ def test_hostile_intake_next_to_valid_fields_is_refused(
             assert desk.last_position() == 0
         else:
             assert desk.last_position() == 1
+
+
+OUTSIDE_THE_CALENDAR_YEARS = st.one_of(
+    st.integers(1, FIRST_YEAR - 1), st.integers(LAST_YEAR + 1, 9999)
+).map(lambda year: datetime(year, 6, 1, 12, tzinfo=UTC))
+
+
+@settings(max_examples=50, deadline=None)
+@given(moment=OUTSIDE_THE_CALENDAR_YEARS, field=st.sampled_from(["at", "due"]))
+def test_a_time_outside_the_calendar_years_is_never_recorded(
+    moment: datetime, field: str
+) -> None:
+    """Business calendars cover 1900 to 2999: a command time outside them
+    would be recorded and then break every report under a business-time
+    policy, so it is refused, by name, and nothing is written."""
+    with ComplaintDesk(
+        "memory://", clock=FixedClock(), sla_policies="fca_disp_payments"
+    ) as desk:
+        if field == "at":
+            attempt = lambda: desk.receive(**RECEIVE, at=moment)  # noqa: E731
+        else:
+            complaint = desk.receive(**RECEIVE, at=NOW - timedelta(days=1))
+            desk.acknowledge(complaint, by="ana", paraphrase="P")
+            desk.apologize(complaint, by="ana", apology="A")
+            attempt = lambda: desk.commit_plan(  # noqa: E731
+                complaint, by="ana", steps=["Refund"], due=moment
+            )
+        position = desk.last_position()
+        with pytest.raises(InvalidCommand) as refused:
+            attempt()
+        assert refused.value.fields == (field,)
+        assert f"{FIRST_YEAR} to {LAST_YEAR}" in str(refused.value)
+        assert desk.last_position() == position
+        desk.reports.backlog()  # what is recorded can be measured
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [datetime(FIRST_YEAR, 1, 1, tzinfo=UTC), datetime(1930, 6, 1, tzinfo=UTC)],
+)
+def test_the_earliest_calendar_years_are_measured_in_business_time(
+    moment: datetime,
+) -> None:
+    with ComplaintDesk(
+        "memory://", clock=FixedClock(), sla_policies="fca_disp_payments"
+    ) as desk:
+        desk.receive(**RECEIVE, at=moment)
+        report = desk.reports.sla()
+        assert {(b.target, b.due_at.year) for b in report.breaches} == {
+            ("acknowledge", moment.year),
+            ("resolve", moment.year),
+        }

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 from amends.domain.errors import FieldProblem, InvalidCommand
 from amends.domain.stages import Severity
 from amends.domain.values import (
+    CommandInstant,
     Currency,
-    Instant,
     Label,
     Money,
     Name,
@@ -37,7 +37,7 @@ class Command(BaseModel):
 
     complaint_id: UUID
     by: Name
-    at: Instant
+    at: CommandInstant
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -76,14 +76,14 @@ class CommitPlan(Command):
     name = "commit_plan"
 
     steps: TextList
-    due: Instant
+    due: CommandInstant
 
 
 class PostUpdate(Command):
     name = "post_update"
 
     note: Text
-    revised_due: Instant | None = None
+    revised_due: CommandInstant | None = None
     revision_reason: Text | None = None
 
 

@@ -28,7 +28,7 @@ import holidays
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from amends.domain.stages import Severity
-from amends.domain.values import Instant
+from amends.domain.values import FIRST_YEAR, LAST_YEAR, Instant
 
 __all__ = [
     "DEFAULT_POLICY_NAME",
@@ -49,8 +49,8 @@ _DAY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIDNIGHT = time(0)
 
-FIRST_BUSINESS_YEAR = 1900
-LAST_BUSINESS_YEAR = 2999
+FIRST_BUSINESS_YEAR = FIRST_YEAR
+LAST_BUSINESS_YEAR = LAST_YEAR
 """Business calendars cover these years; holiday rules outside them are guesswork."""
 
 

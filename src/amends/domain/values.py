@@ -19,6 +19,11 @@ MAX_LABEL_LENGTH = 100
 MAX_TEXT_LENGTH = 5_000
 MAX_LIST_ITEMS = 50
 MAX_MONEY = Decimal("1000000000")
+FIRST_YEAR = 1900
+LAST_YEAR = 2999
+"""The years (UTC) a command's times may fall in: the years business calendars
+cover (holiday rules outside them are guesswork), so that every SLA policy can
+measure what is recorded."""
 
 # Control characters (C0, DEL, C1) and lone surrogates corrupt terminals, CSV
 # exports and JSON consumers; Unicode line and paragraph separators break lines.
@@ -84,8 +89,22 @@ Text = Annotated[
 ]
 """Free prose written by a person: summaries, apologies, notes, explanations."""
 
+
+def _within_years(value: datetime) -> datetime:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(
+            f"must be in the years {FIRST_YEAR} to {LAST_YEAR} (UTC), not {value.year}"
+        )
+    return value
+
+
 Instant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """A timezone-aware moment, normalised to UTC; naive datetimes are refused."""
+
+CommandInstant = Annotated[Instant, AfterValidator(_within_years)]
+"""A moment a command records (when it happened, a due date): also within
+`FIRST_YEAR` to `LAST_YEAR`. Events keep the plain `Instant`, so a store
+written before the limit still reads."""
 
 Money = Annotated[Decimal, Field(ge=0, le=MAX_MONEY, max_digits=14, decimal_places=2)]
 """A non-negative amount with at most two decimal places."""
