@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import amends.infra.desk as desk_module
 from amends import (
@@ -15,12 +17,13 @@ from amends import (
     ComplaintDesk,
     ComplaintNotFound,
     ConcurrencyConflict,
+    ConfigurationError,
     InvalidCommand,
     InvalidTransition,
     Stage,
 )
 
-from conftest import FixedClock
+from conftest import NOW, FixedClock
 from helpers import RECEIVE, valid_arguments, walk_to
 from spec import ALL_COMMANDS, ORDER, allowed
 
@@ -371,3 +374,58 @@ def test_closing_a_desk_stops_its_follower_with_desk_closed(
     assert stop.is_set()
     (what,) = ended
     assert isinstance(what, DeskClosed), what
+
+
+@pytest.fixture(scope="module")
+def hourly_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Complaints received every five hours over 35 days before `NOW`, some
+    walked on, in a SQLite file whose views are caught up."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('zones') / 'amends.db'}"
+    with ComplaintDesk(url, clock=FixedClock()) as desk:
+        for n in range(35 * 24 // 5):
+            at = NOW - timedelta(hours=5 * n + 1)
+            complaint = desk.receive(**RECEIVE, at=at)
+            if n % 3:
+                desk.acknowledge(complaint, by="ana", paraphrase="P", at=at)
+        desk.reports.catch_up()
+    return url
+
+
+@settings(max_examples=25, deadline=None)
+@given(zone=st.timezones(), hours=st.integers(0, 23))
+def test_reports_never_depend_on_the_zone_of_the_desk_clock(
+    hourly_store: str, zone: tzinfo, hours: int
+) -> None:
+    """The same instant read in any zone gives the same reports: ages, days
+    and weeks are cut at UTC midnight. A clock in Los Angeles in the
+    evening (another date than UTC's) put complaints in the wrong age
+    buckets of the unfiltered backlog."""
+    instant = NOW + timedelta(hours=hours)
+    local = instant.astimezone(zone)
+    answers = []
+    for reading in (instant, local):
+        with ComplaintDesk(hourly_store, clock=FixedClock(reading)) as desk:
+            reports = desk.reports
+            answers.append(
+                [
+                    report.model_dump()
+                    for window in ({}, {"since": NOW - timedelta(days=400)})
+                    for report in (
+                        reports.backlog(catch_up=False, **window),
+                        reports.sla(catch_up=False, **window),
+                        reports.ownership(catch_up=False, **window),
+                    )
+                ]
+            )
+    assert answers[0] == answers[1]
+    assert answers[1][0]["generated_at"] == instant
+    assert answers[1][0]["generated_at"].tzinfo is UTC
+
+
+def test_a_naive_clock_is_named_as_the_clock_and_records_nothing() -> None:
+    with ComplaintDesk("memory://", clock=lambda: datetime(2026, 3, 1, 9)) as desk:
+        with pytest.raises(ConfigurationError, match="clock returned a naive"):
+            desk.receive(**RECEIVE)
+        with pytest.raises(ConfigurationError, match="clock returned a naive"):
+            desk.receive(**RECEIVE, at=NOW)
+        assert desk.last_position() == 0

@@ -47,7 +47,7 @@ from amends.domain.events import ComplaintEvent
 from amends.domain.history import CaseHistory, history_of
 from amends.domain.sla import PolicySchedule, SlaPolicy
 from amends.domain.stages import Severity
-from amends.infra.errors import DeskClosed, StoreUnavailable
+from amends.infra.errors import ConfigurationError, DeskClosed, StoreUnavailable
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
 from amends.infra.reporting import (
     ReportDesk,
@@ -130,6 +130,27 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _in_utc(clock: Clock) -> Clock:
+    """`clock`, its readings in UTC, a naive one refused by name.
+
+    Reports cut days and weeks at UTC midnight and commands store UTC: a
+    clock in another zone would move a complaint across an age bucket's edge
+    (its local date is not the UTC date every evening in America). A naive
+    reading is no instant; refused here, it is named as the clock's fault,
+    not as a command's `at` the caller never passed."""
+
+    def now() -> datetime:
+        reading = clock()
+        if reading.tzinfo is None or reading.utcoffset() is None:
+            raise ConfigurationError(
+                f"the desk's clock returned a naive datetime ({reading.isoformat()}): "
+                "it must return an aware one, such as datetime.now(UTC)"
+            )
+        return reading.astimezone(UTC)
+
+    return now
+
+
 @dataclass(frozen=True)
 class WriteContext:
     """A desk's store and the settings its writes follow (`write_context`)."""
@@ -182,7 +203,7 @@ class ComplaintDesk:
         if snapshot_every < 0:
             raise ValueError("snapshot_every must be 0 (never) or more")
         self.store_url = resolve_store_url(store_url)
-        self._clock = clock
+        self._clock = _in_utc(clock)
         self._max_attempts = max_attempts
         self._clock_skew = clock_skew
         self._snapshot_every = snapshot_every
@@ -738,7 +759,7 @@ class ComplaintDesk:
         for _attempt in range(self._max_attempts):
             state = self._load(command.complaint_id)
             if stamp_now and state is not None:
-                at = max(self._clock().astimezone(UTC), state.last_event_at)
+                at = max(self._clock(), state.last_event_at)
                 if at != command.at:
                     command = command.model_copy(update={"at": at})
             events = decide(command, state)
