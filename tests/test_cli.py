@@ -221,6 +221,29 @@ def test_verify_seal_and_a_tampered_store(cli: Cli, tmp_path: Path) -> None:
     assert "version 1: altered" in result.out
 
 
+def test_verify_reports_a_hand_edit_that_left_text_as_altered(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """sqlite3's replace() on the state column stores TEXT, not a BLOB: the
+    whole-store scan failed on it as a bug (exit 1) where the one-complaint
+    check reported it."""
+    complaint = cli.receive("--at", iso(0))
+    cli.ok("acknowledge", complaint, "--by", "ana", "--paraphrase", "P", "--at", iso(1))
+    with sqlite3.connect(tmp_path / "amends.db") as db:
+        db.execute(
+            "UPDATE stored_events SET state = replace(state, 'Jo Smith', 'Jo Smyth') "
+            "WHERE originator_version = 1"
+        )
+        (kind,) = db.execute(
+            "SELECT typeof(state) FROM stored_events WHERE originator_version = 1"
+        ).fetchone()
+    assert kind == "text"
+    for argv in (["verify"], ["verify", "--complaint", complaint]):
+        result = cli(*argv)
+        assert result.code == 3, (argv, result)
+        assert "version 1: altered" in result.out, argv
+
+
 def test_verify_refuses_a_file_that_is_no_seal(cli: Cli, tmp_path: Path) -> None:
     cli.receive()
     (tmp_path / "junk.json").write_text('{"no": "seal"}')

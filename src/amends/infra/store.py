@@ -353,6 +353,17 @@ def stored_events_in_order(recorder: ApplicationRecorder) -> Iterator[StoredEven
         yield from recorder.select_events(complaint_id)
 
 
+def _stored_bytes(state: object) -> bytes:
+    """A row's state as stored bytes. The recorders write BLOBs; a hand edit
+    in the sqlite3 shell (`replace(state, ...)`) leaves TEXT, whose bytes are
+    what the editor wrote: verify then finds the event altered instead of
+    failing on it."""
+    if isinstance(state, str):
+        return state.encode("utf-8", "surrogateescape")
+    assert isinstance(state, bytes | bytearray | memoryview)
+    return bytes(state)
+
+
 def _scan(
     recorder: SQLiteAggregateRecorder | PostgresAggregateRecorder,
 ) -> Iterator[StoredEvent]:
@@ -387,7 +398,7 @@ def _scan(
                 originator_id=_uuid(row["originator_id"]),
                 originator_version=row["originator_version"],
                 topic=row["topic"],
-                state=bytes(row["state"]),
+                state=_stored_bytes(row["state"]),
             )
         if len(rows) < SCAN_BATCH:
             return
