@@ -110,8 +110,9 @@ def test_get_as_of_a_version(desk: ComplaintDesk) -> None:
     complaint_id = walk_to(desk, Stage.RESOLVED)
     for version, stage in enumerate(ORDER[:6], start=1):
         assert desk.get(complaint_id, version=version).stage is stage
-    with pytest.raises(ComplaintNotFound, match="latest is 6"):
-        desk.get(complaint_id, version=7)
+    for beyond in (7, 2**63 - 1, 2**63, 10**20):
+        with pytest.raises(ComplaintNotFound, match="latest is 6"):
+            desk.get(complaint_id, version=beyond)
     with pytest.raises(InvalidCommand):
         desk.get(complaint_id, version=0)
 

@@ -120,6 +120,7 @@ class ComplaintCache:
 
 
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
+_MAX_VERSION = 2**63 - 1
 
 TCommand = TypeVar("TCommand", bound=c.Command)
 _UUID = TypeAdapter(UUID)
@@ -577,7 +578,10 @@ class ComplaintDesk:
             if version is not None:
                 raise InvalidCommand.single("get", "as_of", "give version or as_of")
             as_of = _aware(as_of, "get", "as_of")
-        state = self._load(complaint_uuid, version, as_of)
+        # No store holds a version past a signed 64-bit integer, and SQLite
+        # refuses to compare with one: such a version is simply not there.
+        stored_version = None if version is None else min(version, _MAX_VERSION)
+        state = self._load(complaint_uuid, stored_version, as_of)
         if state is None:
             if as_of is not None and self._load(complaint_uuid) is not None:
                 raise ComplaintNotFound(
