@@ -391,7 +391,8 @@ class Oracle:
         for c in cases:
             for seq, p in enumerate(c.promises):
                 due = c.due(p)
-                moment = due if due is not None else p.kept_at
+                kept = p.kept_at
+                moment = kept if kept and (due is None or kept <= due) else due
                 owner = c.owner_at(moment) if moment is not None else None
                 late = _late(due, p.kept_at, now)
                 if late:

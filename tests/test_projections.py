@@ -34,6 +34,7 @@ from amends import ComplaintDesk, Stage, WorkerDied
 from amends.domain.errors import HistoryViolation
 from amends.domain.sla import PolicySchedule, preset
 from amends.infra.errors import StoreUnavailable
+from amends.infra.reporting import MAX_COUNT
 from amends.projections import runner as runner_module
 from amends.projections import summary
 from amends.projections import tables as t
@@ -1079,6 +1080,52 @@ def test_a_deadline_due_this_very_moment_is_due_not_breached_and_at_risk(
             )
             assert report.at_risk_total == at_risk
             assert report.breaches_total == breached
+
+
+@pytest.mark.parametrize(
+    "f", [ReportFilter(), ReportFilter(category=RECEIVE["category"])], ids=str
+)
+def test_a_deadline_met_in_time_is_its_keepers_and_a_lapsed_one_the_owner_then(
+    f: ReportFilter, shared_store_url: str
+) -> None:
+    """ana acknowledges in time (due at 24 h), then hands over to ben at 2 h:
+    the kept acknowledgement is ana's, not ben's, who owned the complaint
+    when it would have fallen due. ben lets the plan's due date (10 h) and an
+    update (due 28 h, posted 30 h) lapse: those are his, and stay his after
+    he hands back to ana at 31 h; the next update, due at 54 h and never
+    posted, is ana's."""
+    clock = FixedClock(START + timedelta(days=5))
+    with make_desk(shared_store_url, clock) as desk:
+        complaint = desk.receive(**RECEIVE, at=START)
+
+        def at(hours: int) -> dict[str, Any]:
+            return {"at": START + timedelta(hours=hours)}
+
+        handoff = {"reason": "R", "customer_told": True}
+        desk.acknowledge(complaint, by="ana", paraphrase="P", **at(1))
+        desk.transfer_ownership(complaint, by="ana", to="ben", **handoff, **at(2))
+        desk.apologize(complaint, by="ben", apology="A", **at(3))
+        due = START + timedelta(hours=10)
+        desk.commit_plan(complaint, by="ben", steps=["S"], due=due, **at(4))
+        desk.post_update(complaint, by="ben", note="N", **at(30))
+        desk.transfer_ownership(complaint, by="ben", to="ana", **handoff, **at(31))
+        report = desk.reports.sla(**f.model_dump(), limit=None)
+        oracle = Oracle({complaint: desk.events(complaint)}, SCHEDULE)
+        assert report == oracle.sla(clock(), f, timedelta(hours=24), MAX_COUNT)
+        assert {(c.key, c.due, c.on_time, c.breached) for c in report.by_owner} == {
+            ("ana", 2, 1, 1),  # the acknowledgement; the update due at 54 h
+            ("ben", 4, 2, 2),  # two updates kept; the plan's date, one update
+        }
+        assert sorted((b.target, b.owner) for b in report.breaches) == [
+            ("plan_due", "ben"),
+            ("update", "ana"),
+            ("update", "ben"),
+        ]
+        ownership = desk.reports.ownership(**f.model_dump())
+        assert {(row.owner, row.sla_breaches) for row in ownership.owners} == {
+            ("ana", 1),
+            ("ben", 2),
+        }
 
 
 def test_the_unfiltered_sla_report_reads_unmet_deadlines_from_their_own_index(

@@ -18,6 +18,10 @@ Definitions shared by all reports:
 - A deadline is *breached* when it was met after it fell due, or it is unmet
   and fell due before now; one that falls due while the clock stands still
   has no due time yet.
+- A deadline is the *owner's* who met it in time (or while the clock stood
+  still); otherwise it is the owner's when it fell due, who let it lapse. The
+  SLA report's compliance per owner and the ownership report's breaches
+  count it for that owner.
 """
 
 from __future__ import annotations
@@ -862,12 +866,12 @@ class ReportQueries:
             .order_by(s.complaint_id, s.seq)
         )
         breaches = (
-            select(d.owner_at_due, func.count())
+            select(d.owner, func.count())
             .where(
                 d.complaint_id.in_(ids),
                 _breached(bindparam("now", type_=d.due_at.type)),
             )
-            .group_by(d.owner_at_due)
+            .group_by(d.owner)
         )
         return complaints, spans, breaches
 
@@ -959,9 +963,9 @@ class ReportQueries:
         ahead = UnmetAhead()
         not_due = func.sum(case((d.due_at > now, 1), else_=0))
         for target, owner, n, later in conn.execute(
-            select(d.target, d.owner_at_due, func.count(), not_due)
+            select(d.target, d.owner, func.count(), not_due)
             .where(d.met_at.is_(None), d.due_at >= now)
-            .group_by(d.target, d.owner_at_due)
+            .group_by(d.target, d.owner)
         ):
             key = owner or ""
             ahead.not_breached[target] += n
@@ -1174,7 +1178,7 @@ class ReportQueries:
                 d.due_at <= now + horizon,
             )
             risk_rows = conn.execute(
-                select(d.complaint_id, d.target, d.due_at, d.owner_at_due)
+                select(d.complaint_id, d.target, d.due_at, d.owner)
                 .where(*at_risk)
                 .order_by(d.due_at, d.complaint_id, d.seq)
                 .limit(limit)
@@ -1212,7 +1216,7 @@ class ReportQueries:
                     d.target,
                     as_stored(d.due_at),
                     as_stored(d.met_at),
-                    d.owner_at_due,
+                    d.owner,
                     d.seq,
                 ).where(d.complaint_id.in_(self._ids(f))),
             ),
@@ -1281,7 +1285,7 @@ class ReportQueries:
     def _compliance_of_all(
         self, conn: Connection, now: datetime
     ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-        """Deadlines counted and breached, per target and per owner at the
+        """Deadlines counted and breached, per target and per owner of the
         deadline, for every complaint, from the running totals.
 
         The totals count deadlines met, met late, and unmet with a due time;
@@ -1628,7 +1632,7 @@ _BREACH_COLUMNS = (
     t.deadlines.c.target,
     t.deadlines.c.due_at,
     t.deadlines.c.met_at,
-    t.deadlines.c.owner_at_due,
+    t.deadlines.c.owner,
 )
 
 

@@ -75,7 +75,7 @@ DEFAULT_BATCH_COMPLAINTS = 10_000
 READ_SIZE = 5_000
 """Events per read of the log: a batch is read and folded this many at a time,
 so its events are never held all at once."""
-VIEWS_FORMAT = "views/11"
+VIEWS_FORMAT = "views/12"
 """The layout of the view tables; views of another layout are rebuilt."""
 DEFAULT_CACHE_SIZE = 10_000
 """Open complaints whose facts a runner keeps between batches."""
@@ -770,9 +770,12 @@ class ProjectionRunner:
         deadline_rows = []
         for seq, deadline in enumerate(facts.deadlines):
             due = facts.due(deadline, policy)
-            # Whose deadline it was: the owner when it fell due, or, for one
-            # met while the clock stood still, the owner who met it.
-            moment = due if due is not None else deadline.met_at
+            # Whose deadline it was: the owner who met it in time (or while
+            # the clock stood still, when it has no due time), else the owner
+            # when it fell due, who let it lapse. Handing a complaint on after
+            # a deadline was met must not pass the credit to the next owner.
+            met = deadline.met_at
+            moment = met if met is not None and (due is None or met <= due) else due
             deadline_rows.append(
                 (
                     key,

@@ -179,7 +179,7 @@ def contributions(rows: Rows) -> tuple[list[tuple[str, str]], set[Value]]:
         if row[_S["end_at"]] is not None:
             count(("handed_out", owner))
     for row in rows[t.deadlines.name]:
-        target, owner = row[_D["target"]], row[_D["owner_at_due"]] or ""
+        target, owner = row[_D["target"]], row[_D["owner"]] or ""
         due, met = row[_D["due_at"]], row[_D["met_at"]]
         if met is not None:
             count(("met", target))

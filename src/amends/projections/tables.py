@@ -235,7 +235,9 @@ deadlines = Table(
     Column("started_at", UtcDateTime, nullable=False),
     Column("due_at", UtcDateTime),
     Column("met_at", UtcDateTime),
-    Column("owner_at_due", String(200)),
+    Column("owner", String(200)),
+    # Whose deadline it is (see `runner`): the owner who met it on time, else
+    # the owner when it fell due; None only while neither is known.
     # Unmet deadlines by due time: the SLA report's deadlines at risk, its
     # unmet breaches, and the unmet ones not yet due (the ownership report
     # reads the last too). Only unmet deadlines are in it (a few per open
@@ -246,7 +248,7 @@ deadlines = Table(
     Index(
         "ix_amends_view_deadlines_unmet",
         "due_at",
-        "owner_at_due",
+        "owner",
         "target",
         "met_at",
         sqlite_where=text("met_at IS NULL"),
