@@ -314,7 +314,7 @@ def test_a_report_prints_one_section_cut_or_whole(cli: Cli) -> None:
     by_target = cli.ok("report", "sla", "--format", "csv", "--section", "by-target")
     assert by_target.splitlines()[:2] == [
         "key,due,on_time,breached,rate",
-        "acknowledge,2,0,2,0",
+        "acknowledge,2,0,2,0.0",
     ]
     # The last acknowledgement falls due 24 hours after receipt, 6 hours from
     # now: a horizon of more than 6 hours puts it at risk.

@@ -673,6 +673,42 @@ def test_every_section_of_every_report_renders_as_csv_with_its_header() -> None:
         assert empty.to_csv("by-owner") == "key,due,on_time,breached,rate\n"
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    seconds=st.floats(min_value=1e-3, max_value=1e7, allow_subnormal=False),
+    microsecond=st.integers(0, 999_999),
+)
+def test_a_csv_export_is_exact_and_a_table_never_writes_an_exponent(
+    seconds: float, microsecond: int
+) -> None:
+    """A CSV cell reads back as the report's value (hours, to the last bit;
+    times to the microsecond); the table rounds for reading, and writes even
+    a second's fraction of an hour out in digits."""
+    received = START.replace(microsecond=microsecond)
+    with ComplaintDesk(
+        "memory://", clock=FixedClock(START + timedelta(days=200))
+    ) as desk:
+        complaint = desk.receive(**RECEIVE, at=received)
+        acknowledged = received + timedelta(seconds=seconds)
+        desk.acknowledge(complaint, by="ana", paraphrase="P", at=acknowledged)
+        report = desk.reports.time_to_resolution()
+        (wall,) = [
+            s.wall
+            for c in report.complaints
+            for s in c.stages
+            if s.stage == "ACKNOWLEDGED"
+        ]
+        rows = list(csv.DictReader(io.StringIO(report.to_csv("complaints"))))
+        (row,) = [r for r in rows if r["stage"] == "ACKNOWLEDGED"]
+        assert float(row["wall_h"]) == wall / 3600
+        assert datetime.fromisoformat(row["received_at"]) == received
+        table = report.to_table("complaints")
+        (line,) = [line for line in table.splitlines() if "ACKNOWLEDGED" in line]
+        for hours in line.split()[-2:]:  # wall_h and sla_h
+            assert "e" not in hours.lower(), line
+            assert math.isclose(float(hours), wall / 3600, rel_tol=0.01, abs_tol=0.05)
+
+
 def test_an_unknown_section_is_refused_naming_the_sections_there_are() -> None:
     from amends import AmendsError, UnknownSection
 

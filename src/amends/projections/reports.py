@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -176,7 +177,9 @@ class Report(BaseModel):
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=chosen.columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: _cell(v) for k, v in row.items()} for row in chosen.rows)
+        writer.writerows(
+            {k: _csv_cell(v) for k, v in row.items()} for row in chosen.rows
+        )
         return out.getvalue()
 
     def to_table(self, section: str | None = None) -> str:
@@ -202,14 +205,33 @@ def _money_text(total: Decimal) -> str:
 
 
 def _cell(value: Any) -> str:
+    """A value as a table shows it, rounded for reading."""
     if value is None:
         return ""
     if isinstance(value, float):
-        # Hours read best to a tenth; rates and small figures keep 3 digits.
-        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+        # Hours read best to a tenth; rates and small figures keep 3
+        # significant digits, written out (a few seconds are 0.000833 h,
+        # never 8.33e-04).
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        text = f"{value:.3g}"
+        if "e" in text:
+            text = f"{value:.{2 - math.floor(math.log10(abs(value)))}f}"
+        return text
     if isinstance(value, datetime):
         return value.isoformat(timespec="seconds")
     return str(value)
+
+
+def _csv_cell(value: Any) -> str:
+    """A value as a CSV export holds it: exact (floats in their shortest
+    round-trip form, times to the microsecond), for a spreadsheet or a
+    script to compute with; the table's rounding is for reading only."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return _cell(value)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
