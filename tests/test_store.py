@@ -309,6 +309,27 @@ def test_views_failing_on_postgresql_are_named_with_their_schema(
     assert "s3cret" not in said
 
 
+def test_a_store_in_a_schema_the_database_lacks_is_a_setting_to_fix(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Not StoreUnavailable (exit 4, "try again"): no retry creates the
+    schema. The CLI exits 2, naming the schema, without the password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(postgres_url)
+    netloc = parts.netloc.replace("@", ":s3cret@", 1)
+    missing = f"amends_missing_{uuid.uuid4().hex[:8]}"
+    url = urlunsplit((parts.scheme, netloc, parts.path, f"schema={missing}", ""))
+    with pytest.raises(ConfigurationError) as refused:
+        ComplaintDesk(url)
+    assert f'schema "{missing}" does not exist' in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+    result = run_cli("--store", url, "report", "backlog", cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert result.stderr.count("\n") == 1
+    assert missing in result.stderr
+
+
 def test_a_refused_views_url_does_not_print_its_password() -> None:
     with pytest.raises(ConfigurationError) as refused:
         ComplaintDesk("memory://", views_url="mysql://ana:s3cret@db/views")

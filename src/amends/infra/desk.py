@@ -933,6 +933,17 @@ def _store_errors(store_url: str) -> Iterator[None]:
     except RecordConflictError:
         raise
     except (PersistenceError, OSError) as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == _INVALID_SCHEMA_NAME:
+            # A URL naming a schema the database lacks is a setting to fix,
+            # not a failure that running again would get past.
+            raise ConfigurationError(
+                f"event store {redacted_url(store_url)}: {exc} (create it, or "
+                "name another with ?schema=)"
+            ) from exc
         raise StoreUnavailable(
             f"event store {redacted_url(store_url)} failed: {exc}"
         ) from exc
+
+
+_INVALID_SCHEMA_NAME = "3F000"
+"""PostgreSQL's SQLSTATE for a schema that does not exist."""
