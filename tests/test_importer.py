@@ -912,6 +912,34 @@ def test_date_fields_are_read_as_the_timestamps_are_or_set_hours_after_the_row(
         )
 
 
+def test_a_local_time_the_clocks_skipped_stops_its_case_and_a_repeated_one_is_first(
+    tmp_path: Path,
+) -> None:
+    """In London 01:30 on 29 March 2026 never happened (clocks went from 01:00
+    to 02:00): a log saying so is wrong, and guessing would shift the row by
+    an hour. 01:30 on 25 October happened twice; the first (BST) is taken."""
+    log = tmp_path / "log.jsonl"
+    rows = [
+        {"case": "GAP", "activity": "receive", "at": "2026-03-29T01:30:00"},
+        {"case": "TWICE", "activity": "receive", "at": "2026-10-25T01:30:00"},
+    ]
+    log.write_text(
+        "".join(
+            json.dumps({**row, "by": "ana", **TEXT["receive"]}) + "\n" for row in rows
+        ),
+        encoding="utf-8",
+    )
+    clock = FixedClock(datetime(2026, 12, 1, tzinfo=UTC))
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        summary = import_log(desk, log, generic_mapping(timezone="Europe/London"))
+        (refused,) = summary.rejected
+        assert (refused.case, refused.offence) == ("GAP", Offence.BAD_ROW)
+        assert "never happened in Europe/London" in refused.reason
+        assert [c.case for c in summary.imported] == ["TWICE"]
+        received = desk.get(complaint_id_for("TWICE")).received_at
+        assert received == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+
+
 def test_a_row_in_the_future_stops_its_case(tmp_path: Path) -> None:
     walk = conformant_walks(1, seed=2)[0]
     late = Step(

@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -774,7 +774,16 @@ class _Translator:
                     f"{column}: {moment.isoformat()} has no time zone and the "
                     "mapping names none (set timezone under [log])",
                 )
+            local = moment
             moment = moment.replace(tzinfo=self.zone)
+            if moment.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) != (
+                local
+            ):
+                raise _RowProblem(
+                    Offence.BAD_ROW,
+                    f"{column}: {local.isoformat()} never happened in {self.zone} "
+                    "(the clocks went forward over it)",
+                )
         return moment
 
     def value(
