@@ -47,7 +47,12 @@ from amends.domain.events import ComplaintEvent
 from amends.domain.history import CaseHistory, history_of
 from amends.domain.sla import PolicySchedule, SlaPolicy
 from amends.domain.stages import Severity
-from amends.infra.errors import ConfigurationError, DeskClosed, StoreUnavailable
+from amends.infra.errors import (
+    ConfigurationError,
+    DeskClosed,
+    StoreUnavailable,
+    names_a_missing_schema,
+)
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
 from amends.infra.reporting import (
     ReportDesk,
@@ -933,9 +938,7 @@ def _store_errors(store_url: str) -> Iterator[None]:
     except RecordConflictError:
         raise
     except (PersistenceError, OSError) as exc:
-        if getattr(exc.__cause__, "sqlstate", None) == _INVALID_SCHEMA_NAME:
-            # A URL naming a schema the database lacks is a setting to fix,
-            # not a failure that running again would get past.
+        if names_a_missing_schema(exc.__cause__):
             raise ConfigurationError(
                 f"event store {redacted_url(store_url)}: {exc} (create it, or "
                 "name another with ?schema=)"
@@ -943,7 +946,3 @@ def _store_errors(store_url: str) -> Iterator[None]:
         raise StoreUnavailable(
             f"event store {redacted_url(store_url)} failed: {exc}"
         ) from exc
-
-
-_INVALID_SCHEMA_NAME = "3F000"
-"""PostgreSQL's SQLSTATE for a schema that does not exist."""

@@ -17,3 +17,9 @@ class DeskClosed(AmendsError):
     """The desk (or its reports) was used after `close()`: its connections
     are gone. A programming error, named as one rather than as the
     library's empty `ConnectionPoolClosedError`."""
+
+
+def names_a_missing_schema(error: BaseException | None) -> bool:
+    """PostgreSQL said a schema does not exist (SQLSTATE 3F000): a URL's
+    `?schema=` to fix, which no retry gets past."""
+    return getattr(error, "sqlstate", None) == "3F000"

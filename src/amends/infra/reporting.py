@@ -34,7 +34,12 @@ from amends.domain.commands import field_problem
 from amends.domain.errors import FieldProblem, HistoryViolation, InvalidCommand
 from amends.domain.events import EVENT_TYPES
 from amends.domain.sla import DEFAULT_POLICY_NAME, PolicySchedule, SlaPolicy, preset
-from amends.infra.errors import ConfigurationError, DeskClosed, StoreUnavailable
+from amends.infra.errors import (
+    ConfigurationError,
+    DeskClosed,
+    StoreUnavailable,
+    names_a_missing_schema,
+)
 from amends.infra.mapper import PydanticMapper, UnreadableRecord
 from amends.infra.settings import POSTGRES_URL_OPTIONS, redacted_url
 from amends.infra.store import (
@@ -369,6 +374,11 @@ def _views_errors(where: str) -> Iterator[None]:
         raise StoreUnavailable(f"event store failed: {_first_line(exc)}") from exc
     except (DBAPIError, OSError) as exc:
         said = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+        if names_a_missing_schema(said):
+            raise ConfigurationError(
+                f"report views at {where}: {_first_line(said)} (create it, or "
+                "name another with ?schema=)"
+            ) from exc
         raise StoreUnavailable(
             f"report views unavailable at {where}: {_first_line(said)}"
         ) from exc
