@@ -30,23 +30,6 @@ from amends.infra.desk import EXTERNAL_REF_NAMESPACE
 from conftest import NOW, FixedClock
 from helpers import RECEIVE, judges_die, outcome_within
 
-RECEIVE_OPTIONS = (
-    "--by",
-    "ana",
-    "--customer",
-    "Jo Smith",
-    "--summary",
-    "Charged twice for March",
-    "--channel",
-    "phone",
-    "--category",
-    "billing",
-    "--severity",
-    "high",
-    "--expectation",
-    "Refund the duplicate",
-)
-
 
 @dataclass(frozen=True)
 class Run:
@@ -79,7 +62,24 @@ class Cli:
             return desk.last_position()
 
     def receive(self, *extra: str) -> str:
-        return self.ok("receive", *RECEIVE_OPTIONS, *extra).strip()
+        return self.ok(
+            "receive",
+            "--by",
+            "ana",
+            "--customer",
+            "Jo Smith",
+            "--summary",
+            "Charged twice for March",
+            "--channel",
+            "phone",
+            "--category",
+            "billing",
+            "--severity",
+            "high",
+            "--expectation",
+            "Refund the duplicate",
+            *extra,
+        ).strip()
 
 
 @pytest.fixture
@@ -339,33 +339,6 @@ def test_the_store_url_from_the_environment_is_the_one_checked_for_a_file(
     assert main(["report", "backlog"], clock=cli.clock) == 2
     assert "no store at" in cli.capsys.readouterr().err
     assert not (tmp_path / "typo.db").exists()
-
-
-def test_a_command_that_would_make_the_store_but_fails_leaves_no_file(
-    cli: Cli, tmp_path: Path
-) -> None:
-    """A refused intake or an unreadable import log records nothing; the store
-    file it opened goes again, so the next command still says there is no
-    store instead of answering from an empty one."""
-    new = tmp_path / "new.db"
-    store = f"sqlite:///{new}"
-    empty_log = tmp_path / "empty.csv"
-    empty_log.write_text("", encoding="utf-8")
-    mapping = str(FIXTURES / "mapping.toml")
-    late = (NOW + timedelta(days=1)).isoformat()
-    for argv, code in (
-        (["receive", *RECEIVE_OPTIONS, "--at", late], 3),
-        (["import", str(empty_log), "--map", mapping], 2),
-    ):
-        result = cli(*argv, store=store)
-        assert result.code == code, (argv, result)
-        assert not new.exists(), argv
-        assert list(tmp_path.iterdir()) == [empty_log], argv
-        assert cli("report", "backlog", store=store).code == 2
-    assert cli("receive", *RECEIVE_OPTIONS, store=store).code == 0
-    assert new.exists()
-    cli("receive", *RECEIVE_OPTIONS, "--at", late, store=store)
-    assert new.exists()  # a failure keeps a store that holds events
 
 
 def test_report_help_gives_each_option_its_default(cli: Cli) -> None:

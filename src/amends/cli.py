@@ -101,52 +101,28 @@ class Session:
     store: str | None = None
     sla: str | None = None
 
-    @contextlib.contextmanager
     def desk(
         self, *, creating: bool = False, empty_if_missing: bool = False
-    ) -> Iterator[ComplaintDesk]:
-        """The desk on the chosen store, closed on leaving.
-
-        Only a command that records (`creating`) may make a SQLite file that
-        is not there: to anything else a missing file is a mistyped path, and
-        a new empty store would answer as if it held no complaints. If the
-        command that made the file fails with nothing recorded (a refused
-        intake, an unreadable import log), the file goes again, so the next
-        command still says there is no store. A command that only checks
-        what it would record (`empty_if_missing`: an import's dry run) checks
-        a missing file's store as the empty store it would be, in memory,
+    ) -> ComplaintDesk:
+        """The desk on the chosen store. Only a command that records
+        (`creating`) may make a SQLite file that is not there: to anything
+        else a missing file is a mistyped path, and a new empty store would
+        answer as if it held no complaints. A command that only checks what
+        it would record (`empty_if_missing`: an import's dry run) checks a
+        missing file's store as the empty store it would be, in memory,
         leaving no file behind."""
         store = self.store
-        path = store_settings(resolve_store_url(self.store)).get("SQLITE_DBNAME")
-        missing = path is not None and not Path(path).exists()
-        if missing and not creating:
-            if not empty_if_missing:
-                raise ConfigurationError(
-                    f"no store at {path}: the file does not exist (receive, "
-                    "import, demo, walkthrough or project --follow makes it)"
-                )
-            store = "memory://"
-        made_and_unused = False
-        try:
-            with ComplaintDesk(store, clock=self.clock, sla_policies=self.sla) as desk:
-                try:
-                    yield desk
-                except BaseException:
-                    made_and_unused = missing and creating and _holds_nothing(desk)
-                    raise
-        finally:
-            if made_and_unused:
-                assert path is not None
-                for suffix in ("", "-wal", "-shm", "-journal"):
-                    Path(path + suffix).unlink(missing_ok=True)
-
-
-def _holds_nothing(desk: ComplaintDesk) -> bool:
-    """The desk's store has no event (False if that cannot be told)."""
-    try:
-        return desk.last_position() == 0
-    except AmendsError:
-        return False
+        if not creating:
+            settings = store_settings(resolve_store_url(self.store))
+            path = settings.get("SQLITE_DBNAME")
+            if path is not None and not Path(path).exists():
+                if not empty_if_missing:
+                    raise ConfigurationError(
+                        f"no store at {path}: the file does not exist (receive, "
+                        "import, demo, walkthrough or project --follow makes it)"
+                    )
+                store = "memory://"
+        return ComplaintDesk(store, clock=self.clock, sla_policies=self.sla)
 
 
 def _session(context: typer.Context) -> Session:
