@@ -835,7 +835,7 @@ def test_date_fields_are_read_as_the_timestamps_are_or_set_hours_after_the_row(
     received = (NOW - timedelta(days=30)).replace(microsecond=0)
     pattern = "%d/%m/%Y %H:%M"
 
-    def local(moment: datetime) -> str:  # Cairo is UTC+2 all year
+    def local(moment: datetime) -> str:  # Johannesburg is UTC+2 all year
         return (moment.astimezone(UTC) + timedelta(hours=2)).strftime(pattern)
 
     steps = [
@@ -865,7 +865,7 @@ def test_date_fields_are_read_as_the_timestamps_are_or_set_hours_after_the_row(
                 {"case": "D-1", "activity": activity, "at": at, "by": "ana", **values}
             )
     mapping: dict[str, Any] = {
-        "log": {"timezone": "Africa/Cairo", "timestamp_format": pattern},
+        "log": {"timezone": "Africa/Johannesburg", "timestamp_format": pattern},
         "columns": {"case": "case", "activity": "activity"}
         | {"timestamp": "at", "actor": "by"},
         "activities": {name: name for name, _ in steps},
@@ -938,6 +938,53 @@ def test_a_local_time_the_clocks_skipped_stops_its_case_and_a_repeated_one_is_fi
         assert [c.case for c in summary.imported] == ["TWICE"]
         received = desk.get(complaint_id_for("TWICE")).received_at
         assert received == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+
+    # In Santiago 6 September 2026 begins at 01:00: the date alone is that
+    # day's first instant, not a time that never happened.
+    rows = [{"case": "DAY", "activity": "receive", "at": "2026-09-06"}]
+    log.write_text(
+        "".join(
+            json.dumps({**row, "by": "ana", **TEXT["receive"]}) + "\n" for row in rows
+        ),
+        encoding="utf-8",
+    )
+    day_mapping = generic_mapping(timezone="America/Santiago")
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        summary = import_log(desk, log, day_mapping)
+        assert [c.case for c in summary.imported] == ["DAY"], summary.to_text()
+        received = desk.get(complaint_id_for("DAY")).received_at
+        assert received == datetime(2026, 9, 6, 4, tzinfo=UTC)
+
+
+def test_hours_after_counts_real_hours_across_a_change_of_the_clocks(
+    tmp_path: Path,
+) -> None:
+    """London's clocks go forward on 29 March 2026: 24 hours after noon on
+    the 28th (GMT) is 13:00 BST on the 29th, not noon."""
+    log = tmp_path / "log.jsonl"
+    steps = [
+        ("receive", "2026-03-28T09:00:00", TEXT["receive"]),
+        ("acknowledge", "2026-03-28T10:00:00", TEXT["acknowledge"]),
+        ("apologize", "2026-03-28T11:00:00", TEXT["apologize"]),
+        ("commit_plan", "2026-03-28T12:00:00", {"steps": ["Refund"]}),
+    ]
+    log.write_text(
+        "".join(
+            json.dumps({"case": "C", "activity": a, "at": at, "by": "ana", **fields})
+            + "\n"
+            for a, at, fields in steps
+        ),
+        encoding="utf-8",
+    )
+    mapping = generic_mapping(timezone="Europe/London")
+    mapping.fields["commit_plan"]["due"] = importer.FieldSource(hours_after=24)
+    clock = FixedClock(datetime(2026, 12, 1, tzinfo=UTC))
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        summary = import_log(desk, log, mapping)
+        assert [c.case for c in summary.imported] == ["C"], summary.to_text()
+        plan = desk.events(complaint_id_for("C"))[3]
+        assert isinstance(plan, PlanCommitted)
+        assert plan.due == datetime(2026, 3, 29, 12, tzinfo=UTC)
 
 
 def test_a_row_in_the_future_stops_its_case(tmp_path: Path) -> None:

@@ -776,15 +776,21 @@ class _Translator:
                 )
             local = moment
             moment = moment.replace(tzinfo=self.zone)
-            if moment.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) != (
-                local
-            ):
+            happened = moment.astimezone(UTC).astimezone(self.zone)
+            # A midnight the clocks skipped is a date's start (a day that
+            # begins at 01:00): the day's first instant. Any other skipped
+            # time is no reading of a clock there, and guessing would move
+            # the row by the gap.
+            midnight = local == datetime.combine(local.date(), datetime.min.time())
+            if happened.replace(tzinfo=None) != local and not midnight:
                 raise _RowProblem(
                     Offence.BAD_ROW,
                     f"{column}: {local.isoformat()} never happened in {self.zone} "
                     "(the clocks went forward over it)",
                 )
-        return moment
+        # In UTC: `hours_after` adds real hours, not a local clock's (across
+        # a change of the clocks they differ by the change).
+        return moment.astimezone(UTC)
 
     def value(
         self,
