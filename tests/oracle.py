@@ -68,6 +68,7 @@ class Promise:
     within: timedelta | None = None
     fixed: datetime | None = None
     kept_at: datetime | None = None
+    kept_by: str | None = None
 
 
 @dataclass
@@ -161,7 +162,7 @@ def read_case(history: History, policies: PolicySchedule) -> Case:
                 or (promise.kind == "acknowledge" and kind is e.Acknowledged)
                 or (promise.kind in ("resolve", "plan_due") and kind is e.Resolved)
             ):
-                promise.kept_at = at
+                promise.kept_at, promise.kept_by = at, case.owner
         if isinstance(event, e.PlanCommitted) and policy.keep_plan_due:
             case.promises.append(Promise("plan_due", at, fixed=event.due))
         if (
@@ -171,7 +172,7 @@ def read_case(history: History, policies: PolicySchedule) -> Case:
         ):
             for promise in case.promises:
                 if promise.kind == "plan_due" and promise.kept_at is None:
-                    promise.kept_at = at
+                    promise.kept_at, promise.kept_by = at, case.owner
             case.promises.append(Promise("plan_due", at, fixed=event.revised_due))
         if isinstance(event, e.Resolved):
             case.resolutions += 1
@@ -392,8 +393,10 @@ class Oracle:
             for seq, p in enumerate(c.promises):
                 due = c.due(p)
                 kept = p.kept_at
-                moment = kept if kept and (due is None or kept <= due) else due
-                owner = c.owner_at(moment) if moment is not None else None
+                if kept is not None and (due is None or kept <= due):
+                    owner = p.kept_by  # the owner then, in the events' order
+                else:
+                    owner = c.owner_at(due) if due is not None else None
                 late = _late(due, p.kept_at, now)
                 if late:
                     assert due is not None

@@ -38,7 +38,7 @@ from amends.infra.reporting import MAX_COUNT
 from amends.projections import runner as runner_module
 from amends.projections import summary
 from amends.projections import tables as t
-from amends.projections.reports import Report, ReportFilter
+from amends.projections.reports import DEFAULT_LIMIT, Report, ReportFilter
 from amends.projections.runner import Batch, ProjectionRunner, collector_paused
 from amends.testing import CATEGORIES, PEOPLE, Lifecycle, lifecycles
 from oracle import Oracle
@@ -1162,6 +1162,30 @@ def test_a_deadline_met_in_time_is_its_keepers_and_a_lapsed_one_the_owner_then(
             ("ana", 1),
             ("ben", 2),
         }
+
+
+@pytest.mark.parametrize(
+    "f", [ReportFilter(), ReportFilter(category=RECEIVE["category"])], ids=str
+)
+def test_a_deadline_met_in_the_instant_of_a_handoff_is_the_giver_s(
+    f: ReportFilter, shared_store_url: str
+) -> None:
+    """Events of one instant keep their order: ana acknowledges, then hands
+    over, both at 1 h (an imported log with minute precision has many such).
+    The acknowledgement is ana's; ben owned the complaint from 1 h on."""
+    clock = FixedClock(START + timedelta(days=5))
+    with make_desk(shared_store_url, clock) as desk:
+        complaint = desk.receive(**RECEIVE, at=START)
+        one_hour = START + timedelta(hours=1)
+        desk.acknowledge(complaint, by="ana", paraphrase="P", at=one_hour)
+        desk.transfer_ownership(
+            complaint, by="ana", to="ben", reason="R", customer_told=True, at=one_hour
+        )
+        report = desk.reports.sla(**f.model_dump())
+        oracle = Oracle({complaint: desk.events(complaint)}, SCHEDULE)
+        assert report == oracle.sla(clock(), f, timedelta(hours=24), DEFAULT_LIMIT)
+        kept = {c.key: (c.due, c.on_time) for c in report.by_owner}
+        assert kept["ana"] == (1, 1)
 
 
 def test_the_unfiltered_sla_report_reads_unmet_deadlines_from_their_own_index(

@@ -53,6 +53,9 @@ class Deadline:
     within: timedelta | None
     fixed_due: datetime | None
     met_at: datetime | None = None
+    met_by: str | None = None
+    """The owner when it was met, as the events had it then: a handoff at
+    the same instant comes after the event that met it."""
 
 
 @dataclass(slots=True)
@@ -150,6 +153,7 @@ class ComplaintFacts:
                     else None,
                     "fixed_due": _ts(d.fixed_due),
                     "met_at": _ts(d.met_at),
+                    "met_by": d.met_by,
                 }
                 for d in self.deadlines
             ],
@@ -204,6 +208,7 @@ class ComplaintFacts:
                     timedelta(seconds=d["within"]) if d["within"] is not None else None,
                     _maybe_time(d["fixed_due"]),
                     _maybe_time(d["met_at"]),
+                    d["met_by"],
                 )
                 for d in data["deadlines"]
             ],
@@ -388,7 +393,7 @@ class Folder:
             met |= {RESOLVE, PLAN_DUE}
         for deadline in facts.deadlines:
             if deadline.met_at is None and deadline.target in met:
-                deadline.met_at = at
+                deadline.met_at, deadline.met_by = at, facts.owner
 
     # Deadlines this event starts, after the stage has moved.
     def _open_contacts(self, facts: ComplaintFacts, name: str, at: datetime) -> None:
@@ -418,7 +423,8 @@ class Folder:
             return
         for deadline in facts.deadlines:
             if deadline.target == PLAN_DUE and deadline.met_at is None:
-                deadline.met_at = at  # the promise was restated, with a reason
+                # The promise was restated, with a reason.
+                deadline.met_at, deadline.met_by = at, facts.owner
         facts.deadlines.append(Deadline(PLAN_DUE, at, None, _time(revised)))
 
     def _on_Resolved(  # noqa: N802

@@ -775,17 +775,12 @@ class ProjectionRunner:
             # when it fell due, who let it lapse. Handing a complaint on after
             # a deadline was met must not pass the credit to the next owner.
             met = deadline.met_at
-            moment = met if met is not None and (due is None or met <= due) else due
+            if met is not None and (due is None or met <= due):
+                owner = deadline.met_by
+            else:
+                owner = owner_at(facts, due) if due is not None else None
             deadline_rows.append(
-                (
-                    key,
-                    seq,
-                    deadline.target,
-                    deadline.start,
-                    due,
-                    deadline.met_at,
-                    owner_at(facts, moment) if moment else None,
-                )
+                (key, seq, deadline.target, deadline.start, due, met, owner)
             )
         return {
             t.complaints.name: [complaint],
