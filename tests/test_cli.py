@@ -221,27 +221,36 @@ def test_verify_seal_and_a_tampered_store(cli: Cli, tmp_path: Path) -> None:
     assert "version 1: altered" in result.out
 
 
-def test_verify_reports_a_hand_edit_that_left_text_as_altered(
-    cli: Cli, tmp_path: Path
+@pytest.mark.parametrize(
+    ("edit", "kind"),
+    [
+        ("replace(state, 'Jo Smith', 'Jo Smyth')", "text"),
+        ("CAST(X'FF00FE' AS TEXT)", "text"),
+        ("42", "integer"),
+    ],
+    ids=["replaced", "not-utf-8", "a-number"],
+)
+def test_verify_reports_a_hand_edit_of_any_type_as_a_break(
+    cli: Cli, tmp_path: Path, edit: str, kind: str
 ) -> None:
-    """sqlite3's replace() on the state column stores TEXT, not a BLOB: the
-    whole-store scan failed on it as a bug (exit 1) where the one-complaint
-    check reported it."""
+    """The sqlite3 shell stores what an edit gives: replace() leaves TEXT,
+    not a BLOB, and a cast or a number other types. Verify, of the store or
+    of the complaint, reports the event as a break; it failed as a bug (exit
+    1), or, for text that is not UTF-8, as the store failing (exit 4)."""
     complaint = cli.receive("--at", iso(0))
     cli.ok("acknowledge", complaint, "--by", "ana", "--paraphrase", "P", "--at", iso(1))
     with sqlite3.connect(tmp_path / "amends.db") as db:
         db.execute(
-            "UPDATE stored_events SET state = replace(state, 'Jo Smith', 'Jo Smyth') "
-            "WHERE originator_version = 1"
+            f"UPDATE stored_events SET state = {edit} WHERE originator_version = 1"
         )
-        (kind,) = db.execute(
+        (stored,) = db.execute(
             "SELECT typeof(state) FROM stored_events WHERE originator_version = 1"
         ).fetchone()
-    assert kind == "text"
+    assert stored == kind
     for argv in (["verify"], ["verify", "--complaint", complaint]):
         result = cli(*argv)
         assert result.code == 3, (argv, result)
-        assert "version 1: altered" in result.out, argv
+        assert "version 1: " in result.out, argv
 
 
 def test_verify_refuses_a_file_that_is_no_seal(cli: Cli, tmp_path: Path) -> None:

@@ -629,11 +629,7 @@ class ComplaintDesk:
         only = None if complaint_id is None else _complaint_uuid(complaint_id, "verify")
         verifier = ChainVerifier(seal, only=only)
         with _store_errors(self.store_url):
-            rows = (
-                self._app.recorder.select_events(only)
-                if only is not None
-                else stored_events_in_order(self._app.recorder)
-            )
+            rows = stored_events_in_order(self._app.recorder, only)
             for _, chain in groupby(rows, key=lambda row: row.originator_id):
                 verifier.check([self._stored_record(stored) for stored in chain])
         report = verifier.report()

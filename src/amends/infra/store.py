@@ -340,65 +340,64 @@ def _uuid(value: UUID | str) -> UUID:
 SCAN_BATCH = 5_000
 
 
-def stored_events_in_order(recorder: ApplicationRecorder) -> Iterator[StoredEvent]:
-    """Every stored event, complaint by complaint, each in version order.
+def stored_events_in_order(
+    recorder: ApplicationRecorder, only: UUID | None = None
+) -> Iterator[StoredEvent]:
+    """Every stored event (or `only` that complaint's), complaint by
+    complaint, each in version order, as the rows hold them.
 
     One index-ordered scan in batches (keyset pagination) rather than one query
     per complaint: an audit of the whole store reads it at the database's pace.
+    SQLite's state is read as a BLOB whatever a hand edit left there (TEXT from
+    `replace()`, even text that is not UTF-8, or a number): the audit then
+    finds the event altered, where the driver would fail on the value.
     """
     if isinstance(recorder, SQLiteAggregateRecorder | PostgresAggregateRecorder):
-        yield from _scan(recorder)
+        yield from _scan(recorder, only)
         return
-    for complaint_id in sorted(complaint_ids(recorder)):
+    for complaint_id in [only] if only is not None else sorted(complaint_ids(recorder)):
         yield from recorder.select_events(complaint_id)
-
-
-def _stored_bytes(state: object) -> bytes:
-    """A row's state as stored bytes. The recorders write BLOBs; a hand edit
-    in the sqlite3 shell (`replace(state, ...)`) leaves TEXT, whose bytes are
-    what the editor wrote: verify then finds the event altered instead of
-    failing on it."""
-    if isinstance(state, str):
-        return state.encode("utf-8", "surrogateescape")
-    assert isinstance(state, bytes | bytearray | memoryview)
-    return bytes(state)
 
 
 def _scan(
     recorder: SQLiteAggregateRecorder | PostgresAggregateRecorder,
+    only: UUID | None,
 ) -> Iterator[StoredEvent]:
     sqlite = isinstance(recorder, SQLiteAggregateRecorder)
-    columns = "originator_id, originator_version, topic, state"
+    mark = "?" if sqlite else "%s"
+    columns = "originator_id, originator_version, topic, " + (
+        "CAST(state AS BLOB) AS state" if sqlite else "state"
+    )
     order = "ORDER BY originator_id, originator_version"
     if sqlite:
         table = recorder.events_table_name
-        first = f"SELECT {columns} FROM {table} {order} LIMIT ?"
-        more = (
-            f"SELECT {columns} FROM {table} WHERE (originator_id, originator_version) "
-            f"> (?, ?) {order} LIMIT ?"
-        )
     else:
         assert isinstance(recorder, PostgresAggregateRecorder)
         table = _postgres_table(recorder)
-        first = f"SELECT {columns} FROM {table} {order} LIMIT %s"
-        more = (
-            f"SELECT {columns} FROM {table} WHERE (originator_id, originator_version) "
-            f"> (%s, %s) {order} LIMIT %s"
-        )
+    one: tuple[object, ...] = ()
+    where = ""
+    if only is not None:
+        one = (only.hex if sqlite else only,)
+        where = f"originator_id = {mark} AND "
+    first = f"SELECT {columns} FROM {table} WHERE {where}TRUE {order} LIMIT {mark}"
+    more = (
+        f"SELECT {columns} FROM {table} WHERE {where}(originator_id, "
+        f"originator_version) > ({mark}, {mark}) {order} LIMIT {mark}"
+    )
     last: tuple[object, int] | None = None
     while True:
         with recorder.datastore.transaction(commit=False) as cursor:
             if last is None:
-                cursor.execute(first, (SCAN_BATCH,))
+                cursor.execute(first, (*one, SCAN_BATCH))
             else:
-                cursor.execute(more, (*last, SCAN_BATCH))
+                cursor.execute(more, (*one, *last, SCAN_BATCH))
             rows = cursor.fetchall()
         for row in rows:
             yield StoredEvent(
                 originator_id=_uuid(row["originator_id"]),
                 originator_version=row["originator_version"],
                 topic=row["topic"],
-                state=_stored_bytes(row["state"]),
+                state=bytes(row["state"]),
             )
         if len(rows) < SCAN_BATCH:
             return
