@@ -227,7 +227,7 @@ class ComplaintDesk:
         self._views_url = resolve_views_url(self.store_url, views_url)
         self._views = views_engine(self._views_url)
         try:
-            with _store_errors(self.store_url):
+            with store_errors(self.store_url):
                 self._open_app: EventStoreApplication | None = EventStoreApplication(
                     settings
                 )
@@ -609,7 +609,7 @@ class ComplaintDesk:
 
     def events(self, complaint_id: UUID) -> list[ComplaintEvent]:
         """The stored events of one complaint, oldest first (empty if none)."""
-        with _store_errors(self.store_url):
+        with store_errors(self.store_url):
             return [
                 _as_complaint_event(event)
                 for event in self._app.events.get(complaint_id)
@@ -628,7 +628,7 @@ class ComplaintDesk:
         """
         only = None if complaint_id is None else _complaint_uuid(complaint_id, "verify")
         verifier = ChainVerifier(seal, only=only)
-        with _store_errors(self.store_url):
+        with store_errors(self.store_url):
             rows = stored_events_in_order(self._app.recorder, only)
             for _, chain in groupby(rows, key=lambda row: row.originator_id):
                 verifier.check([self._stored_record(stored) for stored in chain])
@@ -640,7 +640,7 @@ class ComplaintDesk:
     def seal(self) -> Seal:
         """The head (version and digest) of every complaint's chain, sealed."""
         entries = []
-        with _store_errors(self.store_url):
+        with store_errors(self.store_url):
             for complaint_id in self._complaint_ids():
                 rows = self._app.recorder.select_events(
                     complaint_id, desc=True, limit=1
@@ -665,7 +665,7 @@ class ComplaintDesk:
         Check it anywhere with `amends.audit.verify_bundle(path)`.
         """
         complaint_uuid = _complaint_uuid(complaint_id, "export_case")
-        with _store_errors(self.store_url):
+        with store_errors(self.store_url):
             records = [
                 self._stored_record(stored)
                 for stored in self._app.recorder.select_events(complaint_uuid)
@@ -686,7 +686,7 @@ class ComplaintDesk:
         Positions only grow, so comparing two readings tells whether anything
         at all was recorded in between.
         """
-        with _store_errors(self.store_url):
+        with store_errors(self.store_url):
             return self._app.recorder.max_notification_id() or 0
 
     # ----------------------------------------------------------- lifecycle
@@ -771,7 +771,7 @@ class ComplaintDesk:
             if not events:
                 return state
             try:
-                with _store_errors(self.store_url):
+                with store_errors(self.store_url):
                     self._app.save(*events)
             except RecordConflictError:
                 self.retries += 1
@@ -803,7 +803,7 @@ class ComplaintDesk:
         the newest usable snapshot at or before the point asked, plus events.
         """
         latest = version is None and as_of is None
-        with _store_errors(self.store_url):
+        with store_errors(self.store_url):
             state = self._cache.get(complaint_id) if latest else None
             if state is None:
                 snapshot = self._snapshot(complaint_id, version, as_of)
@@ -924,8 +924,9 @@ def _complaint_uuid(complaint_id: UUID | str, command: str) -> UUID:
 
 
 @contextmanager
-def _store_errors(store_url: str) -> Iterator[None]:
-    """Turn the library's database failures into `StoreUnavailable`.
+def store_errors(store_url: str) -> Iterator[None]:
+    """Turn the library's database failures into `StoreUnavailable`, and a
+    PostgreSQL schema the database lacks into `ConfigurationError`.
 
     Conflicts pass through: they are a lost race, which the desk retries.
     """

@@ -40,7 +40,7 @@ from uuid import UUID, uuid5
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import PersistenceError, RecordConflictError, StoredEvent
+from eventsourcing.persistence import RecordConflictError, StoredEvent
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -57,7 +57,7 @@ from amends.domain.errors import AmendsError, InvalidCommand, InvalidTransition
 from amends.domain.events import ComplaintEvent
 from amends.domain.lifecycle import TERMINAL, TRANSITIONS
 from amends.domain.stages import Stage
-from amends.infra.desk import EXTERNAL_REF_NAMESPACE, ComplaintDesk
+from amends.infra.desk import EXTERNAL_REF_NAMESPACE, ComplaintDesk, store_errors
 from amends.infra.errors import StoreUnavailable
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper
 from amends.infra.settings import fork_workers, redacted_url
@@ -1327,17 +1327,15 @@ class _Writer:
 
 @contextmanager
 def _store_errors(store_url: str) -> Iterator[None]:
-    """The library's database failures as `StoreUnavailable`, like the desk's."""
+    """The library's database failures as the desk names them; a conflict,
+    which the desk retries, is here a batch that cannot be written."""
     try:
-        yield
+        with store_errors(store_url):
+            yield
     except RecordConflictError as exc:
         raise StoreUnavailable(
             f"event store {redacted_url(store_url)}: a batch kept colliding with "
             f"concurrent writes ({exc}); nothing of that batch was written"
-        ) from exc
-    except (PersistenceError, OSError) as exc:
-        raise StoreUnavailable(
-            f"event store {redacted_url(store_url)} failed: {exc}"
         ) from exc
 
 
