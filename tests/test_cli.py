@@ -570,6 +570,12 @@ def test_refusals_name_what_is_wrong(cli: Cli) -> None:
 
 
 FIXTURES = Path(__file__).parent / "fixtures" / "import"
+IMPORT_FIXTURE = (
+    "import",
+    str(FIXTURES / "helpdesk.csv"),
+    "--map",
+    str(FIXTURES / "mapping.toml"),
+)
 
 
 def test_import_takes_the_conformant_cases_whole_and_accounts_for_every_row(
@@ -619,14 +625,7 @@ def test_a_dry_run_import_into_a_missing_store_file_plans_as_if_empty_and_makes_
     """A dry run writes nothing, so it must not leave an empty store file
     behind either; it plans what an import into the new store would do."""
     cli.clock.now = NOW + timedelta(days=400)  # the log's times are in the past
-    args = (
-        "import",
-        str(FIXTURES / "helpdesk.csv"),
-        "--map",
-        str(FIXTURES / "mapping.toml"),
-        "--format",
-        "json",
-    )
+    args = (*IMPORT_FIXTURE, "--format", "json")
     missing = tmp_path / "new.db"
     planned = cli(*args, "--dry-run", store=f"sqlite:///{missing}")
     assert not missing.exists()
@@ -652,12 +651,7 @@ def test_an_import_whose_worker_dies_fails_in_one_line_with_code_4(
     monkeypatch.setattr(importer, "fork_workers", lambda limit: 2)
     judges_die(monkeypatch)
     cli.clock.now = NOW + timedelta(days=400)  # the log's times are in the past
-    args = (
-        "import",
-        str(FIXTURES / "helpdesk.csv"),
-        "--map",
-        str(FIXTURES / "mapping.toml"),
-    )
+    args = IMPORT_FIXTURE
     result = outcome_within(60, lambda: cli(*args))
     assert result.code == 4, result
     assert len(result.err.strip().splitlines()) == 1

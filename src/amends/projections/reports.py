@@ -866,24 +866,19 @@ class ReportQueries:
         c, s, d = t.complaints.c, t.spans.c, t.deadlines.c
         as_stored = t.seconds_of(self.engine.dialect)
         ids = self._ids(f)
-        complaints = select(
-            c.id,
-            as_stored(c.received_at).label("received_at"),
-            c.owner,
-            c.is_open,
-            c.received_by,
-            c.resolved_by,
-            c.ttr_wall,
-            c.handoffs,
-        ).where(self._selected(f))
+        times = {"received_at", "start_at", "end_at"}
+
+        def columns(table: Any, row: type[tuple[Any, ...]]) -> list[Any]:
+            """The row type's fields, in its order (its tuples are made from
+            these rows by position), times as stored."""
+            return [
+                as_stored(table[name]).label(name) if name in times else table[name]
+                for name in row._fields  # type: ignore[attr-defined]
+            ]
+
+        complaints = select(*columns(c, _OwnedComplaint)).where(self._selected(f))
         spans = (
-            select(
-                s.complaint_id,
-                s.owner,
-                s.via,
-                as_stored(s.start_at).label("start_at"),
-                as_stored(s.end_at).label("end_at"),
-            )
+            select(*columns(s, _Span))
             .where(s.complaint_id.in_(ids))
             .order_by(s.complaint_id, s.seq)
         )
