@@ -431,6 +431,14 @@ def malformed(complaint: str, tmp_path: Path) -> list[tuple[str, list[str], int]
     The complaint is ACKNOWLEDGED; the fixed clock stands at NOW.
     """
     note = ["add-note", complaint, "--by", "ana", "--text"]
+    receive = ["receive", *(f"--{name}={value}" for name, value in RECEIVE.items())]
+    missing = ["--store", f"sqlite:///{tmp_path}/missing.db"]
+    mapping = str(FIXTURES / "mapping.toml")
+    # Readable up to its last row: the reading fails after many rows are in.
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(
+        (FIXTURES / "helpdesk.csv").read_bytes() + "x,caf\xe9\n".encode("latin-1")
+    )
     return [
         ("missing field", ["acknowledge", complaint, "--by", "ana"], 2),
         ("missing id", ["acknowledge", "--by", "ana", "--paraphrase", "P"], 2),
@@ -478,20 +486,28 @@ def malformed(complaint: str, tmp_path: Path) -> list[tuple[str, list[str], int]
         ("unknown export", ["export-case", MISSING], 3),
         (
             "store unavailable",
-            [
-                "--store",
-                f"sqlite:///{tmp_path}/no/such/dir.db",
-                "receive",
-                *(f"--{name}={value}" for name, value in RECEIVE.items()),
-            ],
+            ["--store", f"sqlite:///{tmp_path}/no/such/dir.db", *receive],
             4,
         ),
+        # Commands that make a missing store file make none when refused.
+        ("receive into a missing store file, blank", [*missing, *receive, "--by="], 3),
+        (
+            "receive into a missing store file, future",
+            [*missing, *receive, "--at", "2099-01-01T00:00:00Z"],
+            3,
+        ),
+        (
+            "import of a log that is not there into a missing store file",
+            [*missing, "import", f"{tmp_path}/no-log.csv", "--map", mapping],
+            2,
+        ),
+        (
+            "import of a log that is not UTF-8 into a missing store file",
+            [*missing, "import", str(latin1), "--map", mapping],
+            2,
+        ),
         *(
-            (
-                f"{argv[0]} of a missing store file",
-                ["--store", f"sqlite:///{tmp_path}/missing.db", *argv],
-                2,
-            )
+            (f"{argv[0]} of a missing store file", [*missing, *argv], 2)
             for argv in (
                 ["show", complaint],
                 ["report", "sla"],
@@ -519,7 +535,7 @@ def test_each_malformed_command_is_one_line_with_its_code_and_records_nothing(
         assert result.err.count("\n") == 1, (what, result.err)
         assert "Traceback" not in result.err + result.out, what
         assert cli.events() == before, what
-    assert not (tmp_path / "missing.db").exists()
+        assert not (tmp_path / "missing.db").exists(), what
 
 
 def test_arguments_echoed_in_an_error_cannot_break_the_line_or_the_screen(

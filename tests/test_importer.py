@@ -38,6 +38,7 @@ from amends.infra.importer import (
     import_log,
     load_mapping,
     parse_mapping,
+    read_log,
 )
 from amends.infra.settings import new_cipher_key
 
@@ -168,12 +169,15 @@ def test_mixed_log_imports_exactly_the_conformant_cases(
 def test_dry_run_writes_nothing_and_reports_the_same(
     sqlite_desk: ComplaintDesk,
 ) -> None:
+    """Also from one reading of the log (`read_log`, as the command line
+    reads it before it opens the store): importing does not use it up."""
     mapping = load_mapping(HELPDESK_MAPPING)
-    dry = import_log(sqlite_desk, HELPDESK, mapping, dry_run=True)
+    log = read_log(HELPDESK, mapping)
+    dry = import_log(sqlite_desk, log, mapping, dry_run=True)
     assert sqlite_desk.last_position() == 0
     assert dry.dry_run
     assert dry.batches == 0
-    real = import_log(sqlite_desk, HELPDESK, mapping)
+    real = import_log(sqlite_desk, log, mapping)
     assert sqlite_desk.last_position() == real.events == dry.events > 0
     for name in ("rows", "rows_by_status", "imported", "rejected", "unreadable"):
         assert getattr(dry, name) == getattr(real, name), name

@@ -111,18 +111,26 @@ class Session:
         it would record (`empty_if_missing`: an import's dry run) checks a
         missing file's store as the empty store it would be, in memory,
         leaving no file behind."""
-        store = self.store
-        if not creating:
-            settings = store_settings(resolve_store_url(self.store))
-            path = settings.get("SQLITE_DBNAME")
-            if path is not None and not Path(path).exists():
-                if not empty_if_missing:
-                    raise ConfigurationError(
-                        f"no store at {path}: the file does not exist (receive, "
-                        "import, demo, walkthrough or project --follow makes it)"
-                    )
-                store = "memory://"
-        return ComplaintDesk(store, clock=self.clock, sla_policies=self.sla)
+        if not creating and (path := self.missing_file()) is not None:
+            if not empty_if_missing:
+                raise ConfigurationError(
+                    f"no store at {path}: the file does not exist (receive, "
+                    "import, demo, walkthrough or project --follow makes it)"
+                )
+            return self.scratch_desk()
+        return ComplaintDesk(self.store, clock=self.clock, sla_policies=self.sla)
+
+    def missing_file(self) -> str | None:
+        """The chosen store's SQLite file, if that is what it is and it is
+        not there yet."""
+        path = store_settings(resolve_store_url(self.store)).get("SQLITE_DBNAME")
+        return path if path is not None and not Path(path).exists() else None
+
+    def scratch_desk(self) -> ComplaintDesk:
+        """An empty store in memory with this session's clock and policies:
+        where a command that would make a new store file is tried first, so
+        that one refused leaves no empty file behind."""
+        return ComplaintDesk("memory://", clock=self.clock, sla_policies=self.sla)
 
 
 def _session(context: typer.Context) -> Session:
@@ -457,7 +465,14 @@ def _domain_command(command_type: type[c.Command]) -> Callable[..., None]:
         complaint_id = values.pop("complaint_id", None)
         arguments = {key: value for key, value in values.items() if value is not None}
         creating = command_type is c.Receive
-        with _session(context).desk(creating=creating) as desk:
+        session = _session(context)
+        if creating and session.missing_file() is not None:
+            # Opening the store makes its file: a receive the desk would
+            # refuse is refused on an empty store in memory first, so that
+            # it leaves no empty store behind at a mistyped path.
+            with session.scratch_desk() as scratch:
+                scratch.execute(name, complaint_id, **dict(arguments))
+        with session.desk(creating=creating) as desk:
             complaint = desk.execute(name, complaint_id, **arguments)
         if command_type is c.Receive:
             print(complaint.id)
@@ -958,12 +973,19 @@ def import_(
         ImportMappingError,
         import_log,
         load_mapping,
+        read_log,
     )
 
     try:
         rules = load_mapping(mapping)
     except ImportMappingError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--map'") from None
+    # Read before the store is opened: opening a SQLite file that is not
+    # there makes it, and a log that cannot be read must leave nothing.
+    try:
+        rows = read_log(log, rules)
+    except ImportLogError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'LOG'") from None
     session = _session(context)
     with (
         session.desk(creating=not dry_run, empty_if_missing=dry_run) as desk,
@@ -974,10 +996,7 @@ def import_(
             bar.update(task, completed=done, total=total)
 
         bar.update(task, description="cases")
-        try:
-            summary = import_log(desk, log, rules, dry_run=dry_run, progress=progress)
-        except ImportLogError as exc:
-            raise typer.BadParameter(str(exc), param_hint="'LOG'") from None
+        summary = import_log(desk, rows, rules, dry_run=dry_run, progress=progress)
     print(summary.to_json() if output is TextOrJson.JSON else summary.to_text())
     if not summary.clean:
         raise typer.Exit(EXIT_REFUSED)

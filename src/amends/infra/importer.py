@@ -1128,40 +1128,34 @@ Progress = Callable[[int, int], None]
 """Called with (cases done, cases in all) as the import goes."""
 
 
-def import_log(
-    desk: ComplaintDesk,
-    log_path: str | Path,
-    mapping: ImportMapping,
-    *,
-    dry_run: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    workers: int | None = None,
-    progress: Progress | None = None,
-) -> ImportSummary:
-    """Import the conformant cases of a log into the desk's store.
+@dataclass(frozen=True)
+class ReadLog:
+    """A log read whole: its cases' rows, in the order the cases first appear,
+    and what could not be read. Reading it is the step that can fail as a
+    whole (`ImportLogError`); a caller that must not touch a store for a log
+    it cannot read (the command line, which would otherwise create an empty
+    SQLite file) reads it first and passes this to `import_log`."""
 
-    Cases are decided by the pure domain in time order; those that follow the
-    lifecycle and are not in the store yet are written, `batch_size` events
-    (whole cases) per transaction, in the order the cases first appear in the
-    log. With `dry_run` nothing is written and the summary says what would
-    have been. `workers` processes decide the cases (default: one per core,
-    up to 4, for logs of 5,000 rows or more; 1 decides in this process).
-    Raises `ImportLogError` when the log as a whole cannot be read,
-    `StoreUnavailable` when the store fails, and `WorkerDied` when a worker
-    process dies (the batches written stay); a refused case is never an
-    exception, it is in the summary.
+    path: Path
+    format: Format
+    rows: int
+    statuses: Mapping[RowStatus, int]
+    unreadable: tuple[UnreadableRow, ...]
+    cases: tuple[_Case, ...]
+    seconds: float
+    """How long the reading took (the summary times the import from it)."""
+
+
+def read_log(log_path: str | Path, mapping: ImportMapping) -> ReadLog:
+    """Read a log as `mapping` describes it, touching no store.
+
+    Raises `ImportLogError` when the log as a whole cannot be read (missing,
+    not the declared encoding, not CSV, no header, a column the mapping reads
+    missing). A row that cannot be read is not an error: it is listed.
     """
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
     started = time.perf_counter()
     path = Path(log_path)
     fmt = log_format(path, mapping)
-    # The desk's own store and mapper rather than a second application's:
-    # that is what makes an import reach an in-memory store, and what
-    # guarantees the rows are encoded exactly as the desk encodes them.
-    context = desk.write_context()
-    app, mapper = context.app, context.mapper
-    now = context.clock()
     ignored = frozenset(mapping.log.ignore_activities)
     activity_column = mapping.columns.activity
     statuses: Counter[RowStatus] = Counter()
@@ -1182,8 +1176,56 @@ def import_log(
         if case is None:
             case = cases[row.case] = _Case(row.case, complaint_id_for(row.case))
         case.rows.append(row)
+    return ReadLog(
+        path=path,
+        format=fmt,
+        rows=rows,
+        statuses=dict(statuses),
+        unreadable=tuple(unreadable),
+        cases=tuple(cases.values()),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def import_log(
+    desk: ComplaintDesk,
+    log_path: str | Path | ReadLog,
+    mapping: ImportMapping,
+    *,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> ImportSummary:
+    """Import the conformant cases of a log into the desk's store.
+
+    Cases are decided by the pure domain in time order; those that follow the
+    lifecycle and are not in the store yet are written, `batch_size` events
+    (whole cases) per transaction, in the order the cases first appear in the
+    log. With `dry_run` nothing is written and the summary says what would
+    have been. `workers` processes decide the cases (default: one per core,
+    up to 4, for logs of 5,000 rows or more; 1 decides in this process).
+    `log_path` may be a log already read (`read_log`) with this mapping.
+    Raises `ImportLogError` when the log as a whole cannot be read,
+    `StoreUnavailable` when the store fails, and `WorkerDied` when a worker
+    process dies (the batches written stay); a refused case is never an
+    exception, it is in the summary.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    log = log_path if isinstance(log_path, ReadLog) else read_log(log_path, mapping)
+    started = time.perf_counter() - log.seconds
+    path, fmt, rows = log.path, log.format, log.rows
+    statuses = Counter(log.statuses)
+    unreadable = list(log.unreadable)
+    # The desk's own store and mapper rather than a second application's:
+    # that is what makes an import reach an in-memory store, and what
+    # guarantees the rows are encoded exactly as the desk encodes them.
+    context = desk.write_context()
+    app, mapper = context.app, context.mapper
+    now = context.clock()
     judge = _Judge(mapping, now, context.clock_skew, context.snapshot_every, mapper)
-    todo = list(cases.values())
+    todo = list(log.cases)
     imported: list[_Decided] = []
     rejected: list[RejectedCase] = []
     writer = _Writer(app, batch_size, imported, rejected)
@@ -1351,6 +1393,7 @@ __all__ = [
     "ImportedCase",
     "LogOptions",
     "Offence",
+    "ReadLog",
     "RejectedCase",
     "RowStatus",
     "UnreadableRow",
@@ -1358,4 +1401,5 @@ __all__ = [
     "import_log",
     "load_mapping",
     "parse_mapping",
+    "read_log",
 ]
