@@ -127,8 +127,8 @@ def test_a_time_outside_the_calendar_years_is_never_recorded(
     moment: datetime, field: str
 ) -> None:
     """Business calendars cover 1900 to 2999: a command time outside them
-    would be recorded and then break every report under a business-time
-    policy, so it is refused, by name, and nothing is written."""
+    could not be measured in business time (no business time passes there),
+    so it is refused, by name, and nothing is written."""
     with ComplaintDesk(
         "memory://", clock=FixedClock(), sla_policies="fca_disp_payments"
     ) as desk:

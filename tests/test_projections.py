@@ -31,6 +31,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from amends import ComplaintDesk, Stage, WorkerDied
+from amends.domain import values
 from amends.domain.errors import HistoryViolation
 from amends.domain.sla import PolicySchedule, preset
 from amends.infra.errors import StoreUnavailable
@@ -159,9 +160,13 @@ def run_workload(
 
 
 def assert_reports_match(
-    desk: ComplaintDesk, ids: list[uuid.UUID], f: ReportFilter, now: datetime
+    desk: ComplaintDesk,
+    ids: list[uuid.UUID],
+    f: ReportFilter,
+    now: datetime,
+    schedule: PolicySchedule = SCHEDULE,
 ) -> None:
-    oracle = Oracle({i: desk.events(i) for i in ids}, SCHEDULE)
+    oracle = Oracle({i: desk.events(i) for i in ids}, schedule)
     queries = desk.reports.queries
     limit, horizon = 3, timedelta(hours=30)
     pairs: list[tuple[str, Any, Any]] = [
@@ -475,9 +480,45 @@ def test_a_batch_rolled_back_after_its_rows_were_written_is_written_again() -> N
         assert_reports_match(desk, [first], ReportFilter(), START + timedelta(days=3))
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-@examples(8)
-@given(workload=workloads(), f=report_filters(), data=st.data())
+def test_a_store_holding_times_outside_the_calendar_years_still_reports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Commands refuse times outside the years business calendars cover, but
+    a store written before they did may hold them. Its reports are still read,
+    under business time, equal to the oracle's and to a rebuild's: no
+    business time passes outside the calendars, so a deadline that would fall
+    after them is never due. Before, every report failed as a bug, for good."""
+    schedule = PolicySchedule.always(preset("fca_disp_payments"))
+    clock = FixedClock(datetime(3500, 1, 1, tzinfo=UTC))
+    with ComplaintDesk("memory://", clock=clock, sla_policies=schedule) as desk:
+        monkeypatch.setattr(values, "FIRST_YEAR", 1)  # as written before
+        monkeypatch.setattr(values, "LAST_YEAR", 9999)
+        early, *received = [
+            desk.receive(**RECEIVE, at=datetime(year, month, day, 9, tzinfo=UTC))
+            for year, month, day in [(1, 1, 1), (1850, 6, 3), (1899, 12, 29)]
+        ]
+        late = desk.receive(**RECEIVE, at=datetime(3200, 1, 3, tzinfo=UTC))
+        monkeypatch.undo()
+        desk.acknowledge(
+            early, by="ana", paraphrase="P", at=datetime(1900, 1, 5, tzinfo=UTC)
+        )
+        ids = [early, *received, late]
+        now = clock()
+        desk.reports.runner.catch_up()
+        for f in (ReportFilter(), ReportFilter(category=RECEIVE["category"])):
+            assert_reports_match(desk, ids, f, now, schedule)
+        sla = desk.reports.sla(limit=None)
+        # Due in the first business days the calendars hold (from 1899), or
+        # never: no business time passes after them.
+        assert {b.due_at.year for b in sla.breaches} == {1899, 1900}
+        assert {b.complaint_id for b in sla.breaches} == {
+            str(i) for i in (early, *received)
+        }
+        before = every_report(desk)
+        desk.reports.rebuild()
+        assert every_report(desk) == before
+
+
 def test_views_equal_the_oracle_on_durable_stores(
     kind: str, workload: list[Lifecycle], f: ReportFilter, data: st.DataObject
 ) -> None:

@@ -552,3 +552,41 @@ def test_business_calendars_refuse_instants_outside_their_years() -> None:
     with pytest.raises(ValueError, match="2999"):
         OFFICE.add(far, HOUR)
     assert preset("cfpb").elapsed(datetime(2026, 1, 1, tzinfo=UTC), far) > DAY
+
+
+BEFORE_THE_CALENDARS = datetime(1898, 12, 1, tzinfo=UTC)
+"""A month before the first year whose business windows are built (1899, a
+local year differing from UTC's by at most one)."""
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    start=st.datetimes(max_value=BEFORE_THE_CALENDARS.replace(tzinfo=None)),
+    end=st.datetimes(min_value=datetime(1899, 1, 1), max_value=datetime(1900, 3, 1)),
+    within=st.timedeltas(min_value=HOUR, max_value=timedelta(days=40)),
+)
+def test_a_business_policy_counts_no_time_before_the_calendar_years(
+    start: datetime, end: datetime, within: timedelta
+) -> None:
+    """A policy measures what a store holds, which may predate the limit on
+    command times: time before the calendars' years is never business time,
+    so measuring from any earlier instant always gives what measuring from
+    just before them does."""
+    policy = preset("fca_disp_payments")
+    start, end = start.replace(tzinfo=UTC), end.replace(tzinfo=UTC)
+    assert policy.elapsed(start, end) == policy.elapsed(BEFORE_THE_CALENDARS, end)
+    assert policy.deadline(start, within) == policy.deadline(
+        BEFORE_THE_CALENDARS, within
+    )
+
+
+def test_a_business_deadline_after_the_calendar_years_is_never_due() -> None:
+    """The policy names no deadline past them (None, as for a deadline behind
+    an open pause); the calendar itself refuses to add past them."""
+    policy = preset("fca_disp_payments")
+    assert policy.calendar is not None
+    late = datetime(2999, 12, 1, tzinfo=UTC)
+    assert policy.deadline(late, timedelta(days=200)) is not None  # in 3000
+    assert policy.deadline(late, timedelta(days=400)) is None
+    with pytest.raises(ValueError, match="2999"):
+        policy.calendar.add(late, timedelta(days=400))

@@ -230,17 +230,20 @@ def _business_between(key: _CalendarKey, start: datetime, end: datetime) -> int:
     low = _microseconds(start)
     high = _microseconds(end)
     total = 0
-    # A local year differs from the UTC year by at most one.
-    for year in range(start.year - 1, end.year + 2):
+    # A local year differs from the UTC year by at most one; years outside
+    # the calendars' hold no business time.
+    first = max(start.year - 1, FIRST_BUSINESS_YEAR - 1)
+    for year in range(first, min(end.year + 1, LAST_BUSINESS_YEAR + 1) + 1):
         windows = _year_windows(key, year)
         total += windows.up_to(high) - windows.up_to(low)
     return total
 
 
-def _business_add(key: _CalendarKey, start: datetime, amount: int) -> datetime:
-    """The first instant at which `amount` > 0 business microseconds have passed."""
+def _business_add(key: _CalendarKey, start: datetime, amount: int) -> datetime | None:
+    """The first instant at which `amount` > 0 business microseconds have
+    passed; None if that is after the calendars end."""
     origin = _microseconds(start)
-    year = start.year - 1
+    year = max(start.year - 1, FIRST_BUSINESS_YEAR - 1)
     while year <= LAST_BUSINESS_YEAR + 1:
         windows = _year_windows(key, year)
         used = windows.up_to(origin)
@@ -249,10 +252,7 @@ def _business_add(key: _CalendarKey, start: datetime, amount: int) -> datetime:
             return _instant(windows.reaching(used + amount))
         amount -= available
         year += 1
-    raise ValueError(
-        f"the business time runs past {LAST_BUSINESS_YEAR}, "
-        "the last year business calendars cover"
-    )
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -342,7 +342,13 @@ class WorkingCalendar(BaseModel):
         if not duration:
             return start
         _check_business_range(start, "start")
-        return _business_add(_calendar_key(self), start, _whole_microseconds(duration))
+        due = _business_add(_calendar_key(self), start, _whole_microseconds(duration))
+        if due is None:
+            raise ValueError(
+                f"the business time runs past {LAST_BUSINESS_YEAR}, "
+                "the last year business calendars cover"
+            )
+        return due
 
 
 def _calendar_key(calendar: WorkingCalendar) -> _CalendarKey:
@@ -424,7 +430,13 @@ class SlaPolicy(BaseModel):
         self, start: datetime, end: datetime, pauses: Sequence[Pause] = ()
     ) -> timedelta:
         """SLA time from `start` to `end` on this policy's clock, minus the parts
-        of `pauses` inside that window (each paused moment counted once)."""
+        of `pauses` inside that window (each paused moment counted once).
+
+        On a business clock, time outside the calendars is not business time.
+        They are built for `FIRST_BUSINESS_YEAR` to `LAST_BUSINESS_YEAR` and
+        a year on either side (a local year differs from UTC's by at most
+        one). Commands refuse times outside those years, but a store written
+        before they did may hold one, and its reports must still be read."""
         start = _utc(start, "start")
         end = _utc(end, "end")
         if end < start:
@@ -438,8 +450,6 @@ class SlaPolicy(BaseModel):
             return total
         if end == start:
             return _ZERO
-        _check_business_range(start, "start")
-        _check_business_range(end, "end")
         key = _calendar_key(calendar)
         amount = _business_between(key, start, end)
         for pause_start, pause_end in paused:
@@ -453,6 +463,8 @@ class SlaPolicy(BaseModel):
 
         None while a pause that is still open began before then: the clock
         stands still, so no deadline can be named until the customer answers.
+        None too on a business clock when it would fall after the calendars
+        end: no business time passes after them (see `elapsed`).
         """
         start = _utc(start, "start")
         if duration < _ZERO:
@@ -473,13 +485,12 @@ class SlaPolicy(BaseModel):
                 remaining -= running
                 moment = pause_end
             return moment + remaining
-        _check_business_range(start, "start")
         key = _calendar_key(calendar)
         moment = start
         amount = _whole_microseconds(duration)
         for pause_start, pause_end in paused:
             due = _business_add(key, moment, amount)
-            if due <= pause_start:
+            if due is not None and due <= pause_start:
                 return due
             if pause_end == _NEVER:
                 return None
