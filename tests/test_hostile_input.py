@@ -22,6 +22,7 @@ from amends import (
     InvalidCommand,
     InvalidTransition,
 )
+from amends.domain import values
 from amends.domain.commands import COMMAND_TYPES
 from amends.domain.values import FIRST_YEAR, LAST_YEAR
 
@@ -148,6 +149,25 @@ def test_a_time_outside_the_calendar_years_is_never_recorded(
         assert f"{FIRST_YEAR} to {LAST_YEAR}" in str(refused.value)
         assert desk.last_position() == position
         desk.reports.backlog()  # what is recorded can be measured
+
+
+def test_a_command_never_follows_a_stored_event_past_the_calendar_years(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command left to the clock happens no earlier than the complaint's
+    last event. When a store written before the limit holds one after 2999,
+    the command is refused by name rather than recorded there too."""
+    clock = FixedClock(datetime(3100, 1, 1, tzinfo=UTC))
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        monkeypatch.setattr(values, "LAST_YEAR", 9999)  # as written before
+        complaint = desk.receive(**RECEIVE)
+        monkeypatch.undo()
+        clock.now = NOW
+        with pytest.raises(InvalidCommand) as refused:
+            desk.add_note(complaint, by="ana", text="Called back")
+        assert refused.value.fields == ("at",)
+        assert "3100-01-01" in str(refused.value)
+        assert desk.last_position() == 1
 
 
 @pytest.mark.parametrize(

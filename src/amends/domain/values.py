@@ -90,8 +90,14 @@ Text = Annotated[
 """Free prose written by a person: summaries, apologies, notes, explanations."""
 
 
+def recordable(value: datetime) -> bool:
+    """Whether a command may record this moment: within `FIRST_YEAR` to
+    `LAST_YEAR` (UTC), the years business calendars cover."""
+    return FIRST_YEAR <= value.year <= LAST_YEAR
+
+
 def _within_years(value: datetime) -> datetime:
-    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+    if not recordable(value):
         raise ValueError(
             f"must be in the years {FIRST_YEAR} to {LAST_YEAR} (UTC), not {value.year}"
         )

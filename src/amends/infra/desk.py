@@ -47,6 +47,7 @@ from amends.domain.events import ComplaintEvent
 from amends.domain.history import CaseHistory, history_of
 from amends.domain.sla import PolicySchedule, SlaPolicy
 from amends.domain.stages import Severity
+from amends.domain.values import FIRST_YEAR, LAST_YEAR, recordable
 from amends.infra.errors import (
     ConfigurationError,
     DeskClosed,
@@ -765,6 +766,16 @@ class ComplaintDesk:
             state = self._load(command.complaint_id)
             if stamp_now and state is not None:
                 at = max(self._clock(), state.last_event_at)
+                if not recordable(at):
+                    # Only a store written before commands were limited to
+                    # these years holds an event after them.
+                    raise InvalidCommand.single(
+                        command.name,
+                        "at",
+                        "would follow the complaint's last event, at "
+                        f"{state.last_event_at.isoformat()}, outside the years "
+                        f"{FIRST_YEAR} to {LAST_YEAR} (UTC) commands may record",
+                    )
                 if at != command.at:
                     command = command.model_copy(update={"at": at})
             events = decide(command, state)
