@@ -31,6 +31,7 @@ from amends import (
     StoreUnavailable,
 )
 from amends.infra import reporting
+from amends.infra.desk import store_errors
 from amends.infra.reporting import VIEWS_CONNECT_TIMEOUT
 from amends.infra.settings import DEFAULT_STORE_URL, resolve_store_url, store_settings
 from amends.infra.store import _lost_a_ddl_race, notification_rows
@@ -175,6 +176,22 @@ def test_an_unreachable_postgres_is_store_unavailable_quickly() -> None:
     with pytest.raises(StoreUnavailable) as caught:
         ComplaintDesk(url)
     assert "127.0.0.1:1" in str(caught.value)
+
+
+def test_a_store_failure_is_named_in_the_first_line_of_what_the_driver_said() -> None:
+    """Drivers add the statement and hints on further lines; the error names
+    the store and the failure, in the one line a failure is given (as the
+    views' errors do)."""
+    said = 'relation "stored_events" does not exist\nLINE 1: SELECT * FROM ...'
+    with (
+        pytest.raises(StoreUnavailable) as caught,
+        store_errors("postgresql://postgres:hunter2@db/x"),
+    ):
+        raise OperationalError(said)
+    assert str(caught.value) == (
+        "event store postgresql://postgres:***@db/x failed: "
+        'relation "stored_events" does not exist'
+    )
 
 
 def test_an_unwritable_sqlite_path_is_store_unavailable(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from amends.domain.audit import (
     SealEntry,
     VerificationReport,
 )
+from amends.infra.errors import first_line
 
 __all__ = [
     "CaseBundle",
@@ -46,7 +47,7 @@ def verify_bundle(path: str | Path) -> VerificationReport:
                     complaint_id=None,
                     version=None,
                     kind="unreadable",
-                    detail=f"{path} is not a readable case bundle: {_first_line(exc)}",
+                    detail=f"{path} is not a readable case bundle: {first_line(exc)}",
                 ),
             ),
         )
@@ -56,7 +57,3 @@ def verify_bundle(path: str | Path) -> VerificationReport:
 def load_seal(path: str | Path) -> Seal:
     """Read a seal written by `Seal.model_dump_json()` (or `amends seal`)."""
     return Seal.model_validate_json(Path(path).read_bytes())
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

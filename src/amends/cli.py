@@ -52,7 +52,7 @@ from amends.domain.errors import AmendsError
 from amends.domain.lifecycle import command_names, mermaid
 from amends.infra.desk import Clock, ComplaintDesk, utc_now
 from amends.infra.docs import lifecycle_markdown, write_docs
-from amends.infra.errors import ConfigurationError, StoreUnavailable
+from amends.infra.errors import ConfigurationError, StoreUnavailable, first_line
 from amends.infra.reporting import MAX_COUNT, MAX_HORIZON, policy_schedule
 from amends.infra.settings import new_cipher_key, resolve_store_url, store_settings
 from amends.projections.facts import PolicyMismatch
@@ -635,9 +635,8 @@ def verify(
         try:
             sealed = load_seal(seal)
         except (OSError, ValidationError, ValueError) as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise typer.BadParameter(
-                f"{seal} is not a seal written by `amends seal`: {message}",
+                f"{seal} is not a seal written by `amends seal`: {first_line(exc)}",
                 param_hint="'--seal'",
             ) from None
     with _session(context).desk() as desk:

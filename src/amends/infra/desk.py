@@ -52,6 +52,7 @@ from amends.infra.errors import (
     ConfigurationError,
     DeskClosed,
     StoreUnavailable,
+    first_line,
     names_a_missing_schema,
 )
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
@@ -948,9 +949,9 @@ def store_errors(store_url: str) -> Iterator[None]:
     except (PersistenceError, OSError) as exc:
         if names_a_missing_schema(exc.__cause__):
             raise ConfigurationError(
-                f"event store {redacted_url(store_url)}: {exc} (create it, or "
-                "name another with ?schema=)"
+                f"event store {redacted_url(store_url)}: {first_line(exc)} "
+                "(create it, or name another with ?schema=)"
             ) from exc
         raise StoreUnavailable(
-            f"event store {redacted_url(store_url)} failed: {exc}"
+            f"event store {redacted_url(store_url)} failed: {first_line(exc)}"
         ) from exc

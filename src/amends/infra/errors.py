@@ -23,3 +23,10 @@ def names_a_missing_schema(error: BaseException | None) -> bool:
     """PostgreSQL said a schema does not exist (SQLSTATE 3F000): a URL's
     `?schema=` to fix, which no retry gets past."""
     return getattr(error, "sqlstate", None) == "3F000"
+
+
+def first_line(error: BaseException) -> str:
+    """What an error says, to its first line (drivers append the SQL and
+    hints on further lines), or its type's name when it says nothing: a
+    message that fits the one line a failure is given."""
+    return next(iter(str(error).strip().splitlines()), type(error).__name__)

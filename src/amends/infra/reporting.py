@@ -38,6 +38,7 @@ from amends.infra.errors import (
     ConfigurationError,
     DeskClosed,
     StoreUnavailable,
+    first_line,
     names_a_missing_schema,
 )
 from amends.infra.mapper import PydanticMapper, UnreadableRecord
@@ -371,16 +372,16 @@ def _views_errors(where: str) -> Iterator[None]:
     try:
         yield
     except PersistenceError as exc:  # the library's: reading the event store
-        raise StoreUnavailable(f"event store failed: {_first_line(exc)}") from exc
+        raise StoreUnavailable(f"event store failed: {first_line(exc)}") from exc
     except (DBAPIError, OSError) as exc:
         said = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
         if names_a_missing_schema(said):
             raise ConfigurationError(
-                f"report views at {where}: {_first_line(said)} (create it, or "
+                f"report views at {where}: {first_line(said)} (create it, or "
                 "name another with ?schema=)"
             ) from exc
         raise StoreUnavailable(
-            f"report views unavailable at {where}: {_first_line(said)}"
+            f"report views unavailable at {where}: {first_line(said)}"
         ) from exc
 
 
@@ -394,10 +395,6 @@ class _Following:
         self.stop = stop
         self.thread = thread
         self.ended = threading.Event()
-
-
-def _first_line(error: BaseException) -> str:
-    return next(iter(str(error).strip().splitlines()), type(error).__name__)
 
 
 class ReportDesk:
