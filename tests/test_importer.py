@@ -183,6 +183,8 @@ def test_dry_run_writes_nothing_and_reports_the_same(
         assert getattr(dry, name) == getattr(real, name), name
     assert "would import 4 cases" in dry.to_text()
     assert "imported 4 cases" in real.to_text()
+    with pytest.raises(ValueError, match="another mapping"):
+        import_log(sqlite_desk, log, generic_mapping(), dry_run=True)
 
 
 def test_a_case_already_in_the_store_is_refused_not_duplicated(

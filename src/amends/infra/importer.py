@@ -1137,6 +1137,7 @@ class ReadLog:
     SQLite file) reads it first and passes this to `import_log`."""
 
     path: Path
+    mapping: ImportMapping
     format: Format
     rows: int
     statuses: Mapping[RowStatus, int]
@@ -1178,6 +1179,7 @@ def read_log(log_path: str | Path, mapping: ImportMapping) -> ReadLog:
         case.rows.append(row)
     return ReadLog(
         path=path,
+        mapping=mapping,
         format=fmt,
         rows=rows,
         statuses=dict(statuses),
@@ -1214,6 +1216,10 @@ def import_log(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     log = log_path if isinstance(log_path, ReadLog) else read_log(log_path, mapping)
+    if log.mapping != mapping:
+        raise ValueError(
+            f"log {log.path} was read with another mapping: read it with this one"
+        )
     started = time.perf_counter() - log.seconds
     path, fmt, rows = log.path, log.format, log.rows
     statuses = Counter(log.statuses)
