@@ -519,6 +519,9 @@ def test_a_store_holding_times_outside_the_calendar_years_still_reports(
         assert every_report(desk) == before
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@examples(8)
+@given(workload=workloads(), f=report_filters(), data=st.data())
 def test_views_equal_the_oracle_on_durable_stores(
     kind: str, workload: list[Lifecycle], f: ReportFilter, data: st.DataObject
 ) -> None:
