@@ -423,6 +423,21 @@ def test_reports_never_depend_on_the_zone_of_the_desk_clock(
     assert answers[1][0]["generated_at"].tzinfo is UTC
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        [(NOW, "promise_keeping")],  # a schedule's entries, not a schedule
+        {NOW: "promise_keeping"},
+        ("cfpb",),
+        42,
+    ],
+)
+def test_sla_policies_of_the_wrong_type_are_named_as_such(given: object) -> None:
+    with pytest.raises(ConfigurationError, match="sla_policies must be") as refused:
+        ComplaintDesk("memory://", sla_policies=given)  # type: ignore[arg-type]
+    assert type(given).__name__ in str(refused.value)
+
+
 def test_a_naive_clock_is_named_as_the_clock_and_records_nothing() -> None:
     with ComplaintDesk("memory://", clock=lambda: datetime(2026, 3, 1, 9)) as desk:
         with pytest.raises(ConfigurationError, match="clock returned a naive"):

@@ -296,6 +296,12 @@ def policy_schedule(
         return policies
     if isinstance(policies, SlaPolicy):
         return PolicySchedule.always(policies)
+    if policies is not None and not isinstance(policies, str):
+        raise ConfigurationError(
+            f"sla_policies must be a PolicySchedule, an SlaPolicy or a preset "
+            f"name, not {type(policies).__name__} (a schedule's entries: "
+            "PolicySchedule(entries=((from, policy), ...)))"
+        )
     try:
         return PolicySchedule.always(preset(policies or DEFAULT_POLICY_NAME))
     except ValueError as exc:
