@@ -450,6 +450,12 @@ def malformed(complaint: str, tmp_path: Path) -> list[tuple[str, list[str], int]
         ("both modes", ["project", "--follow", "--rebuild"], 2),
         ("no complaints", ["demo", "--complaints", "0"], 2),
         ("naive report", ["report", "sla", "--since", "2026-03-01T00:00"], 2),
+        (
+            "report window ending before it starts",
+            ["report", "sla", "--since", iso(5), "--until", iso(1)],
+            2,
+        ),
+        ("report of a blank owner", ["report", "backlog", "--owner", " "], 2),
         ("unknown report", ["report", "velocity"], 2),
         ("unknown section", ["report", "sla", "--section", "nope"], 2),
         ("section of json", ["report", "sla", "--format", "json", "--section", "x"], 2),

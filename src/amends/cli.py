@@ -48,7 +48,7 @@ from rich.progress import Progress, TaskID
 from amends.audit import load_seal
 from amends.domain import commands as c
 from amends.domain.complaint import Complaint
-from amends.domain.errors import AmendsError
+from amends.domain.errors import AmendsError, InvalidCommand
 from amends.domain.lifecycle import command_names, mermaid
 from amends.infra.desk import Clock, ComplaintDesk, utc_now
 from amends.infra.docs import lifecycle_markdown, write_docs
@@ -813,9 +813,19 @@ def report(
         )
     with _session(context).desk() as desk:
         method = getattr(desk.reports, REPORT_METHODS[name])
-        result = method(
-            since=since, until=until, owner=owner, category=category, **arguments
-        )
+        try:
+            result = method(
+                since=since, until=until, owner=owner, category=category, **arguments
+            )
+        except InvalidCommand as exc:
+            # The report's own options (a window that ends before it starts,
+            # a blank owner): a command line to fix (2), not a refusal (3).
+            raise typer.BadParameter(
+                str(exc),
+                param_hint=" / ".join(
+                    f"'--{field.replace('_', '-')}'" for field in exc.fields
+                ),
+            ) from None
     try:
         if output is Format.JSON:
             print(result.to_json())

@@ -665,7 +665,8 @@ class RecurrenceReport(Report):
         return [
             Section(
                 "categories",
-                f"Categories with at least {self.min_count} complaints",
+                f"Categories with at least {self.min_count} "
+                + ("complaint" if self.min_count == 1 else "complaints"),
                 (
                     "category",
                     "complaints",
