@@ -519,6 +519,54 @@ def test_a_store_holding_times_outside_the_calendar_years_still_reports(
         assert every_report(desk) == before
 
 
+def test_a_wait_on_the_customer_does_not_stop_a_regulators_clock() -> None:
+    """DISP 1.6.2R: a final response "by the end of eight weeks after its
+    receipt"; a month waiting on the customer does not move it. The team's
+    own promises (the default policy) do wait."""
+    received = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    clock = FixedClock(received)
+    resolves = {}
+    for name in ("fca_disp", "promise_keeping"):
+        clock.now = received
+        with ComplaintDesk("memory://", clock=clock, sla_policies=name) as desk:
+            complaint = desk.receive(**RECEIVE)
+            clock.now += timedelta(hours=1)
+            desk.acknowledge(complaint, by="ana", paraphrase="P")
+            clock.now += timedelta(hours=1)
+            desk.await_customer(complaint, by="ana", reason="Statements")
+            clock.now += timedelta(days=30)
+            desk.customer_replied(complaint, by="ana")
+            clock.now = received + timedelta(days=70)
+            sla = desk.reports.sla(limit=None)
+            resolves[name] = [b.due_at for b in sla.breaches if b.target == "resolve"]
+    assert resolves["fca_disp"] == [received + timedelta(weeks=8)]
+    assert resolves["promise_keeping"] == []  # it sets no resolve target
+
+
+def test_fifteen_business_days_end_with_the_fifteenth_day_after_receipt() -> None:
+    """DISP 1.6.2AR: "by the end of 15 business days after the day on which
+    it received the complaint". Received Monday 2 March 2026 at 10:00, the
+    fifteenth business day after is Monday 23 March: resolved that afternoon
+    is on time, resolved a moment after its midnight is not."""
+    received = datetime(2026, 3, 2, 10, tzinfo=UTC)  # GMT in London
+    clock = FixedClock(received)
+    on_time = {}
+    for resolved in (datetime(2026, 3, 23, 15), datetime(2026, 3, 24, 0, 0, 1)):
+        clock.now = received
+        with ComplaintDesk(
+            "memory://", clock=clock, sla_policies="fca_disp_payments"
+        ) as desk:
+            complaint = walk_to(desk, Stage.UPDATING)
+            clock.now = resolved.replace(tzinfo=UTC)
+            desk.resolve(complaint, by="ana", resolution="R", explanation="E")
+            report = desk.reports.sla()
+            (target,) = [c for c in report.by_target if c.key == "resolve"]
+            on_time[resolved.day] = target.on_time == 1
+            due = {b.target: b.due_at for b in report.breaches}
+    assert on_time == {23: True, 24: False}
+    assert due["resolve"] == datetime(2026, 3, 24, tzinfo=UTC)
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @examples(8)
 @given(workload=workloads(), f=report_filters(), data=st.data())

@@ -101,7 +101,10 @@ def test_elapsed_skips_the_easter_weekend() -> None:
 def test_whole_day_calendar_skips_easter() -> None:
     payments = preset("fca_disp_payments")
     thursday_noon = london(2026, 4, 2, 12)
-    assert payments.deadline(thursday_noon, DAY) == london(2026, 4, 7, 12)
+    # Counted from the end of Thursday: Good Friday and Easter Monday are
+    # holidays, so the one business day is Tuesday, ending at its midnight.
+    assert payments.deadline(thursday_noon, DAY) == london(2026, 4, 8, 0)
+    assert WHOLE_DAYS_POLICY.deadline(thursday_noon, DAY) == london(2026, 4, 7, 12)
     # Thursday afternoon, Tuesday and Wednesday morning: two whole days.
     assert payments.elapsed(thursday_noon, london(2026, 4, 8, 12)) == 2 * DAY
 
@@ -136,7 +139,8 @@ def test_working_hours_follow_the_local_clock_across_the_autumn_change() -> None
 def test_whole_business_day_spans_the_clock_change_weekend() -> None:
     payments = preset("fca_disp_payments")
     friday_noon = london(2026, 3, 27, 12)
-    assert payments.deadline(friday_noon, DAY) == london(2026, 3, 30, 12)
+    assert payments.deadline(friday_noon, DAY) == london(2026, 3, 31, 0)
+    assert WHOLE_DAYS_POLICY.deadline(friday_noon, DAY) == london(2026, 3, 30, 12)
     assert payments.elapsed(friday_noon, london(2026, 3, 30, 12)) == DAY
 
 
@@ -306,6 +310,22 @@ def test_preset_descriptions_name_their_source_and_gaps() -> None:
     assert "CFPB" in preset("cfpb").description
 
 
+def test_only_the_teams_own_promises_wait_for_the_customer() -> None:
+    assert preset("promise_keeping").pause_on_await
+    for name in ("fca_disp", "fca_disp_payments", "asic_rg271", "cfpb"):
+        assert not preset(name).pause_on_await, name
+        assert "does not stop the clock" in preset(name).description, name
+
+
+def test_counting_from_the_end_of_the_day_needs_a_business_calendar() -> None:
+    with pytest.raises(ValidationError, match="from_end_of_day needs a business"):
+        SlaPolicy(
+            name="x",
+            targets=dict.fromkeys(Severity, Targets(resolve_within=DAY)),
+            from_end_of_day=True,
+        )
+
+
 def test_unknown_preset_is_refused_listing_the_known_ones() -> None:
     with pytest.raises(ValueError, match="nope") as refusal:
         preset("nope")
@@ -379,10 +399,37 @@ def test_schedule_must_be_sorted_and_not_empty() -> None:
 # ---------------------------------------------------------------------------
 # Properties
 
+WHOLE_DAYS_POLICY = preset("fca_disp_payments").model_copy(
+    update={"name": "whole_days", "pause_on_await": True, "from_end_of_day": False}
+)
+"""Whole business days from the instant, pausing: what the payments preset
+was before it followed its rule."""
+OFFICE_FROM_END_OF_DAY = OFFICE_POLICY.model_copy(
+    update={"name": "office_eod", "from_end_of_day": True}
+)
+"""Working hours counted from the end of the day, pausing."""
 POLICIES = [preset(DEFAULT_POLICY_NAME), preset("fca_disp_payments"), OFFICE_POLICY]
-BUSINESS_POLICIES = [preset("fca_disp_payments"), OFFICE_POLICY, NEW_YORK_POLICY]
+BUSINESS_POLICIES = [
+    preset("fca_disp_payments"),
+    OFFICE_POLICY,
+    NEW_YORK_POLICY,
+    WHOLE_DAYS_POLICY,
+    OFFICE_FROM_END_OF_DAY,
+]
 
-policies = st.sampled_from([*POLICIES, NEW_YORK_POLICY])
+policies = st.sampled_from(
+    [*POLICIES, NEW_YORK_POLICY, WHOLE_DAYS_POLICY, OFFICE_FROM_END_OF_DAY]
+)
+
+
+def origin(policy: SlaPolicy, start: datetime) -> datetime:
+    """Where the policy starts counting a deadline begun at `start`."""
+    if policy.from_end_of_day:
+        assert policy.calendar is not None
+        return policy.calendar.end_of_day(start)
+    return start
+
+
 instants = st.datetimes(
     min_value=datetime(2020, 1, 1),
     max_value=datetime(2030, 12, 31),
@@ -470,9 +517,12 @@ def test_deadline_round_trips_through_elapsed(
     assert due is not None
     assert due.tzinfo is UTC
     assert due >= start
-    assert policy.elapsed(start, due, pauses) == duration
     if duration > timedelta():
-        assert policy.elapsed(start, due - MICROSECOND, pauses) < duration
+        begun = origin(policy, start)
+        assert policy.elapsed(begun, due, pauses) == duration
+        assert policy.elapsed(begun, due - MICROSECOND, pauses) < duration
+    else:
+        assert due == start
 
 
 @settings(max_examples=200)
@@ -481,11 +531,56 @@ def test_deadline_is_none_exactly_when_an_open_pause_stops_the_clock_first(
     scenario: tuple[SlaPolicy, datetime, PauseList], duration: timedelta
 ) -> None:
     policy, start, pauses = scenario
-    open_starts = [max(begins, start) for begins, ends in pauses if ends is None]
-    stopped = bool(open_starts) and (
-        policy.elapsed(start, min(open_starts), pauses) < duration
+    begun = origin(policy, start) if duration else start
+    open_starts = [max(begins, begun) for begins, ends in pauses if ends is None]
+    stopped = (
+        policy.pause_on_await
+        and bool(open_starts)
+        and (policy.elapsed(begun, min(open_starts), pauses) < duration)
     )
     assert (policy.deadline(start, duration, pauses) is None) == stopped
+
+
+@settings(max_examples=150)
+@given(scenarios(), durations, spans)
+def test_a_policy_that_does_not_pause_never_counts_a_pause(
+    scenario: tuple[SlaPolicy, datetime, PauseList],
+    duration: timedelta,
+    span: timedelta,
+) -> None:
+    """The regulators' deadlines run from receipt whatever the customer does:
+    their presets measure the same with any waits as with none."""
+    policy, start, pauses = scenario
+    steady = policy.model_copy(update={"pause_on_await": False})
+    assert steady.deadline(start, duration, pauses) == steady.deadline(start, duration)
+    end = start + span
+    assert steady.elapsed(start, end, pauses) == steady.elapsed(start, end)
+    assert steady.elapsed(start, end) == policy.elapsed(start, end)
+
+
+@settings(max_examples=150)
+@given(st.sampled_from(BUSINESS_POLICIES), instants, durations)
+def test_a_deadline_counted_from_the_end_of_the_day_is_that_of_its_midnight(
+    policy: SlaPolicy, start: datetime, duration: timedelta
+) -> None:
+    """Counted "after the day on which it received the complaint": any time
+    that day gives the deadline its ending midnight gives, and never one
+    earlier than counting from the instant itself would."""
+    assume(duration > timedelta())
+    assert policy.calendar is not None
+    eod = policy.model_copy(update={"from_end_of_day": True})
+    midnight = policy.calendar.end_of_day(start)
+    local = midnight.astimezone(ZoneInfo(policy.calendar.timezone))
+    assert (local.hour, local.minute) == (0, 0)
+    assert midnight > start
+    due = eod.deadline(start, duration)
+    assert due == eod.deadline(midnight - MICROSECOND, duration)
+    plain = policy.model_copy(update={"from_end_of_day": False})
+    assert due == plain.deadline(midnight, duration)
+    from_the_instant = plain.deadline(start, duration)
+    assert due is not None
+    assert from_the_instant is not None
+    assert due >= from_the_instant
 
 
 @settings(max_examples=100)
@@ -590,3 +685,24 @@ def test_a_business_deadline_after_the_calendar_years_is_never_due() -> None:
     assert policy.deadline(late, timedelta(days=400)) is None
     with pytest.raises(ValueError, match="2999"):
         policy.calendar.add(late, timedelta(days=400))
+
+
+@pytest.mark.parametrize(
+    "field", ["acknowledge_within", "update_every", "resolve_within"]
+)
+def test_a_target_longer_than_ten_years_is_refused_by_name(field: str) -> None:
+    """56 * 86,400 days (eight weeks' seconds given as days) would put a
+    deadline past the last date there is, and stop every report."""
+    with pytest.raises(ValidationError, match=field) as refused:
+        Targets(**{field: timedelta(days=56 * 86_400)})
+    assert "3660 days" in str(refused.value)
+    assert getattr(Targets(**{field: sla.MAX_TARGET}), field) == sla.MAX_TARGET
+
+
+def test_a_calendar_deadline_past_the_last_date_there_is_is_never_due() -> None:
+    """Only a store written before command times were limited holds a
+    receipt late enough; its reports must still be read."""
+    policy = preset("cfpb")
+    start = datetime(9999, 12, 1, tzinfo=UTC)
+    assert policy.deadline(start, timedelta(days=15)) == start + timedelta(days=15)
+    assert policy.deadline(start, timedelta(days=60)) is None

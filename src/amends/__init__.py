@@ -27,6 +27,7 @@ from amends.domain.lifecycle import TERMINAL, TRANSITIONS, Transition, allowed_c
 from amends.domain.stages import Severity, Stage
 from amends.infra.desk import ComplaintDesk
 from amends.infra.errors import ConfigurationError, DeskClosed, StoreUnavailable
+from amends.projections.facts import PolicyMismatch
 from amends.projections.forking import WorkerDied
 from amends.projections.reports import UnknownSection
 from amends.projections.runner import ViewsOfAnotherStore
@@ -51,6 +52,7 @@ __all__ = [
     "HistoryViolation",
     "InvalidCommand",
     "InvalidTransition",
+    "PolicyMismatch",
     "Seal",
     "SealEntry",
     "Severity",

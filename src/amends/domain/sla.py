@@ -317,6 +317,12 @@ class WorkingCalendar(BaseModel):
             raise ValueError(f"no public holidays known: {exc}") from exc
         return self
 
+    def end_of_day(self, moment: datetime) -> datetime:
+        """The local midnight that ends the day `moment` falls on, in UTC."""
+        zone = ZoneInfo(self.timezone)
+        day = _utc(moment, "moment").astimezone(zone).date()
+        return _instant(_local_instant(day + _DAY, _MIDNIGHT, zone))
+
     def is_business_day(self, day: date) -> bool:
         """Monday to Friday and not a public holiday in this country or region."""
         return _is_business_day(self.country, self.subdivision, day)
@@ -365,6 +371,12 @@ def _calendar_key(calendar: WorkingCalendar) -> _CalendarKey:
 # Policies
 
 
+MAX_TARGET = timedelta(days=3660)
+"""The longest target: ten years. No regime or team promises longer, and a
+deadline past the last date there is would stop every report (a units slip:
+seconds given as days)."""
+
+
 class Targets(BaseModel):
     """How soon each promise falls due, as SLA time from the event that starts it.
 
@@ -386,6 +398,11 @@ class Targets(BaseModel):
     def _positive(cls, value: timedelta | None) -> timedelta | None:
         if value is not None and value <= _ZERO:
             raise ValueError(f"must be a positive duration, got {value}")
+        if value is not None and value > MAX_TARGET:
+            raise ValueError(
+                f"must be at most {MAX_TARGET.days} days, got {value.days} days "
+                "(seconds given as days?)"
+            )
         return value
 
 
@@ -402,6 +419,18 @@ class SlaPolicy(BaseModel):
     targets: dict[Severity, Targets]
     keep_plan_due: bool = True
     """The due date the team promised in its plan is a target too."""
+    pause_on_await: bool = True
+    """Waiting on the customer (from `await_customer` to `customer_replied`)
+    stops this policy's clock. A team's own promises wait for the customer; a
+    regulator's deadline runs from receipt whatever the customer does, so the
+    regulators' presets do not pause. The wall clock never pauses, and waits
+    are reported either way."""
+    from_end_of_day: bool = False
+    """Deadlines are counted from the end of the day (local midnight on the
+    working calendar) on which the event that starts them happened, as rules
+    that count business days "after the day on which it received the
+    complaint" do: they fall at the end of a day, not at the hour of receipt.
+    Needs a business clock."""
     description: str = ""
     """Where the figures come from, and what the policy does not model."""
 
@@ -409,6 +438,11 @@ class SlaPolicy(BaseModel):
     def _consistent(self) -> Self:
         if self.clock == "business" and self.calendar is None:
             raise ValueError("a business clock needs a working calendar")
+        if self.from_end_of_day and self.clock != "business":
+            raise ValueError(
+                "from_end_of_day needs a business clock: its working calendar "
+                "says where a day ends"
+            )
         if self.clock == "calendar" and self.calendar is not None:
             raise ValueError(
                 "a calendar clock ignores the working calendar: "
@@ -442,6 +476,8 @@ class SlaPolicy(BaseModel):
         if end < start:
             end = start
         paused = _paused_intervals(pauses, start, end) if pauses else []
+        if not self.pause_on_await:
+            paused = []
         calendar = self.calendar
         if calendar is None:
             total = end - start
@@ -461,8 +497,10 @@ class SlaPolicy(BaseModel):
     ) -> datetime | None:
         """The instant at which `duration` of SLA time has passed since `start`.
 
-        None while a pause that is still open began before then: the clock
-        stands still, so no deadline can be named until the customer answers.
+        None while a pause that is still open began before then (on a policy
+        that pauses): the clock stands still, so no deadline can be named
+        until the customer answers. With `from_end_of_day`, counted from the
+        end of the day `start` falls on.
         None too on a business clock when it would fall after the calendars
         end: no business time passes after them (see `elapsed`).
         """
@@ -472,7 +510,12 @@ class SlaPolicy(BaseModel):
         paused = _paused_intervals(pauses, start) if pauses else []
         if not duration:
             return start
+        if not self.pause_on_await:
+            paused = []
         calendar = self.calendar
+        if self.from_end_of_day and calendar is not None:
+            start = calendar.end_of_day(start)
+            paused = _paused_intervals(paused, start)
         if calendar is None:
             moment = start
             remaining = duration
@@ -484,7 +527,10 @@ class SlaPolicy(BaseModel):
                     return None
                 remaining -= running
                 moment = pause_end
-            return moment + remaining
+            try:
+                return moment + remaining
+            except OverflowError:  # after the last date there is: never due
+                return None
         key = _calendar_key(calendar)
         moment = start
         amount = _whole_microseconds(duration)
@@ -573,6 +619,8 @@ PRESETS: dict[str, SlaPolicy] = {
         ),
         SlaPolicy(
             name="fca_disp",
+            version=2,
+            pause_on_await=False,
             targets=_for_every_severity(
                 Targets(acknowledge_within=24 * _HOUR, resolve_within=56 * _DAY)
             ),
@@ -583,12 +631,16 @@ PRESETS: dict[str, SlaPolicy] = {
                 "update cadence is set), and a final or holding response by the "
                 "end of eight weeks (56 days) after receipt (DISP 1.6.2R). The "
                 "summary resolution route for complaints closed by the end of the "
-                "third business day (DISP 1.5) is not modelled."
+                "third business day (DISP 1.5) is not modelled. Waiting on the "
+                "customer does not stop the clock: the rule counts from receipt."
             ),
         ),
         SlaPolicy(
             name="fca_disp_payments",
+            version=2,
             clock="business",
+            pause_on_await=False,
+            from_end_of_day=True,
             calendar=WorkingCalendar(
                 country="GB", subdivision="ENG", timezone="Europe/London"
             ),
@@ -597,36 +649,44 @@ PRESETS: dict[str, SlaPolicy] = {
             ),
             description=(
                 "UK FCA DISP 1.6.2AR, payment services and e-money complaints: a "
-                "final response within 15 business days of receipt, counted on "
-                "England and Wales bank holidays (use subdivision SCT or NIR for "
-                "complaints handled there). Acknowledgement within 1 business day "
-                "is our reading of DISP 1.6.1R's 'prompt'. Not modelled: the "
-                "exceptional case of a holding response and a final response "
-                "within 35 business days."
+                "final response by the end of 15 business days after the day of "
+                "receipt, counted on England and Wales bank holidays (use "
+                "subdivision SCT or NIR for complaints handled there). "
+                "Acknowledgement by the end of the next business day is our "
+                "reading of DISP 1.6.1R's 'prompt'. Waiting on the customer does "
+                "not stop the clock. Not modelled: the exceptional case of a "
+                "holding response and a final response within 35 business days."
             ),
         ),
         SlaPolicy(
             name="asic_rg271",
+            version=2,
+            pause_on_await=False,
             targets=_for_every_severity(
                 Targets(acknowledge_within=24 * _HOUR, resolve_within=30 * _DAY)
             ),
             description=(
                 "Australia ASIC Regulatory Guide 271 (RG 271, internal dispute "
-                "resolution): acknowledge within 24 hours (or one business day), "
-                "final IDR response within 30 calendar days of receipt. Not "
-                "modelled: 45 days for superannuation trustees and 21 days for "
-                "complaints about default notices and financial difficulty."
+                "resolution): acknowledge within 24 hours or one business day "
+                "(measured here as 24 hours on the calendar clock, the stricter "
+                "reading), final IDR response within 30 calendar days of receipt. "
+                "Waiting on the customer does not stop the clock. Not modelled: 45 "
+                "days for superannuation trustees and 21 days for complaints about "
+                "default notices and financial difficulty."
             ),
         ),
         SlaPolicy(
             name="cfpb",
+            version=2,
+            pause_on_await=False,
             targets=_for_every_severity(
                 Targets(acknowledge_within=15 * _DAY, resolve_within=60 * _DAY)
             ),
             description=(
                 "US CFPB consumer complaint process: the company responds within "
                 "15 calendar days (counted here as the acknowledgement) and gives "
-                "its final response within 60 calendar days."
+                "its final response within 60 calendar days. Waiting on the "
+                "customer does not stop the clock."
             ),
         ),
     )

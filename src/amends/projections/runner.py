@@ -75,7 +75,7 @@ DEFAULT_BATCH_COMPLAINTS = 10_000
 READ_SIZE = 5_000
 """Events per read of the log: a batch is read and folded this many at a time,
 so its events are never held all at once."""
-VIEWS_FORMAT = "views/12"
+VIEWS_FORMAT = "views/13"
 """The layout of the view tables; views of another layout are rebuilt."""
 DEFAULT_CACHE_SIZE = 10_000
 """Open complaints whose facts a runner keeps between batches."""
@@ -665,10 +665,14 @@ class ProjectionRunner:
             return Tracking(0, None)
         position, policies, load_to = found
         if policies != self._policies:
+            built, given = (
+                label.removeprefix(f"{VIEWS_FORMAT} ")
+                for label in (policies, self._policies)
+            )
             raise PolicyMismatch(
-                f"the report views were built under SLA policies {policies}, not "
-                f"{self._policies}: use the same sla_policies (--sla) everywhere, "
-                "or rebuild the views"
+                f"the report views were built under SLA policies {built}, not "
+                f"this desk's {given}: use the same sla_policies (--sla) "
+                "everywhere, or rebuild the views"
             )
         return Tracking(int(position), load_to)
 
