@@ -1083,6 +1083,49 @@ def test_views_of_a_store_restored_from_an_older_backup_and_written_since_are_re
         assert restored.reports.rebuild() == 4
 
 
+@pytest.mark.parametrize("built_by", ["catch_up", "rebuild"])
+def test_views_of_a_restored_store_whose_new_events_take_the_old_ones_places(
+    tmp_path: Path, built_by: str
+) -> None:
+    """Restored, then written to again on the same complaint: the store's
+    event at the views' position is of the complaint and version the views
+    hold, but it is not the event they applied. Before, the views answered
+    for the restored store as if they were its own."""
+    import shutil
+
+    from amends import ViewsOfAnotherStore
+
+    store, backup = tmp_path / "a.db", tmp_path / "backup.db"
+    views = f"sqlite:///{tmp_path / 'views.db'}"
+    clock = FixedClock(START + timedelta(days=1))
+
+    def desk() -> ComplaintDesk:
+        return ComplaintDesk(f"sqlite:///{store}", clock=clock, views_url=views)
+
+    def work(complaint: uuid.UUID, hours: int, words: str) -> None:
+        at = START + timedelta(hours=hours)
+        with desk() as writer:
+            writer.acknowledge(complaint, by="ana", paraphrase=words, at=at)
+            writer.add_note(complaint, by="ana", text=words, at=at)
+
+    with desk() as first:
+        complaint = first.receive(**RECEIVE, at=START)
+    shutil.copy(store, backup)
+    work(complaint, 2, "Billed twice")
+    with desk() as reader:
+        getattr(reader.reports, built_by)()
+        assert reader.reports.runner.position() == 3
+    shutil.copy(backup, store)
+    for name in ("a.db-wal", "a.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    work(complaint, 4, "Charged for a cancelled plan")
+    with desk() as restored:
+        with pytest.raises(ViewsOfAnotherStore, match="the store's event there"):
+            restored.reports.backlog()
+        assert restored.reports.rebuild() == 3
+        restored.reports.backlog()
+
+
 def test_views_in_the_middle_of_another_stores_load_are_refused(
     tmp_path: Path,
 ) -> None:

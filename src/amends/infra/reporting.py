@@ -6,6 +6,7 @@ The views live in the event store's database unless `views_url` (or
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -60,7 +61,7 @@ from amends.projections.reports import (
     SlaReport,
     TimeToResolutionReport,
 )
-from amends.projections.runner import FeedItem, ProjectionRunner
+from amends.projections.runner import FeedItem, ProjectionRunner, StoredAt
 
 logger = logging.getLogger("amends.projections")
 
@@ -151,14 +152,16 @@ class StoreFeed:
     def last_position(self) -> int:
         return self.recorder.max_notification_id() or 0
 
-    def event_at(self, position: int) -> tuple[UUID, int] | None:
+    def event_at(self, position: int) -> StoredAt | None:
         if position < 1:
             return None
-        for found, originator_id, version, _, _ in notification_rows(
+        for found, originator_id, version, _, state in notification_rows(
             self.recorder, position - 1, 1
         ):
             if found == position:
-                return self._complaint_id(originator_id), version
+                return StoredAt(
+                    self._complaint_id(originator_id), version, _fingerprint(state)
+                )
         return None
 
     def holds(self, complaint_id: UUID, version: int) -> bool:
@@ -401,6 +404,13 @@ class _Following:
         self.stop = stop
         self.thread = thread
         self.ended = threading.Event()
+
+
+def _fingerprint(state: bytes | str | memoryview) -> str:
+    """SHA-256 of an event's state as stored. A hand edit may have left text
+    (SQLite) or a driver may hand back a buffer: each is hashed as bytes."""
+    raw = state.encode() if isinstance(state, str) else bytes(state)
+    return hashlib.sha256(raw).hexdigest()
 
 
 class ReportDesk:

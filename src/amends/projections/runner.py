@@ -88,6 +88,16 @@ PARALLEL_FROM_EVENTS = 20_000
 """Smaller logs are loaded in this process: forking would cost more than it saves."""
 
 
+class StoredAt(NamedTuple):
+    """Which stored event is at a position of the log."""
+
+    complaint_id: UUID
+    version: int
+    fingerprint: str
+    """SHA-256 of its bytes as stored (hex): another event there, even one
+    of the same complaint and version, has another."""
+
+
 class FeedItem(NamedTuple):
     """One stored event, decoded to its (upcast) JSON payload."""
 
@@ -111,8 +121,9 @@ class EventFeed(Protocol):
         """Whether the store holds that complaint's event of that version."""
         ...
 
-    def event_at(self, position: int) -> tuple[UUID, int] | None:
-        """The complaint and version of the event at `position`, if any."""
+    def event_at(self, position: int) -> StoredAt | None:
+        """The event at `position`, if any: its complaint, version and the
+        hash of its bytes as stored."""
         ...
 
 
@@ -252,11 +263,12 @@ class ProjectionRunner:
 
         The views name no store, so three lookups stand in for it: the views
         have read no further into the log than the store's end (nor set out
-        to load further); the store's event at the views' position is one the
-        views have applied (its complaint there, at that version or later);
-        and the store holds the views' first complaint (by id) at the version
-        they show. Another store's views, or a store restored from an older
-        backup and written to since, fail one of them. Every catch-up checks
+        to load further); the store's event at the views' position is the one
+        the views last applied (the same bytes as stored, by their hash; its
+        complaint there at that version or later); and the store holds the
+        views' first complaint (by id) at the version they show. Another
+        store's views, or a store restored from an older backup and written
+        to since, fail one of them. Every catch-up checks
         (it writes the store's events into the views); a report that does not
         catch up checks `once` per runner.
         """
@@ -273,7 +285,7 @@ class ProjectionRunner:
             applied = None
             if at_position is not None:
                 applied = conn.execute(
-                    select(c.version).where(c.id == str(at_position[0]))
+                    select(c.version).where(c.id == str(at_position.complaint_id))
                 ).scalar()
         end = self.feed.last_position()
         furthest = max(tracking.position, tracking.load_to or 0)
@@ -282,7 +294,13 @@ class ProjectionRunner:
                 f"have read the event log to position {furthest}, past its end at {end}"
             )
         elif tracking.position and (
-            at_position is None or applied is None or applied < at_position[1]
+            at_position is None
+            or applied is None
+            or applied < at_position.version
+            or (
+                tracking.stored_event is not None
+                and tracking.stored_event != at_position.fingerprint
+            )
         ):
             found = (
                 f"have read the event log to position {tracking.position}, "
@@ -450,13 +468,14 @@ class ProjectionRunner:
         changed are written.
         """
         changes = list(batch.changes.values())
+        stored_event = self._stored_event(batch.last)
         with self._forgetting_on_failure(), self.engine.begin() as conn:
             moved = conn.execute(
                 update(t.tracking)
                 .where(t.tracking.c.projection == self.name)
                 .where(t.tracking.c.position == batch.position)
                 .where(t.tracking.c.load_to.is_(None))
-                .values(position=batch.last)
+                .values(position=batch.last, stored_event=stored_event)
             )
             if moved.rowcount != 1:
                 raise ProjectionConflict(self.name)
@@ -508,8 +527,15 @@ class ProjectionRunner:
             with self._forgetting_on_failure():
                 for events in _loaded(self, parts, upto, workers):
                     applied += events
+                stored_event = self._stored_event(upto)
                 with self.engine.begin() as conn:
-                    self._still_loading(conn, upto, position=upto, load_to=None)
+                    self._still_loading(
+                        conn,
+                        upto,
+                        position=upto,
+                        load_to=None,
+                        stored_event=stored_event,
+                    )
                     for index in t.DEFERRED_INDEXES:
                         index.create(conn, checkfirst=True)
                     _write_percentiles(conn, summary.measured_groups(conn))
@@ -650,10 +676,17 @@ class ProjectionRunner:
                 f"the report views cannot fold this stored event: {exc!r}",
             ) from None
 
+    def _stored_event(self, position: int) -> str | None:
+        """The hash of the stored event at `position` (see `check_store`)."""
+        found = self.feed.event_at(position)
+        return found.fingerprint if found is not None else None
+
     def _tracked(self, conn: Connection) -> Tracking:
         c = t.tracking.c
         found = conn.execute(
-            select(c.position, c.policies, c.load_to).where(c.projection == self.name)
+            select(c.position, c.policies, c.load_to, c.stored_event).where(
+                c.projection == self.name
+            )
         ).first()
         if found is None:
             conn.execute(
@@ -662,8 +695,8 @@ class ProjectionRunner:
                 )
             )
             conn.commit()
-            return Tracking(0, None)
-        position, policies, load_to = found
+            return Tracking(0, None, None)
+        position, policies, load_to, stored_event = found
         if policies != self._policies:
             built, given = (
                 label.removeprefix(f"{VIEWS_FORMAT} ")
@@ -674,7 +707,7 @@ class ProjectionRunner:
                 f"this desk's {given}: use the same sla_policies (--sla) "
                 "everywhere, or rebuild the views"
             )
-        return Tracking(int(position), load_to)
+        return Tracking(int(position), load_to, stored_event)
 
     def _load(self, conn: Connection, ids: Sequence[UUID]) -> list[ComplaintFacts]:
         loaded = []
@@ -836,6 +869,8 @@ class Tracking(NamedTuple):
     load_to: int | None
     """While a rebuild loads the views complaint by complaint: the log
     position it loads up to (the position stays 0 until it ends)."""
+    stored_event: str | None
+    """The hash of the stored event at `position`, as the views applied it."""
 
 
 class Load(NamedTuple):

@@ -148,6 +148,10 @@ tracking = Table(
     # While a rebuild loads the views complaint by complaint: the log position
     # it loads up to (see the runner's `_load_complaints`). NULL otherwise.
     Column("load_to", Integer),
+    # The stored event at `position`, by a hash of its bytes as stored: a
+    # store restored from a backup and written to since holds another event
+    # there (see the runner's `check_store`). NULL at position 0.
+    Column("stored_event", String(64)),
 )
 
 complaints = Table(
