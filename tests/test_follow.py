@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy.exc import ProgrammingError
 
 from amends import ComplaintDesk
 from amends.infra.reporting import PostgresListener, store_listener
@@ -250,6 +251,66 @@ def test_a_follower_stops_when_told_however_long_its_poll(
             started = time.monotonic()
         # `following` joined the thread; it must not have waited for the poll.
         assert time.monotonic() - started < PROMPT
+
+
+@pytest.mark.parametrize(
+    ("said", "waits"),
+    [
+        (psycopg.errors.UndefinedTable('relation "amends_view_tracking"'), True),
+        (psycopg.errors.UndefinedObject('index "ix_amends_view_x"'), True),
+        (psycopg.errors.SyntaxError("syntax error at or near"), False),
+    ],
+)
+def test_a_follower_waits_out_views_a_rebuild_dropped_and_nothing_else(
+    clock: FixedClock,
+    caplog: pytest.LogCaptureFixture,
+    said: Exception,
+    waits: bool,
+) -> None:
+    """`project --rebuild` in another process drops the views and makes them
+    again; a PostgreSQL follower that reads meanwhile is told the table is
+    not there. It waits and goes on, as on SQLite (where that is an
+    `OperationalError`); any other programming error is a bug, and ends it.
+    Before, the PostgreSQL follower died with exit 1 (a bug)."""
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        runner = desk.reports.runner
+        catch_up = runner.catch_up
+        failures = [ProgrammingError("SELECT ...", {}, said)]
+
+        def flaky(**kwargs: Any) -> int:
+            if failures:
+                raise failures.pop()
+            return catch_up(**kwargs)
+
+        runner.catch_up = flaky  # type: ignore[method-assign]
+        desk.receive(**RECEIVE)
+        stop = threading.Event()
+        ended: list[BaseException] = []
+        applied: list[int] = []
+
+        def run() -> None:
+            try:
+                desk.reports.follow(
+                    stop, poll=timedelta(seconds=0.01), on_batch=applied.append
+                )
+            except BaseException as exc:
+                ended.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        if waits:
+            wait_for(lambda: applied == [1])
+            stop.set()
+        thread.join(PROMPT)
+        assert not thread.is_alive()
+        if waits:
+            assert ended == []
+            (warning,) = [r.getMessage() for r in caplog.records]
+            assert "UndefinedTable" in warning or "UndefinedObject" in warning
+            assert "\n" not in warning  # the driver's first line, not the SQL
+        else:
+            assert [type(e) for e in ended] == [ProgrammingError]
+            assert applied == []
 
 
 def test_a_follower_on_sqlite_polls(tmp_path: Any, clock: FixedClock) -> None:

@@ -98,3 +98,10 @@ class HistoryViolation(AmendsError):
         self.version = version
         self.problem = problem
         super().__init__(f"complaint {complaint_id} version {version}: {problem}")
+
+
+def first_line(error: BaseException) -> str:
+    """What an error says, to its first line (drivers append the SQL and
+    hints on further lines), or its type's name when it says nothing: a
+    message that fits the one line a failure is given."""
+    return next(iter(str(error).strip().splitlines()), type(error).__name__)

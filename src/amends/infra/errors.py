@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amends.domain.errors import AmendsError
+from amends.domain.errors import AmendsError, first_line
 
 
 class ConfigurationError(AmendsError, ValueError):
@@ -25,8 +25,10 @@ def names_a_missing_schema(error: BaseException | None) -> bool:
     return getattr(error, "sqlstate", None) == "3F000"
 
 
-def first_line(error: BaseException) -> str:
-    """What an error says, to its first line (drivers append the SQL and
-    hints on further lines), or its type's name when it says nothing: a
-    message that fits the one line a failure is given."""
-    return next(iter(str(error).strip().splitlines()), type(error).__name__)
+__all__ = [
+    "ConfigurationError",
+    "DeskClosed",
+    "StoreUnavailable",
+    "first_line",
+    "names_a_missing_schema",
+]

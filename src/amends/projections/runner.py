@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import InternalError as SqlInternalError
 
-from amends.domain.errors import AmendsError, HistoryViolation
+from amends.domain.errors import AmendsError, HistoryViolation, first_line
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
 from amends.projections import forking, summary
@@ -396,8 +396,15 @@ class ProjectionRunner:
         while not stop.is_set():
             try:
                 applied = self.catch_up(max_batches=1)
-            except (OperationalError, PersistenceError, IntegrityError) as exc:
-                logger.warning("projection %s waits: %s", self.name, exc)
+            except (
+                OperationalError,
+                PersistenceError,
+                IntegrityError,
+                ProgrammingError,
+            ) as exc:
+                if isinstance(exc, ProgrammingError) and not _tables_gone(exc):
+                    raise
+                logger.warning("projection %s waits: %s", self.name, first_line(exc))
                 stop.wait(seconds)
                 continue
             if on_batch is not None and applied:
@@ -860,6 +867,13 @@ def remaining_parts(
     if run:
         parts.append((run[0], run[-1]))
     return parts
+
+
+def _tables_gone(error: ProgrammingError) -> bool:
+    """PostgreSQL said a view table or index is not there: a rebuild in
+    another process dropped it and is making it again (SQLite says so with
+    an `OperationalError`). Any other programming error is a bug."""
+    return getattr(error.orig, "sqlstate", None) in ("42P01", "42704")
 
 
 class Tracking(NamedTuple):
