@@ -253,6 +253,51 @@ def test_verify_reports_a_hand_edit_of_any_type_as_a_break(
         assert "version 1: " in result.out, argv
 
 
+@pytest.mark.parametrize(
+    ("column", "edit", "said"),
+    [
+        ("state", "NULL", "complaint {id} version 1: unreadable: the stored state"),
+        (
+            "originator_version",
+            "'abc'",
+            "complaint {id}: unreadable: a row's originator_version 'abc'",
+        ),
+        ("originator_id", "'not-a-uuid'", "record: unreadable: a row's originator_id"),
+    ],
+    ids=["null-state", "version-text", "id-text"],
+)
+def test_a_row_no_event_could_have_written_is_a_break_to_every_command(
+    cli: Cli, tmp_path: Path, column: str, edit: str, said: str
+) -> None:
+    """A NULL state, a version that is no number, an id that is no
+    complaint's: verify lists the break (exit 3), and every command that
+    reads the row refuses in one line as a history it cannot read (3). Each
+    failed as a bug (exit 1) somewhere: verify, seal, show, the reports."""
+    complaint = cli.receive("--at", iso(0))
+    cli.ok("acknowledge", complaint, "--by", "ana", "--paraphrase", "P", "--at", iso(1))
+    with sqlite3.connect(tmp_path / "amends.db") as db:
+        db.execute(
+            f"UPDATE stored_events SET {column} = {edit} WHERE originator_version = 1"
+        )
+    result = cli("verify")
+    assert result.code == 3, result
+    assert said.format(id=complaint) in result.out
+    if column != "originator_id":
+        assert said.format(id=complaint) in cli("verify", "--complaint", complaint).out
+    for argv in (
+        ["show", complaint],
+        ["history", complaint],
+        ["report", "backlog"],
+        ["project", "--rebuild"],
+    ):
+        result = cli(*argv)
+        assert result.code == 3, (argv, result)
+        assert result.err.count("\n") == 1, (argv, result.err)
+    # A seal pins each chain's head: it refuses a head it cannot read, and
+    # leaves a break further down to verify.
+    assert cli("seal").code in (0, 3)
+
+
 def test_verify_refuses_a_file_that_is_no_seal(cli: Cli, tmp_path: Path) -> None:
     cli.receive()
     (tmp_path / "junk.json").write_text('{"no": "seal"}')

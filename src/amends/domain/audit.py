@@ -40,7 +40,10 @@ class Finding(BaseModel):
     detail: str
 
     def __str__(self) -> str:
-        where = f"complaint {self.complaint_id}" if self.complaint_id else "seal"
+        if self.complaint_id is not None:
+            where = f"complaint {self.complaint_id}"
+        else:  # the seal itself, or a stored row that is no complaint's
+            where = "seal" if self.kind == "seal" else "record"
         if self.version is not None:
             where += f" version {self.version}"
         return f"{where}: {self.kind}: {self.detail}"
@@ -197,6 +200,21 @@ class ChainVerifier:
                 self._check_payload(record)
         if sealed:
             self._heads[records[0].complaint_id] = _Head(chain.version, digests)
+
+    def malformed(
+        self, complaint_id: UUID | None, version: int | None, problem: str
+    ) -> None:
+        """A stored row that no event could have written (see the store's
+        `MalformedRow`): a break of its own, beside its complaint's chain."""
+        self._events += 1
+        self._findings.append(
+            Finding(
+                complaint_id=complaint_id,
+                version=version,
+                kind="unreadable",
+                detail=problem,
+            )
+        )
 
     def report(self) -> VerificationReport:
         findings = list(self._findings)

@@ -93,7 +93,11 @@ class ConcurrencyConflict(AmendsError):
 class HistoryViolation(AmendsError):
     """A stored history breaks the lifecycle; replay refuses to invent a state."""
 
-    def __init__(self, complaint_id: UUID, version: int, problem: str) -> None:
+    def __init__(
+        self, complaint_id: UUID | str, version: int | str, problem: str
+    ) -> None:
+        """`complaint_id` and `version` as stored: a row edited by hand may
+        hold an id that is no complaint's, or a version that is no number."""
         self.complaint_id = complaint_id
         self.version = version
         self.problem = problem

@@ -73,6 +73,7 @@ from amends.infra.settings import (
 )
 from amends.infra.store import (
     EventStoreApplication,
+    MalformedRow,
     complaint_ids,
     stored_events_in_order,
 )
@@ -633,7 +634,13 @@ class ComplaintDesk:
         with store_errors(self.store_url):
             rows = stored_events_in_order(self._app.recorder, only)
             for _, chain in groupby(rows, key=lambda row: row.originator_id):
-                verifier.check([self._stored_record(stored) for stored in chain])
+                records = []
+                for stored in chain:
+                    if isinstance(stored, MalformedRow):
+                        verifier.malformed(*stored)
+                    else:
+                        records.append(self._stored_record(stored))
+                verifier.check(records)
         report = verifier.report()
         if only is not None and report.events == 0:
             raise ComplaintNotFound(only)
@@ -648,8 +655,12 @@ class ComplaintDesk:
                     complaint_id, desc=True, limit=1
                 )
                 record = self._stored_record(rows[0])
-                if record.payload is None:
-                    raise HistoryViolation(complaint_id, record.version, "unreadable")
+                if record.payload is None or type(record.version) is not int:
+                    raise HistoryViolation(
+                        complaint_id,
+                        repr(record.version),
+                        record.problem or "the stored version is no whole number",
+                    )
                 entries.append(
                     SealEntry(
                         complaint_id=complaint_id,

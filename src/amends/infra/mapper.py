@@ -122,6 +122,10 @@ class PydanticMapper(Mapper[UUID]):
     def decode_state(self, data: bytes) -> dict[str, Any]:
         """A stored state as its JSON object, decrypted and decompressed, not
         yet upcast (for readers of raw rows, such as the views' feed)."""
+        if not isinstance(data, bytes | bytearray | memoryview | str):
+            # A hand edit: NULL, or a number SQLite kept as such.
+            found = "NULL" if data is None else f"a {type(data).__name__}"
+            raise UnreadableRecord(f"the stored state is {found}, not a payload")
         if self.cipher:
             try:
                 data = self.cipher.decrypt(data)

@@ -116,7 +116,14 @@ class StoreFeed:
         for position, originator_id, version, topic, state in rows:
             complaint_id = ids.get(originator_id)
             if complaint_id is None:
-                complaint_id = self._complaint_id(originator_id)
+                complaint_id = self._readable_id(originator_id, version)
+            if type(version) is not int:
+                raise HistoryViolation(
+                    complaint_id,
+                    repr(version),
+                    "the report views cannot read this stored event: its "
+                    "version is not a whole number (a hand edit?)",
+                )
             try:
                 event_type = EVENT_TYPES[topic]
                 payload = decode(state)
@@ -137,6 +144,19 @@ class StoreFeed:
                 )
             )
         return items
+
+    def _readable_id(self, originator_id: UUID | str, version: object) -> UUID:
+        """The complaint id of a row the views read, or the history refused
+        where a hand edit left an id that is no complaint's."""
+        try:
+            return self._complaint_id(originator_id)
+        except (ValueError, TypeError, AttributeError):
+            raise HistoryViolation(
+                repr(originator_id),
+                repr(version),
+                "the report views cannot read this stored event: its "
+                "originator_id is no complaint id (a hand edit?)",
+            ) from None
 
     def _complaint_id(self, originator_id: UUID | str) -> UUID:
         """The id as a UUID, kept for the complaint's next events: a complaint

@@ -35,6 +35,7 @@ from eventsourcing.utils import Environment, EnvType
 from psycopg.sql import Identifier
 from psycopg_pool import PoolTimeout
 
+from amends.domain.errors import HistoryViolation
 from amends.infra.mapper import PydanticMapper
 
 DDL_ATTEMPTS = 5
@@ -200,7 +201,7 @@ def complaint_ids(recorder: ApplicationRecorder) -> set[UUID]:
     (an index-only scan), and the in-memory store walks its log.
     """
     if isinstance(recorder, SQLiteAggregateRecorder | PostgresAggregateRecorder):
-        return {_uuid(stored) for stored in stored_complaint_ids(recorder)}
+        return {_stored_id(stored) for stored in stored_complaint_ids(recorder)}
     ids: set[UUID] = set()
     start = 1
     while batch := recorder.select_notifications(start, 1_000):
@@ -337,12 +338,55 @@ def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
 
 
+def _stored_id(raw_id: str) -> UUID:
+    """A stored originator id as the complaint's; one that is none is a
+    history no event could have written."""
+    try:
+        return _uuid(raw_id)
+    except ValueError:
+        raise HistoryViolation(
+            repr(raw_id), "?", "a stored row's originator_id is no id (a hand edit?)"
+        ) from None
+
+
+def _stored(raw_id: object, version: object, row: Any) -> StoredEvent | MalformedRow:
+    """A scanned row as the event it holds, or as what is wrong with it."""
+    try:
+        complaint_id = _uuid(raw_id)  # type: ignore[arg-type]
+    except (ValueError, TypeError, AttributeError):
+        return MalformedRow(None, None, f"a row's originator_id {raw_id!r} is no id")
+    if type(version) is not int:
+        return MalformedRow(
+            complaint_id,
+            None,
+            f"a row's originator_version {version!r} is not a whole number",
+        )
+    state = row["state"]
+    return StoredEvent(
+        originator_id=complaint_id,
+        originator_version=version,
+        topic=row["topic"],
+        state=None if state is None else bytes(state),  # type: ignore[arg-type]
+    )
+
+
 SCAN_BATCH = 5_000
+
+
+class MalformedRow(NamedTuple):
+    """A row of the events table that no event could have written: an id
+    that is not a complaint's, or a version that is not a whole number.
+    SQLite keeps whatever a hand edit puts in a column."""
+
+    originator_id: UUID | None
+    """The complaint, when the id is one."""
+    originator_version: int | None
+    problem: str
 
 
 def stored_events_in_order(
     recorder: ApplicationRecorder, only: UUID | None = None
-) -> Iterator[StoredEvent]:
+) -> Iterator[StoredEvent | MalformedRow]:
     """Every stored event (or `only` that complaint's), complaint by
     complaint, each in version order, as the rows hold them.
 
@@ -350,7 +394,9 @@ def stored_events_in_order(
     per complaint: an audit of the whole store reads it at the database's pace.
     SQLite's state is read as a BLOB whatever a hand edit left there (TEXT from
     `replace()`, even text that is not UTF-8, or a number): the audit then
-    finds the event altered, where the driver would fail on the value.
+    finds the event altered, where the driver would fail on the value. A
+    NULL state stays None (the mapper calls it unreadable), and a row whose
+    id or version no event could have is a `MalformedRow`.
     """
     if isinstance(recorder, SQLiteAggregateRecorder | PostgresAggregateRecorder):
         yield from _scan(recorder, only)
@@ -362,7 +408,7 @@ def stored_events_in_order(
 def _scan(
     recorder: SQLiteAggregateRecorder | PostgresAggregateRecorder,
     only: UUID | None,
-) -> Iterator[StoredEvent]:
+) -> Iterator[StoredEvent | MalformedRow]:
     sqlite = isinstance(recorder, SQLiteAggregateRecorder)
     mark = "?" if sqlite else "%s"
     columns = "originator_id, originator_version, topic, " + (
@@ -393,12 +439,7 @@ def _scan(
                 cursor.execute(more, (*one, *last, SCAN_BATCH))
             rows = cursor.fetchall()
         for row in rows:
-            yield StoredEvent(
-                originator_id=_uuid(row["originator_id"]),
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
+            yield _stored(row["originator_id"], row["originator_version"], row)
         if len(rows) < SCAN_BATCH:
             return
         last = (rows[-1]["originator_id"], rows[-1]["originator_version"])

@@ -855,7 +855,16 @@ def remaining_parts(
     parts: list[tuple[str, str]] = []
     run: list[str] = []
     for stored_id in stored:
-        if UUID(stored_id) in loaded:
+        try:
+            complaint_id = UUID(stored_id)
+        except ValueError:
+            raise HistoryViolation(
+                repr(stored_id),
+                "?",
+                "the report views cannot read this store: a row's "
+                "originator_id is no complaint id (a hand edit?)",
+            ) from None
+        if complaint_id in loaded:
             if run:
                 parts.append((run[0], run[-1]))
                 run = []
@@ -1030,8 +1039,8 @@ class _Refused(NamedTuple):
     """A `HistoryViolation` met in a worker, sent back as plain data (the
     exception itself does not survive pickling)."""
 
-    complaint_id: UUID
-    version: int
+    complaint_id: UUID | str
+    version: int | str
     problem: str
 
 
