@@ -1066,3 +1066,55 @@ def test_a_byte_order_mark_before_the_header_is_no_column_name(
     log.write_text("\ufeff" + HELPDESK.read_text(encoding="utf-8"), encoding="utf-8")
     summary = import_log(sqlite_desk, log, load_mapping(HELPDESK_MAPPING))
     assert len(summary.imported) == 4
+
+
+def test_a_byte_order_mark_before_the_first_json_line_is_no_part_of_it(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """Before, the first row was unreadable and its case refused as not
+    starting with a receipt."""
+    with HELPDESK.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    log = tmp_path / "export.jsonl"
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
+    log.write_text("\ufeff" + lines, encoding="utf-8")
+    summary = import_log(sqlite_desk, log, load_mapping(HELPDESK_MAPPING))
+    assert len(summary.imported) == 4
+    assert 1 not in {row.line for row in summary.unreadable}
+
+
+def test_a_column_named_twice_in_the_header_is_refused_by_name(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """Which of the two a value came from would be a guess (the csv reader
+    kept the last, silently, in what became a stored summary)."""
+    log = tmp_path / "log.csv"
+    header, rest = HELPDESK.read_text(encoding="utf-8").split("\n", 1)
+    log.write_text(f"{header},details\n{rest}", encoding="utf-8")
+    with pytest.raises(ImportLogError, match="names column 'details' more than once"):
+        import_log(sqlite_desk, log, load_mapping(HELPDESK_MAPPING))
+    assert sqlite_desk.last_position() == 0
+
+
+def test_a_field_longer_than_the_csv_modules_limit_stops_its_case_only(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """A 200,000-character summary is refused with its case, named by line,
+    as in JSON Lines; before, the whole log was unreadable. The csv module's
+    limit is the process's, and is as it was after the import."""
+    text = HELPDESK.read_text(encoding="utf-8")
+    long = "x" * 200_000
+    opened = "Jo Smith,phone,billing,P2,Charged twice for the January invoice"
+    assert text.count(opened) == 1  # HD-1001's receipt
+    log = tmp_path / "log.csv"
+    log.write_text(
+        text.replace(opened, opened.replace("Charged twice", long)), encoding="utf-8"
+    )
+    limit = csv.field_size_limit()
+    summary = import_log(sqlite_desk, log, load_mapping(HELPDESK_MAPPING))
+    assert csv.field_size_limit() == limit
+    (refused,) = [c for c in summary.rejected if c.case == "HD-1001"]
+    assert refused.offence is Offence.BAD_FIELD
+    assert "summary" in refused.reason
+    assert refused.line == line_of("HD-1001", "Ticket opened")
+    assert len(summary.imported) == 3

@@ -592,7 +592,7 @@ def _read_rows(
 def _csv_rows(
     path: Path, handle: typing.TextIO, mapping: ImportMapping, case_column: str
 ) -> Iterator[_Row | _Unreadable]:
-    reader = csv.reader(handle, delimiter=mapping.log.delimiter)
+    reader = _FieldSized(csv.reader(handle, delimiter=mapping.log.delimiter))
     header: list[str] | None = None
     ended = 0
     for record in reader:
@@ -603,6 +603,13 @@ def _csv_rows(
             # Spreadsheets often save UTF-8 with a byte order mark.
             header = [name.strip() for name in record]
             header[0] = header[0].removeprefix("\ufeff").strip()
+            twice = sorted({name for name in header if header.count(name) > 1})
+            if twice:
+                # Which of the two a row's value came from would be a guess.
+                raise ImportLogError(
+                    f"log {path}: the header names column "
+                    f"{', '.join(map(repr, twice))} more than once"
+                )
             missing = sorted(mapping.referenced_columns() - set(header))
             if missing:
                 raise ImportLogError(
@@ -624,10 +631,45 @@ def _csv_rows(
         raise ImportLogError(f"log {path}: is empty (no header row)")
 
 
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+"""The longest CSV field read (characters), against the csv module's 128 KiB.
+A field longer than a command takes is then refused with its row and case,
+as in JSON Lines, not as the whole log being unreadable."""
+
+
+class _FieldSized:
+    """A csv reader that reads fields up to `CSV_FIELD_LIMIT` long.
+
+    The limit is the csv module's, for the whole process: it is raised for
+    each row read and put back before the row is handed on, so the host
+    application's own CSV reading keeps its limit.
+    """
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+
+    def __iter__(self) -> _FieldSized:
+        return self
+
+    def __next__(self) -> list[str]:
+        before = csv.field_size_limit(CSV_FIELD_LIMIT)
+        try:
+            return typing.cast(list[str], next(self._reader))
+        finally:
+            csv.field_size_limit(before)
+
+    @property
+    def line_num(self) -> int:
+        return int(self._reader.line_num)
+
+
 def _jsonl_rows(
     handle: typing.TextIO, case_column: str
 ) -> Iterator[_Row | _Unreadable]:
     for line, text in enumerate(handle, start=1):
+        if line == 1:
+            # Windows tools often save UTF-8 with a byte order mark.
+            text = text.removeprefix("\ufeff")
         if not text.strip():
             continue
         try:
