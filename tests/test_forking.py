@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -100,3 +102,59 @@ def test_a_fork_refused_part_way_is_worker_died_and_leaves_no_worker(
         pass
     assert forks[0] == 2
     assert not mp.active_children()
+
+
+PARENT_OF_SLEEPERS = """
+import os, sys, time
+from amends.projections import forking
+
+def sleep_and_say(folder):
+    with open(os.path.join(folder, str(os.getpid())), "w") as mark:
+        mark.write("up")
+    time.sleep(600)
+    return 0
+
+if __name__ == "__main__":
+    with forking.forked(sleep_and_say, [sys.argv[1]] * 2, 2, None, died="-") as f:
+        f[0].result()
+"""
+
+
+def _gone(pid: int) -> bool:
+    """The process ended: no longer there, or a zombie nobody has reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_workers_end_when_their_parent_is_killed_outright(tmp_path: Any) -> None:
+    """SIGKILL gives the parent no chance to stop its workers; they used to
+    wait for ever, blocked on its pipe, with their memory and the store."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT_OF_SLEEPERS)
+    marks = tmp_path / "up"
+    marks.mkdir()
+    parent = subprocess.Popen([sys.executable, str(script), str(marks)])
+    try:
+        deadline = time.monotonic() + 30
+        while len(os.listdir(marks)) < 2:
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
+        workers = [int(name) for name in os.listdir(marks)]
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while not all(_gone(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its parent"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        for name in os.listdir(marks):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(name), signal.SIGKILL)

@@ -16,7 +16,10 @@ workers.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -83,7 +86,8 @@ def forked(
             pool = ProcessPoolExecutor(
                 max(1, min(workers, len(arguments))),
                 mp_context=context,
-                initializer=initializer,
+                initializer=_die_with_parent,
+                initargs=(os.getpid(), initializer),
             )
             futures = [pool.submit(task, argument) for argument in arguments]
         except BaseException as exc:
@@ -99,6 +103,32 @@ def forked(
         raise WorkerDied(died) from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal a process gets when the thread that forked it ends."""
+
+
+def _die_with_parent(parent: int, then: Callable[[], None] | None) -> None:
+    """First thing in a worker: be killed when the parent is.
+
+    A parent killed outright (SIGKILL, the OOM killer) cannot stop its
+    workers, and an executor's worker blocked writing a result to the dead
+    parent's pipe waited there for ever, holding its memory and the store's
+    file. On Linux the kernel kills the worker when the parent goes (the
+    forking thread: `forked` waits for its workers before that thread can
+    leave it); a parent gone before this ran is seen by its pid. Elsewhere
+    the workers end when their pipe fails, as before.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+    if then is not None:
+        then()
 
 
 def _abandon(pool: ProcessPoolExecutor | None, forked: set[Any]) -> None:
