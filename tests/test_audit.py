@@ -175,6 +175,12 @@ def test_a_deleted_complaint_is_reported_against_the_seal(tampered: Any) -> None
     for version in range(1, 7):
         raw.delete(ids[1], version)
     assert kinds(desk.verify(seal=seal), ids[1]) == {("sealed", None)}
+    # Asked about that complaint alone: the same finding, not "not found".
+    alone = desk.verify(ids[1], seal=seal)
+    assert kinds(alone, ids[1]) == {("sealed", None)}
+    assert "now has no events" in alone.to_text()
+    with pytest.raises(ComplaintNotFound):
+        desk.verify(ids[1])  # without the seal, nothing says it was there
 
 
 @settings(max_examples=40, deadline=None)
