@@ -178,6 +178,20 @@ def test_show_reads_the_state_as_of_a_moment_and_at_a_version(cli: Cli) -> None:
     assert "received later" in before.err
 
 
+def test_a_time_history_prints_shows_the_event_it_names(cli: Cli) -> None:
+    """An auditor pastes a time from `history` into `show --as-of`. Cut to
+    the second, the time came before its event: "received later"."""
+    received = NOW - timedelta(days=1, microseconds=451_234)
+    complaint = cli.receive("--at", received.isoformat())
+    cli.ok("acknowledge", complaint, "--by", "ana", "--paraphrase", "P")
+    lines = cli.ok("history", complaint).splitlines()
+    printed = [line.split()[1] for line in lines if line.startswith("  v")]
+    assert printed[0] == received.isoformat()
+    for version, moment in enumerate(printed, start=1):
+        shown = cli.ok("show", complaint, "--as-of", moment, "--format", "json")
+        assert json.loads(shown)["version"] == version
+
+
 def test_history_as_json_lines(cli: Cli) -> None:
     complaint = cli.receive("--at", iso(0))
     walk(cli, complaint)

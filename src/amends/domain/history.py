@@ -69,8 +69,11 @@ class CaseHistory(BaseModel):
                 if r.stage_before is not r.stage_after
                 else f"stays {r.stage_after}"
             )
+            # To the microsecond when the time has one: an auditor pastes it
+            # into `show --as-of`, and a time cut to the second comes before
+            # the event it names.
             lines.append(
-                f"  v{r.version:<3} {r.at.isoformat(timespec='seconds')}  "
+                f"  v{r.version:<3} {r.at.isoformat()}  "
                 f"{r.command:<20} by {r.by}  ({moved})"
             )
             for key, value in r.payload.items():
