@@ -310,6 +310,17 @@ def test_a_row_no_event_could_have_written_is_a_break_to_every_command(
     # A seal pins each chain's head: it refuses a head it cannot read, and
     # leaves a break further down to verify.
     assert cli("seal").code in (0, 3)
+    # The event the views stand at, edited too: refused, whichever way.
+    cli("report", "backlog")  # nothing to catch up: the views are as they were
+    with sqlite3.connect(tmp_path / "amends.db") as db:
+        again = edit.replace("'abc'", "'abd'")  # (id, version) is unique
+        db.execute(
+            f"UPDATE stored_events SET {column} = {again} WHERE originator_version = 2"
+        )
+    for argv in (["report", "backlog"], ["verify"], ["seal"]):
+        result = cli(*argv)
+        assert result.code in (2, 3), (argv, result)
+        assert result.err.count("\n") == 1, (argv, result.err)
 
 
 def test_verify_refuses_a_file_that_is_no_seal(cli: Cli, tmp_path: Path) -> None:

@@ -180,7 +180,9 @@ class StoreFeed:
         ):
             if found == position:
                 return StoredAt(
-                    self._complaint_id(originator_id), version, _fingerprint(state)
+                    self._readable_id(originator_id, version),
+                    version,
+                    _fingerprint(state),
                 )
         return None
 
@@ -426,10 +428,14 @@ class _Following:
         self.ended = threading.Event()
 
 
-def _fingerprint(state: bytes | str | memoryview) -> str:
-    """SHA-256 of an event's state as stored. A hand edit may have left text
-    (SQLite) or a driver may hand back a buffer: each is hashed as bytes."""
-    raw = state.encode() if isinstance(state, str) else bytes(state)
+def _fingerprint(state: object) -> str:
+    """SHA-256 of an event's state as stored. A driver may hand back a
+    buffer, and a hand edit may have left text, a number or NULL (SQLite):
+    each is hashed as what it is, so that any edit changes the hash."""
+    if isinstance(state, bytes | bytearray | memoryview):
+        raw = bytes(state)
+    else:
+        raw = f"{type(state).__name__}:{state!r}".encode()
     return hashlib.sha256(raw).hexdigest()
 
 
