@@ -310,12 +310,27 @@ def test_a_row_no_event_could_have_written_is_a_break_to_every_command(
     # A seal pins each chain's head: it refuses a head it cannot read, and
     # leaves a break further down to verify.
     assert cli("seal").code in (0, 3)
-    # The event the views stand at, edited too: refused, whichever way.
-    cli("report", "backlog")  # nothing to catch up: the views are as they were
+
+
+HAND_EDITS = pytest.mark.parametrize(
+    ("column", "edit"),
+    [("state", "NULL"), ("originator_version", "'abc'"), ("originator_id", "'x'")],
+    ids=["null-state", "version-text", "id-text"],
+)
+
+
+@HAND_EDITS
+def test_a_hand_edit_of_the_event_the_views_stand_at_is_refused_in_one_line(
+    cli: Cli, tmp_path: Path, column: str, edit: str
+) -> None:
+    """The views' check of the store reads that event: it must refuse the
+    views (exit 2) or the history (3), never fail as a bug."""
+    complaint = cli.receive("--at", iso(0))
+    cli.ok("acknowledge", complaint, "--by", "ana", "--paraphrase", "P", "--at", iso(1))
+    cli.ok("report", "backlog")  # the views stand at the acknowledgement
     with sqlite3.connect(tmp_path / "amends.db") as db:
-        again = edit.replace("'abc'", "'abd'")  # (id, version) is unique
         db.execute(
-            f"UPDATE stored_events SET {column} = {again} WHERE originator_version = 2"
+            f"UPDATE stored_events SET {column} = {edit} WHERE originator_version = 2"
         )
     for argv in (["report", "backlog"], ["verify"], ["seal"]):
         result = cli(*argv)

@@ -118,12 +118,7 @@ class StoreFeed:
             if complaint_id is None:
                 complaint_id = self._readable_id(originator_id, version)
             if type(version) is not int:
-                raise HistoryViolation(
-                    complaint_id,
-                    repr(version),
-                    "the report views cannot read this stored event: its "
-                    "version is not a whole number (a hand edit?)",
-                )
+                raise _version_unread(complaint_id, version)
             try:
                 event_type = EVENT_TYPES[topic]
                 payload = decode(state)
@@ -179,11 +174,10 @@ class StoreFeed:
             self.recorder, position - 1, 1
         ):
             if found == position:
-                return StoredAt(
-                    self._readable_id(originator_id, version),
-                    version,
-                    _fingerprint(state),
-                )
+                complaint_id = self._readable_id(originator_id, version)
+                if type(version) is not int:
+                    raise _version_unread(complaint_id, version)
+                return StoredAt(complaint_id, version, _fingerprint(state))
         return None
 
     def holds(self, complaint_id: UUID, version: int) -> bool:
@@ -426,6 +420,15 @@ class _Following:
         self.stop = stop
         self.thread = thread
         self.ended = threading.Event()
+
+
+def _version_unread(complaint_id: UUID, version: object) -> HistoryViolation:
+    return HistoryViolation(
+        complaint_id,
+        repr(version),
+        "the report views cannot read this stored event: its version is not "
+        "a whole number (a hand edit?)",
+    )
 
 
 def _fingerprint(state: object) -> str:
