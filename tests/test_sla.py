@@ -105,8 +105,11 @@ def test_whole_day_calendar_skips_easter() -> None:
     # holidays, so the one business day is Tuesday, ending at its midnight.
     assert payments.deadline(thursday_noon, DAY) == london(2026, 4, 8, 0)
     assert WHOLE_DAYS_POLICY.deadline(thursday_noon, DAY) == london(2026, 4, 7, 12)
-    # Thursday afternoon, Tuesday and Wednesday morning: two whole days.
-    assert payments.elapsed(thursday_noon, london(2026, 4, 8, 12)) == 2 * DAY
+    # Thursday afternoon, Tuesday and Wednesday morning: two whole days;
+    # counted from the end of Thursday, a day and a half.
+    wednesday_noon = london(2026, 4, 8, 12)
+    assert WHOLE_DAYS_POLICY.elapsed(thursday_noon, wednesday_noon) == 2 * DAY
+    assert payments.elapsed(thursday_noon, wednesday_noon) == DAY + DAY / 2
 
 
 def test_friday_afternoon_plus_two_working_hours_is_monday_morning() -> None:
@@ -141,7 +144,9 @@ def test_whole_business_day_spans_the_clock_change_weekend() -> None:
     friday_noon = london(2026, 3, 27, 12)
     assert payments.deadline(friday_noon, DAY) == london(2026, 3, 31, 0)
     assert WHOLE_DAYS_POLICY.deadline(friday_noon, DAY) == london(2026, 3, 30, 12)
-    assert payments.elapsed(friday_noon, london(2026, 3, 30, 12)) == DAY
+    monday_noon = london(2026, 3, 30, 12)
+    assert WHOLE_DAYS_POLICY.elapsed(friday_noon, monday_noon) == DAY
+    assert payments.elapsed(friday_noon, monday_noon) == DAY / 2
 
 
 def test_zero_duration_is_due_at_once_even_outside_hours() -> None:
@@ -483,7 +488,10 @@ def test_elapsed_is_never_negative_nor_more_than_the_wall_clock(
 def test_elapsed_is_additive(
     scenario: tuple[SlaPolicy, datetime, PauseList], first: timedelta, second: timedelta
 ) -> None:
+    """The measure is additive. A policy counting from the end of the day
+    starts it there for each event, so it is checked without that."""
     policy, a, pauses = scenario
+    policy = policy.model_copy(update={"from_end_of_day": False})
     b = a + first
     c = b + second
     assert policy.elapsed(a, c, pauses) == policy.elapsed(
@@ -517,12 +525,12 @@ def test_deadline_round_trips_through_elapsed(
     assert due is not None
     assert due.tzinfo is UTC
     assert due >= start
+    # From the instant itself, whatever the policy counts from: the time at
+    # a deadline is its target (the reports' SLA column and their breaches
+    # agree).
+    assert policy.elapsed(start, due, pauses) == duration
     if duration > timedelta():
-        begun = origin(policy, start)
-        assert policy.elapsed(begun, due, pauses) == duration
-        assert policy.elapsed(begun, due - MICROSECOND, pauses) < duration
-    else:
-        assert due == start
+        assert policy.elapsed(start, due - MICROSECOND, pauses) < duration
 
 
 @settings(max_examples=200)
@@ -635,9 +643,13 @@ def test_business_time_matches_a_day_by_day_count(
 ) -> None:
     calendar = policy.calendar
     assert calendar is not None
-    expected = reference_business_time(calendar, start, start + span)
-    assert calendar.elapsed(start, start + span) == expected
-    assert policy.elapsed(start, start + span) == expected
+    end = start + span
+    expected = reference_business_time(calendar, start, end)
+    assert calendar.elapsed(start, end) == expected
+    if policy.from_end_of_day:  # counted from the end of the day
+        begun = calendar.end_of_day(start)
+        expected = reference_business_time(calendar, begun, max(begun, end))
+    assert policy.elapsed(start, end) == expected
 
 
 def test_business_calendars_refuse_instants_outside_their_years() -> None:
@@ -683,6 +695,13 @@ def test_a_business_deadline_after_the_calendar_years_is_never_due() -> None:
     late = datetime(2999, 12, 1, tzinfo=UTC)
     assert policy.deadline(late, timedelta(days=200)) is not None  # in 3000
     assert policy.deadline(late, timedelta(days=400)) is None
+    # The edges of the dates there are: counted from the end of the day,
+    # that day's end may be past the last date, or the first day local.
+    last = datetime(9999, 12, 31, 9, tzinfo=UTC)
+    assert policy.deadline(last, DAY) is None
+    assert policy.elapsed(last - DAY, last) == timedelta()
+    first = datetime(1, 1, 1, tzinfo=UTC)
+    assert policy.deadline(first, DAY) == policy.deadline(BEFORE_THE_CALENDARS, DAY)
     with pytest.raises(ValueError, match="2999"):
         policy.calendar.add(late, timedelta(days=400))
 

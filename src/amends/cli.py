@@ -375,11 +375,12 @@ COMMAND_DOCS: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
     "await_customer": (
-        "Wait on the customer (the SLA clock pauses; the wall clock does not).",
+        "Wait on the customer (the SLA clock pauses, under a policy that pauses; "
+        "the wall clock does not).",
         ('amends await-customer ID --by ben --reason "Asked for the bank statement"',),
     ),
     "customer_replied": (
-        "The customer answered: the SLA clock runs again.",
+        "The customer answered: a paused SLA clock runs again.",
         ('amends customer-replied ID --by ben --note "Statement received"',),
     ),
     "add_note": (

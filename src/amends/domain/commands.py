@@ -119,7 +119,8 @@ class TransferOwnership(Command):
 
 
 class AwaitCustomer(Command):
-    """The team waits on the customer: the SLA clock pauses (the wall clock not)."""
+    """The team waits on the customer: the SLA clock pauses, on a policy that
+    pauses (the wall clock never does)."""
 
     name = "await_customer"
 
@@ -127,7 +128,7 @@ class AwaitCustomer(Command):
 
 
 class CustomerReplied(Command):
-    """The customer answered: the SLA clock runs again."""
+    """The customer answered: a paused SLA clock runs again."""
 
     name = "customer_replied"
 

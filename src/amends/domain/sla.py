@@ -4,8 +4,10 @@ A policy names its targets per severity and the clock they run on: the wall
 clock ("calendar") or business time in a `WorkingCalendar` ("business"), where
 weekends, public holidays and the hours outside the working day do not count.
 Either clock can stand still while the team waits on the customer (pauses), so a
-pause is never counted against the team; reports show the wall clock beside it
-so that a pause cannot hide delay.
+pause is never counted against the team, on a policy that pauses (the team's
+own promises; a regulator's deadline runs on); reports show the wall clock
+beside it so that a pause cannot hide delay. A policy may count from the end
+of the day on which its clock starts, as rules in business days do.
 
 Everything here is pure arithmetic on the instants passed in: no clock is read.
 Instants in and out are timezone-aware and in UTC. Business time is real time
@@ -400,7 +402,7 @@ class Targets(BaseModel):
             raise ValueError(f"must be a positive duration, got {value}")
         if value is not None and value > MAX_TARGET:
             raise ValueError(
-                f"must be at most {MAX_TARGET.days} days, got {value.days} days "
+                f"must be at most {MAX_TARGET.days} days, got {value} "
                 "(seconds given as days?)"
             )
         return value
@@ -457,6 +459,20 @@ class SlaPolicy(BaseModel):
             )
         return self
 
+    def _counted_from(self, start: datetime) -> datetime | None:
+        """Where this policy's clock starts for an event at `start`: there,
+        or with `from_end_of_day` the end of that local day; None when that
+        is after the calendars (a stored time written before command times
+        were limited). Before them no business time passes, so no shift."""
+        calendar = self.calendar
+        if not self.from_end_of_day or calendar is None:
+            return start
+        if start.year > LAST_BUSINESS_YEAR + 1:
+            return None
+        if start.year < FIRST_BUSINESS_YEAR - 1:
+            return start
+        return calendar.end_of_day(start)
+
     def targets_for(self, severity: Severity) -> Targets:
         return self.targets[severity]
 
@@ -466,6 +482,8 @@ class SlaPolicy(BaseModel):
         """SLA time from `start` to `end` on this policy's clock, minus the parts
         of `pauses` inside that window (each paused moment counted once).
 
+        With `from_end_of_day`, counted from the end of the day `start`
+        falls on, as deadlines are: the time at a deadline is its target.
         On a business clock, time outside the calendars is not business time.
         They are built for `FIRST_BUSINESS_YEAR` to `LAST_BUSINESS_YEAR` and
         a year on either side (a local year differs from UTC's by at most
@@ -478,6 +496,13 @@ class SlaPolicy(BaseModel):
         paused = _paused_intervals(pauses, start, end) if pauses else []
         if not self.pause_on_await:
             paused = []
+        counted_from = self._counted_from(start)
+        if counted_from is None:
+            return _ZERO  # after the calendars: no business time passes
+        if counted_from != start:
+            start = counted_from
+            end = max(end, start)
+            paused = _paused_intervals(paused, start, end)
         calendar = self.calendar
         if calendar is None:
             total = end - start
@@ -513,8 +538,11 @@ class SlaPolicy(BaseModel):
         if not self.pause_on_await:
             paused = []
         calendar = self.calendar
-        if self.from_end_of_day and calendar is not None:
-            start = calendar.end_of_day(start)
+        counted_from = self._counted_from(start)
+        if counted_from is None:
+            return None  # after the calendars: never due
+        if counted_from != start:
+            start = counted_from
             paused = _paused_intervals(paused, start)
         if calendar is None:
             moment = start

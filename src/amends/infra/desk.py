@@ -478,9 +478,9 @@ class ComplaintDesk:
         reason: str,
         at: datetime | None = None,
     ) -> Complaint:
-        """Wait on the customer (for a document, an answer): the SLA clock pauses.
-
-        The wall clock never pauses; reports show both.
+        """Wait on the customer (for a document, an answer): the SLA clock
+        pauses, under a policy that pauses (the default; the regulators'
+        presets do not). The wall clock never pauses; reports show both.
         """
         return self._run(c.AwaitCustomer, complaint_id, by=by, at=at, reason=reason)
 
@@ -493,7 +493,7 @@ class ComplaintDesk:
         note: str | None = None,
         at: datetime | None = None,
     ) -> Complaint:
-        """The customer answered: the SLA clock runs again."""
+        """The customer answered: a paused SLA clock runs again."""
         return self._run(c.CustomerReplied, complaint_id, by=by, at=at, note=note)
 
     def add_note(

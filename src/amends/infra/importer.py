@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import threading
 import time
 import tomllib
 import types
@@ -603,12 +604,18 @@ def _csv_rows(
             # Spreadsheets often save UTF-8 with a byte order mark.
             header = [name.strip() for name in record]
             header[0] = header[0].removeprefix("\ufeff").strip()
-            twice = sorted({name for name in header if header.count(name) > 1})
+            read = mapping.referenced_columns()
+            twice = sorted(
+                {name for name in header if name in read and header.count(name) > 1}
+            )
             if twice:
-                # Which of the two a row's value came from would be a guess.
+                # Which of the two a row's value came from would be a guess;
+                # columns the mapping does not read (blank ones after the
+                # last, in spreadsheet exports) may repeat.
                 raise ImportLogError(
                     f"log {path}: the header names column "
-                    f"{', '.join(map(repr, twice))} more than once"
+                    f"{', '.join(map(repr, twice))}, which the mapping reads, "
+                    "more than once"
                 )
             missing = sorted(mapping.referenced_columns() - set(header))
             if missing:
@@ -637,6 +644,9 @@ A field longer than a command takes is then refused with its row and case,
 as in JSON Lines, not as the whole log being unreadable."""
 
 
+_FIELD_LIMIT_LOCK = threading.Lock()
+
+
 class _FieldSized:
     """A csv reader that reads fields up to `CSV_FIELD_LIMIT` long.
 
@@ -652,11 +662,13 @@ class _FieldSized:
         return self
 
     def __next__(self) -> list[str]:
-        before = csv.field_size_limit(CSV_FIELD_LIMIT)
-        try:
-            return typing.cast(list[str], next(self._reader))
-        finally:
-            csv.field_size_limit(before)
+        with _FIELD_LIMIT_LOCK:  # imports in two threads share the limit
+            before = csv.field_size_limit()
+            csv.field_size_limit(max(before, CSV_FIELD_LIMIT))
+            try:
+                return typing.cast(list[str], next(self._reader))
+            finally:
+                csv.field_size_limit(before)
 
     @property
     def line_num(self) -> int:

@@ -12,7 +12,8 @@ Definitions shared by all reports:
 - Durations are seconds. Time to resolution runs from receipt to the *first*
   resolution, on the wall clock and on the SLA clock of the policy in force
   when the complaint was received (the SLA clock stands still while waiting
-  on the customer, and, for business-time policies, outside business hours).
+  on the customer, on a policy that pauses, and, for business-time
+  policies, outside business hours).
 - Percentiles are nearest-rank: the smallest value with at least p% of the
   values at or below it.
 - A deadline is *breached* when it was met after it fell due, or it is unmet

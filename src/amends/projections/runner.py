@@ -294,17 +294,25 @@ class ProjectionRunner:
                 f"have read the event log to position {furthest}, past its end at {end}"
             )
         elif tracking.position and (
-            at_position is None
-            or applied is None
-            or applied < at_position.version
-            or (
-                tracking.stored_event is not None
-                and tracking.stored_event != at_position.fingerprint
-            )
+            at_position is None or applied is None or applied < at_position.version
         ):
             found = (
                 f"have read the event log to position {tracking.position}, "
                 "and the store's event there is not one they applied"
+            )
+        elif (
+            tracking.position
+            and tracking.stored_event is not None
+            and at_position is not None
+            and tracking.stored_event != at_position.fingerprint
+        ):
+            found = (
+                f"have read the event log to position {tracking.position}, "
+                "and the store's event there is not one they applied: it is of "
+                f"complaint {at_position.complaint_id} version "
+                f"{at_position.version}, as theirs was, but not the same bytes "
+                "(if no backup was restored, an event was edited: amends "
+                "verify names it)"
             )
         elif first is not None and not self.feed.holds(UUID(first.id), first.version):
             found = (
