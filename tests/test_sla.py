@@ -539,12 +539,14 @@ def test_deadline_is_none_exactly_when_an_open_pause_stops_the_clock_first(
     scenario: tuple[SlaPolicy, datetime, PauseList], duration: timedelta
 ) -> None:
     policy, start, pauses = scenario
+    # A policy counting from the end of the day stands still only at a pause
+    # open from then on; elapsed counts from there itself.
     begun = origin(policy, start) if duration else start
     open_starts = [max(begins, begun) for begins, ends in pauses if ends is None]
     stopped = (
         policy.pause_on_await
         and bool(open_starts)
-        and (policy.elapsed(begun, min(open_starts), pauses) < duration)
+        and (policy.elapsed(start, min(open_starts), pauses) < duration)
     )
     assert (policy.deadline(start, duration, pauses) is None) == stopped
 
