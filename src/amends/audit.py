@@ -20,7 +20,7 @@ from amends.domain.audit import (
     SealEntry,
     VerificationReport,
 )
-from amends.infra.errors import first_line
+from amends.domain.errors import first_line
 
 __all__ = [
     "CaseBundle",

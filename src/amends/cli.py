@@ -48,11 +48,11 @@ from rich.progress import Progress, TaskID
 from amends.audit import load_seal
 from amends.domain import commands as c
 from amends.domain.complaint import Complaint
-from amends.domain.errors import AmendsError, InvalidCommand
+from amends.domain.errors import AmendsError, InvalidCommand, first_line
 from amends.domain.lifecycle import command_names, mermaid
 from amends.infra.desk import Clock, ComplaintDesk, utc_now
 from amends.infra.docs import lifecycle_markdown, write_docs
-from amends.infra.errors import ConfigurationError, StoreUnavailable, first_line
+from amends.infra.errors import ConfigurationError, StoreUnavailable
 from amends.infra.reporting import MAX_COUNT, MAX_HORIZON, policy_schedule
 from amends.infra.settings import new_cipher_key, resolve_store_url, store_settings
 from amends.projections.facts import PolicyMismatch
@@ -472,7 +472,7 @@ def _domain_command(command_type: type[c.Command]) -> Callable[..., None]:
             # refuse is refused on an empty store in memory first, so that
             # it leaves no empty store behind at a mistyped path.
             with session.scratch_desk() as scratch:
-                scratch.execute(name, complaint_id, **dict(arguments))
+                scratch.execute(name, complaint_id, **arguments)
         with session.desk(creating=creating) as desk:
             complaint = desk.execute(name, complaint_id, **arguments)
         if command_type is c.Receive:

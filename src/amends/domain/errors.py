@@ -104,6 +104,33 @@ class HistoryViolation(AmendsError):
         super().__init__(f"complaint {complaint_id} version {version}: {problem}")
 
 
+def stored_complaint_id(raw: object, version: object = "?") -> UUID:
+    """A stored row's originator id as its complaint's. Every reader of raw
+    rows (the audit, the views, a seal) reads ids so: a row a hand edit left
+    with an id that is no complaint's is a history no event could have
+    written, not a crash."""
+    if isinstance(raw, UUID):
+        return raw
+    try:
+        return UUID(raw)  # type: ignore[arg-type]
+    except (ValueError, TypeError, AttributeError):
+        raise HistoryViolation(
+            repr(raw), repr(version), f"a row's originator_id {raw!r} is no id"
+        ) from None
+
+
+def stored_version(complaint_id: UUID, raw: object) -> int:
+    """A stored row's version, which SQLite keeps as whatever a hand edit
+    put there (see `stored_complaint_id`)."""
+    if type(raw) is int:
+        return raw
+    raise HistoryViolation(
+        complaint_id,
+        repr(raw),
+        f"a row's originator_version {raw!r} is not a whole number",
+    )
+
+
 def first_line(error: BaseException) -> str:
     """What an error says, to its first line (drivers append the SQL and
     hints on further lines), or its type's name when it says nothing: a

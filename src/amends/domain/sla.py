@@ -30,7 +30,7 @@ import holidays
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from amends.domain.stages import Severity
-from amends.domain.values import FIRST_YEAR, LAST_YEAR, Instant
+from amends.domain.values import FIRST_YEAR, LAST_YEAR, Instant, recordable
 
 __all__ = [
     "DEFAULT_POLICY_NAME",
@@ -219,7 +219,7 @@ def _year_windows(key: _CalendarKey, year: int) -> _YearWindows:
 
 
 def _check_business_range(value: datetime, argument: str) -> None:
-    if not FIRST_BUSINESS_YEAR <= value.year <= LAST_BUSINESS_YEAR:
+    if not recordable(value):  # the calendars' years are the commands'
         raise ValueError(
             f"{argument} ({value.isoformat()}) is outside the years "
             f"{FIRST_BUSINESS_YEAR} to {LAST_BUSINESS_YEAR} that business "
@@ -493,6 +493,8 @@ class SlaPolicy(BaseModel):
         end = _utc(end, "end")
         if end < start:
             end = start
+        # Pauses are checked (each a well-formed interval) whether or not
+        # this policy counts them.
         paused = _paused_intervals(pauses, start, end) if pauses else []
         if not self.pause_on_await:
             paused = []

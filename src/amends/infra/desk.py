@@ -42,6 +42,8 @@ from amends.domain.errors import (
     FieldProblem,
     HistoryViolation,
     InvalidCommand,
+    first_line,
+    stored_version,
 )
 from amends.domain.events import ComplaintEvent
 from amends.domain.history import CaseHistory, history_of
@@ -52,7 +54,6 @@ from amends.infra.errors import (
     ConfigurationError,
     DeskClosed,
     StoreUnavailable,
-    first_line,
     names_a_missing_schema,
 )
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
@@ -659,11 +660,10 @@ class ComplaintDesk:
                     complaint_id, desc=True, limit=1
                 )
                 record = self._stored_record(rows[0])
-                if record.payload is None or type(record.version) is not int:
+                stored_version(complaint_id, record.version)
+                if record.payload is None:
                     raise HistoryViolation(
-                        complaint_id,
-                        repr(record.version),
-                        record.problem or "the stored version is no whole number",
+                        complaint_id, record.version, record.problem or "unreadable"
                     )
                 entries.append(
                     SealEntry(

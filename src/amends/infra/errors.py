@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amends.domain.errors import AmendsError, first_line
+from amends.domain.errors import AmendsError
 
 
 class ConfigurationError(AmendsError, ValueError):
@@ -23,12 +23,3 @@ def names_a_missing_schema(error: BaseException | None) -> bool:
     """PostgreSQL said a schema does not exist (SQLSTATE 3F000): a URL's
     `?schema=` to fix, which no retry gets past."""
     return getattr(error, "sqlstate", None) == "3F000"
-
-
-__all__ = [
-    "ConfigurationError",
-    "DeskClosed",
-    "StoreUnavailable",
-    "first_line",
-    "names_a_missing_schema",
-]

@@ -32,14 +32,20 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from amends.domain.commands import field_problem
-from amends.domain.errors import FieldProblem, HistoryViolation, InvalidCommand
+from amends.domain.errors import (
+    FieldProblem,
+    HistoryViolation,
+    InvalidCommand,
+    first_line,
+    stored_complaint_id,
+    stored_version,
+)
 from amends.domain.events import EVENT_TYPES
 from amends.domain.sla import DEFAULT_POLICY_NAME, PolicySchedule, SlaPolicy, preset
 from amends.infra.errors import (
     ConfigurationError,
     DeskClosed,
     StoreUnavailable,
-    first_line,
     names_a_missing_schema,
 )
 from amends.infra.mapper import PydanticMapper, UnreadableRecord
@@ -116,9 +122,9 @@ class StoreFeed:
         for position, originator_id, version, topic, state in rows:
             complaint_id = ids.get(originator_id)
             if complaint_id is None:
-                complaint_id = self._readable_id(originator_id, version)
-            if type(version) is not int:
-                raise _version_unread(complaint_id, version)
+                complaint_id = self._complaint_id(originator_id, version)
+            if type(version) is not int:  # a hand edit: refused, by name
+                stored_version(complaint_id, version)
             try:
                 event_type = EVENT_TYPES[topic]
                 payload = decode(state)
@@ -140,25 +146,10 @@ class StoreFeed:
             )
         return items
 
-    def _readable_id(self, originator_id: UUID | str, version: object) -> UUID:
-        """The complaint id of a row the views read, or the history refused
-        where a hand edit left an id that is no complaint's."""
-        try:
-            return self._complaint_id(originator_id)
-        except (ValueError, TypeError, AttributeError):
-            raise HistoryViolation(
-                repr(originator_id),
-                repr(version),
-                "the report views cannot read this stored event: its "
-                "originator_id is no complaint id (a hand edit?)",
-            ) from None
-
-    def _complaint_id(self, originator_id: UUID | str) -> UUID:
+    def _complaint_id(self, originator_id: UUID | str, version: object) -> UUID:
         """The id as a UUID, kept for the complaint's next events: a complaint
         has about ten, and parsing its id each time was a tenth of a read."""
-        complaint_id = (
-            originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
-        )
+        complaint_id = stored_complaint_id(originator_id, version)
         if len(self._ids) >= KNOWN_IDS:
             self._ids.clear()
         self._ids[originator_id] = complaint_id
@@ -174,10 +165,12 @@ class StoreFeed:
             self.recorder, position - 1, 1
         ):
             if found == position:
-                complaint_id = self._readable_id(originator_id, version)
-                if type(version) is not int:
-                    raise _version_unread(complaint_id, version)
-                return StoredAt(complaint_id, version, _fingerprint(state))
+                complaint_id = self._complaint_id(originator_id, version)
+                return StoredAt(
+                    complaint_id,
+                    stored_version(complaint_id, version),
+                    _fingerprint(state),
+                )
         return None
 
     def holds(self, complaint_id: UUID, version: int) -> bool:
@@ -420,15 +413,6 @@ class _Following:
         self.stop = stop
         self.thread = thread
         self.ended = threading.Event()
-
-
-def _version_unread(complaint_id: UUID, version: object) -> HistoryViolation:
-    return HistoryViolation(
-        complaint_id,
-        repr(version),
-        "the report views cannot read this stored event: its version is not "
-        "a whole number (a hand edit?)",
-    )
 
 
 def _fingerprint(state: object) -> str:

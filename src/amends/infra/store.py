@@ -35,7 +35,11 @@ from eventsourcing.utils import Environment, EnvType
 from psycopg.sql import Identifier
 from psycopg_pool import PoolTimeout
 
-from amends.domain.errors import HistoryViolation
+from amends.domain.errors import (
+    HistoryViolation,
+    stored_complaint_id,
+    stored_version,
+)
 from amends.infra.mapper import PydanticMapper
 
 DDL_ATTEMPTS = 5
@@ -201,11 +205,13 @@ def complaint_ids(recorder: ApplicationRecorder) -> set[UUID]:
     (an index-only scan), and the in-memory store walks its log.
     """
     if isinstance(recorder, SQLiteAggregateRecorder | PostgresAggregateRecorder):
-        return {_stored_id(stored) for stored in stored_complaint_ids(recorder)}
+        return {
+            stored_complaint_id(stored) for stored in stored_complaint_ids(recorder)
+        }
     ids: set[UUID] = set()
     start = 1
     while batch := recorder.select_notifications(start, 1_000):
-        ids.update(_uuid(n.originator_id) for n in batch)
+        ids.update(stored_complaint_id(n.originator_id) for n in batch)
         start = batch[-1].id + 1
     return ids
 
@@ -334,33 +340,14 @@ def complaint_rows(
         ).fetchall()
 
 
-def _uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
-
-
-def _stored_id(raw_id: str) -> UUID:
-    """A stored originator id as the complaint's; one that is none is a
-    history no event could have written."""
-    try:
-        return _uuid(raw_id)
-    except ValueError:
-        raise HistoryViolation(
-            repr(raw_id), "?", "a stored row's originator_id is no id (a hand edit?)"
-        ) from None
-
-
-def _stored(raw_id: object, version: object, row: Any) -> StoredEvent | MalformedRow:
+def _stored(row: Any) -> StoredEvent | MalformedRow:
     """A scanned row as the event it holds, or as what is wrong with it."""
+    complaint_id = None
     try:
-        complaint_id = _uuid(raw_id)  # type: ignore[arg-type]
-    except (ValueError, TypeError, AttributeError):
-        return MalformedRow(None, None, f"a row's originator_id {raw_id!r} is no id")
-    if type(version) is not int:
-        return MalformedRow(
-            complaint_id,
-            None,
-            f"a row's originator_version {version!r} is not a whole number",
-        )
+        complaint_id = stored_complaint_id(row["originator_id"])
+        version = stored_version(complaint_id, row["originator_version"])
+    except HistoryViolation as malformed:
+        return MalformedRow(complaint_id, None, malformed.problem)
     state = row["state"]
     return StoredEvent(
         originator_id=complaint_id,
@@ -439,7 +426,7 @@ def _scan(
                 cursor.execute(more, (*one, *last, SCAN_BATCH))
             rows = cursor.fetchall()
         for row in rows:
-            yield _stored(row["originator_id"], row["originator_version"], row)
+            yield _stored(row)
         if len(rows) < SCAN_BATCH:
             return
         last = (rows[-1]["originator_id"], rows[-1]["originator_version"])

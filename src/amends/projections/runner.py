@@ -44,7 +44,12 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import InternalError as SqlInternalError
 
-from amends.domain.errors import AmendsError, HistoryViolation, first_line
+from amends.domain.errors import (
+    AmendsError,
+    HistoryViolation,
+    first_line,
+    stored_complaint_id,
+)
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
 from amends.projections import forking, summary
@@ -863,16 +868,7 @@ def remaining_parts(
     parts: list[tuple[str, str]] = []
     run: list[str] = []
     for stored_id in stored:
-        try:
-            complaint_id = UUID(stored_id)
-        except ValueError:
-            raise HistoryViolation(
-                repr(stored_id),
-                "?",
-                "the report views cannot read this store: a row's "
-                "originator_id is no complaint id (a hand edit?)",
-            ) from None
-        if complaint_id in loaded:
+        if stored_complaint_id(stored_id) in loaded:
             if run:
                 parts.append((run[0], run[-1]))
                 run = []
