@@ -312,14 +312,11 @@ def test_a_row_no_event_could_have_written_is_a_break_to_every_command(
     assert cli("seal").code in (0, 3)
 
 
-HAND_EDITS = pytest.mark.parametrize(
+@pytest.mark.parametrize(
     ("column", "edit"),
     [("state", "NULL"), ("originator_version", "'abc'"), ("originator_id", "'x'")],
     ids=["null-state", "version-text", "id-text"],
 )
-
-
-@HAND_EDITS
 def test_a_hand_edit_of_the_event_the_views_stand_at_is_refused_in_one_line(
     cli: Cli, tmp_path: Path, column: str, edit: str
 ) -> None:
