@@ -141,7 +141,8 @@ def test_a_complaint_walks_the_whole_lifecycle_through_the_subcommands(
 
 def test_every_command_shows_help_with_examples(cli: Cli) -> None:
     names = [name.replace("_", "-") for name in command_names()]
-    names += ["show", "history", "verify", "seal", "export-case", "diagram"]
+    names += ["show", "history", "verify", "seal", "export-case", "verify-bundle"]
+    names += ["diagram"]
     names += ["report", "project", "demo", "walkthrough", "docs", "keygen"]
     for name in names:
         result = cli(name, "--help")
@@ -355,6 +356,55 @@ def test_export_case_is_a_bundle_an_auditor_can_check(cli: Cli, tmp_path: Path) 
     printed = cli.ok("export-case", complaint, "--out", str(tmp_path / "case.json"))
     assert printed.startswith(f"exported 16 events of complaint {complaint}")
     assert verify_bundle(tmp_path / "case.json").ok
+    assert cli.ok("verify-bundle", str(tmp_path / "case.json")) == (
+        "verified 16 events of 1 complaints: clean\n"
+    )
+
+
+def test_a_broken_case_is_exported_as_stored_and_said_not_to_verify(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The bundle is evidence as stored; its exporter and its receiver are
+    both told, with code 3, where the chain breaks."""
+    complaint = cli.receive("--at", iso(0))
+    cli.ok("acknowledge", complaint, "--by", "ana", "--paraphrase", "P", "--at", iso(1))
+    cli.ok("apologize", complaint, "--by", "ana", "--apology", "A", "--at", iso(2))
+    _edit_event(tmp_path / "amends.db", 2, paraphrase="Something else")
+    case = tmp_path / "case.json"
+
+    result = cli("export-case", complaint, "--out", str(case))
+    assert result.code == 3
+    assert result.out.startswith(f"exported 3 events of complaint {complaint}")
+    assert "version 2: altered" in result.err
+    assert result.err.endswith(
+        f"amends: complaint {complaint} does not verify: the bundle holds 1 breaks "
+        "(listed above)\n"
+    )
+    bundle = json.loads(case.read_text(encoding="utf-8"))
+    assert bundle["events"][1]["payload"]["paraphrase"] == "Something else"
+
+    result = cli("export-case", complaint)
+    assert result.code == 3
+    assert json.loads(result.out)["digest"] == bundle["digest"]
+    assert "version 2: altered" in result.err
+
+    result = cli("verify-bundle", str(case))
+    assert result.code == 3
+    assert "version 2: altered" in result.out
+    assert result.err == f"amends: {case} holds 1 breaks in the record (listed above)\n"
+
+
+def test_verify_bundle_refuses_a_missing_file_and_names_one_that_is_no_bundle(
+    cli: Cli, tmp_path: Path
+) -> None:
+    result = cli("verify-bundle", str(tmp_path / "nothere.json"))
+    assert result.code == 2
+    assert "does not exist" in result.err
+    (tmp_path / "other.json").write_text("{}", encoding="utf-8")
+    result = cli("verify-bundle", str(tmp_path / "other.json"))
+    assert result.code == 3
+    assert "is not a readable case bundle" in result.out
+    assert not (tmp_path / "amends.db").exists()
 
 
 def test_the_diagram_is_drawn_from_the_transition_table(cli: Cli) -> None:

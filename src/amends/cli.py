@@ -45,7 +45,7 @@ from pydantic import AwareDatetime, ValidationError
 from pydantic.fields import FieldInfo
 from rich.progress import Progress, TaskID
 
-from amends.audit import load_seal
+from amends.audit import load_seal, verify_bundle
 from amends.domain import commands as c
 from amends.domain.complaint import Complaint
 from amends.domain.errors import AmendsError, InvalidCommand, first_line
@@ -681,8 +681,7 @@ def seal(
     epilog=_examples(
         "amends export-case ID > case.json",
         "amends export-case ID --out case.json",
-        "python -c 'from amends.audit import verify_bundle; "
-        'print(verify_bundle("case.json").to_text())\'',
+        "amends verify-bundle case.json",
     ),
 )
 def export_case(
@@ -693,7 +692,8 @@ def export_case(
         typer.Option(metavar="FILE", dir_okay=False, help="write the bundle there"),
     ] = None,
 ) -> None:
-    """One complaint's evidence as JSON: its events, digests, schemas and head."""
+    """One complaint's evidence as JSON: its events, digests, schemas and head;
+    exits 3 if the case does not verify (the bundle is written all the same)."""
     with _session(context).desk() as desk:
         bundle = desk.export_case(complaint_id, out)
     if out is None:
@@ -703,6 +703,44 @@ def export_case(
             f"exported {len(bundle.events)} events of complaint {bundle.complaint_id} "
             f"into {out} (digest {bundle.digest})"
         )
+    # The bundle is evidence as stored, breaks included; whoever exports a
+    # broken case learns it now, not from the auditor who receives it.
+    checked = bundle.verify()
+    if not checked.ok:
+        print(checked.to_text(), end="", file=sys.stderr)
+        _fail(
+            f"complaint {bundle.complaint_id} does not verify: the bundle holds "
+            f"{len(checked.findings)} breaks (listed above)"
+        )
+        raise typer.Exit(EXIT_REFUSED)
+
+
+@app.command(
+    "verify-bundle",
+    rich_help_panel=READING,
+    epilog=_examples("amends verify-bundle case.json"),
+)
+def verify_bundle_command(
+    bundle: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+            help="a bundle written by `amends export-case`",
+        ),
+    ],
+) -> None:
+    """Check a case bundle with no store: its digests, chain, lifecycle and
+    times; exits 3 if there is a break."""
+    report = verify_bundle(bundle)
+    print(report.to_text(), end="")
+    if not report.ok:
+        _fail(
+            f"{bundle} holds {len(report.findings)} breaks in the record (listed above)"
+        )
+        raise typer.Exit(EXIT_REFUSED)
 
 
 @app.command(
