@@ -445,3 +445,35 @@ def test_a_naive_clock_is_named_as_the_clock_and_records_nothing() -> None:
         with pytest.raises(ConfigurationError, match="clock returned a naive"):
             desk.receive(**RECEIVE, at=NOW)
         assert desk.last_position() == 0
+
+
+@pytest.mark.parametrize("reading", [None, "2026-03-01T09:00Z", 1_772_355_600])
+def test_a_clock_that_returns_no_datetime_is_named_and_records_nothing(
+    reading: object,
+) -> None:
+    with ComplaintDesk("memory://", clock=lambda: reading) as desk:  # type: ignore[arg-type,return-value]
+        with pytest.raises(
+            ConfigurationError, match=r"clock returned .*not a datetime"
+        ):
+            desk.receive(**RECEIVE)
+        assert desk.last_position() == 0
+
+
+@pytest.mark.parametrize("skew", [timedelta(hours=-1), 300, None])
+def test_a_clock_skew_that_is_no_duration_of_zero_or_more_is_refused(
+    skew: object,
+) -> None:
+    with pytest.raises(ValueError, match="clock_skew must be a timedelta"):
+        ComplaintDesk("memory://", clock_skew=skew)  # type: ignore[arg-type]
+
+
+def test_get_as_of_names_what_it_was_given_instead_of_a_datetime() -> None:
+    with ComplaintDesk("memory://", clock=FixedClock(NOW)) as desk:
+        complaint_id = desk.receive(**RECEIVE)
+        with pytest.raises(InvalidCommand) as refused:
+            desk.get(complaint_id, as_of=NOW.isoformat())  # type: ignore[arg-type]
+        assert refused.value.problems[0].problem == (
+            "must be a timezone-aware datetime, not str"
+        )
+        with pytest.raises(InvalidCommand, match="a naive one has no zone"):
+            desk.get(complaint_id, as_of=NOW.replace(tzinfo=None))

@@ -186,3 +186,36 @@ def test_the_earliest_calendar_years_are_measured_in_business_time(
             ("acknowledge", moment.year),
             ("resolve", moment.year),
         }
+
+
+@pytest.mark.parametrize(
+    ("steps", "problems"),
+    [
+        ([42], [("steps.0", "Input should be a valid string")]),
+        ([42, "Refund"], [("steps.0", "Input should be a valid string")]),
+        (
+            ["  ", None],
+            [
+                ("steps.0", "must not be blank"),
+                ("steps.1", "Input should be a valid string"),
+            ],
+        ),
+        ([], [("steps", "needs at least one item")]),
+    ],
+    ids=["one-bad-item", "one-of-two", "all-bad", "empty"],
+)
+def test_a_list_of_refused_items_is_not_also_called_empty(
+    steps: list[Any], problems: list[tuple[str, str]]
+) -> None:
+    """pydantic counts a list's items after validating them: a list whose
+    items were all refused would be "empty" too, which the caller's was not."""
+    with ComplaintDesk("memory://", clock=FixedClock(NOW)) as desk:
+        complaint_id = desk.receive(**RECEIVE)
+        desk.acknowledge(complaint_id, by="ana", paraphrase="Billed twice")
+        desk.apologize(complaint_id, by="ana", apology="Sorry")
+        with pytest.raises(InvalidCommand) as refused:
+            desk.commit_plan(
+                complaint_id, by="ana", steps=steps, due=NOW + timedelta(days=3)
+            )
+        assert [(p.field, p.problem) for p in refused.value.problems] == problems
+        assert desk.get(complaint_id).version == 3

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cache
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -65,10 +64,15 @@ class Step:
 
 @dataclass(frozen=True)
 class Lifecycle:
-    """A complaint's valid history as steps, and the stages it walked."""
+    """A complaint's valid history as steps, the stages it walked, and where
+    it ends: whether it is waiting on the customer, its owner, and the time of
+    its last step (what `invalid_steps` needs to draw a refused command)."""
 
     steps: tuple[Step, ...]
     stages: tuple[Stage, ...]
+    waiting: bool
+    owner: str
+    last_at: datetime
 
     @property
     def final_stage(self) -> Stage:
@@ -82,14 +86,27 @@ class Lifecycle:
         return complaint_id
 
 
-@cache
-def texts(max_size: int = 40) -> st.SearchStrategy[str]:
-    """Printable, non-blank prose, including non-ASCII letters."""
-    return st.text(
-        alphabet=st.characters(categories=("L", "N", "P", "Zs")),
-        min_size=1,
-        max_size=max_size,
-    ).filter(lambda s: s.strip() != "")
+def texts(max_size: int = 40, *, lines: bool = False) -> st.SearchStrategy[str]:
+    """Printable, non-blank text as the desk takes it: letters, digits,
+    punctuation, symbols (`<`, `€`, emoji), combining marks and spaces in any
+    script; with `lines`, also tabs and line breaks (the prose fields take
+    them, names and labels do not)."""
+    key = (max_size, lines)
+    if key not in _TEXTS:
+        _TEXTS[key] = st.text(
+            alphabet=st.characters(
+                categories=("L", "M", "N", "P", "S", "Zs"),
+                include_characters="\t\n" if lines else "",
+            ),
+            min_size=1,
+            max_size=max_size,
+        ).filter(lambda s: s.strip() != "")
+    return _TEXTS[key]
+
+
+_TEXTS: dict[tuple[int, bool], st.SearchStrategy[str]] = {}
+"""Built once per shape: a strategy is drawn from for every field of every
+step."""
 
 
 def people() -> st.SearchStrategy[str]:
@@ -104,8 +121,19 @@ def gaps(max_hours: int = 72) -> st.SearchStrategy[timedelta]:
 
 
 def later(at: datetime) -> st.SearchStrategy[datetime]:
-    """A moment strictly after `at`, within a month."""
-    return _LATER_SECONDS.map(lambda s: at + timedelta(seconds=s))
+    """A moment strictly after `at`, within a month, in UTC.
+
+    Counted in UTC: added to a time in a zone with daylight saving, a
+    timedelta moves its wall clock, and an hour after 01:30 on the night
+    clocks go back can be earlier than it."""
+    start = _utc(at, "later(at)")
+    return _LATER_SECONDS.map(lambda s: start + timedelta(seconds=s))
+
+
+def _utc(at: datetime, name: str) -> datetime:
+    if at.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, not {at.isoformat()}")
+    return at.astimezone(UTC)
 
 
 _PEOPLE = st.sampled_from(PEOPLE)
@@ -117,26 +145,34 @@ def _receive(at: datetime, owner: str) -> _Arguments:
     return st.fixed_dictionaries(
         {
             "customer": texts(30),
-            "summary": texts(),
+            "summary": texts(lines=True),
             "channel": st.sampled_from(CHANNELS),
             "category": st.sampled_from(CATEGORIES),
             "severity": st.sampled_from(list(Severity)),
-            "expectation": texts(),
-        }
+            "expectation": texts(lines=True),
+        },
+        optional={"preferred_contact": st.sampled_from(CHANNELS)},
     )
 
 
 def _commit_plan(at: datetime, owner: str) -> _Arguments:
     return st.fixed_dictionaries(
-        {"steps": st.lists(texts(20), min_size=1, max_size=4), "due": later(at)}
+        {
+            "steps": st.lists(texts(20, lines=True), min_size=1, max_size=4),
+            "due": later(at),
+        }
     )
 
 
 def _post_update(at: datetime, owner: str) -> _Arguments:
     return st.one_of(
-        st.fixed_dictionaries({"note": texts()}),
+        st.fixed_dictionaries({"note": texts(lines=True)}),
         st.fixed_dictionaries(
-            {"note": texts(), "revised_due": later(at), "revision_reason": texts()}
+            {
+                "note": texts(lines=True),
+                "revised_due": later(at),
+                "revision_reason": texts(lines=True),
+            }
         ),
     )
 
@@ -144,17 +180,19 @@ def _post_update(at: datetime, owner: str) -> _Arguments:
 def _confirm_satisfaction(at: datetime, owner: str) -> _Arguments:
     return st.one_of(
         st.fixed_dictionaries(
-            {"satisfied": st.just(True)}, optional={"reason": texts()}
+            {"satisfied": st.just(True)}, optional={"reason": texts(lines=True)}
         ),
-        st.fixed_dictionaries({"satisfied": st.just(False), "reason": texts()}),
+        st.fixed_dictionaries(
+            {"satisfied": st.just(False), "reason": texts(lines=True)}
+        ),
     )
 
 
 def _log_prevention(at: datetime, owner: str) -> _Arguments:
     return st.fixed_dictionaries(
         {
-            "root_cause": texts(),
-            "preventive_action": texts(),
+            "root_cause": texts(lines=True),
+            "preventive_action": texts(lines=True),
             "informed": st.lists(people(), min_size=1, max_size=3, unique=True),
         }
     )
@@ -164,7 +202,7 @@ def _transfer_ownership(at: datetime, owner: str) -> _Arguments:
     return st.fixed_dictionaries(
         {
             "to": st.sampled_from([p for p in PEOPLE if p != owner]),
-            "reason": texts(),
+            "reason": texts(lines=True),
             "customer_told": st.booleans(),
         }
     )
@@ -172,10 +210,10 @@ def _transfer_ownership(at: datetime, owner: str) -> _Arguments:
 
 def _offer_gesture(at: datetime, owner: str) -> _Arguments:
     return st.one_of(
-        st.fixed_dictionaries({"description": texts()}),
+        st.fixed_dictionaries({"description": texts(lines=True)}),
         st.fixed_dictionaries(
             {
-                "description": texts(),
+                "description": texts(lines=True),
                 "value": st.decimals(
                     min_value=Decimal("0"), max_value=Decimal("500"), places=2
                 ),
@@ -186,19 +224,21 @@ def _offer_gesture(at: datetime, owner: str) -> _Arguments:
 
 
 def _customer_replied(at: datetime, owner: str) -> _Arguments:
-    return st.fixed_dictionaries({}, optional={"note": texts()})
+    return st.fixed_dictionaries({}, optional={"note": texts(lines=True)})
 
 
 def _text_field(name: str) -> Callable[[datetime, str], _Arguments]:
     def arguments(at: datetime, owner: str) -> _Arguments:
-        return st.fixed_dictionaries({name: texts()})
+        return st.fixed_dictionaries({name: texts(lines=True)})
 
     return arguments
 
 
 def _two_text_fields(first: str, second: str) -> Callable[[datetime, str], _Arguments]:
     def arguments(at: datetime, owner: str) -> _Arguments:
-        return st.fixed_dictionaries({first: texts(), second: texts()})
+        return st.fixed_dictionaries(
+            {first: texts(lines=True), second: texts(lines=True)}
+        )
 
     return arguments
 
@@ -253,10 +293,23 @@ def lifecycles(
     `forward_bias` (0 to 1) is how often a step moves along the path rather
     than picking any allowed command: raise it to reach late stages, and
     reopens, within fewer steps.
+
+    `max_steps` bounds the steps drawn at random; once they are spent, only
+    moves forward along the path remain, so a complete lifecycle walks on to
+    the end (eight steps at least) whatever the bound. Hypothesis shrinks
+    towards short lifecycles and caps how much one example may draw, so long
+    ones are rare: to reach a hundred events (the desk's default snapshot
+    interval), add steps of your own with `arguments_for`.
+
+    `start` draws the time of receipt (by default, in 2018 to 2024, UTC). It
+    must draw aware datetimes, in any zone; the steps are timed in UTC from
+    there.
     """
     if not 0.0 <= forward_bias <= 1.0:
         raise ValueError("forward_bias must lie between 0 and 1")
-    at = draw(
+    if max_steps < 1:
+        raise ValueError("max_steps must be at least 1")
+    drawn = draw(
         start
         if start is not None
         else st.datetimes(
@@ -265,6 +318,7 @@ def lifecycles(
             timezones=st.just(UTC),
         )
     )
+    at = _utc(drawn, "lifecycles(start=...)")
     complaint_id = uuid4()
     by = draw(people())
     receive = {"by": by, "at": at, **draw(arguments_for("receive", at=at))}
@@ -293,7 +347,13 @@ def lifecycles(
             break  # an incomplete lifecycle stops one short of the end
         steps.append(Step(command, arguments))
         stages.append(state.stage)
-    return Lifecycle(tuple(steps), tuple(stages))
+    return Lifecycle(
+        tuple(steps),
+        tuple(stages),
+        waiting=state.waiting,
+        owner=state.owner,
+        last_at=state.last_event_at,
+    )
 
 
 def _forward_commands(stage: Stage) -> tuple[str, ...]:
@@ -324,10 +384,24 @@ def _advance(
 def invalid_steps(
     draw: st.DrawFn, stage: Stage, *, at: datetime, owner: str, waiting: bool = False
 ) -> Step:
-    """A command that `stage` does not allow, with otherwise valid arguments."""
+    """A command that `stage` does not allow (`waiting` on the customer or
+    not: the two allow different commands), with otherwise valid arguments,
+    at `at`. After a lifecycle, `invalid_steps_after` reads all three from it."""
+    at = _utc(at, "invalid_steps(at=...)")
     command = draw(st.sampled_from(refused_commands(stage, waiting)))
     arguments = draw(arguments_for(command, at=at, owner=owner))
     return Step(command, {"by": draw(people()), "at": at, **arguments})
+
+
+def invalid_steps_after(lifecycle: Lifecycle) -> st.SearchStrategy[Step]:
+    """A command the complaint refuses once `lifecycle` has run, at the time
+    of its last step (so no other rule refuses it first)."""
+    return invalid_steps(
+        lifecycle.final_stage,
+        at=lifecycle.last_at,
+        owner=lifecycle.owner,
+        waiting=lifecycle.waiting,
+    )
 
 
 def refused_commands(stage: Stage, waiting: bool = False) -> tuple[str, ...]:
@@ -348,6 +422,7 @@ __all__ = [
     "arguments_for",
     "gaps",
     "invalid_steps",
+    "invalid_steps_after",
     "later",
     "lifecycles",
     "people",

@@ -158,9 +158,21 @@ def parse_command(command_type: type[TCommand], **arguments: Any) -> TCommand:
         return command_type.model_validate(arguments)
     except ValidationError as exc:
         raise InvalidCommand(
-            command_type.name,
-            [field_problem(error, command_type.name) for error in exc.errors()],
+            command_type.name, field_problems(exc, command_type.name)
         ) from None
+
+
+def field_problems(exc: ValidationError, command: str) -> list[FieldProblem]:
+    """Each pydantic error as a field and its problem, in words. A list whose
+    items were all refused is not also said to be empty: pydantic counts the
+    items left after validation, none, but the caller did give some."""
+    errors = exc.errors()
+    with_bad_items = {error["loc"][:-1] for error in errors if len(error["loc"]) > 1}
+    return [
+        field_problem(error, command)
+        for error in errors
+        if not (error["type"] == "too_short" and error["loc"] in with_bad_items)
+    ]
 
 
 def field_problem(error: Any, command: str) -> FieldProblem:

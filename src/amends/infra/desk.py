@@ -151,6 +151,12 @@ def _in_utc(clock: Clock) -> Clock:
 
     def now() -> datetime:
         reading = clock()
+        if not isinstance(reading, datetime):
+            raise ConfigurationError(
+                f"the desk's clock returned {type(reading).__name__} "
+                f"({str(reading)[:60]!r}), not a datetime: it must return an aware "
+                "one, such as datetime.now(UTC)"
+            )
         if reading.tzinfo is None or reading.utcoffset() is None:
             raise ConfigurationError(
                 f"the desk's clock returned a naive datetime ({reading.isoformat()}): "
@@ -212,6 +218,10 @@ class ComplaintDesk:
             raise ValueError("max_attempts must be at least 1")
         if snapshot_every < 0:
             raise ValueError("snapshot_every must be 0 (never) or more")
+        if not isinstance(clock_skew, timedelta) or clock_skew < timedelta(0):
+            raise ValueError(
+                f"clock_skew must be a timedelta of zero or more, not {clock_skew!r}"
+            )
         self.store_url = resolve_store_url(store_url)
         self._clock = _in_utc(clock)
         self._max_attempts = max_attempts
@@ -932,7 +942,13 @@ def _record_digest(record: StoredRecord) -> str:
 
 
 def _aware(value: datetime, command: str, field: str) -> datetime:
-    if not isinstance(value, datetime) or value.utcoffset() is None:
+    if not isinstance(value, datetime):
+        raise InvalidCommand.single(
+            command,
+            field,
+            f"must be a timezone-aware datetime, not {type(value).__name__}",
+        )
+    if value.utcoffset() is None:
         raise InvalidCommand.single(
             command,
             field,

@@ -31,7 +31,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
-from amends.domain.commands import field_problem
+from amends.domain.commands import field_problems
 from amends.domain.errors import (
     FieldProblem,
     HistoryViolation,
@@ -542,7 +542,7 @@ class ReportDesk:
             try:
                 checked.append(model.model_validate(given))
             except ValidationError as exc:
-                problems += [field_problem(error, "report") for error in exc.errors()]
+                problems += field_problems(exc, "report")
         if problems:
             raise InvalidCommand("report", problems)
         report_filter, report_arguments = checked
