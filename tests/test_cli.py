@@ -375,8 +375,8 @@ def test_a_broken_case_is_exported_as_stored_and_said_not_to_verify(
     result = cli("export-case", complaint, "--out", str(case))
     assert result.code == 3
     assert result.out.startswith(f"exported 3 events of complaint {complaint}")
-    assert "version 2: altered" in result.err
-    assert result.err.endswith(
+    assert "version 2: altered" in result.out
+    assert result.err == (
         f"amends: complaint {complaint} does not verify: the bundle holds 1 breaks "
         "(listed above)\n"
     )
@@ -402,8 +402,9 @@ def test_verify_bundle_refuses_a_missing_file_and_names_one_that_is_no_bundle(
     assert "does not exist" in result.err
     (tmp_path / "other.json").write_text("{}", encoding="utf-8")
     result = cli("verify-bundle", str(tmp_path / "other.json"))
-    assert result.code == 3
-    assert "is not a readable case bundle" in result.out
+    assert result.code == 2
+    assert "other.json is not a bundle written by `amends export-case`" in result.err
+    assert result.err.count("\n") == 1
     assert not (tmp_path / "amends.db").exists()
 
 

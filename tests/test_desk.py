@@ -459,12 +459,16 @@ def test_a_clock_that_returns_no_datetime_is_named_and_records_nothing(
         assert desk.last_position() == 0
 
 
-@pytest.mark.parametrize("skew", [timedelta(hours=-1), 300, None])
-def test_a_clock_skew_that_is_no_duration_of_zero_or_more_is_refused(
-    skew: object,
-) -> None:
-    with pytest.raises(ValueError, match="clock_skew must be a timedelta"):
+@pytest.mark.parametrize(
+    "skew", [timedelta(hours=-1), timedelta(days=1, seconds=1), timedelta.max, 300]
+)
+def test_a_clock_skew_from_zero_to_a_day_is_all_a_desk_takes(skew: object) -> None:
+    with pytest.raises(ValueError, match="clock_skew must be a timedelta from zero"):
         ComplaintDesk("memory://", clock_skew=skew)  # type: ignore[arg-type]
+    with ComplaintDesk(
+        "memory://", clock=FixedClock(NOW), clock_skew=timedelta(days=1)
+    ) as desk:
+        desk.receive(**RECEIVE, at=NOW + timedelta(days=1))
 
 
 def test_get_as_of_names_what_it_was_given_instead_of_a_datetime() -> None:

@@ -9,11 +9,12 @@ recorded.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, Field, ValidationError
 
 from amends import (
     AmendsError,
@@ -23,7 +24,7 @@ from amends import (
     InvalidTransition,
 )
 from amends.domain import values
-from amends.domain.commands import COMMAND_TYPES
+from amends.domain.commands import COMMAND_TYPES, field_problems
 from amends.domain.values import FIRST_YEAR, LAST_YEAR
 
 from conftest import NOW, FixedClock
@@ -219,3 +220,18 @@ def test_a_list_of_refused_items_is_not_also_called_empty(
             )
         assert [(p.field, p.problem) for p in refused.value.problems] == problems
         assert desk.get(complaint_id).version == 3
+
+
+def test_a_list_too_short_as_given_is_said_to_be_whatever_its_items() -> None:
+    """The rule reads the caller's list, not what was left of it: a list of
+    two where three are needed is too short, one bad item or not."""
+
+    class Plan(BaseModel):
+        steps: Annotated[tuple[str | int, ...], Field(min_length=3)]
+
+    for items, too_short in ((["a", None], True), (["a", None, "c"], False)):
+        with pytest.raises(ValidationError) as refused:
+            Plan(steps=items)
+        problems = field_problems(refused.value, "plan")
+        assert any(p.field == "steps" for p in problems) is too_short
+        assert any(p.field.startswith("steps.1") for p in problems)

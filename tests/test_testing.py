@@ -45,13 +45,20 @@ def parsed(name: str, **arguments: Any) -> Any:
 
 
 @settings(max_examples=60, deadline=None)
-@given(lifecycles(), st.data())
+@given(
+    st.sampled_from([None, False, True]).flatmap(
+        lambda complete: lifecycles(complete=complete)
+    ),
+    st.data(),
+)
 def test_a_step_drawn_after_a_lifecycle_is_always_refused_and_records_nothing(
     lifecycle: Lifecycle, data: st.DataObject
 ) -> None:
     """Waiting on the customer changes what is refused (`customer_replied`
     is allowed, `await_customer` is not): the lifecycle says whether it
-    ends waiting, so the drawn step is one the complaint refuses."""
+    ends waiting, so the drawn step is one the complaint refuses. An
+    incomplete lifecycle ends where its last kept step leaves it, not where
+    the closing step it dropped would have."""
     with ComplaintDesk("memory://") as desk:
         complaint_id = lifecycle.run(desk)
         complaint = desk.get(complaint_id)
@@ -163,3 +170,25 @@ def test_a_lifecycle_needs_at_least_one_step() -> None:
 
     with pytest.raises(ValueError, match="max_steps must be at least 1"):
         drawn()
+
+
+@settings(max_examples=30, deadline=None)
+@given(lifecycles(complete=True, max_steps=12), st.data())
+def test_a_lifecycle_cut_short_says_where_its_own_steps_end(
+    lifecycle: Lifecycle, data: st.DataObject
+) -> None:
+    kept = data.draw(st.integers(1, len(lifecycle.steps)))
+    cut = Lifecycle(lifecycle.steps[:kept], lifecycle.stages[:kept])
+    with ComplaintDesk("memory://") as desk:
+        complaint = desk.get(cut.run(desk))
+    assert (complaint.waiting, complaint.owner, complaint.last_event_at) == (
+        cut.waiting,
+        cut.owner,
+        cut.last_at,
+    )
+
+
+def test_arguments_for_refuses_a_naive_time_for_every_command() -> None:
+    for name in command_names():
+        with pytest.raises(ValueError, match=r"arguments_for\(at=...\) must be"):
+            arguments_for(name, at=datetime(2024, 5, 1))

@@ -28,6 +28,7 @@ __all__ = [
     "Seal",
     "SealEntry",
     "VerificationReport",
+    "load_bundle",
     "load_seal",
     "verify_bundle",
 ]
@@ -37,7 +38,7 @@ def verify_bundle(path: str | Path) -> VerificationReport:
     """Check a case bundle offline: its digest, each event's, the chain, the head,
     the lifecycle and the times. A file that is no bundle is one finding."""
     try:
-        bundle = CaseBundle.model_validate_json(Path(path).read_bytes())
+        bundle = load_bundle(path)
     except (OSError, ValidationError) as exc:
         return VerificationReport(
             complaints=0,
@@ -52,6 +53,12 @@ def verify_bundle(path: str | Path) -> VerificationReport:
             ),
         )
     return bundle.verify()
+
+
+def load_bundle(path: str | Path) -> CaseBundle:
+    """Read a bundle written by `export_case` (or `amends export-case`),
+    unchecked: `bundle.verify()` checks it."""
+    return CaseBundle.model_validate_json(Path(path).read_bytes())
 
 
 def load_seal(path: str | Path) -> Seal:

@@ -12,7 +12,8 @@ Exit codes, so scripts can tell who is at fault:
   be written).
 - 3: amends refused (`InvalidCommand`, a report's filter among them,
   `InvalidTransition`, `ComplaintNotFound`, `HistoryViolation`, ...), or
-  `verify` found a break.
+  `verify`, `verify-bundle` or `export-case` found a break (listed first, on
+  stdout, or on stderr where stdout carries the bundle).
 - 4: the store failed (`StoreUnavailable`), or a worker process of a rebuild
   or an import died (`WorkerDied`).
 - 130: interrupted (Ctrl-C); what was committed stays.
@@ -45,7 +46,7 @@ from pydantic import AwareDatetime, ValidationError
 from pydantic.fields import FieldInfo
 from rich.progress import Progress, TaskID
 
-from amends.audit import load_seal, verify_bundle
+from amends.audit import load_bundle, load_seal
 from amends.domain import commands as c
 from amends.domain.complaint import Complaint
 from amends.domain.errors import AmendsError, InvalidCommand, first_line
@@ -707,7 +708,7 @@ def export_case(
     # broken case learns it now, not from the auditor who receives it.
     checked = bundle.verify()
     if not checked.ok:
-        print(checked.to_text(), end="", file=sys.stderr)
+        print(checked.to_text(), end="", file=sys.stdout if out else sys.stderr)
         _fail(
             f"complaint {bundle.complaint_id} does not verify: the bundle holds "
             f"{len(checked.findings)} breaks (listed above)"
@@ -734,7 +735,15 @@ def verify_bundle_command(
 ) -> None:
     """Check a case bundle with no store: its digests, chain, lifecycle and
     times; exits 3 if there is a break."""
-    report = verify_bundle(bundle)
+    try:
+        read = load_bundle(bundle)
+    except (OSError, ValidationError, ValueError) as exc:
+        raise typer.BadParameter(
+            f"{bundle} is not a bundle written by `amends export-case`: "
+            f"{first_line(exc)}",
+            param_hint="'FILE'",
+        ) from None
+    report = read.verify()
     print(report.to_text(), end="")
     if not report.ok:
         _fail(

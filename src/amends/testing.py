@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -64,19 +65,43 @@ class Step:
 
 @dataclass(frozen=True)
 class Lifecycle:
-    """A complaint's valid history as steps, the stages it walked, and where
-    it ends: whether it is waiting on the customer, its owner, and the time of
-    its last step (what `invalid_steps` needs to draw a refused command)."""
+    """A complaint's valid history as steps, and the stages it walked.
+
+    Where it ends (`waiting` on the customer or not, its `owner`, the time of
+    its last step: what `invalid_steps` needs to draw a refused command) is
+    read from the steps themselves, replayed through the pure domain, so a
+    lifecycle cut or rebuilt with other steps says where those end."""
 
     steps: tuple[Step, ...]
     stages: tuple[Stage, ...]
-    waiting: bool
-    owner: str
-    last_at: datetime
 
     @property
     def final_stage(self) -> Stage:
         return self.stages[-1]
+
+    @cached_property
+    def final(self) -> Complaint:
+        """The complaint after every step, as the pure domain decides it
+        (under an id of its own: `run` records it under the desk's)."""
+        state: Complaint | None = None
+        complaint_id = uuid4()
+        for step in self.steps:
+            state = _advance(state, complaint_id, step.command, step.arguments)
+        if state is None:
+            raise ValueError("a lifecycle has at least one step, its receive")
+        return state
+
+    @property
+    def waiting(self) -> bool:
+        return self.final.waiting
+
+    @property
+    def owner(self) -> str:
+        return self.final.owner
+
+    @property
+    def last_at(self) -> datetime:
+        return self.final.last_event_at
 
     def run(self, desk: ComplaintDesk) -> UUID:
         """Send every step to `desk`; returns the complaint's id."""
@@ -124,8 +149,8 @@ def later(at: datetime) -> st.SearchStrategy[datetime]:
     """A moment strictly after `at`, within a month, in UTC.
 
     Counted in UTC: added to a time in a zone with daylight saving, a
-    timedelta moves its wall clock, and an hour after 01:30 on the night
-    clocks go back can be earlier than it."""
+    timedelta moves its wall clock, and a minute after the second 01:30 of
+    the night clocks go back would be earlier than it."""
     start = _utc(at, "later(at)")
     return _LATER_SECONDS.map(lambda s: start + timedelta(seconds=s))
 
@@ -273,7 +298,7 @@ def arguments_for(
         raise LookupError(f"no argument strategy for {sorted(missing)}")
     if command not in _ARGUMENTS:
         raise LookupError(f"{command!r} is not a command of the transition table")
-    return _ARGUMENTS[command](at, owner)
+    return _ARGUMENTS[command](_utc(at, "arguments_for(at=...)"), owner)
 
 
 @st.composite
@@ -347,13 +372,7 @@ def lifecycles(
             break  # an incomplete lifecycle stops one short of the end
         steps.append(Step(command, arguments))
         stages.append(state.stage)
-    return Lifecycle(
-        tuple(steps),
-        tuple(stages),
-        waiting=state.waiting,
-        owner=state.owner,
-        last_at=state.last_event_at,
-    )
+    return Lifecycle(tuple(steps), tuple(stages))
 
 
 def _forward_commands(stage: Stage) -> tuple[str, ...]:

@@ -163,16 +163,23 @@ def parse_command(command_type: type[TCommand], **arguments: Any) -> TCommand:
 
 
 def field_problems(exc: ValidationError, command: str) -> list[FieldProblem]:
-    """Each pydantic error as a field and its problem, in words. A list whose
-    items were all refused is not also said to be empty: pydantic counts the
-    items left after validation, none, but the caller did give some."""
-    errors = exc.errors()
-    with_bad_items = {error["loc"][:-1] for error in errors if len(error["loc"]) > 1}
+    """Each pydantic error as a field and its problem, in words. pydantic
+    counts a list's items after validating them, so a list whose items were
+    refused may come out too short; it is said to be only if the caller's
+    list was (the item errors say the rest)."""
     return [
         field_problem(error, command)
-        for error in errors
-        if not (error["type"] == "too_short" and error["loc"] in with_bad_items)
+        for error in exc.errors()
+        if not (error["type"] == "too_short" and _given_enough(error))
     ]
+
+
+def _given_enough(error: Any) -> bool:
+    given = error.get("input")
+    least = (error.get("ctx") or {}).get("min_length")
+    return (
+        isinstance(given, (list, tuple)) and least is not None and len(given) >= least
+    )
 
 
 def field_problem(error: Any, command: str) -> FieldProblem:

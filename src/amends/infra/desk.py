@@ -129,6 +129,9 @@ class ComplaintCache:
 
 
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
+MAX_CLOCK_SKEW = timedelta(days=1)
+"""How far ahead of the clock an `at` may ever be allowed to lie: clocks that
+disagree by more than a day are a fault to mend, not to absorb."""
 _MAX_VERSION = 2**63 - 1
 
 TCommand = TypeVar("TCommand", bound=c.Command)
@@ -218,9 +221,12 @@ class ComplaintDesk:
             raise ValueError("max_attempts must be at least 1")
         if snapshot_every < 0:
             raise ValueError("snapshot_every must be 0 (never) or more")
-        if not isinstance(clock_skew, timedelta) or clock_skew < timedelta(0):
+        if not isinstance(clock_skew, timedelta) or not (
+            timedelta(0) <= clock_skew <= MAX_CLOCK_SKEW
+        ):
             raise ValueError(
-                f"clock_skew must be a timedelta of zero or more, not {clock_skew!r}"
+                "clock_skew must be a timedelta from zero to one day, not "
+                f"{clock_skew!r}"
             )
         self.store_url = resolve_store_url(store_url)
         self._clock = _in_utc(clock)
