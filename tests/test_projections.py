@@ -994,6 +994,9 @@ def test_a_naive_report_window_is_refused_by_name() -> None:
             raise AssertionError("a naive since was accepted")
 
 
+LATER = START + timedelta(days=1)
+
+
 def receive_many(desk: ComplaintDesk, n: int) -> None:
     for hour in range(n):
         desk.receive(**RECEIVE, at=START + timedelta(hours=hour))
@@ -1081,6 +1084,98 @@ def test_views_of_a_store_restored_from_an_older_backup_and_written_since_are_re
         with pytest.raises(ViewsOfAnotherStore, match="the store's event there"):
             restored.reports.backlog()
         assert restored.reports.rebuild() == 4
+
+
+@pytest.mark.parametrize(
+    "message", ["table amends_view_tracking already exists", "database is locked"]
+)
+def test_views_created_by_another_desk_meanwhile_are_used_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, message: str
+) -> None:
+    """Several desks (a web service's workers) asking their first reports at
+    once on fresh SQLite views: one creates the tables while the others
+    checked they were missing. SQLite says so as an OperationalError; before,
+    most of those first reports failed with it."""
+    import sqlite3 as driver
+
+    from sqlalchemy.exc import OperationalError
+
+    from amends.projections import tables
+
+    create_all = tables.metadata.create_all
+    raised: list[str] = []
+
+    def created_meanwhile(*args: Any, **kwargs: Any) -> None:
+        create_all(*args, **kwargs)  # the other desk's tables
+        if not raised:
+            raised.append(message)
+            raise OperationalError("CREATE TABLE", {}, driver.OperationalError(message))
+
+    monkeypatch.setattr(tables.metadata, "create_all", created_meanwhile)
+    with make_desk(f"sqlite:///{tmp_path / 'a.db'}", FixedClock(LATER)) as desk:
+        receive_many(desk, 2)
+        assert desk.reports.backlog().reached[Stage.RECEIVED] == 2
+    assert raised == [message]
+
+
+def test_any_other_operational_error_creating_the_views_is_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3 as driver
+
+    from sqlalchemy.exc import OperationalError
+
+    from amends import StoreUnavailable
+    from amends.projections import tables
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("CREATE TABLE", {}, driver.OperationalError("disk full"))
+
+    monkeypatch.setattr(tables.metadata, "create_all", full)
+    with (
+        make_desk(f"sqlite:///{tmp_path / 'a.db'}", FixedClock(LATER)) as desk,
+        pytest.raises(StoreUnavailable, match="disk full"),
+    ):
+        desk.reports.backlog()
+
+
+def test_two_stores_starting_at_once_on_fresh_views_are_told_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stores given the same fresh views by mistake both pass the first
+    check (empty views suit any store). The one whose first batch loses the
+    race to the other's must not read on from the other's position in its
+    own log, writing its complaints beside the other's."""
+    from amends import ViewsOfAnotherStore
+    from amends.projections.runner import ProjectionRunner
+
+    views = f"sqlite:///{tmp_path / 'views.db'}"
+    clock = FixedClock(START + timedelta(days=1))
+    ours, theirs = (
+        ComplaintDesk(
+            f"sqlite:///{tmp_path / name}",
+            clock=clock,
+            sla_policies=SCHEDULE,
+            views_url=views,
+        )
+        for name in ("ours.db", "theirs.db")
+    )
+    with ours, theirs:
+        receive_many(ours, 3)
+        receive_many(theirs, 5)
+        original = ProjectionRunner._commit
+
+        def commit_after_theirs(runner: ProjectionRunner, batch: Any) -> None:
+            if runner is ours.reports.runner:
+                monkeypatch.setattr(ProjectionRunner, "_commit", original)
+                theirs.reports.catch_up()  # their batch lands first
+            original(runner, batch)
+
+        monkeypatch.setattr(ProjectionRunner, "_commit", commit_after_theirs)
+        with pytest.raises(ViewsOfAnotherStore):
+            ours.reports.backlog()
+        assert theirs.reports.backlog().reached[Stage.RECEIVED] == 5
+        assert theirs.reports.runner.position() == 5
 
 
 @pytest.mark.parametrize("built_by", ["catch_up", "rebuild"])

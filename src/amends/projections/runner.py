@@ -230,9 +230,20 @@ class ProjectionRunner:
                     self._drop_views()
                     t.metadata.create_all(self.engine)
                 self._tables_ready = True
-            except (IntegrityError, ProgrammingError, SqlInternalError):
-                # Another process created them between our check and create.
-                if attempt == 5:
+            except (
+                IntegrityError,
+                ProgrammingError,
+                SqlInternalError,
+                OperationalError,
+            ) as exc:
+                # Another process or thread created them between our check
+                # and create. SQLite says so as an OperationalError: "table
+                # ... already exists", or "database is locked" when the check
+                # read before the other's commit (a reader cannot then become
+                # the writer); any other OperationalError is raised.
+                if attempt == 5 or (
+                    isinstance(exc, OperationalError) and not _created_meanwhile(exc)
+                ):
                     raise
                 time.sleep(0.05 * attempt)
 
@@ -366,7 +377,13 @@ class ProjectionRunner:
                 try:
                     self._commit(batch)
                 except ProjectionConflict:
-                    continue  # someone else applied it; read on from their position
+                    # Someone else applied it: read on from their position,
+                    # once it is known to be a position in this store's log.
+                    # Two stores starting at once on one fresh set of views
+                    # both pass the first check (empty views suit any store);
+                    # the one that loses the race finds out here.
+                    self.check_store()
+                    continue
             applied += batch.events
             batches += 1
         return applied
@@ -880,6 +897,11 @@ def remaining_parts(
     if run:
         parts.append((run[0], run[-1]))
     return parts
+
+
+def _created_meanwhile(error: OperationalError) -> bool:
+    message = str(error.orig)
+    return "already exists" in message or "database is locked" in message
 
 
 def _tables_gone(error: ProgrammingError) -> bool:
