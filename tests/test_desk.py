@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -481,3 +482,16 @@ def test_get_as_of_names_what_it_was_given_instead_of_a_datetime() -> None:
         )
         with pytest.raises(InvalidCommand, match="a naive one has no zone"):
             desk.get(complaint_id, as_of=NOW.replace(tzinfo=None))
+
+
+def test_reports_kept_without_their_desk_go_on_working(tmp_path: Path) -> None:
+    """`reports = ComplaintDesk(url).reports`: the desk, unreferenced, must
+    not be collected and close the store's connections under its reports."""
+    import gc
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    with ComplaintDesk(url, clock=FixedClock(NOW)) as desk:
+        desk.receive(**RECEIVE)
+    reports = ComplaintDesk(url, clock=FixedClock(NOW)).reports
+    gc.collect()
+    assert reports.backlog().reached[Stage.RECEIVED] == 1

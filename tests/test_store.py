@@ -33,7 +33,12 @@ from amends import (
 from amends.infra import reporting
 from amends.infra.desk import store_errors
 from amends.infra.reporting import VIEWS_CONNECT_TIMEOUT
-from amends.infra.settings import DEFAULT_STORE_URL, resolve_store_url, store_settings
+from amends.infra.settings import (
+    DEFAULT_STORE_URL,
+    redacted_url,
+    resolve_store_url,
+    store_settings,
+)
 from amends.infra.store import _lost_a_ddl_race, notification_rows
 
 from helpers import RECEIVE, walk_to
@@ -267,13 +272,26 @@ def test_views_on_a_server_that_never_answers_fail_within_the_timeout() -> None:
     )
 
 
+BAD_OPTIONS = [
+    ("?connect_timeout=soon", "connect_timeout must be whole seconds, 1 or more"),
+    ("?connect_timeout=0", "connect_timeout must be whole seconds, 1 or more"),
+    ("?pre_ping=maybe", "pre_ping must be yes or no, not 'maybe'"),
+    ("?pool_size=abc", "pool_size must be a whole number, not 'abc'"),
+    ("?max_overflow=-3", "max_overflow must be a whole number, not '-3'"),
+    ("?lock_timeout=x", "lock_timeout must be whole seconds"),
+    ("?schema=Support", "schema must be a lower-case name"),
+    ("?schema=support-eu", "schema must be a lower-case name"),
+    ("?schema=support%20eu", "schema must be a lower-case name"),
+    ('?schema=a"b', "schema must be a lower-case name"),
+]
+"""Option values the store cannot use: refused when the URL is read, by
+name (before: a bare ValueError, a StoreUnavailable with a syntax error, or
+views in another schema than the one named)."""
+
+
 @pytest.mark.parametrize(
     ("query", "words"),
-    [
-        ("?colour=blue", "unknown option(s) colour"),
-        ("?connect_timeout=soon", "connect_timeout must be whole seconds, not 'soon'"),
-        ("?connect_timeout=0", "connect_timeout must be whole seconds, not '0'"),
-    ],
+    [("?colour=blue", "unknown option(s) colour"), *BAD_OPTIONS],
 )
 def test_a_views_url_with_a_bad_option_is_refused_by_name(
     query: str, words: str
@@ -281,6 +299,45 @@ def test_a_views_url_with_a_bad_option_is_refused_by_name(
     views = f"postgresql://postgres@127.0.0.1:5432/test{query}"
     with pytest.raises(ConfigurationError, match=re.escape(words)):
         ComplaintDesk("memory://", views_url=views)
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("?colour=blue", "unknown option 'colour'"),
+        *BAD_OPTIONS,
+        ("?pool_size=0&max_overflow=0", "allow no connection at all"),
+    ],
+)
+def test_a_store_url_with_a_bad_option_is_refused_by_name(
+    query: str, words: str
+) -> None:
+    store = f"postgresql://postgres@127.0.0.1:5432/test{query}"
+    with pytest.raises(ConfigurationError, match=re.escape(words)):
+        store_settings(store)
+
+
+@pytest.mark.parametrize("where", ["store", "views"])
+def test_an_unescaped_at_sign_in_a_password_is_refused_and_never_shown(
+    where: str,
+) -> None:
+    """The driver reads the host after the last `@`, SQLAlchemy after the
+    first: the same URL would reach two hosts, and messages showed the end
+    of the password."""
+    url = "postgresql://ana:se@cret@127.0.0.1:5432/test"
+
+    def read() -> object:
+        if where == "store":
+            return store_settings(url)
+        return ComplaintDesk("memory://", views_url=url)
+
+    with pytest.raises(ConfigurationError, match="must be written %40") as refused:
+        read()
+    assert "cret" not in str(refused.value)
+    assert redacted_url(url) == "postgresql://ana:***@127.0.0.1:5432/test"
+    assert redacted_url("postgresql://ana:p%40ss@h/db?x=1@2") == (
+        "postgresql://ana:***@h/db?x=1@2"
+    )
 
 
 def test_a_views_url_that_cannot_work_is_refused_before_the_store_is_opened(

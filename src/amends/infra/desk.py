@@ -292,6 +292,7 @@ class ComplaintDesk:
                 self._clock,
                 listener=lambda: store_listener(recorder),
                 views_where=redacted_url(self._views_url),
+                desk=self,
             )
         return self._reports
 

@@ -49,7 +49,11 @@ from amends.infra.errors import (
     names_a_missing_schema,
 )
 from amends.infra.mapper import PydanticMapper, UnreadableRecord
-from amends.infra.settings import POSTGRES_URL_OPTIONS, redacted_url
+from amends.infra.settings import (
+    POSTGRES_URL_OPTIONS,
+    check_postgres_url,
+    redacted_url,
+)
 from amends.infra.store import (
     NotificationRow,
     complaint_rows,
@@ -330,6 +334,8 @@ def views_engine(url: str) -> Engine:
     """The SQLAlchemy engine for the views at `url` (see `resolve_views_url`)."""
     try:
         return _engine(url)
+    except ConfigurationError:
+        raise
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigurationError(f"views URL {redacted_url(url)!r}: {exc}") from None
 
@@ -341,6 +347,7 @@ def _engine(url: str) -> Engine:
         )
     parts = urlsplit(url)
     if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        check_postgres_url(url, "views URL")
         query = parse_qs(parts.query)
         schema = query.pop("schema", [None])[-1]
         timeout = query.pop("connect_timeout", [VIEWS_CONNECT_TIMEOUT])[-1]
@@ -350,8 +357,6 @@ def _engine(url: str) -> Engine:
         if unknown:
             known = ", ".join(sorted(POSTGRES_URL_OPTIONS))
             raise ValueError(f"unknown option(s) {', '.join(unknown)} (known: {known})")
-        if not timeout.isdigit() or int(timeout) < 1:
-            raise ValueError(f"connect_timeout must be whole seconds, not {timeout!r}")
         base = urlunsplit(("postgresql+psycopg", parts.netloc, parts.path, "", ""))
         options: dict[str, object] = {"connect_timeout": int(timeout)}
         if schema:
@@ -436,7 +441,12 @@ class ReportDesk:
         clock: Callable[[], datetime],
         listener: Callable[[], PostgresListener | None] = lambda: None,
         views_where: str = "the views' database",
+        desk: object = None,
     ) -> None:
+        self._desk = desk
+        """The desk these reports belong to, kept alive with them: a desk
+        collected as garbage closes the store's connections (the library's
+        `Application.__del__`), and `desk.reports` kept alone would fail."""
         self.runner = runner
         self.views_where = views_where
         """The views' URL as given (password hidden), for messages: the

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import secrets
+from collections.abc import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from amends.infra.errors import ConfigurationError
@@ -106,12 +108,15 @@ def _postgres_settings(store_url: str, query: str) -> dict[str, str]:
     dbname = unquote(parts.path.lstrip("/"))
     if not parts.hostname or not dbname:
         raise ConfigurationError(
-            f"store URL {store_url!r}: write postgresql://user@host:port/dbname"
+            f"store URL {redacted_url(store_url)!r}: write "
+            "postgresql://user@host:port/dbname"
         )
     try:
         port = parts.port or 5432
     except ValueError as exc:
-        raise ConfigurationError(f"store URL {store_url!r}: {exc}") from None
+        raise ConfigurationError(
+            f"store URL {redacted_url(store_url)!r}: {exc}"
+        ) from None
     settings = {
         # The library's, with retries that end (see amends.infra.store).
         "PERSISTENCE_MODULE": "amends.infra.store:PostgresFactory",
@@ -129,17 +134,93 @@ def _postgres_settings(store_url: str, query: str) -> dict[str, str]:
         if key is None:
             known = ", ".join(sorted(_POSTGRES_OPTIONS))
             raise ConfigurationError(
-                f"store URL {store_url!r}: unknown option {name!r} (known: {known})"
+                f"store URL {redacted_url(store_url)!r}: unknown option {name!r} "
+                f"(known: {known})"
             )
         settings[key] = values[-1]
+    check_postgres_url(store_url, "store URL")
+    pool_size, max_overflow = (
+        int(settings[key]) for key in ("POSTGRES_POOL_SIZE", "POSTGRES_MAX_OVERFLOW")
+    )
+    if pool_size + max_overflow < 1:
+        raise ConfigurationError(
+            f"store URL {redacted_url(store_url)!r}: pool_size and max_overflow "
+            "allow no connection at all"
+        )
     return settings
 
 
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
+_SCHEMA = re.compile(r"[^\W\d][\w$]*")
+_TRUTH = frozenset(
+    {"y", "yes", "t", "true", "on", "1", "n", "no", "f", "false", "off", "0"}
+)
+_OPTION_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
+    "connect_timeout": (
+        lambda v: bool(_WHOLE_NUMBER.fullmatch(v)) and int(v) >= 1,
+        "whole seconds, 1 or more",
+    ),
+    "pool_size": (lambda v: bool(_WHOLE_NUMBER.fullmatch(v)), "a whole number"),
+    "max_overflow": (lambda v: bool(_WHOLE_NUMBER.fullmatch(v)), "a whole number"),
+    "lock_timeout": (
+        lambda v: bool(_WHOLE_NUMBER.fullmatch(v)),
+        "whole seconds (0: wait as long as it takes)",
+    ),
+    "pre_ping": (lambda v: v.lower() in _TRUTH, "yes or no"),
+    "schema": (
+        lambda v: (
+            bool(_SCHEMA.fullmatch(v))
+            and not any("A" <= ch <= "Z" for ch in v)
+            and len(v.encode()) <= 63
+        ),
+        "a lower-case name of letters, digits and underscores, not starting with "
+        "a digit, at most 63 bytes (the library does not quote it)",
+    ),
+}
+
+
+def check_postgres_url(url: str, what: str) -> None:
+    """Refuse, as a `ConfigurationError` naming it, a PostgreSQL URL whose
+    user or password holds an unescaped `@` (the driver and SQLAlchemy would
+    split it at different places, and part of the password would show in
+    messages) or whose option has a value the store cannot use."""
+    netloc = urlsplit(url).netloc
+    if netloc.count("@") > 1:
+        raise ConfigurationError(
+            f"{what} {redacted_url(url)!r}: an '@' in the user name or password "
+            "must be written %40"
+        )
+    for name, values in parse_qs(urlsplit(url).query).items():
+        rule = _OPTION_RULES.get(name)
+        if rule is not None and not rule[0](values[-1]):
+            raise ConfigurationError(
+                f"{what} {redacted_url(url)!r}: {name} must be {rule[1]}, "
+                f"not {values[-1]!r}"
+            )
+
+
 def redacted_url(store_url: str) -> str:
-    """The URL without its password, fit for an error message or a log."""
-    head, sep, tail = store_url.partition("@")
-    if not sep or ":" not in head.split("//", 1)[-1]:
+    """The URL without its password, fit for an error message or a log.
+
+    The host is after the last `@` of the network location, as `urlsplit`
+    and the driver read it: a password holding an unescaped `@` is hidden
+    whole."""
+    scheme, slashes, rest = store_url.partition("//")
+    if not slashes:
         return store_url
-    scheme, _, credentials = head.partition("//")
+    netloc, path_start, path = _split_netloc(rest)
+    credentials, at, host = netloc.rpartition("@")
+    if not at or ":" not in credentials:
+        return store_url
     user = credentials.split(":", 1)[0]
-    return f"{scheme}//{user}:***@{tail}"
+    return f"{scheme}//{user}:***@{host}{path_start}{path}"
+
+
+def _split_netloc(rest: str) -> tuple[str, str, str]:
+    """`rest` (after `//`) as the network location, the character that ends
+    it, and what follows."""
+    ends = [i for i in (rest.find(ch) for ch in "/?#") if i >= 0]
+    if not ends:
+        return rest, "", ""
+    end = min(ends)
+    return rest[:end], rest[end], rest[end + 1 :]
