@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 import psycopg
@@ -176,11 +177,58 @@ def test_a_skip_written_into_the_store_is_refused_on_read(tmp_path: Path) -> Non
         desk.get(complaint_id)
 
 
-def test_an_unreachable_postgres_is_store_unavailable_quickly() -> None:
-    url = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=2"
+def test_an_unreachable_postgres_is_store_unavailable_at_once_saying_why() -> None:
+    """A closed port is refused by the operating system at once: the desk
+    says so then, in the driver's words, not after the pool's whole connect
+    timeout with only "couldn't get a connection"."""
+    url = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=5"
+    started = time.monotonic()
     with pytest.raises(StoreUnavailable) as caught:
         ComplaintDesk(url)
+    assert time.monotonic() - started < 2
     assert "127.0.0.1:1" in str(caught.value)
+    assert "Connection refused" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"path": "/amends_no_such_db"}, 'database "amends_no_such_db" does not exist'),
+        ({"netloc_user": "amends_no_such_role"}, 'role "amends_no_such_role" does not'),
+    ],
+    ids=["database", "user"],
+)
+def test_a_database_or_user_the_server_does_not_know_is_a_setting_to_fix(
+    postgres_url: str, change: dict[str, str], words: str
+) -> None:
+    parts = urlsplit(postgres_url)
+    if "path" in change:
+        parts = parts._replace(path=change["path"])
+    else:
+        parts = parts._replace(
+            netloc=f"{change['netloc_user']}@{parts.hostname}:{parts.port or 5432}"
+        )
+    with pytest.raises(ConfigurationError, match=re.escape(words)):
+        ComplaintDesk(urlunsplit(parts))
+
+
+def test_a_pool_whose_connections_are_all_in_use_is_named_as_such(
+    postgres_url: str,
+) -> None:
+    """The pool's one connection held by another thread: no connection comes
+    within the timeout, but the server takes a new one at once, so the
+    message says the pool was used up, not that the server is away."""
+    url = f"{postgres_url}&pool_size=1&max_overflow=0&connect_timeout=1"
+    with ComplaintDesk(url) as desk:
+        complaint_id = desk.receive(**RECEIVE)
+        pool = desk._app.recorder.datastore.pool  # type: ignore[attr-defined]
+        with (
+            pool.connection(),
+            pytest.raises(StoreUnavailable, match="pool was in use") as caught,
+        ):
+            desk.get(complaint_id)
+        assert "couldn't get a connection" in str(caught.value)
+        assert desk.get(complaint_id).version == 1
 
 
 def test_a_store_failure_is_named_in_the_first_line_of_what_the_driver_said() -> None:

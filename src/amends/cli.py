@@ -7,6 +7,7 @@ Exit codes, so scripts can tell who is at fault:
 - 1: a bug in amends (the message says so; `AMENDS_DEBUG=1` shows the trace).
 - 2: the command line or the configuration could not be used (an unknown
   option, a missing one, a time without a zone, a bad store URL or SLA preset,
+  a PostgreSQL schema, database, user or password the server does not know,
   a SQLite store file that is not there for a command that records nothing,
   views built under another policy or from another store, a file that cannot
   be written).

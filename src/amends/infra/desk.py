@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +19,7 @@ from decimal import Decimal
 from itertools import groupby
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.persistence import PersistenceError, RecordConflictError, StoredEvent
@@ -66,6 +66,7 @@ from amends.infra.reporting import (
     views_engine,
 )
 from amends.infra.settings import (
+    POSTGRES_MODULE,
     cipher_settings,
     fork_workers,
     redacted_url,
@@ -77,6 +78,8 @@ from amends.infra.store import (
     MalformedRow,
     complaint_ids,
     stored_events_in_order,
+    timed_out_on_the_pool,
+    why_no_connection,
 )
 from amends.projections.reports import ReportQueries
 from amends.projections.runner import ProjectionRunner
@@ -247,6 +250,8 @@ class ComplaintDesk:
         self._views_url = resolve_views_url(self.store_url, views_url)
         self._views = views_engine(self._views_url)
         try:
+            if settings["PERSISTENCE_MODULE"] == POSTGRES_MODULE:
+                _reachable(self.store_url, settings)
             with store_errors(self.store_url):
                 self._open_app: EventStoreApplication | None = EventStoreApplication(
                     settings
@@ -985,11 +990,46 @@ def store_errors(store_url: str) -> Iterator[None]:
     except RecordConflictError:
         raise
     except (PersistenceError, OSError) as exc:
+        where = redacted_url(store_url)
         if names_a_missing_schema(exc.__cause__):
             raise ConfigurationError(
-                f"event store {redacted_url(store_url)}: {first_line(exc)} "
+                f"event store {where}: {first_line(exc)} "
                 "(create it, or name another with ?schema=)"
             ) from exc
+        if timed_out_on_the_pool(exc):
+            _no_connection(where, store_url, exc)
         raise StoreUnavailable(
-            f"event store {redacted_url(store_url)} failed: {first_line(exc)}"
+            f"event store {where} failed: {first_line(exc)}"
         ) from exc
+
+
+def _reachable(store_url: str, settings: Mapping[str, str]) -> None:
+    """Refuse at once a PostgreSQL store no connection can be made to: its
+    pool would try for the whole connect timeout, then say only that it
+    timed out."""
+    found = why_no_connection(settings, at_most=None)
+    if found is not None:
+        _refuse(redacted_url(store_url), *found)
+
+
+def _refuse(where: str, words: str, setting: bool) -> NoReturn:
+    if setting:
+        raise ConfigurationError(f"event store {where}: {words}")
+    raise StoreUnavailable(f"event store {where} failed: {words}")
+
+
+def _no_connection(where: str, store_url: str, exc: BaseException) -> NoReturn:
+    """No pooled connection came in time: say why, in the server's words (a
+    database, user or password it does not know is a setting to fix)."""
+    found = why_no_connection(store_settings(store_url))
+    if found is None:
+        raise StoreUnavailable(
+            f"event store {where} failed: {first_line(exc)}; the server accepts "
+            "connections now, so every connection of the desk's pool was in use "
+            "(raise ?pool_size= or ?max_overflow=, or share the desk among fewer "
+            "threads), or the server has only just come back"
+        ) from exc
+    try:
+        _refuse(where, *found)
+    except (ConfigurationError, StoreUnavailable) as refused:
+        raise refused from exc

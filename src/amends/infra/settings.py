@@ -31,6 +31,8 @@ _POSTGRES_OPTIONS = {
     "lock_timeout": "POSTGRES_LOCK_TIMEOUT",
     "pre_ping": "POSTGRES_PRE_PING",
 }
+POSTGRES_MODULE = "amends.infra.store:PostgresFactory"
+"""The library's PostgreSQL persistence, with retries that end."""
 POSTGRES_URL_OPTIONS = frozenset(_POSTGRES_OPTIONS)
 """The options a PostgreSQL store URL may carry (`?schema=...&...`)."""
 
@@ -119,7 +121,7 @@ def _postgres_settings(store_url: str, query: str) -> dict[str, str]:
         ) from None
     settings = {
         # The library's, with retries that end (see amends.infra.store).
-        "PERSISTENCE_MODULE": "amends.infra.store:PostgresFactory",
+        "PERSISTENCE_MODULE": POSTGRES_MODULE,
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": parts.hostname,
         "POSTGRES_PORT": str(port),

@@ -37,6 +37,7 @@ from psycopg_pool import PoolTimeout
 
 from amends.domain.errors import (
     HistoryViolation,
+    first_line,
     stored_complaint_id,
     stored_version,
 )
@@ -156,6 +157,51 @@ def _retried_while_reachable(method: F) -> F:
         raise AssertionError("unreachable")  # pragma: no cover
 
     return retried  # type: ignore[return-value]
+
+
+PROBE_SECONDS = 2
+"""The longest a probe for why no connection came may take (see
+`why_no_connection`)."""
+_SETTING_TO_FIX = ("does not exist", "password authentication failed", "pg_hba.conf")
+"""What the server says when the URL names a database, user or password it
+does not know, or a client it does not admit: no retry gets past those."""
+
+
+def timed_out_on_the_pool(error: BaseException) -> bool:
+    """Whether `error` is, or was caused by, no pooled connection coming."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, PoolTimeout):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def why_no_connection(
+    settings: Mapping[str, str], *, at_most: int | None = PROBE_SECONDS
+) -> tuple[str, bool] | None:
+    """Why the pool of a PostgreSQL store (its `store_settings`) got no
+    connection: one connection tried outside it, for the server's or the
+    driver's own words (the pool only logs them, and says that it timed
+    out), and whether they name a setting to fix. None when that connection
+    is made: the pool's were all in use, or the server is back. It waits
+    the connect timeout, `at_most` seconds (after the pool has waited the
+    whole timeout already)."""
+    try:
+        with psycopg.connect(
+            host=settings["POSTGRES_HOST"],
+            port=int(settings["POSTGRES_PORT"]),
+            dbname=settings["POSTGRES_DBNAME"],
+            user=settings["POSTGRES_USER"],
+            password=settings["POSTGRES_PASSWORD"] or None,
+            connect_timeout=min(
+                int(settings["POSTGRES_CONNECT_TIMEOUT"]), at_most or 2**31 - 1
+            ),
+        ):
+            return None
+    except psycopg.Error as exc:
+        words = first_line(exc).removeprefix("connection failed: ")
+        return words, any(marker in words for marker in _SETTING_TO_FIX)
 
 
 class _PostgresSnapshots(PostgresAggregateRecorder):
