@@ -89,6 +89,9 @@ LOAD_COMPLAINTS = 500
 commits at a time (all their events: about 5,000). Small enough that the
 workers finish together (the last part runs alone), large enough that each
 part's query and commit cost little beside its folding."""
+RETRY_SECONDS = 1.0
+"""The longest a follower waits before trying again after a failure it waits
+out (a locked or unreachable database, tables dropped by a rebuild)."""
 PARALLEL_FROM_EVENTS = 20_000
 """Smaller logs are loaded in this process: forking would cost more than it saves."""
 
@@ -435,7 +438,11 @@ class ProjectionRunner:
                 if isinstance(exc, ProgrammingError) and not _tables_gone(exc):
                     raise
                 logger.warning("projection %s waits: %s", self.name, first_line(exc))
-                stop.wait(seconds)
+                # Looked at again soon, not a whole poll later: a rebuild in
+                # another process drops and makes the tables in moments, and
+                # writes meanwhile notify no one (a follower blind for a
+                # 30-second poll fell hundreds of events behind).
+                stop.wait(min(seconds, RETRY_SECONDS))
                 continue
             if on_batch is not None and applied:
                 on_batch(applied)
