@@ -1012,10 +1012,12 @@ def _reachable(store_url: str, settings: Mapping[str, str]) -> None:
         _refuse(redacted_url(store_url), *found)
 
 
-def _refuse(where: str, words: str, setting: bool) -> NoReturn:
+def _refuse(
+    where: str, words: str, setting: bool, cause: BaseException | None = None
+) -> NoReturn:
     if setting:
-        raise ConfigurationError(f"event store {where}: {words}")
-    raise StoreUnavailable(f"event store {where} failed: {words}")
+        raise ConfigurationError(f"event store {where}: {words}") from cause
+    raise StoreUnavailable(f"event store {where} failed: {words}") from cause
 
 
 def _no_connection(where: str, store_url: str, exc: BaseException) -> NoReturn:
@@ -1029,7 +1031,4 @@ def _no_connection(where: str, store_url: str, exc: BaseException) -> NoReturn:
             "(raise ?pool_size= or ?max_overflow=, or share the desk among fewer "
             "threads), or the server has only just come back"
         ) from exc
-    try:
-        _refuse(where, *found)
-    except (ConfigurationError, StoreUnavailable) as refused:
-        raise refused from exc
+    _refuse(where, *found, cause=exc)
