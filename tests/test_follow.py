@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -35,12 +36,19 @@ PROMPT = 5.0
 milliseconds; the margin is for a loaded machine)."""
 
 
-@contextmanager
-def following(
-    desk: ComplaintDesk, poll: timedelta = LONG_POLL
-) -> Iterator[tuple[threading.Event, list[int]]]:
-    """`desk.reports.follow` in a thread; yields its stop and the sizes of
-    the batches it applied. Leaving stops it and checks it stopped."""
+@dataclass
+class Follower:
+    """`desk.reports.follow` running in a thread of its own."""
+
+    thread: threading.Thread
+    stop: threading.Event
+    applied: list[int]
+    """The sizes of the batches it applied."""
+    failed: list[BaseException]
+    """What ended it, if anything but its stop did."""
+
+
+def start_following(desk: ComplaintDesk, poll: timedelta = LONG_POLL) -> Follower:
     stop = threading.Event()
     applied: list[int] = []
     failed: list[BaseException] = []
@@ -48,18 +56,28 @@ def following(
     def run() -> None:
         try:
             desk.reports.follow(stop, poll=poll, on_batch=applied.append)
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:
             failed.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    return Follower(thread, stop, applied, failed)
+
+
+@contextmanager
+def following(
+    desk: ComplaintDesk, poll: timedelta = LONG_POLL
+) -> Iterator[tuple[threading.Event, list[int]]]:
+    """`desk.reports.follow` in a thread; yields its stop and the sizes of
+    the batches it applied. Leaving stops it and checks it stopped."""
+    follower = start_following(desk, poll)
     try:
-        yield stop, applied
+        yield follower.stop, follower.applied
     finally:
-        stop.set()
-        thread.join(PROMPT)
-    assert not thread.is_alive(), "the follower did not stop when told"
-    assert not failed, failed
+        follower.stop.set()
+        follower.thread.join(PROMPT)
+    assert not follower.thread.is_alive(), "the follower did not stop when told"
+    assert not follower.failed, follower.failed
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = PROMPT) -> float:
@@ -285,23 +303,13 @@ def test_a_follower_waits_out_views_a_rebuild_dropped_and_nothing_else(
 
         runner.catch_up = flaky  # type: ignore[method-assign]
         desk.receive(**RECEIVE)
-        stop = threading.Event()
-        ended: list[BaseException] = []
-        applied: list[int] = []
-
-        def run() -> None:
-            try:
-                desk.reports.follow(stop, poll=LONG_POLL, on_batch=applied.append)
-            except BaseException as exc:
-                ended.append(exc)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        follower = start_following(desk)
+        applied, ended = follower.applied, follower.failed
         if waits:
             wait_for(lambda: applied == [1])
-            stop.set()
-        thread.join(PROMPT)
-        assert not thread.is_alive()
+            follower.stop.set()
+        follower.thread.join(PROMPT)
+        assert not follower.thread.is_alive()
         if waits:
             assert ended == []
             (warning,) = [r.getMessage() for r in caplog.records]

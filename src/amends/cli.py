@@ -19,7 +19,8 @@ Exit codes, so scripts can tell who is at fault:
   or an import died (`WorkerDied`).
 - 130: interrupted (Ctrl-C); what was committed stays.
 
-Every failure is one line on stderr; nothing is recorded by a refused command.
+Every failure is one line on stderr (after the breaks, when `export-case`
+prints its bundle on stdout); nothing is recorded by a refused command.
 """
 
 from __future__ import annotations

@@ -473,6 +473,24 @@ class SlaPolicy(BaseModel):
             return start
         return calendar.end_of_day(start)
 
+    def _counting(
+        self,
+        start: datetime,
+        paused: list[tuple[datetime, datetime]],
+        end: datetime = _NEVER,
+    ) -> tuple[datetime, list[tuple[datetime, datetime]]] | None:
+        """Where this policy's clock starts for an event at `start`
+        (`_counted_from`), with the pauses it counts from there up to `end`:
+        none on a policy that does not pause. None when it never starts."""
+        if not self.pause_on_await:
+            paused = []
+        counted_from = self._counted_from(start)
+        if counted_from is None:
+            return None
+        if counted_from != start:
+            paused = _paused_intervals(paused, counted_from, max(end, counted_from))
+        return counted_from, paused
+
     def targets_for(self, severity: Severity) -> Targets:
         return self.targets[severity]
 
@@ -495,16 +513,13 @@ class SlaPolicy(BaseModel):
             end = start
         # Pauses are checked (each a well-formed interval) whether or not
         # this policy counts them.
-        paused = _paused_intervals(pauses, start, end) if pauses else []
-        if not self.pause_on_await:
-            paused = []
-        counted_from = self._counted_from(start)
-        if counted_from is None:
+        counting = self._counting(
+            start, _paused_intervals(pauses, start, end) if pauses else [], end
+        )
+        if counting is None:
             return _ZERO  # after the calendars: no business time passes
-        if counted_from != start:
-            start = counted_from
-            end = max(end, start)
-            paused = _paused_intervals(paused, start, end)
+        start, paused = counting
+        end = max(end, start)
         calendar = self.calendar
         if calendar is None:
             total = end - start
@@ -537,15 +552,11 @@ class SlaPolicy(BaseModel):
         paused = _paused_intervals(pauses, start) if pauses else []
         if not duration:
             return start
-        if not self.pause_on_await:
-            paused = []
-        calendar = self.calendar
-        counted_from = self._counted_from(start)
-        if counted_from is None:
+        counting = self._counting(start, paused)
+        if counting is None:
             return None  # after the calendars: never due
-        if counted_from != start:
-            start = counted_from
-            paused = _paused_intervals(paused, start)
+        start, paused = counting
+        calendar = self.calendar
         if calendar is None:
             moment = start
             remaining = duration

@@ -149,9 +149,7 @@ def _retried_while_reachable(method: F) -> F:
             try:
                 return plain(self, *args, **kwargs)
             except (InterfaceError, OperationalError) as exc:
-                if attempt == RETRIES_AFTER_A_DROP or isinstance(
-                    exc.__cause__, PoolTimeout
-                ):
+                if attempt == RETRIES_AFTER_A_DROP or timed_out_on_the_pool(exc):
                     raise
                 self.datastore.pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -187,6 +185,7 @@ def why_no_connection(
     is made: the pool's were all in use, or the server is back. It waits
     the connect timeout, `at_most` seconds (after the pool has waited the
     whole timeout already)."""
+    timeout = int(settings["POSTGRES_CONNECT_TIMEOUT"])
     try:
         with psycopg.connect(
             host=settings["POSTGRES_HOST"],
@@ -194,9 +193,7 @@ def why_no_connection(
             dbname=settings["POSTGRES_DBNAME"],
             user=settings["POSTGRES_USER"],
             password=settings["POSTGRES_PASSWORD"] or None,
-            connect_timeout=min(
-                int(settings["POSTGRES_CONNECT_TIMEOUT"]), at_most or 2**31 - 1
-            ),
+            connect_timeout=timeout if at_most is None else min(timeout, at_most),
         ):
             return None
     except psycopg.Error as exc:
