@@ -1705,7 +1705,9 @@ def test_a_part_another_runner_loaded_meanwhile_is_not_written_twice(
         def racing(first: str, last: str, upto: int) -> Any:
             load = fold(first, last, upto)
             if not raced:
-                raced.append(other.reports.runner.load_part(first, last, upto))
+                load_id = other.reports.runner._tracking().load_id
+                assert load_id is not None
+                raced.append(other.reports.runner.load_part(first, last, upto, load_id))
             return load
 
         runner.fold_complaints = racing  # type: ignore[method-assign]
@@ -1714,6 +1716,132 @@ def test_a_part_another_runner_loaded_meanwhile_is_not_written_twice(
         assert not runner.loading()
         assert_reports_match(desk, ids, ReportFilter(), clock.now)
         assert view_rows(runner) == log_order_rows(store, clock)
+
+
+def test_a_runner_that_joined_a_replaced_load_writes_nothing_into_the_new_one(
+    shared_store_url: str,
+) -> None:
+    """A runner goes on with a load it found under way, having listed the
+    complaints not loaded yet; meanwhile a rebuild in another process
+    replaces the views, to load them up to the same position. The runner's
+    writes are refused (the load is another by its id), and it goes on with
+    the new load, all of it. Before, it wrote its list into the new views
+    and ended their load without the complaints it had found loaded: they
+    were missing from every report, and the store check then called the
+    views another store's."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    store = shared_store_url
+    with make_desk(store, clock) as desk, make_desk(store, clock) as other:
+        ids = [walk_to(desk, stage) for stage in Stage]
+        runner = desk.reports.runner
+        runner.load_complaints = 2
+        fold = runner.fold_complaints
+        calls: list[int] = []
+
+        def crashing_second(first: str, last: str, upto: int) -> Any:
+            calls.append(upto)
+            if len(calls) == 2:
+                raise Crash
+            return fold(first, last, upto)
+
+        runner.fold_complaints = crashing_second  # type: ignore[method-assign]
+        with pytest.raises(Crash):
+            runner.rebuild()  # one part loaded, the load left under way
+        runner.fold_complaints = fold  # type: ignore[method-assign]
+        first_load = runner._tracking().load_id
+        listed = runner._remaining_parts
+
+        replaced: list[bool] = []
+
+        def replaced_after_listing() -> list[tuple[str, str]]:
+            parts = listed()
+            if not replaced:
+                upto = other.reports.runner.feed.last_position()
+                other.reports.runner._swap_in_empty_views(load_to=upto)
+                replaced.append(True)
+            return parts
+
+        runner._remaining_parts = replaced_after_listing  # type: ignore[method-assign]
+        runner.catch_up()
+        assert replaced == [True]
+        assert runner._tracking().load_id is None
+        assert not runner.loading()
+        assert first_load is not None
+        assert_reports_match(desk, ids, ReportFilter(), clock.now)
+        assert view_rows(runner) == log_order_rows(store, clock)
+        desk.reports.backlog()  # the store check finds them this store's
+
+
+@pytest.mark.parametrize("catch_up", [True, False])
+def test_a_report_never_reads_views_replaced_after_its_check(
+    shared_store_url: str, catch_up: bool
+) -> None:
+    """Between a report's catch-up (or store check) and its reads, a rebuild
+    in another process replaces the views with empty ones to load. The
+    report reads one snapshot and sees the load: with `catch_up=True` it
+    finishes it and answers in full; without, it says the views are being
+    rebuilt. Before, it read the empty views and answered as if the store
+    held nothing (or failed with "no such table")."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    store = shared_store_url
+    with make_desk(store, clock) as desk, make_desk(store, clock) as other:
+        ids = [walk_to(desk, stage) for stage in Stage]
+        desk.reports.catch_up()
+        expected = desk.reports.ownership()
+        runner = desk.reports.runner
+        checks = {"catch_up": runner.catch_up, "check_store": runner.check_store}
+        replaced: list[bool] = []
+
+        def then_replaced(name: str) -> Any:
+            def checked(**kwargs: Any) -> Any:
+                done = checks[name](**kwargs)
+                if not replaced:
+                    upto = other.reports.runner.feed.last_position()
+                    other.reports.runner._swap_in_empty_views(load_to=upto)
+                    replaced.append(True)
+                return done
+
+            return checked
+
+        if catch_up:
+            runner.catch_up = then_replaced("catch_up")  # type: ignore[method-assign]
+        else:
+            runner.check_store = then_replaced("check_store")  # type: ignore[method-assign]
+        if catch_up:
+            assert desk.reports.ownership() == expected.model_copy(
+                update={"generated_at": clock.now}
+            )
+            assert not runner.loading()
+            assert_reports_match(desk, ids, ReportFilter(), clock.now)
+        else:
+            with pytest.raises(StoreUnavailable, match="being rebuilt"):
+                desk.reports.ownership(catch_up=False)
+        assert replaced == [True]
+
+
+def test_a_tracking_row_made_by_another_process_meanwhile_is_read_not_refused(
+    shared_store_url: str,
+) -> None:
+    """Two processes find the fresh views without a tracking row and both
+    make it: the second's insert fails on the key, and it reads the row the
+    first made. Before, it failed (`StoreUnavailable` naming the key)."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    with make_desk(shared_store_url, clock) as desk:
+        walk_to(desk, Stage.ACKNOWLEDGED)
+        desk.reports.catch_up()
+        runner = desk.reports.runner
+        read = runner.tracking_in
+        unseen: list[bool] = []
+
+        def first_unseen(conn: Any) -> Any:
+            if not unseen:
+                unseen.append(True)
+                return None  # as if read before the other process's insert
+            return read(conn)
+
+        runner.tracking_in = first_unseen  # type: ignore[method-assign]
+        assert runner.position() == runner.feed.last_position() == 2
+        assert unseen == [True]
 
 
 def test_a_load_on_postgresql_leaves_the_views_vacuumed_and_analyzed(

@@ -56,6 +56,7 @@ from amends.infra.errors import (
     StoreUnavailable,
     names_a_missing_schema,
 )
+from amends.infra.inflight import InFlight, counted
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
 from amends.infra.reporting import (
     ReportDesk,
@@ -232,6 +233,7 @@ class ComplaintDesk:
                 f"{clock_skew!r}"
             )
         self.store_url = resolve_store_url(store_url)
+        self._in_flight = InFlight(f"{self!r} is closed: open a new ComplaintDesk")
         self._clock = _in_utc(clock)
         self._max_attempts = max_attempts
         self._clock_skew = clock_skew
@@ -298,6 +300,7 @@ class ComplaintDesk:
                 listener=lambda: store_listener(recorder),
                 views_where=redacted_url(self._views_url),
                 desk=self,
+                in_flight=self._in_flight,
             )
         return self._reports
 
@@ -335,7 +338,8 @@ class ComplaintDesk:
             preferred_contact=preferred_contact,
         )
 
-    def _receive(self, **arguments: Any) -> UUID:
+    @counted
+    def _receive(self, /, **arguments: Any) -> UUID:
         stamp_now = arguments.get("at") is None
         command = self._parse(c.Receive, uuid4(), **arguments)
         if command.external_ref is not None:
@@ -552,6 +556,7 @@ class ComplaintDesk:
             currency=currency,
         )
 
+    @counted
     def execute(
         self, command: str, complaint_id: UUID | str | None = None, /, **arguments: Any
     ) -> Complaint:
@@ -591,6 +596,7 @@ class ComplaintDesk:
 
     # ------------------------------------------------------------- queries
 
+    @counted
     def get(
         self,
         complaint_id: UUID | str,
@@ -625,6 +631,7 @@ class ComplaintDesk:
             )
         return state
 
+    @counted
     def history(self, complaint_id: UUID | str) -> CaseHistory:
         """Every event of the complaint, in order, with the stages it moved between."""
         complaint_uuid = _complaint_uuid(complaint_id, "history")
@@ -633,6 +640,7 @@ class ComplaintDesk:
             raise ComplaintNotFound(complaint_uuid)
         return history
 
+    @counted
     def events(self, complaint_id: UUID) -> list[ComplaintEvent]:
         """The stored events of one complaint, oldest first (empty if none)."""
         with store_errors(self.store_url):
@@ -643,6 +651,7 @@ class ComplaintDesk:
 
     # --------------------------------------------------------------- audit
 
+    @counted
     def verify(
         self, complaint_id: UUID | str | None = None, *, seal: Seal | None = None
     ) -> VerificationReport:
@@ -673,6 +682,7 @@ class ComplaintDesk:
             raise ComplaintNotFound(only)
         return report
 
+    @counted
     def seal(self) -> Seal:
         """The head (version and digest) of every complaint's chain, sealed."""
         entries = []
@@ -696,6 +706,7 @@ class ComplaintDesk:
                 )
         return Seal.create(self._clock(), entries)
 
+    @counted
     def export_case(
         self, complaint_id: UUID | str, path: str | Path | None = None
     ) -> CaseBundle:
@@ -719,6 +730,7 @@ class ComplaintDesk:
             Path(path).write_text(bundle.model_dump_json(indent=2), encoding="utf-8")
         return bundle
 
+    @counted
     def last_position(self) -> int:
         """The position of the newest event in the whole store (0 when empty).
 
@@ -739,9 +751,10 @@ class ComplaintDesk:
     def close(self) -> None:
         """Release the store's and the views' connections; closing twice is
         harmless, and using the desk afterwards raises `DeskClosed`."""
-        if self._open_app is None:
+        if not self._in_flight.close():
             return
         app, self._open_app = self._open_app, None
+        assert app is not None
         if self._reports is not None:
             self._reports.close()
         self._views.dispose()
@@ -763,8 +776,10 @@ class ComplaintDesk:
 
     # ------------------------------------------------------------ internals
 
+    @counted
     def _run(
         self,
+        /,
         command_type: type[c.Command],
         complaint_id: UUID | str,
         **arguments: Any,

@@ -48,6 +48,7 @@ from amends.infra.errors import (
     StoreUnavailable,
     names_a_missing_schema,
 )
+from amends.infra.inflight import InFlight
 from amends.infra.mapper import PydanticMapper, UnreadableRecord
 from amends.infra.settings import (
     POSTGRES_URL_OPTIONS,
@@ -71,7 +72,12 @@ from amends.projections.reports import (
     SlaReport,
     TimeToResolutionReport,
 )
-from amends.projections.runner import FeedItem, ProjectionRunner, StoredAt
+from amends.projections.runner import (
+    FeedItem,
+    ProjectionRunner,
+    StoredAt,
+    ViewsBeingReplaced,
+)
 
 logger = logging.getLogger("amends.projections")
 
@@ -83,6 +89,10 @@ wrote 4 s of zeros before a rebuild; the views hold no customer's words or
 name, and every value in them is in the events too. `threads=2`: a rebuild's
 indexes are sorted with a second thread's help (ADR 0008)."""
 VIEWS_CONNECT_TIMEOUT = "5"
+REPORT_ATTEMPTS = 5
+"""How often a report reads views a rebuild in another process replaced
+meanwhile before it gives up (`StoreUnavailable`); the replacing takes
+moments, so a second attempt finds the new views."""
 """Seconds a PostgreSQL views database has to answer, as the store has: an
 unreachable server is `StoreUnavailable`, never a report that hangs."""
 
@@ -442,11 +452,15 @@ class ReportDesk:
         listener: Callable[[], PostgresListener | None] = lambda: None,
         views_where: str = "the views' database",
         desk: object = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self._desk = desk
         """The desk these reports belong to, kept alive with them: a desk
         collected as garbage closes the store's connections (the library's
         `Application.__del__`), and `desk.reports` kept alone would fail."""
+        self._in_flight = in_flight or InFlight(_CLOSED)
+        """The desk's calls under way, this one's among them: closing the
+        desk waits for a report to end before closing its connections."""
         self.runner = runner
         self.views_where = views_where
         """The views' URL as given (password hidden), for messages: the
@@ -483,9 +497,10 @@ class ReportDesk:
 
     @contextmanager
     def _views_errors(self) -> Iterator[None]:
-        self._check_open()
-        with _views_errors(self.views_where):
-            yield
+        with self._in_flight.call(_CLOSED):
+            self._check_open()
+            with _views_errors(self.views_where):
+                yield
 
     def catch_up(self) -> int:
         """Apply every stored event the views have not seen; returns how many."""
@@ -559,17 +574,38 @@ class ReportDesk:
         assert isinstance(report_filter, ReportFilter)
         assert isinstance(report_arguments, ReportArguments)
         with self._views_errors():
+            for attempt in range(1, REPORT_ATTEMPTS + 1):
+                ready = self._checked(catch_up)
+                with self.runner.reading_lock(), self.queries.snapshot() as conn:
+                    tracking = self.runner.tracking_in(conn) if ready else None
+                    if tracking is not None and tracking.load_to is None:
+                        yield self.clock(), report_filter, report_arguments
+                        return
+                if tracking is not None and not catch_up:
+                    raise StoreUnavailable(
+                        "the report views are being rebuilt and hold only some "
+                        "complaints so far: ask again once the rebuild ends, or "
+                        "with catch_up=True to finish it first"
+                    )
+                # Replaced since the check, or a load begun since the catch-up
+                # (a rebuild in another process): the catch-up finishes it.
+                time.sleep(0.05 * attempt)
+            raise StoreUnavailable(
+                f"the report views were replaced {REPORT_ATTEMPTS} times while "
+                "being read (rebuilds in another process): ask again once they end"
+            )
+
+    def _checked(self, catch_up: bool) -> bool:
+        """Catch the views up (or check them once against the store); False
+        when they were replaced meanwhile (see `ViewsBeingReplaced`)."""
+        try:
             if catch_up:
                 self.runner.catch_up()
             else:
                 self.runner.check_store(once=True)
-            if not catch_up and self.runner.loading():
-                raise StoreUnavailable(
-                    "the report views are being rebuilt and hold only some "
-                    "complaints so far: ask again once the rebuild ends, or "
-                    "with catch_up=True to finish it first"
-                )
-            yield self.clock(), report_filter, report_arguments
+        except ViewsBeingReplaced:
+            return False
+        return True
 
     def ownership(
         self,

@@ -32,7 +32,9 @@ import io
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -718,6 +720,13 @@ def _everything(f: ReportFilter) -> bool:
     return not any(_filter_shape(f))
 
 
+_SNAPSHOT: ContextVar[tuple[Engine, Connection] | None] = ContextVar(
+    "amends_report_snapshot", default=None
+)
+"""The views' engine and the connection of the `ReportQueries.snapshot` open
+in this thread or task, if any."""
+
+
 class ReportQueries:
     """Reads the views into reports; every method takes `now` (the desk's clock)."""
 
@@ -725,6 +734,30 @@ class ReportQueries:
         self.engine = engine
         self.folder = Folder(policies)
         self._statements: dict[tuple[str, tuple[bool, ...]], tuple[Any, ...]] = {}
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """Within the block, every read of the views by these queries (in
+        this thread or task) comes from one snapshot (`tables.snapshot`):
+        the caller checks the views' state on it, and the report then reads
+        the views in that state."""
+        with t.snapshot(self.engine) as conn:
+            token = _SNAPSHOT.set((self.engine, conn))
+            try:
+                yield conn
+            finally:
+                _SNAPSHOT.reset(token)
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """The connection of the caller's `snapshot`, or a snapshot of its own:
+        a report's statements agree with each other either way."""
+        bound = _SNAPSHOT.get()
+        if bound is not None and bound[0] is self.engine:
+            yield bound[1]
+            return
+        with t.snapshot(self.engine) as conn:
+            yield conn
 
     def _prepared(
         self, name: str, f: ReportFilter, build: Callable[[], tuple[Any, ...]]
@@ -783,7 +816,7 @@ class ReportQueries:
             "ownership", f, lambda: self._ownership_statements(f)
         )
         values = {**_filter_values(f), "now": now}
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             complaint_rows, span_rows, breaches = (
                 conn.execute(statement, values).all() for statement in statements
             )
@@ -942,7 +975,7 @@ class ReportQueries:
         self, now: datetime, f: ReportFilter, limit: int
     ) -> OwnershipReport:
         """The unfiltered report from the running totals (see `summary`)."""
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             counts = summary.read_counts(
                 conn,
                 "span_owner",
@@ -1024,7 +1057,7 @@ class ReportQueries:
             "time_to_resolution", f, lambda: self._time_to_resolution_statements(f)
         )
         values = {**_filter_values(f), "limit": limit}
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             resolved_rows = conn.execute(resolved, values).all()
             total = conn.execute(counted, values).scalar_one()
             newest = conn.execute(listed, values).all()
@@ -1102,7 +1135,7 @@ class ReportQueries:
             for clock in summary.CLOCKS
             for grouping in GROUPINGS
         ]
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             counts = summary.read_counts(conn, "complaints", "resolved", "reopened")
             found = summary.read_distributions(conn, measures)
             newest = conn.execute(
@@ -1188,7 +1221,7 @@ class ReportQueries:
         """The SLA report's parts for every complaint, from the running totals
         and the deadline indexes."""
         d = t.deadlines.c
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             by_target, by_owner = self._compliance_of_all(conn, now)
             breach_rows = self._latest_breaches(conn, now, limit)
             at_risk = (
@@ -1240,7 +1273,7 @@ class ReportQueries:
                 ).where(d.complaint_id.in_(self._ids(f))),
             ),
         )
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             rows = conn.execute(statement, _filter_values(f)).all()
         by_target: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         by_owner: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -1342,7 +1375,7 @@ class ReportQueries:
         )
         values = {**_filter_values(f), **_age_edges(now)}
         waiting: Counter[str] = Counter()
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             open_ages = []
             for stage, name, n, paused in conn.execute(ages, values):
                 open_ages.append((stage, name, n))
@@ -1410,7 +1443,7 @@ class ReportQueries:
     def _backlog_of_all(self, now: datetime, f: ReportFilter) -> BacklogReport:
         """The unfiltered report from the running totals (see `summary`); the
         ages of open complaints are read from the index of open complaints."""
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             open_ages = _open_ages_of_all(conn, now)
             counts = summary.read_counts(
                 conn,
@@ -1442,7 +1475,7 @@ class ReportQueries:
         if _everything(f):
             return self._recurrence_of_all(now, f, min_count)
         (statement,) = self._prepared("recurrence", f, lambda: self._recurrence_of(f))
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             groups = conn.execute(
                 statement, {**_filter_values(f), "min_count": min_count}
             ).all()
@@ -1508,7 +1541,7 @@ class ReportQueries:
         self, now: datetime, f: ReportFilter, min_count: int
     ) -> RecurrenceReport:
         """The unfiltered report from the running totals (see `summary`)."""
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             counts = summary.read_counts(conn, "category", "prevention")
             frequent = sorted(
                 category for category, n in counts["category"].items() if n >= min_count
@@ -1746,7 +1779,7 @@ class ChartData(BaseModel):
 def chart_data(queries: ReportQueries, now: datetime, days: int) -> ChartData:
     """Time to resolution per owner, open backlog per day, SLA compliance per week."""
     c, d = t.complaints.c, t.deadlines.c
-    with queries.engine.connect() as conn:
+    with queries.reading() as conn:
         ttr: dict[str, list[float]] = defaultdict(list)
         for owner, seconds in conn.execute(
             select(c.resolved_by, c.ttr_wall).where(c.ttr_wall.is_not(None))

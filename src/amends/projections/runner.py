@@ -18,12 +18,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import as_completed
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol, runtime_checkable
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.persistence import PersistenceError
 from sqlalchemy import (
@@ -80,7 +80,7 @@ DEFAULT_BATCH_COMPLAINTS = 10_000
 READ_SIZE = 5_000
 """Events per read of the log: a batch is read and folded this many at a time,
 so its events are never held all at once."""
-VIEWS_FORMAT = "views/13"
+VIEWS_FORMAT = "views/14"
 """The layout of the view tables; views of another layout are rebuilt."""
 DEFAULT_CACHE_SIZE = 10_000
 """Open complaints whose facts a runner keeps between batches."""
@@ -176,6 +176,18 @@ class ProjectionConflict(Exception):
     """Another runner applied this batch first; this one rolled back."""
 
 
+class ViewsBeingReplaced(Exception):
+    """The views have no tracking row as a read sees them: a rebuild in
+    another process replaced them since this process made sure of it (on
+    PostgreSQL a read may find the new tables before it may see their rows).
+    Reading again soon finds the new views."""
+
+    def __init__(self, projection: str) -> None:
+        super().__init__(
+            f"the views of {projection} were replaced by a rebuild while being read"
+        )
+
+
 class ProjectionRunner:
     """Applies the notification log to the read models in tracked batches."""
 
@@ -230,8 +242,7 @@ class ProjectionRunner:
                         "release of amends; rebuilding them",
                         self.name,
                     )
-                    self._drop_views()
-                    t.metadata.create_all(self.engine)
+                    self._swap_in_empty_views(load_to=None)
                 self._tables_ready = True
             except (
                 IntegrityError,
@@ -250,13 +261,57 @@ class ProjectionRunner:
                     raise
                 time.sleep(0.05 * attempt)
 
-    def _drop_views(self) -> None:
-        """Drop every view table, and those only earlier layouts had."""
-        t.metadata.drop_all(self.engine, tables=[*t.VIEW_TABLES, t.tracking])
-        with self.engine.begin() as conn:
+    def _swap_in_empty_views(self, load_to: int | None) -> None:
+        """Replace the views (and the tables only earlier layouts had) with
+        empty ones, in one transaction: set up to be loaded complaint by
+        complaint up to position `load_to` (their secondary indexes left out
+        until the rows are in), or to be caught up from position 0.
+
+        Other processes read and write the views meanwhile: a report, a
+        follower, another rebuild. Dropped and made in several transactions,
+        the views were missing for a moment ("no such table", a report
+        failing), or empty with no load set up, so that another process's
+        catch-up began replaying them event by event and this load then took
+        its half-folded complaints for loaded ones: the store check then found
+        them behind the log and called them another store's. In one
+        transaction every other process sees the old views or the new ones
+        with their load set up. On SQLite the transaction takes the write
+        lock first (`BEGIN IMMEDIATE`); on PostgreSQL it locks the tracking
+        table first, the table every reader and writer of the views reads
+        first, so that none holds it while waiting for a table this one
+        holds (a deadlock).
+        """
+        with self.engine.connect() as conn:
             quote = conn.dialect.identifier_preparer.quote
+            if conn.dialect.name == "postgresql":
+                if conn.execute(
+                    text("SELECT to_regclass(:name)"), {"name": t.tracking.name}
+                ).scalar():
+                    conn.execute(
+                        text(
+                            f"LOCK TABLE {quote(t.tracking.name)} "
+                            "IN ACCESS EXCLUSIVE MODE"
+                        )
+                    )
+            elif not t.shares_one_connection(self.engine):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            t.metadata.drop_all(conn, tables=[*t.VIEW_TABLES, t.tracking])
             for name in t.FORMER_TABLES:
                 conn.execute(text(f"DROP TABLE IF EXISTS {quote(name)}"))
+            t.metadata.create_all(conn)
+            if load_to is not None:
+                for index in t.DEFERRED_INDEXES:
+                    index.drop(conn)
+            conn.execute(
+                insert(t.tracking).values(
+                    projection=self.name,
+                    position=0,
+                    policies=self._policies,
+                    load_to=load_to,
+                    load_id=None if load_to is None else uuid4().hex,
+                )
+            )
+            conn.commit()
 
     def _outdated(self) -> bool:
         """Whether the tracking row was written for another layout of the views."""
@@ -266,6 +321,15 @@ class ProjectionRunner:
 
     def position(self) -> int:
         return self._tracking().position
+
+    def reading_lock(self) -> AbstractContextManager[object]:
+        """What a reader of the views holds while it reads. In-memory views
+        are one connection, which the runner's writes use too (under its
+        lock): a report reading between a catch-up's statements ended its
+        transaction, half of a batch committed and its tracking row not
+        moved, so the next catch-up applied the batch again and the views
+        counted complaints twice. Elsewhere each reader has a connection."""
+        return self._lock if t.shares_one_connection(self.engine) else nullcontext()
 
     def loading(self) -> bool:
         """Whether a rebuild is loading the views complaint by complaint: until
@@ -293,10 +357,12 @@ class ProjectionRunner:
         """
         if once and self._store_checked:
             return
-        self.ensure_tables()
+        self._tracking()  # the views and their tracking row, made if missing
         c = t.complaints.c
-        with self.engine.connect() as conn:
-            tracking = self._tracked(conn)
+        with t.snapshot(self.engine) as conn:
+            tracking = self.tracking_in(conn)
+            if tracking is None:
+                raise ViewsBeingReplaced(self.name)
             first = conn.execute(
                 select(c.id, c.version).order_by(c.id).limit(1)
             ).first()
@@ -369,7 +435,7 @@ class ProjectionRunner:
         while max_batches is None or batches < max_batches:
             tracking = self._tracking()
             if tracking.load_to is not None:
-                applied += self._load_complaints(tracking.load_to)
+                applied += self._load_complaints(tracking)
                 batches += 1
                 continue
             position = tracking.position
@@ -400,13 +466,14 @@ class ProjectionRunner:
         then caught up as usual.
         """
         with self._lock:
-            self._drop_views()
-            self._tables_ready = False
             self._store_checked = False
             self._cache.clear()
             self._cached_at = None
+            load_to = None
             if isinstance(self.feed, ComplaintFeed) and self.feed.reads_complaints:
-                self._start_load(self.feed.last_position())
+                load_to = self.feed.last_position() or None
+            self._swap_in_empty_views(load_to)
+            self._tables_ready = True
             return self._catch_up(None)
 
     def follow(
@@ -434,6 +501,7 @@ class ProjectionRunner:
                 PersistenceError,
                 IntegrityError,
                 ProgrammingError,
+                ViewsBeingReplaced,
             ) as exc:
                 if isinstance(exc, ProgrammingError) and not _tables_gone(exc):
                     raise
@@ -530,24 +598,10 @@ class ProjectionRunner:
 
     # ------------------------------------------------------------ a rebuild's load
 
-    def _start_load(self, upto: int) -> None:
-        """Set the empty views up to be loaded complaint by complaint up to
-        position `upto`: their secondary indexes dropped until the rows are in."""
-        if upto == 0:
-            return
-        self._tracking()  # the tracking row, made if missing
-        with self.engine.begin() as conn:
-            for index in t.DEFERRED_INDEXES:
-                index.drop(conn)
-            conn.execute(
-                update(t.tracking)
-                .where(t.tracking.c.projection == self.name)
-                .values(load_to=upto)
-            )
-
-    def _load_complaints(self, upto: int) -> int:
-        """Load the views complaint by complaint up to position `upto`, going
-        on with the complaints not loaded yet; returns the events written.
+    def _load_complaints(self, tracking: Tracking) -> int:
+        """Load the views complaint by complaint up to position
+        `tracking.load_to`, going on with the complaints not loaded yet;
+        returns the events written.
 
         Each complaint is folded once, from all its events, and written once,
         so no complaint is written again as its events fall into later batches
@@ -562,22 +616,30 @@ class ProjectionRunner:
         each folding and writing whole parts: the parts are independent, so
         nothing is handed back but a count. Another runner that loads or
         finishes the same load meanwhile makes this one stop (the caller then
-        reads the tracking row again), so no complaint is written twice.
+        reads the tracking row again), so no complaint is written twice. Each
+        write names the load by its id (`Tracking.load_id`): a rebuild that
+        replaced the views meanwhile, to load them up to the same position,
+        makes this one stop rather than write into its views, or end its
+        load with the complaints this one found loaded in the views before.
         """
+        upto, load_id = tracking.load_to, tracking.load_id
+        assert upto is not None
+        assert load_id is not None
         parts = self._remaining_parts()
         workers = self.workers if upto >= PARALLEL_FROM_EVENTS else 1
         applied = 0
         try:
             with self._forgetting_on_failure():
-                for events in _loaded(self, parts, upto, workers):
+                for events in _loaded(self, parts, upto, load_id, workers):
                     applied += events
                 stored_event = self._stored_event(upto)
                 with self.engine.begin() as conn:
                     self._still_loading(
                         conn,
-                        upto,
+                        load_id,
                         position=upto,
                         load_to=None,
+                        load_id=None,
                         stored_event=stored_event,
                     )
                     for index in t.DEFERRED_INDEXES:
@@ -626,28 +688,29 @@ class ProjectionRunner:
             self.feed.stored_complaints(), loaded, self.load_complaints
         )
 
-    def _still_loading(self, conn: Connection, upto: int, **values: Any) -> None:
+    def _still_loading(self, conn: Connection, load: str, **values: Any) -> None:
         """Check, first thing in a load's write transaction (so that it holds
-        the tracking row, and on SQLite the write lock), that the load to
-        `upto` is still under way; `values` update the tracking row."""
+        the tracking row, and on SQLite the write lock), that the load with
+        the id `load` is still under way; `values` update the tracking row."""
         c = t.tracking.c
         moved = conn.execute(
             update(t.tracking)
             .where(c.projection == self.name)
-            .where(c.load_to == upto)
-            .values(**(values or {"load_to": upto}))
+            .where(c.load_id == load)
+            .values(**(values or {"load_id": load}))
         )
         if moved.rowcount != 1:
             raise ProjectionConflict(self.name)
 
-    def load_part(self, first: str, last: str, upto: int) -> int:
+    def load_part(self, first: str, last: str, upto: int, load_id: str) -> int:
         """Fold the complaints with ids from `first` to `last` from their
         events up to position `upto`, and write their rows and what they add
-        to the totals in one transaction; returns the events folded."""
+        to the totals in one transaction, if the load `load_id` is still under
+        way; returns the events folded."""
         load = self.fold_complaints(first, last, upto)
         try:
             with _write_turn(), self.engine.begin() as conn:
-                self._still_loading(conn, upto)
+                self._still_loading(conn, load_id)
                 for table in t.ROW_TABLES:
                     if load.rows[table.name]:
                         _insert_many(conn, table, load.rows[table.name])
@@ -726,21 +789,37 @@ class ProjectionRunner:
         return found.fingerprint if found is not None else None
 
     def _tracked(self, conn: Connection) -> Tracking:
+        """The tracking row, made if missing: another process making it at
+        the same moment (a report beside a rebuild starting) is no failure."""
+        for _ in range(3):
+            found = self.tracking_in(conn)
+            if found is not None:
+                return found
+            try:
+                conn.execute(
+                    insert(t.tracking).values(
+                        projection=self.name, position=0, policies=self._policies
+                    )
+                )
+                conn.commit()
+            except IntegrityError:
+                conn.rollback()
+                continue
+            return Tracking(0, None, None)
+        raise ViewsBeingReplaced(self.name)
+
+    def tracking_in(self, conn: Connection) -> Tracking | None:
+        """The tracking row as `conn` sees it (None: there is none); refuses
+        views built under other SLA policies (`PolicyMismatch`)."""
         c = t.tracking.c
         found = conn.execute(
-            select(c.position, c.policies, c.load_to, c.stored_event).where(
+            select(c.position, c.policies, c.load_to, c.stored_event, c.load_id).where(
                 c.projection == self.name
             )
         ).first()
         if found is None:
-            conn.execute(
-                insert(t.tracking).values(
-                    projection=self.name, position=0, policies=self._policies
-                )
-            )
-            conn.commit()
-            return Tracking(0, None, None)
-        position, policies, load_to, stored_event = found
+            return None
+        position, policies, load_to, stored_event, load_id = found
         if policies != self._policies:
             built, given = (
                 label.removeprefix(f"{VIEWS_FORMAT} ")
@@ -751,7 +830,7 @@ class ProjectionRunner:
                 f"this desk's {given}: use the same sla_policies (--sla) "
                 "everywhere, or rebuild the views"
             )
-        return Tracking(int(position), load_to, stored_event)
+        return Tracking(int(position), load_to, stored_event, load_id)
 
     def _load(self, conn: Connection, ids: Sequence[UUID]) -> list[ComplaintFacts]:
         loaded = []
@@ -927,6 +1006,8 @@ class Tracking(NamedTuple):
     position it loads up to (the position stays 0 until it ends)."""
     stored_event: str | None
     """The hash of the stored event at `position`, as the views applied it."""
+    load_id: str | None = None
+    """While a rebuild loads the views: which load (see `_load_complaints`)."""
 
 
 class Load(NamedTuple):
@@ -1025,7 +1106,11 @@ _WORKER_DIED = (
 
 
 def _loaded(
-    runner: ProjectionRunner, parts: Sequence[tuple[str, str]], upto: int, workers: int
+    runner: ProjectionRunner,
+    parts: Sequence[tuple[str, str]],
+    upto: int,
+    load_id: str,
+    workers: int,
 ) -> Iterator[int]:
     """The events of each part as it is loaded: here, one part after the
     other, or by `workers` forked processes, each folding and writing whole
@@ -1033,13 +1118,13 @@ def _loaded(
     meanwhile). A worker that dies is a `WorkerDied` (see `forking`)."""
     if workers <= 1 or len(parts) <= 1 or not forking.can_fork():
         for first, last in parts:
-            yield runner.load_part(first, last, upto)
+            yield runner.load_part(first, last, upto, load_id)
         return
     context = mp.get_context("fork")
     stop = context.Event()
     with forking.forked(
         _load_forked,
-        [(*part, upto) for part in parts],
+        [(*part, upto, load_id) for part in parts],
         workers,
         (runner, context.Lock(), stop),
         died=_WORKER_DIED,
@@ -1077,7 +1162,7 @@ class _Refused(NamedTuple):
     problem: str
 
 
-def _load_forked(part: tuple[str, str, int]) -> int | _Refused | None:
+def _load_forked(part: tuple[str, str, int, str]) -> int | _Refused | None:
     """A part loaded by a forked worker: its events, the history it could not
     fold, or None when another runner loaded the part or finished the load."""
     assert _FORKED is not None, "only forked workers load parts"

@@ -8,15 +8,18 @@ events by default (the same SQLite file or PostgreSQL database), or wherever
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     DateTime,
     Dialect,
+    Engine,
     Float,
     Index,
     Integer,
@@ -28,6 +31,7 @@ from sqlalchemy import (
     text,
     type_coerce,
 )
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -148,6 +152,9 @@ tracking = Table(
     # While a rebuild loads the views complaint by complaint: the log position
     # it loads up to (see the runner's `_load_complaints`). NULL otherwise.
     Column("load_to", Integer),
+    # Which load that is (a random id): a runner that joined an earlier load
+    # of views a rebuild has since replaced writes nothing into these.
+    Column("load_id", String(32)),
     # The stored event at `position`, by a hash of its bytes as stored: a
     # store restored from a backup and written to since holds another event
     # there (see the runner's `check_store`). NULL at position 0.
@@ -332,3 +339,36 @@ order row by row."""
 FORMER_TABLES = ("amends_view_measures",)
 """Tables earlier layouts of the views had and this one has not: dropped with
 the views (`views/7` kept every measured value in a table of its own)."""
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection that reads the views as they stood at one moment, for
+    reads of several statements that must agree (a report's, the store
+    check's); rolled back at the end, so it writes nothing.
+
+    A rebuild in another process replaces the views in one transaction (the
+    runner's `_swap_in_empty_views`). Each statement on its own could read
+    the tracking row of the old views and the rows of the new, empty ones:
+    a report of nothing, or views taken for another store's. On SQLite a
+    read transaction sees one state of the file from its first read; on
+    PostgreSQL REPEATABLE READ does, and the first read (the tracking row,
+    by every caller) holds that table against a swap until the end.
+    In-memory SQLite views are one connection shared by the process's
+    threads, which only the runner's lock (taken by a rebuild) swaps: they
+    read as they are.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        elif not shares_one_connection(engine):
+            conn.exec_driver_sql("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+def shares_one_connection(engine: Engine) -> bool:
+    """In-memory SQLite views: one connection for every thread."""
+    return isinstance(engine.pool, StaticPool)
