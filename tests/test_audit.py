@@ -418,6 +418,45 @@ def test_a_wrong_or_missing_key_is_a_clear_error(tmp_path: Path) -> None:
         missing.get(complaint_id)
 
 
+@pytest.mark.parametrize(
+    ("written_with", "opened_with", "said"),
+    [
+        ("key", "none", "are encrypted: set AMENDS_CIPHER_KEY"),
+        ("key", "other", "cipher key does not decrypt"),
+        ("none", "key", "are not encrypted: open it without a cipher key"),
+    ],
+)
+def test_no_complaint_is_recorded_under_a_key_that_does_not_fit_the_store(
+    shared_store_url: str, written_with: str, opened_with: str, said: str
+) -> None:
+    """A process that forgot AMENDS_CIPHER_KEY, or has another key, or has a
+    key for a plain store, receives a new complaint: it reads nothing first,
+    so it used to be recorded, in the open or under the wrong key, and then
+    every report, seal and verify of the store failed on it. It is refused
+    (exit 2 from the command line), nothing is recorded, and the store's
+    own reports, seal and verify stay whole; so is an import."""
+    keys = {"key": new_cipher_key(), "other": new_cipher_key(), "none": ""}
+    url = shared_store_url
+    with ComplaintDesk(url, cipher_key=keys[written_with]) as desk:
+        desk.receive(**RECEIVE)
+        before = desk.last_position()
+    with ComplaintDesk(url, cipher_key=keys[opened_with]) as misfit:
+        with pytest.raises(ConfigurationError, match=said):
+            misfit.receive(**{**RECEIVE, "customer": "Secret Person"})
+        with pytest.raises(ConfigurationError, match=said):
+            misfit.write_context()  # what an import writes with
+        # Reading, as everywhere: a wrong key is named as the configuration's
+        # fault, not the history's (exit 2, not 3); a missing one is named.
+        refused = HistoryViolation if opened_with == "none" else ConfigurationError
+        with pytest.raises(refused, match="AMENDS_CIPHER_KEY"):
+            misfit.reports.backlog()
+    with ComplaintDesk(url, cipher_key=keys[written_with]) as desk:
+        assert desk.last_position() == before
+        assert desk.verify().ok
+        desk.seal()
+        assert desk.reports.backlog().reached[Stage.RECEIVED] == 1
+
+
 def test_the_key_comes_from_the_environment_and_is_checked(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -67,6 +67,7 @@ from amends.infra.reporting import (
     views_engine,
 )
 from amends.infra.settings import (
+    CIPHER_KEY_VARIABLE,
     POSTGRES_MODULE,
     cipher_settings,
     fork_workers,
@@ -265,11 +266,15 @@ class ComplaintDesk:
         assert isinstance(mapper, PydanticMapper)
         self._mapper = mapper
         self._reports: ReportDesk | None = None
+        self._cipher_fits = False
+        """Whether the store's first event was found readable with this
+        desk's cipher key, or lack of one (see `_check_cipher`)."""
 
     def write_context(self) -> WriteContext:
         """What a bulk writer needs to write as this desk writes, for
         `amends.infra.importer`: the same store, mapper (and cipher), clock,
         tolerance for clock skew and snapshot interval."""
+        self._check_cipher()
         return WriteContext(
             app=self._app,
             mapper=self._mapper,
@@ -342,6 +347,7 @@ class ComplaintDesk:
     def _receive(self, /, **arguments: Any) -> UUID:
         stamp_now = arguments.get("at") is None
         command = self._parse(c.Receive, uuid4(), **arguments)
+        self._check_cipher()
         if command.external_ref is not None:
             command = command.model_copy(
                 update={
@@ -739,6 +745,46 @@ class ComplaintDesk:
         """
         with store_errors(self.store_url):
             return self._app.recorder.max_notification_id() or 0
+
+    def _check_cipher(self) -> None:
+        """Refuse to record new complaints in a store whose events this desk
+        cannot read: encrypted under another key, encrypted when this desk
+        has no key, or plain when it has one. A command on a complaint
+        reads its events first and is refused there; a new complaint reads
+        nothing, so without this check it was recorded, in the open or
+        under the wrong key, among the others, and then every report, seal
+        and verify of the store failed on it. The store's first event
+        stands for all: one desk writes them all with one key.
+        """
+        if self._cipher_fits:
+            return
+        with store_errors(self.store_url):
+            first = self._app.recorder.select_notifications(start=None, limit=1)
+        if first:
+            state = first[0].state
+            plain = isinstance(state, bytes | bytearray | memoryview) and (
+                bytes(state).lstrip()[:1] == b"{"
+            )
+            try:
+                self._mapper.decode_state(state)
+            except ConfigurationError:
+                if plain:
+                    raise ConfigurationError(
+                        "this store's events are not encrypted: open it without "
+                        f"a cipher key ({CIPHER_KEY_VARIABLE}, cipher_key=), or "
+                        "new complaints would be encrypted among them"
+                    ) from None
+                raise
+            except UnreadableRecord:
+                if not plain and self._mapper.cipher is None:
+                    raise ConfigurationError(
+                        "this store's events are encrypted: set "
+                        f"{CIPHER_KEY_VARIABLE} (or cipher_key=) to the key they "
+                        "were written with, or new complaints would be stored "
+                        "in the open among them"
+                    ) from None
+                # An unreadable row of another kind: verify() names it.
+        self._cipher_fits = True
 
     # ----------------------------------------------------------- lifecycle
 

@@ -145,6 +145,8 @@ class StoreFeed:
                 from_version = payload.pop("class_version", 1)
                 if from_version != event_type.class_version:
                     payload = event_type.upcast(payload, from_version)
+            except ConfigurationError:
+                raise  # the cipher key: as everywhere else, not the history
             except (KeyError, UnreadableRecord, ValueError, TypeError) as exc:
                 # The views stop here, and say where: verify() names the rest.
                 raise HistoryViolation(
