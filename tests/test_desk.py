@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -576,6 +576,14 @@ def test_get_as_of_names_what_it_was_given_instead_of_a_datetime() -> None:
         )
         with pytest.raises(InvalidCommand, match="a naive one has no zone"):
             desk.get(complaint_id, as_of=NOW.replace(tzinfo=None))
+        # Aware, but with no UTC time: refused by name, as `at` is, not a
+        # bare OverflowError.
+        for edge in (
+            datetime.min.replace(tzinfo=timezone(timedelta(hours=5))),
+            datetime.max.replace(tzinfo=timezone(timedelta(hours=-5))),
+        ):
+            with pytest.raises(InvalidCommand, match="out of the representable"):
+                desk.get(complaint_id, as_of=edge)
 
 
 def test_reports_kept_without_their_desk_go_on_working(tmp_path: Path) -> None:

@@ -210,6 +210,26 @@ def test_a_database_or_user_the_server_does_not_know_is_a_setting_to_fix(
         )
     with pytest.raises(ConfigurationError, match=re.escape(words)):
         ComplaintDesk(urlunsplit(parts))
+    # The same URL for the views: a setting to fix too (exit 2), not a views
+    # database to wait for (StoreUnavailable, exit 4), as it was.
+    with (
+        ComplaintDesk("memory://", views_url=urlunsplit(parts)) as desk,
+        pytest.raises(ConfigurationError, match=re.escape(words)),
+    ):
+        desk.reports.backlog()
+
+
+def test_a_store_file_that_is_no_database_is_a_setting_to_fix(tmp_path: Path) -> None:
+    """A path that names some other file: the library let SQLite's raw
+    `DatabaseError` out, and the command line called it a bug (exit 1)."""
+    junk = tmp_path / "notes.db"
+    junk.write_text("not a database, only notes\n" * 100)
+    with pytest.raises(ConfigurationError, match="not a SQLite database"):
+        ComplaintDesk(f"sqlite:///{junk}")
+    result = run_cli("--store", f"sqlite:///{junk}", "report", "sla", cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert result.stderr.count("\n") == 1
+    assert "not a SQLite database" in result.stderr
 
 
 def test_a_pool_whose_connections_are_all_in_use_is_named_as_such(

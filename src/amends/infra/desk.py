@@ -9,6 +9,7 @@ command that is still valid is not lost and one that no longer fits is refused.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -1027,7 +1028,14 @@ def _aware(value: datetime, command: str, field: str) -> datetime:
             field,
             "must be a timezone-aware datetime (a naive one has no zone)",
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidCommand.single(
+            command,
+            field,
+            f"{value.isoformat()} is out of the representable range in UTC",
+        ) from None
 
 
 def _complaint_uuid(complaint_id: UUID | str, command: str) -> UUID:
@@ -1050,6 +1058,17 @@ def store_errors(store_url: str) -> Iterator[None]:
         yield
     except RecordConflictError:
         raise
+    except sqlite3.DatabaseError as exc:
+        # The library opens a SQLite file's connection outside its own
+        # error handling: a file that is no database comes out raw.
+        where = redacted_url(store_url)
+        if "not a database" in str(exc):
+            raise ConfigurationError(
+                f"event store {where}: the file is not a SQLite database ({exc})"
+            ) from exc
+        raise StoreUnavailable(
+            f"event store {where} failed: {first_line(exc)}"
+        ) from exc
     except (PersistenceError, OSError) as exc:
         where = redacted_url(store_url)
         if names_a_missing_schema(exc.__cause__):

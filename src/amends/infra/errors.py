@@ -23,3 +23,17 @@ def names_a_missing_schema(error: BaseException | None) -> bool:
     """PostgreSQL said a schema does not exist (SQLSTATE 3F000): a URL's
     `?schema=` to fix, which no retry gets past."""
     return getattr(error, "sqlstate", None) == "3F000"
+
+
+SETTING_TO_FIX = ("does not exist", "password authentication failed", "pg_hba.conf")
+"""What a PostgreSQL server says when a URL names a database, user or password
+it does not know, or a client it does not admit: no retry gets past those."""
+
+
+def names_a_setting_to_fix(error: BaseException | None) -> bool:
+    """A connection to PostgreSQL refused for a setting (`SETTING_TO_FIX`),
+    not for want of a server: a URL to fix, not a store to wait for."""
+    words = str(error)
+    return words.startswith("connection failed") and any(
+        marker in words for marker in SETTING_TO_FIX
+    )

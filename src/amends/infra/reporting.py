@@ -47,6 +47,7 @@ from amends.infra.errors import (
     DeskClosed,
     StoreUnavailable,
     names_a_missing_schema,
+    names_a_setting_to_fix,
 )
 from amends.infra.inflight import InFlight
 from amends.infra.mapper import PydanticMapper, UnreadableRecord
@@ -414,6 +415,10 @@ def _views_errors(where: str) -> Iterator[None]:
             raise ConfigurationError(
                 f"report views at {where}: {first_line(said)} (create it, or "
                 "name another with ?schema=)"
+            ) from exc
+        if names_a_setting_to_fix(said):
+            raise ConfigurationError(
+                f"report views at {where}: {first_line(said)}"
             ) from exc
         raise StoreUnavailable(
             f"report views unavailable at {where}: {first_line(said)}"

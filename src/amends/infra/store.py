@@ -41,6 +41,7 @@ from amends.domain.errors import (
     stored_complaint_id,
     stored_version,
 )
+from amends.infra.errors import names_a_setting_to_fix
 from amends.infra.mapper import PydanticMapper
 
 DDL_ATTEMPTS = 5
@@ -160,9 +161,6 @@ def _retried_while_reachable(method: F) -> F:
 PROBE_SECONDS = 2
 """The longest a probe for why no connection came may take (see
 `why_no_connection`)."""
-_SETTING_TO_FIX = ("does not exist", "password authentication failed", "pg_hba.conf")
-"""What the server says when the URL names a database, user or password it
-does not know, or a client it does not admit: no retry gets past those."""
 
 
 def timed_out_on_the_pool(error: BaseException) -> bool:
@@ -198,7 +196,7 @@ def why_no_connection(
             return None
     except psycopg.Error as exc:
         words = first_line(exc).removeprefix("connection failed: ")
-        return words, any(marker in words for marker in _SETTING_TO_FIX)
+        return words, names_a_setting_to_fix(exc)
 
 
 class _PostgresSnapshots(PostgresAggregateRecorder):
