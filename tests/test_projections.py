@@ -17,6 +17,7 @@ import os
 import sqlite3
 import tempfile
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -34,6 +35,7 @@ from amends import ComplaintDesk, Stage, WorkerDied
 from amends.domain import values
 from amends.domain.errors import HistoryViolation
 from amends.domain.sla import PolicySchedule, preset
+from amends.domain.values import UNPRINTABLE, display_width, shown
 from amends.infra.errors import StoreUnavailable
 from amends.infra.reporting import MAX_COUNT
 from amends.projections import runner as runner_module
@@ -799,6 +801,56 @@ def test_a_csv_export_is_exact_and_a_table_never_writes_an_exponent(
         for hours in line.split()[-2:]:  # wall_h and sla_h
             assert "e" not in hours.lower(), line
             assert math.isclose(float(hours), wall / 3600, rel_tol=0.01, abs_tol=0.05)
+
+
+FORMULA = ("=", "+", "-", "@")
+RENDERED_TEXT = st.text(
+    alphabet=st.sampled_from([*'aB7 ,"山田é', "\u0301", "\u202e", "\u200b", *FORMULA]),
+    min_size=1,
+    max_size=8,
+).filter(lambda text: text.strip() and not unicodedata.combining(text.strip()[0]))
+"""Names and labels a report shows: wide characters, a combining mark, a
+right-to-left override, a zero-width space, and what starts a formula."""
+
+
+@settings(max_examples=40, deadline=None)
+@given(owners=st.lists(RENDERED_TEXT, min_size=1, max_size=4), category=RENDERED_TEXT)
+def test_rendered_reports_never_run_formulas_nor_break_their_columns(
+    owners: list[str], category: str
+) -> None:
+    """Names and labels are the customer's and the staff's words. A CSV cell
+    never starts a formula a spreadsheet would run (it starts with an
+    apostrophe instead, and reads back as the value without it); a table's
+    columns always line up on a terminal (wide characters take two columns,
+    combining marks none), and it never prints a format character such as a
+    right-to-left override (escaped, as the command line's messages are)."""
+    clock = FixedClock(START + timedelta(days=3))
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        for owner in owners:
+            desk.receive(**{**RECEIVE, "by": owner, "category": category}, at=START)
+        report = desk.reports.ownership()
+        stored = [row.owner for row in report.owners]
+        assert len(stored) == len({owner.strip() for owner in owners})
+        rows = list(csv.DictReader(io.StringIO(report.to_csv("owners"))))
+        for row, owner in zip(rows, stored, strict=True):
+            assert row["owner"] == ("'" + owner if owner.startswith(FORMULA) else owner)
+        header, _, *lines = report.to_table("owners").splitlines()[3:]
+        assert header.startswith("  owner")
+        first_column = max(map(display_width, ["owner", *map(shown, stored)]))
+        for line, owner in zip(lines, stored, strict=True):
+            assert not any(unicodedata.category(ch) in UNPRINTABLE for ch in line)
+            cell = "  " + shown(owner)
+            assert line.startswith(cell)
+            rest = line[len(cell) :]
+            padding = len(rest) - len(rest.lstrip(" "))
+            # The second column starts at the same terminal column on each.
+            assert display_width(cell) + padding == 2 + first_column + 2, line
+        recurrence = desk.reports.recurrence(min_count=1)
+        (row,) = csv.DictReader(io.StringIO(recurrence.to_csv()))
+        written = category.strip()
+        assert row["category"] == (
+            "'" + written if written.startswith(FORMULA) else written
+        )
 
 
 def test_an_unknown_section_is_refused_naming_the_sections_there_are() -> None:

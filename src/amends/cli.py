@@ -34,7 +34,6 @@ import signal
 import sys
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,6 +52,7 @@ from amends.domain import commands as c
 from amends.domain.complaint import Complaint
 from amends.domain.errors import AmendsError, InvalidCommand, first_line
 from amends.domain.lifecycle import command_names, mermaid
+from amends.domain.values import shown
 from amends.infra.desk import Clock, ComplaintDesk, utc_now
 from amends.infra.docs import lifecycle_markdown, write_docs
 from amends.infra.errors import ConfigurationError, StoreUnavailable
@@ -69,7 +69,6 @@ EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_STORE = 4
 
-UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 MAX_MESSAGE = 400
 """Characters of an error line; a huge argument must not flood the terminal."""
 
@@ -185,13 +184,7 @@ def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     """`text` fit for one line of a terminal: no line breaks, and control,
     format (such as a right-to-left override) and lone surrogate characters
     escaped, so an argument echoed in an error cannot rewrite the screen."""
-    joined = " ".join(text.split())
-    safe = "".join(
-        ch.encode("unicode_escape").decode("ascii")
-        if unicodedata.category(ch) in UNPRINTABLE
-        else ch
-        for ch in joined
-    )
+    safe = shown(" ".join(text.split()))
     return safe if len(safe) <= limit else safe[: limit - 1] + "…"
 
 
@@ -881,6 +874,16 @@ def report(
             print(result.to_json())
         elif output is Format.CSV:
             print(result.to_csv(section), end="")
+            # A CSV file holds rows and nothing else: a list the limit cut
+            # is said beside it, so an export never passes for the whole.
+            chosen = result.section(section)
+            if chosen.items is not None and chosen.items[0] < chosen.items[1]:
+                listed, total = chosen.items
+                print(
+                    f"amends: {chosen.key}: {listed} of {total} listed "
+                    "(--all, or a larger --limit, for more)",
+                    file=sys.stderr,
+                )
         else:
             print(result.to_table(section), end="")
     except UnknownSection as exc:

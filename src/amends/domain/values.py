@@ -8,6 +8,7 @@ with control characters that corrupt terminals and CSV exports.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
@@ -119,3 +120,37 @@ Currency = Annotated[str, AfterValidator(_currency)]
 
 NameList = Annotated[tuple[Name, ...], Field(min_length=1, max_length=MAX_LIST_ITEMS)]
 TextList = Annotated[tuple[Text, ...], Field(min_length=1, max_length=MAX_LIST_ITEMS)]
+
+
+UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+"""Unicode categories a terminal would act on or cannot show: control and
+format characters (a right-to-left override, a zero-width space), lone
+surrogates, private and unassigned code points, line and paragraph
+separators. Names may hold some of them (only control characters are
+refused), so text shown to a reader escapes them (`shown`)."""
+
+
+def shown(text: str) -> str:
+    """`text` for a reader's screen: each `UNPRINTABLE` character escaped
+    (`\\u202e`), so a name cannot reverse the rest of a line or pass for
+    another name it looks the same as."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in UNPRINTABLE
+        else ch
+        for ch in text
+    )
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes on a terminal: two for a wide character (most of
+    Chinese, Japanese and Korean), none for a combining mark, one for the
+    rest."""
+    return sum(
+        0
+        if unicodedata.combining(ch)
+        else 2
+        if unicodedata.east_asian_width(ch) in ("W", "F")
+        else 1
+        for ch in text
+    )

@@ -65,7 +65,7 @@ from sqlalchemy import (
 from amends.domain.errors import AmendsError
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
-from amends.domain.values import Instant, Label, Name
+from amends.domain.values import Instant, Label, Name, display_width, shown
 from amends.projections import summary
 from amends.projections import tables as t
 from amends.projections.facts import Folder, StageClock
@@ -226,27 +226,50 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet takes a cell starting with for a formula to run."""
+
+
 def _csv_cell(value: Any) -> str:
     """A value as a CSV export holds it: exact (floats in their shortest
     round-trip form, times to the microsecond), for a spreadsheet or a
-    script to compute with; the table's rounding is for reading only."""
+    script to compute with; the table's rounding is for reading only.
+
+    Text that a spreadsheet would run as a formula (an owner named
+    `=HYPERLINK(...)`, a category `+SUM(1,2)`: names and labels accept
+    them) starts with an apostrophe, which spreadsheets take to mean text,
+    as OWASP advises for CSV exports. Numbers are never text, so none is
+    changed."""
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return _cell(value)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
+    """Rows as a text table, columns padded by the width each cell takes on
+    a terminal (wide characters two columns, combining marks none), text
+    with its unprintable characters escaped (`values.shown`)."""
     headers = list(rows[0])
-    cells = [[_cell(row[h]) for h in headers] for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
-    body = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in cells
+    cells = [[shown(_cell(row[h])) for h in headers] for row in rows]
+    widths = [
+        max(display_width(h), *(display_width(c[i]) for c in cells))
+        for i, h in enumerate(headers)
     ]
-    return "\n".join(["  " + line, "  " + "-" * len(line), *("  " + b for b in body)])
+
+    def padded(texts: list[str]) -> str:
+        return "  ".join(
+            text + " " * (width - display_width(text))
+            for text, width in zip(texts, widths, strict=True)
+        ).rstrip()
+
+    line = padded(headers)
+    body = [padded(row) for row in cells]
+    rule = "-" * display_width(line)
+    return "\n".join(["  " + line, "  " + rule, *("  " + b for b in body)])
 
 
 def _hours(seconds: float | None) -> float | None:
