@@ -457,6 +457,21 @@ def test_no_complaint_is_recorded_under_a_key_that_does_not_fit_the_store(
         assert desk.reports.backlog().reached[Stage.RECEIVED] == 1
 
 
+def test_a_desk_that_found_the_store_empty_checks_its_key_again(
+    tmp_path: Path,
+) -> None:
+    """Only a stored event says which key fits a store: a desk without a key
+    that met the store empty (an import's dry run) must not write in the
+    open once another process has written encrypted events."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with ComplaintDesk(url, cipher_key="") as keyless:
+        keyless.write_context()  # the store is empty: nothing to say yet
+        with ComplaintDesk(url, cipher_key=new_cipher_key()) as keyed:
+            keyed.receive(**RECEIVE)
+        with pytest.raises(ConfigurationError, match="are encrypted"):
+            keyless.receive(**RECEIVE)
+
+
 def test_the_key_comes_from_the_environment_and_is_checked(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

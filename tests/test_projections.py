@@ -16,6 +16,7 @@ import math
 import os
 import sqlite3
 import tempfile
+import threading
 import time
 import unicodedata
 import uuid
@@ -820,7 +821,7 @@ def test_rendered_reports_never_run_formulas_nor_break_their_columns(
 ) -> None:
     """Names and labels are the customer's and the staff's words. A CSV cell
     never starts a formula a spreadsheet would run (it starts with an
-    apostrophe instead, and reads back as the value without it); a table's
+    apostrophe instead, the value whole after it); a table's
     columns always line up on a terminal (wide characters take two columns,
     combining marks none), and it never prints a format character such as a
     right-to-left override (escaped, as the command line's messages are)."""
@@ -1830,10 +1831,10 @@ def test_a_report_never_reads_views_replaced_after_its_check(
 ) -> None:
     """Between a report's catch-up (or store check) and its reads, a rebuild
     in another process replaces the views with empty ones to load. The
-    report reads one snapshot and sees the load: with `catch_up=True` it
-    finishes it and answers in full; without, it says the views are being
-    rebuilt. Before, it read the empty views and answered as if the store
-    held nothing (or failed with "no such table")."""
+    report sees the load: with `catch_up=True` it finishes it and answers in
+    full; without, it says the views are being rebuilt. Before, it read the
+    empty views and answered as if the store held nothing (or failed with
+    "no such table")."""
     clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
     store = shared_store_url
     with make_desk(store, clock) as desk, make_desk(store, clock) as other:
@@ -1841,24 +1842,19 @@ def test_a_report_never_reads_views_replaced_after_its_check(
         desk.reports.catch_up()
         expected = desk.reports.ownership()
         runner = desk.reports.runner
-        checks = {"catch_up": runner.catch_up, "check_store": runner.check_store}
+        name = "catch_up" if catch_up else "check_store"
+        check = getattr(runner, name)
         replaced: list[bool] = []
 
-        def then_replaced(name: str) -> Any:
-            def checked(**kwargs: Any) -> Any:
-                done = checks[name](**kwargs)
-                if not replaced:
-                    upto = other.reports.runner.feed.last_position()
-                    other.reports.runner._swap_in_empty_views(load_to=upto)
-                    replaced.append(True)
-                return done
+        def then_replaced(**kwargs: Any) -> Any:
+            done = check(**kwargs)
+            if not replaced:
+                upto = other.reports.runner.feed.last_position()
+                other.reports.runner._swap_in_empty_views(load_to=upto)
+                replaced.append(True)
+            return done
 
-            return checked
-
-        if catch_up:
-            runner.catch_up = then_replaced("catch_up")  # type: ignore[method-assign]
-        else:
-            runner.check_store = then_replaced("check_store")  # type: ignore[method-assign]
+        setattr(runner, name, then_replaced)
         if catch_up:
             assert desk.reports.ownership() == expected.model_copy(
                 update={"generated_at": clock.now}
@@ -1869,6 +1865,109 @@ def test_a_report_never_reads_views_replaced_after_its_check(
             with pytest.raises(StoreUnavailable, match="being rebuilt"):
                 desk.reports.ownership(catch_up=False)
         assert replaced == [True]
+
+
+def test_a_report_reads_the_views_as_they_stood_when_it_began(
+    shared_store_url: str,
+) -> None:
+    """A rebuild in another process replaces the views while a report is
+    reading them, between its statements. The report answers from the views
+    as they stood when it began: on SQLite its read transaction still sees
+    them, on PostgreSQL the rebuild waits for the report to end. Read
+    statement by statement, it mixed the old views with the new, empty
+    ones."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    store = shared_store_url
+    with make_desk(store, clock) as desk, make_desk(store, clock) as other:
+        for stage in Stage:
+            walk_to(desk, stage)
+        desk.reports.catch_up()
+        expected = desk.reports.ownership(catch_up=False)
+        queries = desk.reports.queries
+        ownership = queries.ownership
+        swapped = threading.Event()
+
+        def swap() -> None:
+            upto = other.reports.runner.feed.last_position()
+            other.reports.runner._swap_in_empty_views(load_to=upto)
+            swapped.set()
+
+        swapper = threading.Thread(target=swap)
+
+        def replaced_meanwhile(*args: Any) -> Any:
+            with queries.reading() as conn:  # the report's snapshot
+                conn.execute(select(t.complaints.c.id).limit(1)).all()
+            swapper.start()
+            # SQLite: the swap commits meanwhile; PostgreSQL: it waits.
+            swapped.wait(2 if "postgres" in store else 30)
+            return ownership(*args)
+
+        queries.ownership = replaced_meanwhile  # type: ignore[method-assign]
+        assert desk.reports.ownership(catch_up=False) == expected
+        swapper.join(30)
+        assert swapped.is_set()
+        queries.ownership = ownership  # type: ignore[method-assign]
+        with pytest.raises(StoreUnavailable, match="being rebuilt"):
+            desk.reports.ownership(catch_up=False)
+        assert desk.reports.ownership() == expected
+
+
+def test_every_reader_of_the_views_reads_the_tracking_table_first(
+    tmp_path: Path,
+) -> None:
+    """On PostgreSQL a rebuild's swap locks the tracking table first, then
+    drops the others; a reader that took another view table first and the
+    tracking table later could deadlock with it (the chart's reads did,
+    with the complaints table first). So every snapshot's first statement
+    reads the tracking table: the reports', and the chart's."""
+    from sqlalchemy import event
+
+    from amends.projections.reports import chart_data
+
+    with make_desk(f"sqlite:///{tmp_path / 'store.db'}", FixedClock()) as desk:
+        walk_to(desk, Stage.RESOLVED)
+        desk.reports.catch_up()
+        engine = desk.reports.queries.engine
+        statements: list[str] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            statements.append(statement)
+
+        event.listen(engine, "before_cursor_execute", seen)
+        reads: list[tuple[str, Any]] = [
+            ("chart", lambda: chart_data(desk.reports.queries, FixedClock().now, 7)),
+            ("ownership", lambda: desk.reports.ownership(catch_up=False)),
+            ("filtered sla", lambda: desk.reports.sla(category="x", catch_up=False)),
+        ]
+        for name, read in reads:
+            statements.clear()
+            read()
+            first = next(s for s in statements if s.strip().upper() != "BEGIN")
+            assert "amends_view_tracking" in first, (name, first)
+
+
+def test_views_replaced_under_each_look_of_a_catch_up_are_looked_at_again(
+    shared_store_url: str,
+) -> None:
+    """A catch-up that finds the views replaced under its read (no tracking
+    row in its snapshot) looks again; after five such looks it says so as
+    `StoreUnavailable`, never as a bug (exit 1) with an internal error."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    with make_desk(shared_store_url, clock) as desk:
+        walk_to(desk, Stage.ACKNOWLEDGED)
+        runner = desk.reports.runner
+        read = runner.tracking_in
+        misses = [None, None]
+
+        def replaced(conn: Any) -> Any:
+            return misses.pop() if misses else read(conn)
+
+        runner.tracking_in = replaced  # type: ignore[method-assign]
+        assert desk.reports.catch_up() == 2
+        assert misses == []
+        runner.tracking_in = lambda conn: None  # type: ignore[method-assign]
+        with pytest.raises(StoreUnavailable, match="replaced by a rebuild"):
+            desk.reports.catch_up()
 
 
 def test_a_tracking_row_made_by_another_process_meanwhile_is_read_not_refused(

@@ -230,6 +230,13 @@ def test_a_store_file_that_is_no_database_is_a_setting_to_fix(tmp_path: Path) ->
     assert result.returncode == 2, result
     assert result.stderr.count("\n") == 1
     assert "not a SQLite database" in result.stderr
+    # The same file as the views: a setting to fix too, not a views
+    # database to wait for (exit 4).
+    with (
+        ComplaintDesk("memory://", views_url=f"sqlite:///{junk}") as desk,
+        pytest.raises(ConfigurationError, match=r"report views at .* not a SQLite"),
+    ):
+        desk.reports.backlog()
 
 
 def test_a_pool_whose_connections_are_all_in_use_is_named_as_such(

@@ -144,11 +144,14 @@ def shown(text: str) -> str:
 
 def display_width(text: str) -> int:
     """Columns `text` takes on a terminal: two for a wide character (most of
-    Chinese, Japanese and Korean), none for a combining mark, one for the
-    rest."""
+    Chinese, Japanese and Korean), none for a mark drawn on the character
+    before it (an accent, a Thai or Devanagari vowel sign, an emoji's
+    variation selector: categories Mn and Me, whatever their combining
+    class) nor for a Hangul vowel or final consonant joining a syllable,
+    one for the rest."""
     return sum(
         0
-        if unicodedata.combining(ch)
+        if unicodedata.category(ch) in ("Mn", "Me") or "\u1160" <= ch <= "\u11ff"
         else 2
         if unicodedata.east_asian_width(ch) in ("W", "F")
         else 1

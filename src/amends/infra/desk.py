@@ -785,7 +785,9 @@ class ComplaintDesk:
                         "in the open among them"
                     ) from None
                 # An unreadable row of another kind: verify() names it.
-        self._cipher_fits = True
+            # Only a store with an event says which key fits it: another
+            # process may yet write the first one.
+            self._cipher_fits = True
 
     # ----------------------------------------------------------- lifecycle
 

@@ -74,6 +74,7 @@ from amends.projections.reports import (
     TimeToResolutionReport,
 )
 from amends.projections.runner import (
+    REPLACED_ATTEMPTS,
     FeedItem,
     ProjectionRunner,
     StoredAt,
@@ -90,10 +91,6 @@ wrote 4 s of zeros before a rebuild; the views hold no customer's words or
 name, and every value in them is in the events too. `threads=2`: a rebuild's
 indexes are sorted with a second thread's help (ADR 0008)."""
 VIEWS_CONNECT_TIMEOUT = "5"
-REPORT_ATTEMPTS = 5
-"""How often a report reads views a rebuild in another process replaced
-meanwhile before it gives up (`StoreUnavailable`); the replacing takes
-moments, so a second attempt finds the new views."""
 """Seconds a PostgreSQL views database has to answer, as the store has: an
 unreachable server is `StoreUnavailable`, never a report that hangs."""
 
@@ -409,8 +406,18 @@ def _views_errors(where: str) -> Iterator[None]:
         yield
     except PersistenceError as exc:  # the library's: reading the event store
         raise StoreUnavailable(f"event store failed: {first_line(exc)}") from exc
+    except ViewsBeingReplaced as exc:  # each of a catch-up's attempts
+        raise StoreUnavailable(
+            f"report views at {where}: {exc}, each of {REPLACED_ATTEMPTS} times "
+            "(rebuilds in another process): ask again once they end"
+        ) from exc
     except (DBAPIError, OSError) as exc:
         said = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+        if "not a database" in str(said):  # another kind of file
+            raise ConfigurationError(
+                f"report views at {where}: the file is not a SQLite database "
+                f"({first_line(said)})"
+            ) from exc
         if names_a_missing_schema(said):
             raise ConfigurationError(
                 f"report views at {where}: {first_line(said)} (create it, or "
@@ -581,13 +588,14 @@ class ReportDesk:
         assert isinstance(report_filter, ReportFilter)
         assert isinstance(report_arguments, ReportArguments)
         with self._views_errors():
-            for attempt in range(1, REPORT_ATTEMPTS + 1):
-                ready = self._checked(catch_up)
-                with self.runner.reading_lock(), self.queries.snapshot() as conn:
-                    tracking = self.runner.tracking_in(conn) if ready else None
-                    if tracking is not None and tracking.load_to is None:
-                        yield self.clock(), report_filter, report_arguments
-                        return
+            for attempt in range(1, REPLACED_ATTEMPTS + 1):
+                with self.runner.reading_lock():
+                    ready = self._checked(catch_up)
+                    with self.queries.snapshot() as conn:
+                        tracking = self.runner.tracking_in(conn) if ready else None
+                        if tracking is not None and tracking.load_to is None:
+                            yield self.clock(), report_filter, report_arguments
+                            return
                 if tracking is not None and not catch_up:
                     raise StoreUnavailable(
                         "the report views are being rebuilt and hold only some "
@@ -596,9 +604,10 @@ class ReportDesk:
                     )
                 # Replaced since the check, or a load begun since the catch-up
                 # (a rebuild in another process): the catch-up finishes it.
-                time.sleep(0.05 * attempt)
+                if attempt < REPLACED_ATTEMPTS:
+                    time.sleep(0.05 * attempt)
             raise StoreUnavailable(
-                f"the report views were replaced {REPORT_ATTEMPTS} times while "
+                f"the report views were replaced {REPLACED_ATTEMPTS} times while "
                 "being read (rebuilds in another process): ask again once they end"
             )
 

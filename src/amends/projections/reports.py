@@ -31,6 +31,7 @@ import csv
 import io
 import json
 import math
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -743,11 +744,11 @@ def _everything(f: ReportFilter) -> bool:
     return not any(_filter_shape(f))
 
 
-_SNAPSHOT: ContextVar[tuple[Engine, Connection] | None] = ContextVar(
+_SNAPSHOT: ContextVar[tuple[Engine, int, Connection] | None] = ContextVar(
     "amends_report_snapshot", default=None
 )
-"""The views' engine and the connection of the `ReportQueries.snapshot` open
-in this thread or task, if any."""
+"""The views' engine, the thread and the connection of the
+`ReportQueries.snapshot` open in this thread or task, if any."""
 
 
 class ReportQueries:
@@ -765,7 +766,7 @@ class ReportQueries:
         the caller checks the views' state on it, and the report then reads
         the views in that state."""
         with t.snapshot(self.engine) as conn:
-            token = _SNAPSHOT.set((self.engine, conn))
+            token = _SNAPSHOT.set((self.engine, threading.get_ident(), conn))
             try:
                 yield conn
             finally:
@@ -773,13 +774,18 @@ class ReportQueries:
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """The connection of the caller's `snapshot`, or a snapshot of its own:
-        a report's statements agree with each other either way."""
+        """The connection of the caller's `snapshot` (in this thread: a
+        context copied into another thread does not take it along), or a
+        snapshot of its own, which reads the tracking table first, as every
+        reader of the views does: on PostgreSQL a reader that took another
+        view table first could deadlock with a rebuild's swap (the chart's
+        reads, before)."""
         bound = _SNAPSHOT.get()
-        if bound is not None and bound[0] is self.engine:
-            yield bound[1]
+        if bound is not None and bound[:2] == (self.engine, threading.get_ident()):
+            yield bound[2]
             return
         with t.snapshot(self.engine) as conn:
+            conn.execute(select(t.tracking.c.position).limit(1))
             yield conn
 
     def _prepared(

@@ -92,6 +92,9 @@ part's query and commit cost little beside its folding."""
 RETRY_SECONDS = 1.0
 """The longest a follower waits before trying again after a failure it waits
 out (a locked or unreachable database, tables dropped by a rebuild)."""
+REPLACED_ATTEMPTS = 5
+"""How often a catch-up, or a report, reads views a rebuild in another
+process replaced meanwhile before it gives up (`ViewsBeingReplaced`)."""
 PARALLEL_FROM_EVENTS = 20_000
 """Smaller logs are loaded in this process: forking would cost more than it saves."""
 
@@ -176,7 +179,7 @@ class ProjectionConflict(Exception):
     """Another runner applied this batch first; this one rolled back."""
 
 
-class ViewsBeingReplaced(Exception):
+class ViewsBeingReplaced(AmendsError):
     """The views have no tracking row as a read sees them: a rebuild in
     another process replaced them since this process made sure of it (on
     PostgreSQL a read may find the new tables before it may see their rows).
@@ -426,7 +429,16 @@ class ProjectionRunner:
         views' connections (all of them, for in-memory views).
         """
         with self._lock:
-            return self._catch_up(max_batches)
+            for attempt in range(1, REPLACED_ATTEMPTS + 1):
+                try:
+                    return self._catch_up(max_batches)
+                except ViewsBeingReplaced:
+                    # A rebuild elsewhere replaced the views under a read:
+                    # the new ones are there in moments.
+                    if attempt == REPLACED_ATTEMPTS:
+                        raise
+                    time.sleep(0.05 * attempt)
+            raise AssertionError("unreachable")
 
     def _catch_up(self, max_batches: int | None) -> int:
         self.check_store()
