@@ -56,6 +56,7 @@ from amends.infra.errors import (
     DeskClosed,
     StoreUnavailable,
     names_a_missing_schema,
+    names_no_database,
 )
 from amends.infra.inflight import InFlight, counted
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
@@ -1064,7 +1065,7 @@ def store_errors(store_url: str) -> Iterator[None]:
         # The library opens a SQLite file's connection outside its own
         # error handling: a file that is no database comes out raw.
         where = redacted_url(store_url)
-        if "not a database" in str(exc):
+        if names_no_database(exc):
             raise ConfigurationError(
                 f"event store {where}: the file is not a SQLite database ({exc})"
             ) from exc

@@ -32,8 +32,17 @@ it does not know, or a client it does not admit: no retry gets past those."""
 
 def names_a_setting_to_fix(error: BaseException | None) -> bool:
     """A connection to PostgreSQL refused for a setting (`SETTING_TO_FIX`),
-    not for want of a server: a URL to fix, not a store to wait for."""
+    not for want of a server: a URL to fix, not a store to wait for. Only
+    what a connection attempt said counts ("connection failed: ..." or
+    "connection to server ... failed"): a statement's "relation ... does not
+    exist" is no setting."""
     words = str(error)
-    return words.startswith("connection failed") and any(
+    return words.startswith("connection") and any(
         marker in words for marker in SETTING_TO_FIX
     )
+
+
+def names_no_database(error: BaseException | None) -> bool:
+    """SQLite opened a file that is not a database (another kind of file at
+    the URL's path): a setting to fix, which no retry gets past."""
+    return "not a database" in str(error)

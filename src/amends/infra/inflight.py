@@ -35,10 +35,6 @@ class InFlight:
         self._closed = False
         self._depth = threading.local()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def _own_depth(self) -> int:
         depth: int = getattr(self._depth, "value", 0)
         return depth

@@ -48,6 +48,7 @@ from amends.infra.errors import (
     StoreUnavailable,
     names_a_missing_schema,
     names_a_setting_to_fix,
+    names_no_database,
 )
 from amends.infra.inflight import InFlight
 from amends.infra.mapper import PydanticMapper, UnreadableRecord
@@ -413,7 +414,7 @@ def _views_errors(where: str) -> Iterator[None]:
         ) from exc
     except (DBAPIError, OSError) as exc:
         said = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
-        if "not a database" in str(said):  # another kind of file
+        if names_no_database(said):
             raise ConfigurationError(
                 f"report views at {where}: the file is not a SQLite database "
                 f"({first_line(said)})"
@@ -613,12 +614,15 @@ class ReportDesk:
 
     def _checked(self, catch_up: bool) -> bool:
         """Catch the views up (or check them once against the store); False
-        when they were replaced meanwhile (see `ViewsBeingReplaced`)."""
+        when the check found them replaced meanwhile (see
+        `ViewsBeingReplaced`). A catch-up looks again itself, and says so
+        when it gives up: looking again here too would multiply its
+        attempts."""
+        if catch_up:
+            self.runner.catch_up()
+            return True
         try:
-            if catch_up:
-                self.runner.catch_up()
-            else:
-                self.runner.check_store(once=True)
+            self.runner.check_store(once=True)
         except ViewsBeingReplaced:
             return False
         return True
