@@ -43,7 +43,12 @@ from amends.projections import runner as runner_module
 from amends.projections import summary
 from amends.projections import tables as t
 from amends.projections.reports import DEFAULT_LIMIT, Report, ReportFilter
-from amends.projections.runner import Batch, ProjectionRunner, collector_paused
+from amends.projections.runner import (
+    Batch,
+    ProjectionRunner,
+    ViewsBeingReplaced,
+    collector_paused,
+)
 from amends.testing import CATEGORIES, PEOPLE, Lifecycle, lifecycles
 from oracle import Oracle
 
@@ -1823,6 +1828,78 @@ def test_a_runner_that_joined_a_replaced_load_writes_nothing_into_the_new_one(
         assert_reports_match(desk, ids, ReportFilter(), clock.now)
         assert view_rows(runner) == log_order_rows(store, clock)
         desk.reports.backlog()  # the store check finds them this store's
+
+
+def test_a_rebuild_whose_views_another_rebuild_replaced_joins_its_load(
+    shared_store_url: str,
+) -> None:
+    """Right after a rebuild's swap, another process's rebuild replaces the
+    views, and the first one's store check, begun before that swap
+    committed, finds no tracking row (`ViewsBeingReplaced`). Both asked for
+    the views rebuilt from zero, which the new load gives: the first rebuild
+    looks again, goes on with that load and returns. Before, it failed
+    (`StoreUnavailable` from the desk): only a catch-up looked again."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    store = shared_store_url
+    with make_desk(store, clock) as desk, make_desk(store, clock) as other:
+        ids = [walk_to(desk, stage) for stage in Stage]
+        runner = desk.reports.runner
+        check = runner.check_store
+        replaced: list[str | None] = []
+
+        def replaced_at_first_check(*, once: bool = False) -> None:
+            if not replaced:
+                other.reports.runner._swap_in_empty_views(
+                    load_to=other.reports.runner.feed.last_position()
+                )
+                replaced.append(runner._tracking().load_id)
+                raise ViewsBeingReplaced(runner.name)
+            check(once=once)
+
+        runner.check_store = replaced_at_first_check  # type: ignore[method-assign]
+        desk.reports.rebuild()
+        assert len(replaced) == 1
+        assert replaced[0] is not None
+        assert not runner.loading()
+        assert_reports_match(desk, ids, ReportFilter(), clock.now)
+        assert view_rows(runner) == log_order_rows(store, clock)
+
+
+def test_rebuilds_started_at_once_on_brand_new_views_all_end_well(
+    shared_store_url: str,
+) -> None:
+    """Three desks rebuild views that do not exist yet, at once. Before, on
+    PostgreSQL two of the three failed in most rounds: their tables collided
+    in the catalog ("duplicate key value violates unique constraint
+    pg_type_typname_nsp_index"), as there was no tracking table yet to lock,
+    or a rebuild whose load another replaced gave up."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    store = shared_store_url
+    with make_desk(store, clock) as writer:
+        ids = [walk_to(writer, stage) for stage in Stage]
+    desks = [make_desk(store, clock) for _ in range(3)]
+    try:
+        start = threading.Barrier(len(desks))
+        outcomes: list[object] = []
+
+        def rebuild(desk: ComplaintDesk) -> None:
+            start.wait()
+            try:
+                outcomes.append(desk.reports.rebuild())
+            except Exception as exc:
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=rebuild, args=(d,)) for d in desks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [o for o in outcomes if isinstance(o, Exception)] == []
+        assert_reports_match(desks[0], ids, ReportFilter(), clock.now)
+        assert view_rows(desks[0].reports.runner) == log_order_rows(store, clock)
+    finally:
+        for desk in desks:
+            desk.close()
 
 
 @pytest.mark.parametrize("catch_up", [True, False])

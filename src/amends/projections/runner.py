@@ -36,6 +36,7 @@ from sqlalchemy import (
     Table,
     delete,
     insert,
+    inspect,
     select,
     text,
     tuple_,
@@ -238,7 +239,7 @@ class ProjectionRunner:
             if self._tables_ready:
                 return
             try:
-                t.metadata.create_all(self.engine)
+                self._create_missing_tables()
                 if self._outdated():
                     logger.warning(
                         "projection %s: the views were written by an earlier "
@@ -264,6 +265,15 @@ class ProjectionRunner:
                     raise
                 time.sleep(0.05 * attempt)
 
+    def _create_missing_tables(self) -> None:
+        with self.engine.connect() as conn:
+            tables = inspect(conn).get_table_names()
+            if all(table.name in tables for table in t.metadata.sorted_tables):
+                return
+            _hold_views_ddl_lock(conn)
+            t.metadata.create_all(conn)
+            conn.commit()
+
     def _swap_in_empty_views(self, load_to: int | None) -> None:
         """Replace the views (and the tables only earlier layouts had) with
         empty ones, in one transaction: set up to be loaded complaint by
@@ -282,11 +292,14 @@ class ProjectionRunner:
         lock first (`BEGIN IMMEDIATE`); on PostgreSQL it locks the tracking
         table first, the table every reader and writer of the views reads
         first, so that none holds it while waiting for a table this one
-        holds (a deadlock).
+        holds (a deadlock). Brand-new views have no tracking table to lock:
+        there, and for every maker or replacer of the views on PostgreSQL, an
+        advisory lock comes first (`_hold_views_ddl_lock`).
         """
         with self.engine.connect() as conn:
             quote = conn.dialect.identifier_preparer.quote
             if conn.dialect.name == "postgresql":
+                _hold_views_ddl_lock(conn)
                 if conn.execute(
                     text("SELECT to_regclass(:name)"), {"name": t.tracking.name}
                 ).scalar():
@@ -486,7 +499,9 @@ class ProjectionRunner:
                 load_to = self.feed.last_position() or None
             self._swap_in_empty_views(load_to)
             self._tables_ready = True
-            return self._catch_up(None)
+            # Another rebuild replacing these views meanwhile rebuilds them
+            # from zero too: this one joins its load.
+            return self.catch_up()
 
     def follow(
         self,
@@ -995,6 +1010,22 @@ def remaining_parts(
     if run:
         parts.append((run[0], run[-1]))
     return parts
+
+
+def _hold_views_ddl_lock(conn: Connection) -> None:
+    """On PostgreSQL, wait for whoever else is making or replacing the views
+    in this schema, until this transaction ends. Two processes creating the
+    same tables at once collide in PostgreSQL's catalog ("duplicate key value
+    violates unique constraint pg_type_typname_nsp_index"): two rebuilds on
+    brand-new views failed this way, one of them or both. Taken only by
+    makers and replacers, first thing in their transaction, never by a
+    reader, so that no one holds a view's table while waiting for it. SQLite
+    needs none: its writers take the whole file's lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key || current_schema()))"),
+            {"key": f"{t.tracking.name} "},
+        )
 
 
 def _created_meanwhile(error: OperationalError) -> bool:
