@@ -24,11 +24,14 @@ from amends import (
     Stage,
 )
 from amends.domain.complaint import Complaint
+from amends.infra.importer import ImportSummary
 from amends.projections.reports import Report
 
 from conftest import NOW, FixedClock
 from helpers import RECEIVE, valid_arguments, walk_to
 from spec import ALL_COMMANDS, ORDER, allowed
+
+IMPORTS = Path(__file__).parent / "fixtures" / "import"
 
 MakeDesk = Callable[..., ComplaintDesk]
 
@@ -380,7 +383,7 @@ def test_closing_a_desk_stops_its_follower_with_desk_closed(
     assert isinstance(what, DeskClosed), what
 
 
-@pytest.mark.parametrize("use", ["get", "command", "report"])
+@pytest.mark.parametrize("use", ["get", "command", "report", "import"])
 def test_closing_waits_for_the_calls_under_way_and_refuses_new_ones(
     store_url: str, use: str
 ) -> None:
@@ -390,8 +393,10 @@ def test_closing_waits_for_the_calls_under_way_and_refuses_new_ones(
     are the connections closed. Before, they were closed under the call: on
     SQLite the interpreter crashed (a segmentation fault) in most runs, and
     otherwise the call failed with the library's bare
-    `ConnectionPoolClosedError`."""
+    `ConnectionPoolClosedError`. An import is held after deciding its first
+    case, before it writes: before, the close did not wait for it."""
     from amends import DeskClosed
+    from amends.infra.importer import import_log, load_mapping
 
     desk = ComplaintDesk(store_url, clock=FixedClock(), cache_size=0)
     complaint = desk.receive(**RECEIVE)
@@ -406,10 +411,21 @@ def test_closing_waits_for_the_calls_under_way_and_refuses_new_ones(
 
         return holding
 
+    def first_case_decided(done: int, total: int) -> None:
+        if done == 1:
+            held(lambda: None)()
+
     calls: dict[str, Callable[[], object]] = {
         "get": lambda: desk.get(complaint),
         "command": lambda: desk.add_note(complaint, by="ana", text="late"),
         "report": lambda: desk.reports.backlog(catch_up=False),
+        "import": lambda: import_log(
+            desk,
+            IMPORTS / "helpdesk.csv",
+            load_mapping(IMPORTS / "mapping.toml"),
+            workers=1,
+            progress=first_case_decided,
+        ),
     }
     if use == "report":
         queries = desk.reports.queries
@@ -433,6 +449,13 @@ def test_closing_waits_for_the_calls_under_way_and_refuses_new_ones(
     (answer,) = answered
     if use == "report":
         assert isinstance(answer, Report)
+    elif use == "import":
+        assert isinstance(answer, ImportSummary)
+        assert len(answer.imported) == 4
+        if store_url != "memory://":
+            with ComplaintDesk(store_url, clock=FixedClock()) as reopened:
+                for case in answer.imported:
+                    assert reopened.get(case.complaint_id).version == case.events
     else:
         assert isinstance(answer, Complaint)
         assert answer.version == (2 if use == "command" else 1)

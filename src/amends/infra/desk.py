@@ -285,6 +285,14 @@ class ComplaintDesk:
             snapshot_every=self._snapshot_every,
         )
 
+    @contextmanager
+    def bulk_writes(self) -> Iterator[WriteContext]:
+        """`write_context()` for the span of a bulk write (an import): a
+        call under way, which `close()` waits for and refuses once closing
+        (`DeskClosed`), as any other call of the desk."""
+        with self._in_flight.call():
+            yield self.write_context()
+
     @property
     def reports(self) -> ReportDesk:
         """Ownership, time to resolution, SLA, backlog and recurrence reports.

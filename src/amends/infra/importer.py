@@ -1280,35 +1280,36 @@ def import_log(
     unreadable = list(log.unreadable)
     # The desk's own store and mapper rather than a second application's:
     # that is what makes an import reach an in-memory store, and what
-    # guarantees the rows are encoded exactly as the desk encodes them.
-    context = desk.write_context()
-    app, mapper = context.app, context.mapper
-    now = context.clock()
-    judge = _Judge(mapping, now, context.clock_skew, context.snapshot_every, mapper)
-    todo = list(log.cases)
-    imported: list[_Decided] = []
-    rejected: list[RejectedCase] = []
-    writer = _Writer(app, batch_size, imported, rejected)
-    with _store_errors(desk.store_url):
-        verdicts = _verdicts(
-            judge, todo, worker_count(workers, rows), _worker_died(dry_run)
-        )
-        # Closed on leaving, even on an error: a generator kept alive by the
-        # traceback would keep its workers, idle, until collected.
-        with closing(verdicts):
-            for done, verdict in enumerate(verdicts, start=1):
-                if isinstance(verdict, RejectedCase):
-                    rejected.append(verdict)
-                elif dry_run:
-                    if _in_store(app, verdict.complaint_id):
-                        rejected.append(_already_in_store(verdict))
+    # guarantees the rows are encoded exactly as the desk encodes them. A
+    # close of the desk in another thread waits for the import to end.
+    with desk.bulk_writes() as context:
+        app, mapper = context.app, context.mapper
+        now = context.clock()
+        judge = _Judge(mapping, now, context.clock_skew, context.snapshot_every, mapper)
+        todo = list(log.cases)
+        imported: list[_Decided] = []
+        rejected: list[RejectedCase] = []
+        writer = _Writer(app, batch_size, imported, rejected)
+        with _store_errors(desk.store_url):
+            verdicts = _verdicts(
+                judge, todo, worker_count(workers, rows), _worker_died(dry_run)
+            )
+            # Closed on leaving, even on an error: a generator kept alive by the
+            # traceback would keep its workers, idle, until collected.
+            with closing(verdicts):
+                for done, verdict in enumerate(verdicts, start=1):
+                    if isinstance(verdict, RejectedCase):
+                        rejected.append(verdict)
+                    elif dry_run:
+                        if _in_store(app, verdict.complaint_id):
+                            rejected.append(_already_in_store(verdict))
+                        else:
+                            imported.append(verdict)
                     else:
-                        imported.append(verdict)
-                else:
-                    writer.add(verdict)
-                if progress is not None:
-                    progress(done, len(todo))
-        writer.flush()
+                        writer.add(verdict)
+                    if progress is not None:
+                        progress(done, len(todo))
+            writer.flush()
     for verdict in rejected:
         statuses[RowStatus.OFFENDING] += 1
         statuses[RowStatus.CASE_REJECTED] += verdict.rows - 1
