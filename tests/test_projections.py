@@ -859,6 +859,47 @@ def test_rendered_reports_never_run_formulas_nor_break_their_columns(
         )
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    due=st.integers(min_value=1, max_value=10**7),
+    missed=st.integers(min_value=0, max_value=10**7),
+)
+def test_a_rate_shows_as_1_in_a_table_only_when_every_deadline_was_met(
+    due: int, missed: int
+) -> None:
+    """Tables round rates to three significant digits, so 1,999 deadlines
+    met of 2,000 read as 1: a compliance all but met looked met. A rate
+    below 1 now keeps the digits that tell it from 1; every rate stays
+    within rounding of its value."""
+    from amends.projections.reports import Compliance, SlaReport
+
+    on_time = max(0, due - missed)
+    rate = on_time / due
+    report = SlaReport(
+        generated_at=START,
+        filter=ReportFilter(),
+        horizon=timedelta(hours=24),
+        breaches=(),
+        breaches_total=0,
+        by_target=(
+            Compliance(
+                key="resolve",
+                due=due,
+                on_time=on_time,
+                breached=due - on_time,
+                rate=rate,
+            ),
+        ),
+        by_owner=(),
+        at_risk=(),
+        at_risk_total=0,
+    )
+    *_, line = report.to_table("by-target").splitlines()
+    shown_rate = line.split()[-1]
+    assert (shown_rate == "1") == (on_time == due), line
+    assert math.isclose(float(shown_rate), rate, rel_tol=5e-3, abs_tol=1e-9), line
+
+
 def test_an_unknown_section_is_refused_naming_the_sections_there_are() -> None:
     from amends import AmendsError, UnknownSection
 

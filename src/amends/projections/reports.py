@@ -221,6 +221,12 @@ def _cell(value: Any) -> str:
         text = f"{value:.3g}"
         if "e" in text:
             text = f"{value:.{2 - math.floor(math.log10(abs(value)))}f}"
+        digits = 3
+        while text == "1" and value < 1:
+            # A rate all but met (1,999 deadlines met of 2,000) is not met:
+            # never shown as 1.
+            digits += 1
+            text = f"{value:.{digits}g}"
         return text
     if isinstance(value, datetime):
         return value.isoformat(timespec="seconds")
