@@ -157,17 +157,20 @@ _SCHEMA = re.compile(r"[^\W\d][\w$]*")
 _TRUTH = frozenset(
     {"y", "yes", "t", "true", "on", "1", "n", "no", "f", "false", "off", "0"}
 )
+
+
+def _whole_number(value: str) -> bool:
+    return _WHOLE_NUMBER.fullmatch(value) is not None
+
+
 _OPTION_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
     "connect_timeout": (
-        lambda v: bool(_WHOLE_NUMBER.fullmatch(v)) and int(v) >= 1,
+        lambda v: _whole_number(v) and int(v) >= 1,
         "whole seconds, 1 or more",
     ),
-    "pool_size": (lambda v: bool(_WHOLE_NUMBER.fullmatch(v)), "a whole number"),
-    "max_overflow": (lambda v: bool(_WHOLE_NUMBER.fullmatch(v)), "a whole number"),
-    "lock_timeout": (
-        lambda v: bool(_WHOLE_NUMBER.fullmatch(v)),
-        "whole seconds (0: wait as long as it takes)",
-    ),
+    "pool_size": (_whole_number, "a whole number"),
+    "max_overflow": (_whole_number, "a whole number"),
+    "lock_timeout": (_whole_number, "whole seconds (0: wait as long as it takes)"),
     "pre_ping": (lambda v: v.lower() in _TRUTH, "yes or no"),
     "schema": (
         lambda v: (
