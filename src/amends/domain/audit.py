@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from amends.domain.digest import canonical_json, stored_digest
 from amends.domain.events import EVENT_TYPES, ComplaintEvent
@@ -69,8 +69,14 @@ class VerificationReport(BaseModel):
         return "\n".join([head, *(f"  {f}" for f in self.findings)]) + "\n"
 
 
+STRICT_FILE = ConfigDict(frozen=True, extra="forbid")
+"""Models read from files an auditor is handed (a seal, a case bundle): a
+field they do not define is refused, never silently left out of the digest
+that vouches for the rest."""
+
+
 class SealEntry(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = STRICT_FILE
 
     complaint_id: UUID
     version: int
@@ -87,10 +93,10 @@ class Seal(BaseModel):
     finds events removed or rewritten at the end of a chain after it was taken.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = STRICT_FILE
 
     format: Literal["amends.seal/1"] = "amends.seal/1"
-    sealed_at: datetime
+    sealed_at: AwareDatetime
     complaints: tuple[SealEntry, ...]
     digest: str
 
@@ -141,6 +147,13 @@ class _Chain:
     last_time: datetime | None = None
     known: bool = True
     """False after an unreadable event: the next checks cannot rely on it."""
+    stage_known: bool = True
+    """False after an unreadable or missing event, until an event that leads
+    to one stage from anywhere: until then `stage` is a guess, and no
+    transition is judged against it."""
+    waiting_known: bool = True
+    """The same for `waiting`: while unknown, a transition allowed either
+    way is allowed."""
 
 
 @dataclass(frozen=True)
@@ -235,7 +248,7 @@ class ChainVerifier:
                 else f"versions {expected_version} to {record.version - 1}"
             )
             report("missing", f"{missing} missing before this event", record.version)
-            chain.known = False
+            chain.known = chain.stage_known = chain.waiting_known = False
         elif record.version < expected_version:
             report("missing", f"version {record.version} appears twice or out of order")
             return None
@@ -246,6 +259,7 @@ class ChainVerifier:
             problem = record.problem or f"unknown event topic {record.topic!r}"
             report("unreadable", problem)
             chain.known, chain.digest = False, None
+            chain.stage_known = chain.waiting_known = False
             return None
         body = dict(payload)
         class_version = body.pop("class_version", 1)
@@ -287,10 +301,14 @@ class ChainVerifier:
             if record.version == 1:
                 report("altered", "the first event names a predecessor")
             else:
+                # Either event may have been edited: this one's record of its
+                # predecessor, or the predecessor itself.
                 report(
                     "altered",
-                    f"its stored form no longer matches the digest version "
-                    f"{record.version} recorded for it",
+                    f"its stored form does not match the digest version "
+                    f"{record.version} records for it: version "
+                    f"{record.version - 1} was changed, or version "
+                    f"{record.version}'s record of it was",
                     record.version - 1,
                 )
 
@@ -301,21 +319,32 @@ class ChainVerifier:
         event_type: type[ComplaintEvent],
         report: Any,
     ) -> None:
-        transition = transition_for(event_type, chain.stage, chain.waiting)
-        if transition is None:
-            if chain.known or chain.stage is not None:
-                where = str(chain.stage or "a complaint not yet received")
-                if transition_for(event_type, chain.stage, not chain.waiting):
-                    where += f" while {'' if chain.waiting else 'not '}waiting"
-                report("transition", f"{event_type.__name__} is not allowed in {where}")
-            # Carry on from where this event would lead, to find later breaks.
-            fallback = next((t for t in TRANSITIONS if t.event is event_type), None)
-            if fallback is not None:
-                chain.stage = fallback.target
-                chain.waiting = fallback.waiting_then(chain.waiting)
+        if not chain.stage_known:
+            # The stage before this event is not known: only where it leads.
+            _carry_on_after(chain, event_type)
             return
-        chain.stage = transition.target
-        chain.waiting = transition.waiting_then(chain.waiting)
+        allowed = [
+            found
+            for waiting in _possible_waiting(chain)
+            if (found := transition_for(event_type, chain.stage, waiting)) is not None
+        ]
+        if not allowed:
+            where = str(chain.stage or "a complaint not yet received")
+            if transition_for(event_type, chain.stage, not chain.waiting):
+                where += f" while {'' if chain.waiting else 'not '}waiting"
+            report("transition", f"{event_type.__name__} is not allowed in {where}")
+            # Carry on from where this event leads, to find later breaks.
+            _carry_on_after(chain, event_type)
+            return
+        chain.stage = allowed[0].target
+        _settle_waiting(
+            chain,
+            {
+                t.waiting_then(waiting)
+                for t in allowed
+                for waiting in _possible_waiting(chain)
+            },
+        )
 
     def _check_time(
         self, record: StoredRecord, chain: _Chain, body: dict[str, Any], report: Any
@@ -358,16 +387,17 @@ class ChainVerifier:
 
     def _seal_findings(self) -> list[Finding]:
         assert self._seal is not None
-        findings = []
         if not self._seal.is_intact:
-            findings.append(
-                Finding(
-                    complaint_id=None,
-                    version=None,
-                    kind="seal",
-                    detail="the seal's own digest does not match its contents",
-                )
+            # Its entries are not the ones sealed: compared with the store,
+            # they would accuse events nobody changed.
+            detail = (
+                "the seal's own digest does not match its contents: it was "
+                "edited, and the store was not compared with it"
             )
+            return [
+                Finding(complaint_id=None, version=None, kind="seal", detail=detail)
+            ]
+        findings = []
         for entry in self._sealed.values():
             chain = self._heads.get(entry.complaint_id)
             if chain is None:
@@ -383,6 +413,38 @@ class ChainVerifier:
                 detail = "the event the seal pinned was changed after the seal"
                 findings.append(_sealed(entry, entry.version, detail))
         return findings
+
+
+def _possible_waiting(chain: _Chain) -> tuple[bool, ...]:
+    return (chain.waiting,) if chain.waiting_known else (False, True)
+
+
+def _settle_waiting(chain: _Chain, outcomes: set[bool]) -> None:
+    chain.waiting_known = len(outcomes) == 1
+    if chain.waiting_known:
+        (chain.waiting,) = outcomes
+
+
+def _carry_on_after(chain: _Chain, event_type: type[ComplaintEvent]) -> None:
+    """Follow the chain past an event whose transition was not judged: to the
+    one stage it leads to from any stage, or else to an unknown stage (and
+    likewise the waiting flag). Guessing one (the first transition recording
+    the event) made a later event look disallowed: after an unreadable event,
+    an update was "not allowed in APOLOGIZED" in a complaint whose unreadable
+    event had committed its plan."""
+    recording = [t for t in TRANSITIONS if t.event is event_type]
+    targets = {t.target for t in recording}
+    chain.stage_known = len(targets) == 1
+    if chain.stage_known:
+        (chain.stage,) = targets
+    _settle_waiting(
+        chain,
+        {
+            t.waiting_then(waiting)
+            for t in recording
+            for waiting in _possible_waiting(chain)
+        },
+    )
 
 
 def _sealed(entry: SealEntry, version: int | None, detail: str) -> Finding:
