@@ -24,7 +24,7 @@ from amends import (
     Seal,
     Stage,
 )
-from amends.audit import load_seal, verify_bundle
+from amends.audit import CaseBundle, load_seal, verify_bundle
 from amends.infra.settings import new_cipher_key, store_settings
 from amends.infra.store import EventStoreApplication
 from amends.testing import Lifecycle, lifecycles
@@ -357,6 +357,113 @@ def test_an_edited_bundle_is_reported(desk: ComplaintDesk, tmp_path: Path) -> No
     found = {(f.kind, f.version) for f in verify_bundle(path).findings}
     assert ("altered", 3) in found  # its listed digest no longer matches
     assert ("seal", None) in found  # nor does the bundle's own digest
+
+
+def _redigested(data: dict[str, Any]) -> dict[str, Any]:
+    """A bundle's JSON with every digest computed again, as anyone editing it
+    could: its events' own, its head's and the whole bundle's."""
+    from amends.domain.digest import stored_digest
+
+    complaint_id = data["complaint_id"]
+    for event in data["events"]:
+        body = {k: v for k, v in event["payload"].items() if k != "class_version"}
+        event["digest"] = stored_digest(
+            event["topic"], event["class_version"], complaint_id, event["version"], body
+        )
+    data["head"].update(
+        version=data["events"][-1]["version"], digest=data["events"][-1]["digest"]
+    )
+    data["digest"] = CaseBundle.model_validate({**data, "digest": ""}).content_digest()
+    return data
+
+
+def test_a_bundle_cut_short_with_its_digests_redone_is_caught_by_a_seal(
+    desk: ComplaintDesk, tmp_path: Path
+) -> None:
+    """Dropping a case's newest events and computing the bundle's digests
+    again leaves a bundle that checks on its own: only a seal kept apart
+    tells. `verify_bundle(..., seal=)` and `amends verify-bundle --seal` check
+    the bundle holds the event the seal pinned, as sealed."""
+    complaint_id = walk_to(desk, Stage.RESOLVED)
+    seal = desk.seal()
+    path = tmp_path / "case.json"
+    desk.export_case(complaint_id, path)
+    assert verify_bundle(path, seal=seal).ok
+    data = json.loads(path.read_text())
+    data["events"].pop()
+    path.write_text(json.dumps(_redigested(data)))
+    assert verify_bundle(path).ok  # the bundle alone cannot tell
+    found = verify_bundle(path, seal=seal).findings
+    assert [(f.kind, f.version) for f in found] == [("sealed", 5)]
+    assert "removed after the seal" in found[0].detail
+    # The pinned event rewritten and every digest redone: the same.
+    data = json.loads(path.read_text())
+    data["events"].append(dict(data["events"][-1]))
+    data["events"][-1].update(version=6)
+    path.write_text(json.dumps(_redigested(data)))
+    seal_path = tmp_path / "seal.json"
+    seal_path.write_text(seal.model_dump_json())
+    kinds_found = {
+        (f.kind, f.version) for f in verify_bundle(path, seal=seal_path).findings
+    }
+    assert ("sealed", 6) in kinds_found
+
+
+def test_a_seal_taken_after_the_export_of_a_case_that_grew_is_refused(
+    desk: ComplaintDesk, clock: FixedClock, tmp_path: Path
+) -> None:
+    """A bundle exported before the case's last events is not "cut short": a
+    seal taken once they were recorded cannot judge it, and says so."""
+    complaint_id = walk_to(desk, Stage.ACKNOWLEDGED)
+    path = tmp_path / "case.json"
+    desk.export_case(complaint_id, path)
+    clock.advance(hours=1)
+    desk.add_note(complaint_id, by="ana", text="later")
+    later = desk.seal()
+    with pytest.raises(ValueError, match="taken before its export"):
+        verify_bundle(path, seal=later)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["duplicate key", "unknown field", "head of another case", "exported too early"],
+)
+def test_a_bundle_that_reads_one_way_to_amends_and_another_elsewhere_is_refused(
+    desk: ComplaintDesk, tmp_path: Path, edit: str
+) -> None:
+    """What the bundle's digest does not cover cannot be left to say
+    anything: a key named twice (amends read the last value, SQLite's
+    `json_extract` the first: the bundle's digest stayed the same), a field
+    no model defines, a head naming another complaint, or an export time
+    before the case's last event. Before, each verified clean."""
+    complaint_id = walk_to(desk, Stage.RESOLVED)
+    path = tmp_path / "case.json"
+    desk.export_case(complaint_id, path)
+    text = path.read_text()
+    data = json.loads(text)
+    if edit == "duplicate key":
+        text = text.replace(
+            '"apology": ', '"apology": "We owe you nothing.", "apology": ', 1
+        )
+    elif edit == "unknown field":
+        data["approved_by_compliance"] = True
+        text = json.dumps(data)
+    elif edit == "head of another case":
+        data["head"]["complaint_id"] = str(walk_to(desk, Stage.RECEIVED))
+        text = json.dumps(_redigested(data) | {"head": data["head"]})
+    else:
+        data["exported_at"] = "2000-01-01T00:00:00+00:00"
+        text = json.dumps(_redigested(data))
+    path.write_text(text)
+    report = verify_bundle(path)
+    assert not report.ok
+    detail = {
+        "duplicate key": "names 'apology' twice",
+        "unknown field": "approved_by_compliance: Extra inputs are not permitted",
+        "head of another case": "its head names complaint",
+        "exported too early": "exported at 2000-01-01T00:00:00+00:00, before",
+    }[edit]
+    assert any(detail in f.detail for f in report.findings), report.to_text()
 
 
 def test_a_file_that_is_no_bundle_is_one_clear_finding(tmp_path: Path) -> None:

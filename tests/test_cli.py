@@ -358,7 +358,35 @@ def test_export_case_is_a_bundle_an_auditor_can_check(cli: Cli, tmp_path: Path) 
     assert verify_bundle(tmp_path / "case.json").ok
     assert cli.ok("verify-bundle", str(tmp_path / "case.json")) == (
         "verified 16 events of 1 complaints: clean\n"
+        f"head: version 16, digest {bundle['head']['digest']}; "
+        f"bundle digest {json.loads((tmp_path / 'case.json').read_text())['digest']}\n"
     )
+
+
+def test_verify_bundle_checks_against_a_seal_and_says_when_it_cannot(
+    cli: Cli, tmp_path: Path
+) -> None:
+    complaint = cli.receive("--at", iso(0))
+    seal = tmp_path / "seal.json"
+    cli.ok("seal", "--out", str(seal))
+    case = tmp_path / "case.json"
+    cli.ok("export-case", complaint, "--out", str(case))
+    pinned = json.loads(seal.read_text())["complaints"][0]
+    out = cli.ok("verify-bundle", str(case), "--seal", str(seal))
+    assert f"pins version 1, digest {pinned['digest']}\n" in out
+    # A case received after the seal: checked without it, and told so.
+    other = cli.receive("--at", iso(1))
+    cli.ok("export-case", other, "--out", str(case))
+    result = cli("verify-bundle", str(case), "--seal", str(seal))
+    assert result.code == 0
+    assert f"does not name complaint {other} (received after it?)" in result.err
+    # A seal edited by hand is no seal.
+    seal.write_text(
+        seal.read_text().replace('"digest"', '"digest", "extra": 1, "x"', 1)
+    )
+    result = cli("verify-bundle", str(case), "--seal", str(seal))
+    assert result.code == 2
+    assert "is not a seal written by `amends seal`" in result.err
 
 
 def test_a_broken_case_is_exported_as_stored_and_said_not_to_verify(
@@ -400,11 +428,21 @@ def test_verify_bundle_refuses_a_missing_file_and_names_one_that_is_no_bundle(
     result = cli("verify-bundle", str(tmp_path / "nothere.json"))
     assert result.code == 2
     assert "does not exist" in result.err
-    (tmp_path / "other.json").write_text("{}", encoding="utf-8")
-    result = cli("verify-bundle", str(tmp_path / "other.json"))
-    assert result.code == 2
-    assert "other.json is not a bundle written by `amends export-case`" in result.err
-    assert result.err.count("\n") == 1
+    # A file that does not read as a bundle is damaged evidence: code 3, as
+    # verify_bundle() reports it (a finding), saying where and why.
+    for content, why in [
+        ("{}", "complaint_id: Field required (and 5 more)"),
+        (
+            '{"complaint_id": "x", "complaint_id": "y"}',
+            "not JSON amends writes: an object names 'complaint_id' twice",
+        ),
+        ('{"events": [', "not JSON: Expecting value at line 1, column 13"),
+    ]:
+        (tmp_path / "other.json").write_text(content, encoding="utf-8")
+        result = cli("verify-bundle", str(tmp_path / "other.json"))
+        assert result.code == 3, result
+        assert f"other.json is not a readable case bundle: {why}\n" in result.out
+        assert result.err.count("\n") == 1
     assert not (tmp_path / "amends.db").exists()
 
 

@@ -43,11 +43,11 @@ from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import typer
-from pydantic import AwareDatetime, ValidationError
+from pydantic import AwareDatetime
 from pydantic.fields import FieldInfo
 from rich.progress import Progress, TaskID
 
-from amends.audit import load_bundle, load_seal
+from amends.audit import CaseBundle, Seal, load_bundle, load_seal, verify_bundle
 from amends.domain import commands as c
 from amends.domain.complaint import Complaint
 from amends.domain.errors import AmendsError, InvalidCommand, first_line
@@ -627,20 +627,12 @@ def verify(
     ] = None,
 ) -> None:
     """Replay the stored events and report every break; exits 3 if there is one."""
-    sealed = None
-    if seal is not None:
-        try:
-            sealed = load_seal(seal)
-        except (OSError, ValidationError, ValueError) as exc:
-            raise typer.BadParameter(
-                f"{seal} is not a seal written by `amends seal`: {first_line(exc)}",
-                param_hint="'--seal'",
-            ) from None
+    sealed = _read_seal(seal)
     with _session(context).desk() as desk:
         report = desk.verify(complaint, seal=sealed)
     print(report.to_text(), end="")
     if not report.ok:
-        _fail(
+        _note(
             f"verify found {len(report.findings)} breaks in the record (listed above)"
         )
         raise typer.Exit(EXIT_REFUSED)
@@ -704,7 +696,7 @@ def export_case(
     checked = bundle.verify()
     if not checked.ok:
         print(checked.to_text(), end="", file=sys.stdout if out else sys.stderr)
-        _fail(
+        _note(
             f"complaint {bundle.complaint_id} does not verify: the bundle holds "
             f"{len(checked.findings)} breaks (listed above)"
         )
@@ -714,7 +706,10 @@ def export_case(
 @app.command(
     "verify-bundle",
     rich_help_panel=READING,
-    epilog=_examples("amends verify-bundle case.json"),
+    epilog=_examples(
+        "amends verify-bundle case.json",
+        "amends verify-bundle case.json --seal seal.json",
+    ),
 )
 def verify_bundle_command(
     bundle: Annotated[
@@ -727,24 +722,67 @@ def verify_bundle_command(
             help="a bundle written by `amends export-case`",
         ),
     ],
+    seal: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            exists=True,
+            dir_okay=False,
+            help="a seal from `amends seal`, taken before the export: also find "
+            "the case's events dropped or rewritten since",
+        ),
+    ] = None,
 ) -> None:
     """Check a case bundle with no store: its digests, chain, lifecycle and
-    times; exits 3 if there is a break."""
+    times; exits 3 if there is a break, or if the file does not read as a
+    bundle (the evidence is damaged)."""
+    sealed = _read_seal(seal)
     try:
-        read = load_bundle(bundle)
-    except (OSError, ValidationError, ValueError) as exc:
-        raise typer.BadParameter(
-            f"{bundle} is not a bundle written by `amends export-case`: "
-            f"{first_line(exc)}",
-            param_hint="'FILE'",
-        ) from None
-    report = read.verify()
+        read: CaseBundle | None = load_bundle(bundle)
+    except (OSError, ValueError):
+        read = None
+    if read is None:
+        report = verify_bundle(bundle)
+    else:
+        try:
+            report = read.verify(sealed)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--seal'") from None
     print(report.to_text(), end="")
+    if read is not None:
+        print(
+            f"head: version {read.head.version}, digest {read.head.digest}; "
+            f"bundle digest {read.digest}"
+        )
+        pinned = read.pinned_by(sealed)
+        if sealed is not None and pinned is None:
+            _note(
+                f"the seal of {sealed.sealed_at.isoformat()} does not name complaint "
+                f"{read.complaint_id} (received after it?): the bundle was checked "
+                "without it"
+            )
+        elif sealed is not None and pinned is not None:
+            print(
+                f"seal of {sealed.sealed_at.isoformat()}: pins version "
+                f"{pinned.version}, digest {pinned.digest}"
+            )
     if not report.ok:
-        _fail(
+        _note(
             f"{bundle} holds {len(report.findings)} breaks in the record (listed above)"
         )
         raise typer.Exit(EXIT_REFUSED)
+
+
+def _read_seal(path: Path | None) -> Seal | None:
+    if path is None:
+        return None
+    try:
+        return load_seal(path)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(
+            f"{path} is not a seal written by `amends seal`: {first_line(exc)}",
+            param_hint="'--seal'",
+        ) from None
 
 
 @app.command(
@@ -1265,7 +1303,7 @@ def keygen() -> None:
 # -------------------------------------------------------------------- main
 
 
-def _fail(message: str) -> None:
+def _note(message: str) -> None:
     print(f"amends: {one_line(message)}", file=sys.stderr)
 
 
@@ -1292,24 +1330,24 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock = utc_now) -> int:
             obj=Session(clock=clock),
         )
     except typer.TyperException as exc:  # usage errors, unreadable files
-        _fail(_usage_message(exc))
+        _note(_usage_message(exc))
         return EXIT_USAGE
     except typer.Abort:
-        _fail("aborted")
+        _note("aborted")
         return EXIT_USAGE
     except (ConfigurationError, PolicyMismatch, ViewsOfAnotherStore, OSError) as exc:
-        _fail(str(exc) or type(exc).__name__)
+        _note(str(exc) or type(exc).__name__)
         return EXIT_USAGE
     except (StoreUnavailable, WorkerDied) as exc:  # not refusals: run it again
-        _fail(str(exc))
+        _note(str(exc))
         return EXIT_STORE
     except AmendsError as exc:
-        _fail(str(exc))
+        _note(str(exc))
         return EXIT_REFUSED
     except Exception as exc:
         if os.environ.get("AMENDS_DEBUG"):
             raise
-        _fail(
+        _note(
             f"unexpected error (a bug; AMENDS_DEBUG=1 shows where): "
             f"{type(exc).__name__}: {exc}"
         )

@@ -459,7 +459,7 @@ BUNDLE_FORMAT = "amends.case-bundle/1"
 class BundledEvent(BaseModel):
     """One event as stored: its payload is the stored JSON object, untouched."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = STRICT_FILE
 
     version: int
     topic: str
@@ -475,11 +475,11 @@ class CaseBundle(BaseModel):
     Schemas of their types, the head of the chain, and a digest of the whole.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = STRICT_FILE
 
     format: Literal["amends.case-bundle/1"] = "amends.case-bundle/1"
     complaint_id: UUID
-    exported_at: datetime
+    exported_at: AwareDatetime
     events: tuple[BundledEvent, ...]
     schemas: dict[str, dict[str, Any]]
     head: SealEntry
@@ -534,6 +534,15 @@ class CaseBundle(BaseModel):
         draft = cls(**fields, digest="")
         return draft.model_copy(update={"digest": draft.content_digest()})
 
+    def pinned_by(self, seal: Seal | None) -> SealEntry | None:
+        """The seal's entry for this case (None: the seal does not name it,
+        as when the case was received after the seal was taken)."""
+        if seal is None:
+            return None
+        return next(
+            (e for e in seal.complaints if e.complaint_id == self.complaint_id), None
+        )
+
     def content_digest(self) -> str:
         """SHA-256 over everything in the bundle but this digest itself."""
         body = self.model_dump(mode="json", exclude={"digest"})
@@ -545,12 +554,57 @@ class CaseBundle(BaseModel):
             for e in self.events
         ]
 
-    def verify(self) -> VerificationReport:
-        """Check the bundle's digest, every event's digest, the chain and the head."""
-        verifier = ChainVerifier()
+    def verify(self, seal: Seal | None = None) -> VerificationReport:
+        """Check the bundle's digest, every event's digest, the chain and the
+        head; with a `seal` taken from the store since the case's last event
+        but one, also that the bundle holds the event the seal pinned, as
+        sealed. The bundle's own digests only show it is whole as exported:
+        anyone who edits an event can compute them all again, and drop the
+        newest events with them. A seal kept apart is what tells.
+
+        A seal taken after the export, when the case had more events than
+        the bundle holds, says nothing of it: `ValueError`.
+        """
+        pinned = self.pinned_by(seal)
+        if (
+            seal is not None
+            and pinned is not None
+            and seal.sealed_at > self.exported_at
+            and self.events
+            and pinned.version > self.events[-1].version
+        ):
+            raise ValueError(
+                f"the seal was taken at {seal.sealed_at.isoformat()}, after this "
+                f"bundle was exported ({self.exported_at.isoformat()}), when the "
+                f"case had {pinned.version} events, not {self.events[-1].version}: "
+                "check the bundle against a seal taken before its export"
+            )
+        verifier = ChainVerifier(seal, only=self.complaint_id)
         verifier.check(self.records())
         report = verifier.report()
         extra: list[Finding] = []
+        if self.head.complaint_id != self.complaint_id:
+            extra.append(
+                Finding(
+                    complaint_id=self.complaint_id,
+                    version=None,
+                    kind="sealed",
+                    detail=f"its head names complaint {self.head.complaint_id}",
+                )
+            )
+        last_time = _event_time(self.events[-1]) if self.events else None
+        if last_time is not None and self.exported_at < last_time:
+            extra.append(
+                Finding(
+                    complaint_id=self.complaint_id,
+                    version=self.events[-1].version,
+                    kind="time",
+                    detail=(
+                        f"exported at {self.exported_at.isoformat()}, before this "
+                        f"event at {last_time.isoformat()}"
+                    ),
+                )
+            )
         if self.digest != self.content_digest():
             extra.append(
                 Finding(
@@ -589,3 +643,13 @@ class CaseBundle(BaseModel):
                 )
             )
         return report.model_copy(update={"findings": (*report.findings, *extra)})
+
+
+def _event_time(event: BundledEvent) -> datetime | None:
+    """An event's time as recorded, or None where it does not read as one
+    (the chain's checks report that)."""
+    try:
+        at = datetime.fromisoformat(str(event.payload.get("timestamp")))
+    except ValueError:
+        return None
+    return at if at.utcoffset() is not None else None
