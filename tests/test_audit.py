@@ -583,9 +583,57 @@ def test_a_wrong_or_missing_key_is_a_clear_error(tmp_path: Path) -> None:
     wrong = ComplaintDesk(f"sqlite:///{path}", cipher_key=new_cipher_key())
     with wrong, pytest.raises(ConfigurationError, match="cipher key does not decrypt"):
         wrong.get(complaint_id)
+    # No key is a setting to fix too (exit 2): before, each event read was
+    # "not JSON", a break in the record (verify listed every one, exit 3).
     missing = ComplaintDesk(f"sqlite:///{path}", cipher_key="")
-    with missing, pytest.raises(HistoryViolation, match="AMENDS_CIPHER_KEY"):
-        missing.get(complaint_id)
+    with missing:
+        for read in (
+            lambda: missing.get(complaint_id),
+            missing.verify,
+            missing.seal,
+            lambda: missing.export_case(complaint_id),
+            lambda: missing.history(complaint_id),
+            missing.reports.backlog,
+        ):
+            with pytest.raises(ConfigurationError, match="events are encrypted: set"):
+                read()
+
+
+def test_one_altered_event_of_an_encrypted_store_is_named_not_the_key(
+    tmp_path: Path,
+) -> None:
+    """An encrypted event changed in the file fails to decrypt. With the
+    store's own key (its other events decrypt), that event is unreadable,
+    named by complaint and version; before, verify, show, seal and export all
+    stopped with "the cipher key does not decrypt this store's events". The
+    store's first event damaged is no exception: its newest stands in."""
+    path = tmp_path / "secret.db"
+    key = new_cipher_key()
+    with ComplaintDesk(f"sqlite:///{path}", cipher_key=key) as desk:
+        first = walk_to(desk, Stage.APOLOGIZED)
+        second = walk_to(desk, Stage.APOLOGIZED)
+    with sqlite3.connect(path) as db:
+        for complaint_id, version in ((second, 2), (first, 1)):
+            (state,) = db.execute(
+                "SELECT state FROM stored_events WHERE originator_id = ? "
+                "AND originator_version = ?",
+                (complaint_id.hex, version),
+            ).fetchone()
+            flipped = bytes([state[0], state[1] ^ 1]) + state[2:]
+            db.execute(
+                "UPDATE stored_events SET state = ? WHERE originator_id = ? "
+                "AND originator_version = ?",
+                (flipped, complaint_id.hex, version),
+            )
+    with ComplaintDesk(f"sqlite:///{path}", cipher_key=key) as desk:
+        report = desk.verify()
+        assert {(f.complaint_id, f.version, f.kind) for f in report.findings} == {
+            (second, 2, "unreadable"),
+            (first, 1, "unreadable"),
+        }, report.to_text()
+        assert "does not decrypt with the store's key" in report.findings[0].detail
+        with pytest.raises(HistoryViolation, match="version 2"):
+            desk.get(second)
 
 
 @pytest.mark.parametrize(
@@ -615,10 +663,9 @@ def test_no_complaint_is_recorded_under_a_key_that_does_not_fit_the_store(
             misfit.receive(**{**RECEIVE, "customer": "Secret Person"})
         with pytest.raises(ConfigurationError, match=said):
             misfit.write_context()  # what an import writes with
-        # Reading, as everywhere: a wrong key is named as the configuration's
-        # fault, not the history's (exit 2, not 3); a missing one is named.
-        refused = HistoryViolation if opened_with == "none" else ConfigurationError
-        with pytest.raises(refused, match="AMENDS_CIPHER_KEY"):
+        # Reading, as everywhere: a wrong or missing key is named as the
+        # configuration's fault, not the history's (exit 2, not 3).
+        with pytest.raises(ConfigurationError, match="AMENDS_CIPHER_KEY"):
             misfit.reports.backlog()
     with ComplaintDesk(url, cipher_key=keys[written_with]) as desk:
         assert desk.last_position() == before
@@ -654,7 +701,7 @@ def test_the_key_comes_from_the_environment_and_is_checked(
     assert b"Jo Smith" not in (tmp_path / "x.db").read_bytes()
     monkeypatch.delenv("AMENDS_CIPHER_KEY")
     keyless = ComplaintDesk(f"sqlite:///{tmp_path / 'x.db'}")
-    with keyless, pytest.raises(HistoryViolation):
+    with keyless, pytest.raises(ConfigurationError, match="are encrypted"):
         keyless.get(complaint_id)
 
 

@@ -316,6 +316,7 @@ class ComplaintDesk:
                 views_where=redacted_url(self._views_url),
                 desk=self,
                 in_flight=self._in_flight,
+                check_key=self._check_cipher,
             )
         return self._reports
 
@@ -659,6 +660,7 @@ class ComplaintDesk:
     @counted
     def events(self, complaint_id: UUID) -> list[ComplaintEvent]:
         """The stored events of one complaint, oldest first (empty if none)."""
+        self._check_cipher()
         with store_errors(self.store_url):
             return [
                 _as_complaint_event(event)
@@ -678,6 +680,7 @@ class ComplaintDesk:
         `seal`, also reports chains cut short or rewritten after it was taken.
         """
         only = None if complaint_id is None else _complaint_uuid(complaint_id, "verify")
+        self._check_cipher()
         verifier = ChainVerifier(seal, only=only)
         with store_errors(self.store_url):
             rows = stored_events_in_order(self._app.recorder, only)
@@ -701,6 +704,7 @@ class ComplaintDesk:
     @counted
     def seal(self) -> Seal:
         """The head (version and digest) of every complaint's chain, sealed."""
+        self._check_cipher()
         entries = []
         with store_errors(self.store_url):
             for complaint_id in self._complaint_ids():
@@ -731,6 +735,7 @@ class ComplaintDesk:
         Check it anywhere with `amends.audit.verify_bundle(path)`.
         """
         complaint_uuid = _complaint_uuid(complaint_id, "export_case")
+        self._check_cipher()
         with store_errors(self.store_url):
             records = [
                 self._stored_record(stored)
@@ -768,35 +773,59 @@ class ComplaintDesk:
         """
         if self._cipher_fits:
             return
-        with store_errors(self.store_url):
-            first = self._app.recorder.select_notifications(start=None, limit=1)
-        if first:
-            state = first[0].state
-            plain = isinstance(state, bytes | bytearray | memoryview) and (
-                bytes(state).lstrip()[:1] == b"{"
-            )
-            try:
-                self._mapper.decode_state(state)
-            except ConfigurationError:
-                if plain:
-                    raise ConfigurationError(
-                        "this store's events are not encrypted: open it without "
-                        f"a cipher key ({CIPHER_KEY_VARIABLE}, cipher_key=), or "
-                        "new complaints would be encrypted among them"
-                    ) from None
-                raise
-            except UnreadableRecord:
-                if not plain and self._mapper.cipher is None:
-                    raise ConfigurationError(
-                        "this store's events are encrypted: set "
-                        f"{CIPHER_KEY_VARIABLE} (or cipher_key=) to the key they "
-                        "were written with, or new complaints would be stored "
-                        "in the open among them"
-                    ) from None
-                # An unreadable row of another kind: verify() names it.
+        try:
+            with store_errors(self.store_url):
+                recorder = self._app.recorder
+                first = recorder.select_notifications(start=None, limit=1)
+                last = recorder.max_notification_id() or 0
+                newest = (
+                    recorder.select_notifications(start=last, limit=1) if last else []
+                )
+        except (StoreUnavailable, ValueError):
+            # A row the driver or the library cannot read at all (a hand
+            # edit: text that is no UTF-8, an id that is no UUID), or the
+            # store out of reach: the read or write that follows meets it
+            # and says so (verify: as that row's break).
+            return
+        if not first:
             # Only a store with an event says which key fits it: another
             # process may yet write the first one.
-            self._cipher_fits = True
+            return
+        # The store's newest event stands in when its first is damaged: one
+        # damaged row is verify()'s to name, not a reason to blame the key.
+        read = [n.state for n in (*first, *newest)]
+        refusals = [r for r in map(self._key_refusal, read) if r is not None]
+        if len(refusals) == len(read):
+            raise refusals[0]
+        self._cipher_fits = self._mapper.key_checked = True
+
+    def _key_refusal(self, state: bytes) -> ConfigurationError | None:
+        """Why this desk's key (or lack of one) cannot read a stored state,
+        or None if it can (or the state is unreadable for another reason)."""
+        plain = isinstance(state, bytes | bytearray | memoryview) and (
+            bytes(state).lstrip()[:1] == b"{"
+        )
+        try:
+            self._mapper.decode_state(state)
+        except ConfigurationError as exc:
+            if plain:
+                return ConfigurationError(
+                    "this store's events are not encrypted: open it without "
+                    f"a cipher key ({CIPHER_KEY_VARIABLE}, cipher_key=); with "
+                    "one, its events cannot be read, and new complaints would "
+                    "be encrypted among them"
+                )
+            return exc
+        except UnreadableRecord:
+            if not plain and self._mapper.cipher is None:
+                return ConfigurationError(
+                    "this store's events are encrypted: set "
+                    f"{CIPHER_KEY_VARIABLE} (or cipher_key=) to the key they "
+                    "were written with; without it, its events cannot be "
+                    "read, and new complaints would be stored in the open "
+                    "among them"
+                )
+        return None
 
     # ----------------------------------------------------------- lifecycle
 
@@ -924,6 +953,7 @@ class ComplaintDesk:
         writer's events are never missed); otherwise, and for the past, from
         the newest usable snapshot at or before the point asked, plus events.
         """
+        self._check_cipher()
         latest = version is None and as_of is None
         with store_errors(self.store_url):
             state = self._cache.get(complaint_id) if latest else None

@@ -49,6 +49,12 @@ class UnreadableRecord(Exception):
 
 
 class PydanticMapper(Mapper[UUID]):
+    key_checked: bool = False
+    """Set once the store's first event read under this mapper's cipher key
+    (or lack of one; `ComplaintDesk._check_cipher`): a row that then fails to
+    decrypt or to parse is that row's fault, named as unreadable, not the
+    key's."""
+
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         if isinstance(domain_event, ComplaintEvent):
             payload = domain_event.payload()
@@ -130,6 +136,11 @@ class PydanticMapper(Mapper[UUID]):
             try:
                 data = self.cipher.decrypt(data)
             except Exception as exc:
+                if self.key_checked:
+                    raise UnreadableRecord(
+                        "it does not decrypt with the store's key: altered "
+                        "since it was written, or written under another key"
+                    ) from None
                 raise ConfigurationError(
                     "the cipher key does not decrypt this store's events "
                     "(is AMENDS_CIPHER_KEY the key the store was written with?)"
@@ -142,7 +153,11 @@ class PydanticMapper(Mapper[UUID]):
             # which the views' catch-up and verify() pay once per event.
             payload = from_json(data)
         except (UnicodeDecodeError, ValueError):
-            hint = "" if self.cipher else " (encrypted? set AMENDS_CIPHER_KEY)"
+            hint = (
+                ""
+                if self.cipher or self.key_checked
+                else " (encrypted? set AMENDS_CIPHER_KEY)"
+            )
             raise UnreadableRecord(f"the payload is not JSON{hint}") from None
         if not isinstance(payload, dict):
             raise UnreadableRecord("the payload is not a JSON object")

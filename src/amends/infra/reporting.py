@@ -468,7 +468,11 @@ class ReportDesk:
         views_where: str = "the views' database",
         desk: object = None,
         in_flight: InFlight | None = None,
+        check_key: Callable[[], None] = lambda: None,
     ) -> None:
+        self._check_key = check_key
+        """Refuses a cipher key (or lack of one) that cannot read the store,
+        before the views are caught up or checked from it (the desk's)."""
         self._desk = desk
         """The desk these reports belong to, kept alive with them: a desk
         collected as garbage closes the store's connections (the library's
@@ -618,6 +622,7 @@ class ReportDesk:
         `ViewsBeingReplaced`). A catch-up looks again itself, and says so
         when it gives up: looking again here too would multiply its
         attempts."""
+        self._check_key()
         if catch_up:
             self.runner.catch_up()
             return True
