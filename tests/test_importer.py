@@ -281,6 +281,15 @@ expectation = { value = "A fix" }
             "fields.receive.expectation",
         ),
         (
+            # A century at most: 1e9 hours passed and stopped the import
+            # later ("unexpected error", exit 1) at the first row it dated.
+            (
+                'expectation = { value = "A fix" }',
+                "expectation = { hours_after = 1e9 }",
+            ),
+            "less than or equal to 876600",
+        ),
+        (
             (
                 'expectation = { value = "A fix" }',
                 'expectation = { column = "e", value = "x" }',
@@ -361,6 +370,59 @@ def test_an_unreadable_log_is_one_clear_error(
     with pytest.raises(ImportLogError, match=message):
         import_log(sqlite_desk, path, load_mapping(HELPDESK_MAPPING))
     assert sqlite_desk.last_position() == 0
+
+
+def test_a_quote_that_never_closes_refuses_the_log_naming_its_line(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """A quote opened in a field and never closed: the csv module's lenient
+    reading took every later line, rows and cases, into that one field, and
+    the import reported success with them missing. Now the log is refused,
+    naming the line where the quote opened, and nothing is written."""
+    lines = HELPDESK.read_text(encoding="utf-8").splitlines(keepends=True)
+    broken = lines[2].rstrip("\n") + ',"never closed\n'
+    log = tmp_path / "log.csv"
+    log.write_text("".join([*lines[:2], broken, *lines[3:]]), encoding="utf-8")
+    with pytest.raises(ImportLogError, match=r"starting on line 3 .*never closes"):
+        import_log(sqlite_desk, log, load_mapping(HELPDESK_MAPPING))
+    assert sqlite_desk.last_position() == 0
+
+
+def test_a_time_past_the_last_there_is_refuses_its_row_not_the_import(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """9999-12-31T23:59:59-01:00 is past the last instant Python has: the
+    whole import used to stop there ("unexpected error", exit 1)."""
+    walk = conformant_walks(2, seed=5)
+    path = tmp_path / "log.jsonl"
+    write_jsonl(path, walk, random.Random(5))
+    rows = path.read_text(encoding="utf-8").splitlines()
+    first = json.loads(rows[0])
+    first["at"] = "9999-12-31T23:59:59-01:00"
+    path.write_text("\n".join([json.dumps(first), *rows[1:]]) + "\n", encoding="utf-8")
+    summary = import_log(sqlite_desk, path, generic_mapping())
+    (rejected,) = summary.rejected
+    assert rejected.case == first["case"]
+    assert "is out of range (the years 1900 to 2999)" in rejected.reason
+    assert [case.case for case in summary.imported] == [
+        w.case for w in walk if w.case != first["case"]
+    ]
+
+
+def test_a_key_named_twice_in_a_json_lines_row_makes_it_unreadable(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """Which of the two values the source system meant is a guess (a CSV
+    column named twice is refused as well): before, the last one counted."""
+    path = tmp_path / "log.jsonl"
+    path.write_text(
+        '{"case": "A", "activity": "receive", "by": "ana", "by": "ben", '
+        '"at": "2025-01-01T00:00:00Z"}\n',
+        encoding="utf-8",
+    )
+    summary = import_log(sqlite_desk, path, generic_mapping())
+    assert summary.imported == ()
+    assert "names 'by' twice" in str(summary.model_dump())
 
 
 # -------------------------------------------------- generated logs (JSON Lines)

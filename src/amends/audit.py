@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,6 +24,7 @@ from amends.domain.audit import (
     SealEntry,
     VerificationReport,
 )
+from amends.domain.digest import no_key_twice
 from amends.domain.errors import first_line
 
 __all__ = [
@@ -91,12 +92,11 @@ def load_seal(path: str | Path) -> Seal:
 def _load(model: type[M], path: str | Path) -> M:
     """The file's JSON as `model`, read more strictly than JSON allows.
 
-    An object that names a key twice is refused: JSON readers disagree on
-    which value counts (Python and pydantic keep the last, SQLite's
-    `json_extract` the first), so a bundle could say one thing to amends,
-    which verified it, and another to the auditor's own tools, with the same
-    digest. So are NaN and Infinity, which JSON does not have, and fields the
-    model does not define, which no digest covers.
+    An object that names a key twice is refused (`no_key_twice`): a bundle
+    could say one thing to amends, which verified it, and another to the
+    auditor's own tools, with the same digest. So are NaN and Infinity,
+    which JSON does not have, and fields the model does not define, which no
+    digest covers.
     """
     data = Path(path).read_bytes()
     try:
@@ -107,7 +107,7 @@ def _load(model: type[M], path: str | Path) -> M:
         ) from None
     try:
         parsed = json.loads(
-            text, object_pairs_hook=_no_key_twice, parse_constant=_no_constant
+            text, object_pairs_hook=no_key_twice, parse_constant=_no_constant
         )
     except json.JSONDecodeError as exc:
         raise UnreadableFile(
@@ -119,15 +119,6 @@ def _load(model: type[M], path: str | Path) -> M:
         return model.model_validate(parsed)
     except ValidationError as exc:
         raise UnreadableFile(_first_problem(exc)) from None
-
-
-def _no_key_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError(f"an object names {key!r} twice")
-        found[key] = value
-    return found
 
 
 def _no_constant(name: str) -> None:

@@ -41,3 +41,16 @@ def stored_digest(
         "originator_version": version,
     }
     return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def no_key_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads(..., object_pairs_hook=no_key_twice)`: an object that names
+    a key twice is a `ValueError`. JSON readers disagree on which value counts
+    (Python and pydantic keep the last, SQLite's `json_extract` the first),
+    so such a file says one thing to amends and another to other tools."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"an object names {key!r} twice")
+        found[key] = value
+    return found

@@ -54,10 +54,12 @@ from pydantic import (
 
 from amends.domain import commands as c
 from amends.domain.complaint import Complaint, decide, evolve
+from amends.domain.digest import no_key_twice
 from amends.domain.errors import AmendsError, InvalidCommand, InvalidTransition
 from amends.domain.events import ComplaintEvent
 from amends.domain.lifecycle import TERMINAL, TRANSITIONS
 from amends.domain.stages import Stage
+from amends.domain.values import FIRST_YEAR, LAST_YEAR
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE, ComplaintDesk, store_errors
 from amends.infra.errors import StoreUnavailable
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper
@@ -99,6 +101,11 @@ class ImportLogError(AmendsError, ValueError):
 # ----------------------------------------------------------------- the mapping
 
 
+MAX_HOURS_AFTER = 24 * 36_525
+"""The most hours a mapping's `hours_after` may add: a century. More was no
+due date anybody meant, and past year 9999 no time at all (a crash)."""
+
+
 class FieldSource(BaseModel):
     """Where one command field comes from: a column, a constant, or a time.
 
@@ -116,7 +123,7 @@ class FieldSource(BaseModel):
     values: dict[str, Any] | None = None
     """Translates the column's text (e.g. priority codes to severities)."""
     split: str | None = Field(default=None, min_length=1)
-    hours_after: float | None = Field(default=None, gt=0)
+    hours_after: float | None = Field(default=None, gt=0, le=MAX_HOURS_AFTER)
 
     @model_validator(mode="before")
     @classmethod
@@ -590,13 +597,36 @@ def _read_rows(
         raise ImportLogError(f"log {path}: not readable as CSV ({exc})") from None
 
 
+def _csv_records(path: Path, reader: _FieldSized) -> Iterator[list[str]]:
+    """The reader's records; malformed CSV is refused naming the line its
+    record starts on (where an unclosed quote opened)."""
+    while True:
+        starting_line = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ImportLogError(
+                f"log {path}: the record starting on line {starting_line} is "
+                f"not readable as CSV ({exc}): a quote there that never closes, "
+                "or text after a closing quote?"
+            ) from None
+        yield record
+
+
 def _csv_rows(
     path: Path, handle: typing.TextIO, mapping: ImportMapping, case_column: str
 ) -> Iterator[_Row | _Unreadable]:
-    reader = _FieldSized(csv.reader(handle, delimiter=mapping.log.delimiter))
+    # Strict: a quote never closed used to swallow every later line into one
+    # field, silently (the rows, cases and all, were missing from the import,
+    # which reported success); text after a closing quote is refused too.
+    reader = _FieldSized(
+        csv.reader(handle, delimiter=mapping.log.delimiter, strict=True)
+    )
     header: list[str] | None = None
     ended = 0
-    for record in reader:
+    for record in _csv_records(path, reader):
         line, ended = ended + 1, reader.line_num
         if not record or (len(record) == 1 and not record[0].strip()):
             continue  # a blank line is not a row
@@ -685,7 +715,9 @@ def _jsonl_rows(
         if not text.strip():
             continue
         try:
-            values = json.loads(text)
+            # A key named twice: which value the source system meant is a
+            # guess (a CSV column named twice is refused too).
+            values = json.loads(text, object_pairs_hook=no_key_twice)
         except ValueError as exc:
             yield _Unreadable(line, f"not JSON ({exc})")
             continue
@@ -844,7 +876,16 @@ class _Translator:
                 )
         # In UTC: `hours_after` adds real hours, not a local clock's (across
         # a change of the clocks they differ by the change).
-        return moment.astimezone(UTC)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            # 9999-12-31T23:59:59-01:00 is past the last instant Python has:
+            # that row's fault, not the import's (it used to stop, exit 1).
+            raise _RowProblem(
+                Offence.BAD_ROW,
+                f"{column}: {moment.isoformat()} is out of range "
+                f"(the years {FIRST_YEAR} to {LAST_YEAR})",
+            ) from None
 
     def value(
         self,
@@ -855,7 +896,14 @@ class _Translator:
         at: datetime,
     ) -> Any:
         if source.hours_after is not None:
-            return at + timedelta(hours=source.hours_after)
+            try:
+                return at + timedelta(hours=source.hours_after)
+            except OverflowError:
+                raise _RowProblem(
+                    Offence.BAD_FIELD,
+                    f"{name}: {source.hours_after:g} hours after "
+                    f"{at.isoformat()} is past the last time there is",
+                ) from None
         if source.column is None:
             raw = source.value
         else:
