@@ -83,6 +83,8 @@ def test_postgres_url_with_options() -> None:
         ("postgresql://localhost", "dbname"),
         ("postgresql://localhost/db?colour=red", "unknown option 'colour'"),
         ("postgresql://localhost:notaport/db", "port"),
+        # The library opens the file itself: the option was silently ignored.
+        ("sqlite:///x.db?mode=ro", r"takes no options \(\?mode=ro\)"),
     ],
 )
 def test_bad_urls_say_what_is_wrong(url: str, words: str) -> None:
@@ -98,6 +100,41 @@ def test_store_url_comes_from_argument_then_environment_then_default(
     monkeypatch.setenv("AMENDS_STORE_URL", "memory://")
     assert resolve_store_url(None) == "memory://"
     assert resolve_store_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize(
+    "variable", ["AMENDS_STORE_URL", "AMENDS_VIEWS_URL", "AMENDS_CIPHER_KEY"]
+)
+@pytest.mark.parametrize("value", ["", "  "])
+def test_a_variable_set_but_blank_is_refused_not_taken_for_unset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str
+) -> None:
+    """A secret that failed to arrive, or a template's blank: taken for
+    unset, the store was ./amends.db wherever the process ran, and an empty
+    cipher key stored customers' names in the clear."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(variable, value)
+    url = None if variable == "AMENDS_STORE_URL" else f"sqlite:///{tmp_path / 's.db'}"
+    with (
+        pytest.raises(ConfigurationError, match=f"{variable} is set but empty"),
+        ComplaintDesk(url) as desk,
+    ):
+        desk.reports.backlog()
+    assert not (tmp_path / "amends.db").exists()
+
+
+def test_a_url_padded_with_spaces_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A trailing space made a store file whose name ends in one, which the
+    next command, given the URL as meant, did not find."""
+    padded = f"sqlite:///{tmp_path / 's.db'} "
+    monkeypatch.setenv("AMENDS_STORE_URL", padded)
+    with pytest.raises(ConfigurationError, match="starts or ends with a space"):
+        resolve_store_url(None)
+    with pytest.raises(ConfigurationError, match="starts or ends with a space"):
+        ComplaintDesk(f"sqlite:///{tmp_path / 's.db'}", views_url=padded)
+    assert list(tmp_path.iterdir()) in ([], [tmp_path / "s.db"])
 
 
 def test_library_environment_variables_cannot_redirect_the_store(

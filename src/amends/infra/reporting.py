@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,7 +54,9 @@ from amends.infra.mapper import PydanticMapper, UnreadableRecord
 from amends.infra.settings import (
     POSTGRES_URL_OPTIONS,
     check_postgres_url,
+    from_environment,
     redacted_url,
+    unpadded,
 )
 from amends.infra.store import (
     NotificationRow,
@@ -338,7 +339,8 @@ def policy_schedule(
 def resolve_views_url(store_url: str, views_url: str | None) -> str:
     """The views' URL: the one given, else `AMENDS_VIEWS_URL`, else beside
     the events."""
-    return views_url or os.environ.get(VIEWS_URL_VARIABLE) or _beside(store_url)
+    given = views_url or from_environment(VIEWS_URL_VARIABLE, "views beside the store")
+    return _beside(store_url) if given is None else unpadded(given, "views URL")
 
 
 def views_engine(url: str) -> Engine:

@@ -39,9 +39,35 @@ POSTGRES_URL_OPTIONS = frozenset(_POSTGRES_OPTIONS)
 
 def resolve_store_url(store_url: str | None) -> str:
     """The URL given, else `AMENDS_STORE_URL`, else the embedded SQLite file."""
-    if store_url is not None:
-        return store_url
-    return os.environ.get(STORE_URL_VARIABLE) or DEFAULT_STORE_URL
+    if store_url is None:
+        store_url = (
+            from_environment(STORE_URL_VARIABLE, "the default store, amends.db")
+            or DEFAULT_STORE_URL
+        )
+    return unpadded(store_url, "store URL")
+
+
+def from_environment(name: str, unset_means: str) -> str | None:
+    """The variable's value, None when it is not set. Set but blank is
+    refused: an empty value (a secret that failed to arrive, a template's
+    blank) was taken for unset, so the store was ./amends.db wherever the
+    process ran, and an empty cipher key stored customers' names in the
+    clear."""
+    value = os.environ.get(name)
+    if value is not None and not value.strip():
+        raise ConfigurationError(
+            f"{name} is set but empty: unset it for {unset_means}, or give it a value"
+        )
+    return value
+
+
+def unpadded(url: str, what: str) -> str:
+    """Refuse a URL with spaces at either end: a trailing space made a
+    store file whose name ends in one, which the next command, given the
+    URL as meant, could not find."""
+    if url != url.strip():
+        raise ConfigurationError(f"{what} {url!r} starts or ends with a space")
+    return url
 
 
 def cipher_settings(cipher_key: str | None) -> dict[str, str]:
@@ -49,7 +75,11 @@ def cipher_settings(cipher_key: str | None) -> dict[str, str]:
 
     The key (from `python -m amends keygen`) is base64 of 16, 24 or 32 bytes.
     """
-    key = cipher_key if cipher_key is not None else os.environ.get(CIPHER_KEY_VARIABLE)
+    key = (
+        cipher_key
+        if cipher_key is not None
+        else from_environment(CIPHER_KEY_VARIABLE, "payloads stored in the clear")
+    )
     if not key:
         return {}
     try:
@@ -92,6 +122,12 @@ def store_settings(store_url: str) -> dict[str, str]:
             raise ConfigurationError(
                 f"store URL {store_url!r}: write sqlite:///relative/file.db "
                 "or sqlite:////absolute/file.db"
+            )
+        if parts.query:
+            # The library opens the file itself: ?mode=ro was silently ignored.
+            raise ConfigurationError(
+                f"store URL {store_url!r}: a SQLite store takes no options "
+                f"(?{parts.query})"
             )
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
