@@ -173,15 +173,44 @@ def test_a_calendar_is_refused_when_wrongly_configured() -> None:
         WorkingCalendar(country="GB", working_hours=(time(17), time(9)))
 
 
+@pytest.mark.parametrize(
+    ("country", "zone", "off", "working"),
+    [
+        # Friday and Saturday off; Sunday a working day.
+        ("IL", "Asia/Jerusalem", date(2024, 6, 7), date(2024, 6, 9)),
+        ("EG", "Africa/Cairo", date(2024, 5, 31), date(2024, 6, 2)),
+        # Saturday and Sunday, as everywhere amends assumed before.
+        ("GB", "Europe/London", date(2024, 6, 8), date(2024, 6, 7)),
+    ],
+)
+def test_a_countrys_own_weekend_is_not_business_time(
+    country: str, zone: str, off: date, working: date
+) -> None:
+    """Saturday and Sunday were taken as the weekend everywhere: in Israel a
+    Friday counted as a business day and a Sunday as none, so two business
+    hours from Thursday 16:00 ended on Friday."""
+    calendar = WorkingCalendar(
+        country=country, timezone=zone, working_hours=(time(9), time(17))
+    )
+    assert not calendar.is_business_day(off)
+    assert calendar.is_business_day(working)
+    day_before = off - timedelta(days=1)
+    if calendar.is_business_day(day_before):
+        start = datetime.combine(day_before, time(16), tzinfo=ZoneInfo(zone))
+        ends = calendar.add(start, 2 * HOUR).astimezone(ZoneInfo(zone))
+        assert calendar.is_business_day(ends.date())
+        assert ends.date() > off
+
+
 def test_holiday_lookups_are_cached_per_year() -> None:
     calendar = WorkingCalendar(country="FR", timezone="Europe/Paris")
     start = datetime(2027, 2, 1, tzinfo=UTC)
     calendar.elapsed(start, start + 365 * DAY)
-    before = sla._holiday_dates.cache_info()
+    before = sla._working_days.cache_info()
     for _ in range(50):
         calendar.elapsed(start, start + 365 * DAY)
         calendar.add(start, 200 * DAY)
-    after = sla._holiday_dates.cache_info()
+    after = sla._working_days.cache_info()
     assert after.misses == before.misses
     assert after.currsize >= 2  # at least one entry per year spanned
 
@@ -320,6 +349,17 @@ def test_only_the_teams_own_promises_wait_for_the_customer() -> None:
     for name in ("fca_disp", "fca_disp_payments", "asic_rg271", "cfpb"):
         assert not preset(name).pause_on_await, name
         assert "does not stop the clock" in preset(name).description, name
+
+
+@pytest.mark.parametrize("number", [24, 30.0])
+def test_a_target_given_as_a_bare_number_is_refused_not_read_as_seconds(
+    number: float,
+) -> None:
+    """`Targets(resolve_within=30)`, meant as days, was 30 seconds: the
+    policy was accepted and every complaint breached."""
+    with pytest.raises(ValidationError, match="not the bare number"):
+        Targets(resolve_within=number)
+    assert Targets(resolve_within="P30D").resolve_within == 30 * DAY
 
 
 def test_counting_from_the_end_of_the_day_needs_a_business_calendar() -> None:

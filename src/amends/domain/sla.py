@@ -134,16 +134,23 @@ def _paused_intervals(
 
 
 @functools.lru_cache(maxsize=512)
-def _holiday_dates(country: str, subdivision: str | None, year: int) -> frozenset[date]:
-    """Computing a year of holidays takes a millisecond; a projection asks often."""
+def _working_days(country: str, subdivision: str | None, year: int) -> frozenset[date]:
+    """The year's working days as the `holidays` package has them: neither a
+    public holiday nor on the country's own weekend (Friday and Saturday in
+    Israel and Egypt, Friday alone in Iran, by year where it changed), plus
+    the weekend days some countries work in exchange for a bridge holiday.
+    Taking Saturday and Sunday everywhere counted Fridays as business days in
+    Israel, and Sundays as none. Computed once a year: a projection asks often.
+    """
     found = holidays.country_holidays(country, subdiv=subdivision, years=year)
-    return frozenset(day for day in found if day.year == year)
+    days = (date(year, 1, 1) + timedelta(days=n) for n in range(366))
+    return frozenset(
+        day for day in days if day.year == year and found.is_working_day(day)
+    )
 
 
 def _is_business_day(country: str, subdivision: str | None, day: date) -> bool:
-    return day.weekday() < 5 and day not in _holiday_dates(
-        country, subdivision, day.year
-    )
+    return day in _working_days(country, subdivision, day.year)
 
 
 _CalendarKey = tuple[str, str | None, str, tuple[time, time] | None]
@@ -191,7 +198,7 @@ def _year_windows(key: _CalendarKey, year: int) -> _YearWindows:
     if not FIRST_BUSINESS_YEAR - 1 <= year <= LAST_BUSINESS_YEAR + 1:
         return _YearWindows((), (), (), (), 0)
     zone = ZoneInfo(timezone)
-    holiday_dates = _holiday_dates(country, subdivision, year)
+    working_days = _working_days(country, subdivision, year)
     starts: list[int] = []
     ends: list[int] = []
     before: list[int] = []
@@ -199,7 +206,7 @@ def _year_windows(key: _CalendarKey, year: int) -> _YearWindows:
     total = 0
     day = date(year, 1, 1)
     while day.year == year:
-        if day.weekday() < 5 and day not in holiday_dates:
+        if day in working_days:
             if working_hours is None:
                 opens = _local_instant(day, _MIDNIGHT, zone)
                 closes = _local_instant(day + _DAY, _MIDNIGHT, zone)
@@ -269,8 +276,8 @@ class WorkingCalendar(BaseModel):
     passes inside those hours; on the rare weekday when local clocks change
     inside them, that day's business time is an hour shorter or longer (in the
     UK, the EU and the US clocks change on Sundays, outside any business day).
-    Weekends are Saturday and Sunday everywhere; shifts past midnight are not
-    modelled.
+    Weekends are the country's own, as the `holidays` package knows them;
+    shifts past midnight are not modelled.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -326,7 +333,8 @@ class WorkingCalendar(BaseModel):
         return _instant(_local_instant(day + _DAY, _MIDNIGHT, zone))
 
     def is_business_day(self, day: date) -> bool:
-        """Monday to Friday and not a public holiday in this country or region."""
+        """A working day in this country or region: not on its weekend, nor
+        a public holiday there."""
         return _is_business_day(self.country, self.subdivision, day)
 
     def elapsed(self, start: datetime, end: datetime) -> timedelta:
@@ -394,6 +402,20 @@ class Targets(BaseModel):
     """The longest gap allowed between two contacts with the customer."""
     resolve_within: timedelta | None = None
     """From receipt to the resolution (or the final response a regime asks for)."""
+
+    @field_validator(
+        "acknowledge_within", "update_every", "resolve_within", mode="before"
+    )
+    @classmethod
+    def _not_a_bare_number(cls, value: object) -> object:
+        """pydantic reads a number as seconds: `resolve_within=30`, meant as
+        days, was 30 seconds, and every complaint breached."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(
+                f"give a timedelta, or an ISO 8601 duration such as 'PT24H', not "
+                f"the bare number {value} (read as {value} seconds)"
+            )
+        return value
 
     @field_validator("acknowledge_within", "update_every", "resolve_within")
     @classmethod
