@@ -24,7 +24,7 @@ from amends import ComplaintDesk, Stage
 from amends.cli import ReportName, app, main
 
 from conftest import NOW, FixedClock
-from helpers import ODD_TEXTS, walk_to
+from helpers import ODD_TEXTS, RECEIVE, walk_to
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +253,52 @@ def test_arbitrary_argv_is_answered_or_refused_in_one_line(
     check()
     # The strategy gets past the parser too: commands run and the domain refuses.
     assert {0, 2, 3} <= set(codes), sorted(set(codes))
+
+
+def test_output_cut_short_by_a_closed_pipe_exits_141_in_silence(tmp_path: Path) -> None:
+    """`amends report ... | head`: when the reader leaves, click wrapped the
+    streams and exited 1 with nothing said, which the exit codes call a bug
+    in amends. Now 141, as a process stopped by SIGPIPE."""
+    import subprocess
+    import sys
+
+    from amends.infra.demo import simulate
+
+    url = f"sqlite:///{tmp_path / 'amends.db'}"
+    with ComplaintDesk(url) as desk:
+        simulate(desk, complaints=80, days=20, seed=1)
+    command = ["report", "ttr", "--all", "--format", "json"]
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "amends", "--store", url, *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    assert reader.stderr is not None
+    assert reader.stdout.read(10)
+    reader.stdout.close()  # as `head -c 10` does
+    assert reader.wait(timeout=120) == 141
+    assert reader.stderr.read() == b""
+
+
+@pytest.mark.parametrize("poll", ["inf", "1e300", "86401"])
+def test_a_poll_past_a_day_is_refused(poll: str, tmp_path: Path) -> None:
+    """`--poll inf` or a huge number crashed the follower ("a bug", exit 1)
+    once it first waited."""
+    store = f"sqlite:///{tmp_path / 'a.db'}"
+    code = main(["--store", store, "project", "--follow", "--poll", poll])
+    assert code == 2
+    assert not (tmp_path / "a.db").exists()
+
+
+def test_a_store_or_views_path_that_is_a_directory_is_a_setting_to_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver's "unable to open database file" was taken for an outage
+    (exit 4, run it again)."""
+    assert main(["--store", f"sqlite:///{tmp_path}", "report", "backlog"]) == 2
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    with ComplaintDesk(url) as desk:
+        desk.receive(**RECEIVE)
+    monkeypatch.setenv("AMENDS_VIEWS_URL", f"sqlite:///{tmp_path}")
+    assert main(["--store", url, "report", "backlog"]) == 2

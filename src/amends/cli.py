@@ -17,7 +17,10 @@ Exit codes, so scripts can tell who is at fault:
   stdout, or on stderr where stdout carries the bundle).
 - 4: the store failed (`StoreUnavailable`), or a worker process of a rebuild
   or an import died (`WorkerDied`).
-- 130: interrupted (Ctrl-C); what was committed stays.
+- 130: interrupted (Ctrl-C); what was committed stays. `project --follow`
+  stops on Ctrl-C or SIGTERM, as asked: 0.
+- 141: standard output closed early (`amends history ID | head`), as a
+  process stopped by SIGPIPE; nothing said.
 
 Every failure is one line on stderr (after the breaks, when `export-case`
 prints its bundle on stdout); nothing is recorded by a refused command.
@@ -68,6 +71,9 @@ EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_STORE = 4
+EXIT_PIPE_CLOSED = 141
+MAX_POLL_SECONDS = 86_400.0
+"""A day: `project --follow --poll` longer than that, or inf, is no poll."""
 
 MAX_MESSAGE = 400
 """Characters of an error line; a huge argument must not flood the terminal."""
@@ -1000,6 +1006,7 @@ def project(
         float,
         typer.Option(
             min=0.01,
+            max=MAX_POLL_SECONDS,
             help="seconds between looks when idle (PostgreSQL: also at each write)",
         ),
     ] = 0.5,
@@ -1012,7 +1019,10 @@ def project(
     with _session(context).desk(creating=follow) as desk:
         reports = desk.reports
         if rebuild:
-            print(f"rebuilt the views from {reports.rebuild()} events")
+            # Followers running meanwhile help load the views: the count is
+            # this process's share, the position below the whole.
+            applied = reports.rebuild()
+            print(f"rebuilt the views ({applied} events applied by this process)")
         elif not follow:
             print(f"applied {reports.catch_up()} events")
         else:
@@ -1329,6 +1339,13 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock = utc_now) -> int:
             standalone_mode=False,
             obj=Session(clock=clock),
         )
+    except SystemExit:
+        if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+            # click's answer to a closed pipe (`amends history ID | head`):
+            # it wraps the streams so that nothing more is written, and
+            # exits 1 with nothing said, which reads as a bug here.
+            return EXIT_PIPE_CLOSED
+        raise
     except typer.TyperException as exc:  # usage errors, unreadable files
         _note(_usage_message(exc))
         return EXIT_USAGE

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 from uuid import UUID
@@ -377,6 +378,8 @@ def _engine(url: str) -> Engine:
         return create_engine(base, connect_args=options, pool_pre_ping=True)
     if parts.scheme in ("sqlite", "sqlite+pysqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
+        if engine.url.database and Path(engine.url.database).is_dir():
+            raise ValueError(f"{engine.url.database} is a directory, not a file")
 
         @event.listens_for(engine, "connect")
         def _settings(dbapi_connection: object, _record: object) -> None:

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from amends.infra.errors import ConfigurationError
@@ -122,6 +123,11 @@ def store_settings(store_url: str) -> dict[str, str]:
             raise ConfigurationError(
                 f"store URL {store_url!r}: write sqlite:///relative/file.db "
                 "or sqlite:////absolute/file.db"
+            )
+        if Path(path).is_dir():
+            # The driver's "unable to open database file" read as an outage.
+            raise ConfigurationError(
+                f"store URL {store_url!r}: {path} is a directory, not a file"
             )
         if parts.query:
             # The library opens the file itself: ?mode=ro was silently ignored.
