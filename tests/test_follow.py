@@ -20,9 +20,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from amends import ComplaintDesk
+from amends import ComplaintDesk, StoreUnavailable
 from amends.infra.reporting import PostgresListener, store_listener
 
 from conftest import POSTGRES_URL_VARIABLE, FixedClock
@@ -316,7 +316,9 @@ def test_a_follower_waits_out_views_a_rebuild_dropped_and_nothing_else(
             assert "UndefinedTable" in warning or "UndefinedObject" in warning
             assert "\n" not in warning  # the driver's first line, not the SQL
         else:
-            assert [type(e) for e in ended] == [ProgrammingError]
+            # The views' failure, said as such (exit 4), the driver's cause kept.
+            assert [type(e) for e in ended] == [StoreUnavailable]
+            assert isinstance(ended[0].__cause__, ProgrammingError)
             assert applied == []
 
 
@@ -329,6 +331,59 @@ def test_a_follower_on_sqlite_polls(tmp_path: Any, clock: FixedClock) -> None:
             wait_for(lambda: sum(applied) == 1)
             desk.receive(**RECEIVE)
             wait_for(lambda: sum(applied) == 2)
+
+
+@pytest.mark.parametrize("how", ["replaced", "removed"])
+def test_a_follower_whose_store_file_was_replaced_or_removed_says_so(
+    tmp_path: Any, clock: FixedClock, how: str
+) -> None:
+    """A backup restored by renaming it into place, or the file removed: the
+    follower's connections still read the old file, so it went on for ever
+    hearing none of the writes to the new one (or failed on "database disk
+    image is malformed", as a bug). Now it ends, `StoreUnavailable` saying
+    why (exit 4): started again, it reads the file there now."""
+    path = tmp_path / "store.db"
+    with ComplaintDesk(f"sqlite:///{path}", clock=clock) as desk:
+        desk.receive(**RECEIVE)
+        with ComplaintDesk(f"sqlite:///{tmp_path / 'backup.db'}", clock=clock) as b:
+            b.receive(**RECEIVE)
+        follower = start_following(desk, poll=timedelta(seconds=0.05))
+        wait_for(lambda: follower.applied == [1])
+        if how == "replaced":
+            os.replace(tmp_path / "backup.db", path)
+        else:
+            path.unlink()
+        follower.thread.join(PROMPT)
+        assert not follower.thread.is_alive()
+        (ended,) = follower.failed
+        assert isinstance(ended, StoreUnavailable)
+        assert f"the store file {path} was {how} since this desk opened it" in str(
+            ended
+        )
+
+
+def test_a_follower_on_views_it_cannot_write_ends_rather_than_waits(
+    tmp_path: Any, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only views database is not a lock to wait out: the follower
+    said "waits" twice a second for ever; it ends, saying why (exit 4)."""
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        runner = desk.reports.runner
+        readonly = OperationalError(
+            "INSERT ...", {}, Exception("attempt to write a readonly database")
+        )
+
+        def refused(**kwargs: Any) -> int:
+            raise readonly
+
+        runner.catch_up = refused  # type: ignore[method-assign]
+        follower = start_following(desk, poll=timedelta(seconds=0.05))
+        follower.thread.join(PROMPT)
+        assert not follower.thread.is_alive()
+        (ended,) = follower.failed
+        assert isinstance(ended, StoreUnavailable)
+        assert "readonly database" in str(ended)
+        assert not [r for r in caplog.records if "waits" in r.getMessage()]
 
 
 def test_only_postgresql_stores_get_a_listener(postgres_url: str) -> None:

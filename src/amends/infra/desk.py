@@ -271,6 +271,14 @@ class ComplaintDesk:
         self._cipher_fits = False
         """Whether the store's first event was found readable with this
         desk's cipher key, or lack of one (see `_check_cipher`)."""
+        database = settings.get("SQLITE_DBNAME")
+        self._store_file = (
+            None
+            if database is None or database == ":memory:"
+            else Path(database).absolute()
+        )
+        self._store_file_id = self._file_id()
+        """The SQLite store file's device and inode as opened (None: not a file)."""
 
     def write_context(self) -> WriteContext:
         """What a bulk writer needs to write as this desk writes, for
@@ -317,6 +325,7 @@ class ComplaintDesk:
                 desk=self,
                 in_flight=self._in_flight,
                 check_key=self._check_cipher,
+                check_store_file=self._check_store_file,
             )
         return self._reports
 
@@ -826,6 +835,30 @@ class ComplaintDesk:
                     "among them"
                 )
         return None
+
+    def _file_id(self) -> tuple[int, int] | None:
+        if self._store_file is None:
+            return None
+        try:
+            found = self._store_file.stat()
+        except FileNotFoundError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def _check_store_file(self) -> None:
+        """Refuse to go on reading a SQLite store whose file was replaced (a
+        backup restored by renaming it into place) or removed since this
+        desk opened it: the connections still read the old file, so a
+        follower went on for ever hearing none of the writes to the new one,
+        or failed on "database disk image is malformed" as "a bug"."""
+        if self._store_file is None or self._file_id() == self._store_file_id:
+            return
+        how = "removed" if self._file_id() is None else "replaced"
+        raise StoreUnavailable(
+            f"the store file {self._store_file} was {how} since this desk "
+            "opened it: open a new desk (start the follower again) to read "
+            "the file there now"
+        )
 
     # ----------------------------------------------------------- lifecycle
 

@@ -474,8 +474,12 @@ class ReportDesk:
         desk: object = None,
         in_flight: InFlight | None = None,
         check_key: Callable[[], None] = lambda: None,
+        check_store_file: Callable[[], None] = lambda: None,
     ) -> None:
         self._check_key = check_key
+        self._check_store_file = check_store_file
+        """Refuses a store whose SQLite file was replaced or removed since the
+        desk opened it (the desk's): a follower kept reading the old file."""
         """Refuses a cipher key (or lack of one) that cannot read the store,
         before the views are caught up or checked from it (the desk's)."""
         self._desk = desk
@@ -558,7 +562,14 @@ class ReportDesk:
             self._following.append(following)
         listener = self.listener()
         try:
-            self.runner.follow(stop, poll=poll, on_batch=on_batch, listener=listener)
+            with _views_errors(self.views_where):
+                self.runner.follow(
+                    stop,
+                    poll=poll,
+                    on_batch=on_batch,
+                    listener=listener,
+                    before_each_look=self._check_store_file,
+                )
         except Exception as exc:
             if self._closed:
                 raise DeskClosed(_CLOSED) from exc

@@ -510,17 +510,21 @@ class ProjectionRunner:
         poll: timedelta = timedelta(seconds=0.5),
         on_batch: Callable[[int], None] | None = None,
         listener: Listener | None = None,
+        before_each_look: Callable[[], None] = lambda: None,
     ) -> None:
         """Keep catching up until `stop` is set, waiting when idle.
 
         Idle, it waits one `poll` at most: less when `listener` hears that
         events were stored (PostgreSQL's notifications). A database that is
         briefly locked or unreachable is waited out: the batch rolled back,
-        and the next look applies it again.
+        and the next look applies it again. One that cannot clear by itself
+        (read-only) ends the follow with the error, as does whatever
+        `before_each_look` raises (the store's file replaced under it).
         """
         seconds = poll.total_seconds()
         idle = listener or _Sleeper()
         while not stop.is_set():
+            before_each_look()
             try:
                 applied = self.catch_up(max_batches=1)
             except (
@@ -531,6 +535,8 @@ class ProjectionRunner:
                 ViewsBeingReplaced,
             ) as exc:
                 if isinstance(exc, ProgrammingError) and not _tables_gone(exc):
+                    raise
+                if _cannot_clear(exc):
                     raise
                 logger.warning("projection %s waits: %s", self.name, first_line(exc))
                 # Looked at again soon, not a whole poll later: a rebuild in
@@ -1026,6 +1032,13 @@ def _hold_views_ddl_lock(conn: Connection) -> None:
             text("SELECT pg_advisory_xact_lock(hashtext(:key || current_schema()))"),
             {"key": f"{t.tracking.name} "},
         )
+
+
+def _cannot_clear(error: BaseException) -> bool:
+    """A failure no wait gets past: the file or database is read-only to this
+    process. Waited out, a follower said "waits" twice a second for ever."""
+    said = str(error).lower()
+    return "readonly database" in said or "read-only" in said
 
 
 def _created_meanwhile(error: OperationalError) -> bool:
