@@ -372,6 +372,24 @@ def test_an_unreadable_log_is_one_clear_error(
     assert sqlite_desk.last_position() == 0
 
 
+def test_a_byte_that_is_not_utf8_deep_in_a_log_is_placed_by_line_and_byte(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """The decoder's own offset counts from the start of its last 8 KiB
+    chunk: a bad byte at line 40,003 was said to be at byte 1,383."""
+    lines = HELPDESK.read_bytes().splitlines(keepends=True)
+    body = lines[0] + b"".join(lines[1:] * 200)
+    bad = len(body) + 4  # the offset of \xe9, counted from 0
+    log = tmp_path / "log.csv"
+    log.write_bytes(body + b"HD-1\xe9" + lines[1][4:])
+    with pytest.raises(ImportLogError) as refused:
+        import_log(sqlite_desk, log, load_mapping(HELPDESK_MAPPING))
+    line = len(body.splitlines()) + 1
+    assert f"at line {line}, byte {bad}" in str(refused.value)
+    assert bad > 8192
+    assert sqlite_desk.last_position() == 0
+
+
 def test_a_quote_that_never_closes_refuses_the_log_naming_its_line(
     tmp_path: Path, sqlite_desk: ComplaintDesk
 ) -> None:
