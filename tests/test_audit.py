@@ -466,6 +466,29 @@ def test_a_bundle_that_reads_one_way_to_amends_and_another_elsewhere_is_refused(
     assert any(detail in f.detail for f in report.findings), report.to_text()
 
 
+def test_an_export_of_a_case_with_an_unreadable_event_names_that_event(
+    tmp_path: Path,
+) -> None:
+    """A bundle holds events as stored; one with no JSON to hold refuses the
+    export, naming its version. Before, the message named the case's last
+    version (3 here), an event that was fine."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with ComplaintDesk(url) as desk:
+        complaint_id = walk_to(desk, Stage.APOLOGIZED)
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute(
+            "UPDATE stored_events SET state = ? WHERE originator_id = ? "
+            "AND originator_version = 2",
+            (b"\xff not json", complaint_id.hex),
+        )
+    with ComplaintDesk(url) as desk:
+        with pytest.raises(HistoryViolation) as refused:
+            desk.export_case(complaint_id, tmp_path / "case.json")
+        assert refused.value.version == 2
+        assert "version 2: cannot be read" in str(refused.value)
+    assert not (tmp_path / "case.json").exists()
+
+
 def test_a_file_that_is_no_bundle_is_one_clear_finding(tmp_path: Path) -> None:
     path = tmp_path / "nonsense.json"
     path.write_text("{not json")

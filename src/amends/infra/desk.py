@@ -752,10 +752,22 @@ class ComplaintDesk:
             ]
         if not records:
             raise ComplaintNotFound(complaint_uuid)
+        unreadable = next((r for r in records if r.payload is None), None)
+        if unreadable is not None:
+            # A bundle holds events as stored, and this one has no JSON to
+            # hold: the export is refused, naming it, and nothing written.
+            raise HistoryViolation(
+                complaint_uuid,
+                unreadable.version,
+                f"cannot be read ({unreadable.problem}), so no bundle can hold "
+                "it: verify names every break",
+            )
         try:
             bundle = CaseBundle.build(complaint_uuid, records, self._clock())
         except ValueError as exc:
-            raise HistoryViolation(complaint_uuid, len(records), str(exc)) from None
+            raise HistoryViolation(
+                complaint_uuid, records[-1].version, str(exc)
+            ) from None
         if path is not None:
             Path(path).write_text(bundle.model_dump_json(indent=2), encoding="utf-8")
         return bundle
