@@ -112,20 +112,28 @@ class Lifecycle:
 
 
 def texts(max_size: int = 40, *, lines: bool = False) -> st.SearchStrategy[str]:
-    """Printable, non-blank text as the desk takes it: letters, digits,
-    punctuation, symbols (`<`, `€`, emoji), combining marks and spaces in any
-    script; with `lines`, also tabs and line breaks (the prose fields take
-    them, names and labels do not)."""
+    """Non-blank text as the desk takes it and keeps it: letters, digits,
+    punctuation, symbols (`<`, `€`, emoji), combining marks, spaces and format
+    characters (a zero-width joiner, a right-to-left override) in any script;
+    with `lines`, also tabs, line breaks (CR too) and Unicode's line and
+    paragraph separators (the prose fields take them, names and labels do
+    not). Without spaces at either end, which the desk trims: text drawn here
+    reads back as drawn. Format characters and separators are what break a
+    report's columns, a CSV export or a terminal, so they are drawn too."""
     key = (max_size, lines)
     if key not in _TEXTS:
-        _TEXTS[key] = st.text(
-            alphabet=st.characters(
-                categories=("L", "M", "N", "P", "S", "Zs"),
-                include_characters="\t\n" if lines else "",
-            ),
-            min_size=1,
-            max_size=max_size,
-        ).filter(lambda s: s.strip() != "")
+        _TEXTS[key] = (
+            st.text(
+                alphabet=st.characters(
+                    categories=("L", "M", "N", "P", "S", "Zs", "Cf"),
+                    include_characters="\t\n\r\u2028\u2029" if lines else "",
+                ),
+                min_size=1,
+                max_size=max_size,
+            )
+            .map(str.strip)
+            .filter(bool)
+        )
     return _TEXTS[key]
 
 
