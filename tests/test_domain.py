@@ -363,6 +363,10 @@ def test_gesture_value_and_currency_go_together() -> None:
         state, command(c.OfferGesture, description="d", value="5.50", currency="EUR")
     )
     assert offered.gestures_offered == 1
+    # -0.00 passed `ge=0` and read "-0.00" in the history: it is 0.00.
+    nothing = command(c.OfferGesture, description="d", value="-0.00", currency="EUR")
+    assert isinstance(nothing, c.OfferGesture)
+    assert str(nothing.value) == "0.00"
 
 
 def history() -> list[e.ComplaintEvent]:

@@ -171,6 +171,9 @@ def test_a_calendar_is_refused_when_wrongly_configured() -> None:
         WorkingCalendar(country="GB", timezone="Mars/Olympus")
     with pytest.raises(ValueError, match="before"):
         WorkingCalendar(country="GB", working_hours=(time(17), time(9)))
+    # An empty subdivision silently meant none: the whole country's holidays.
+    with pytest.raises(ValueError, match="subdivision"):
+        WorkingCalendar(country="GB", subdivision="")
 
 
 @pytest.mark.parametrize(

@@ -284,7 +284,7 @@ class WorkingCalendar(BaseModel):
 
     country: str = Field(min_length=2, max_length=3)
     """ISO 3166 code understood by `holidays.country_holidays`, such as GB."""
-    subdivision: str | None = None
+    subdivision: str | None = Field(default=None, min_length=1)
     """A region with holidays of its own, such as ENG, SCT or NIR for GB."""
     timezone: str = "UTC"
     """The IANA zone of the office, such as Europe/London."""

@@ -113,7 +113,16 @@ CommandInstant = Annotated[Instant, AfterValidator(_within_years)]
 `FIRST_YEAR` to `LAST_YEAR`. Events keep the plain `Instant`, so a store
 written before the limit still reads."""
 
-Money = Annotated[Decimal, Field(ge=0, le=MAX_MONEY, max_digits=14, decimal_places=2)]
+def _no_negative_zero(value: Decimal) -> Decimal:
+    """-0.00 passes `ge=0`, and then read "-0.00" in every history."""
+    return value.copy_abs() if value == 0 else value
+
+
+Money = Annotated[
+    Decimal,
+    Field(ge=0, le=MAX_MONEY, max_digits=14, decimal_places=2),
+    AfterValidator(_no_negative_zero),
+]
 """A non-negative amount with at most two decimal places."""
 
 Currency = Annotated[str, AfterValidator(_currency)]
