@@ -354,6 +354,11 @@ def test_a_log_without_a_mapped_column_is_refused_before_anything_is_written(
         ("log.txt", "x", "extension"),
         ("missing.csv", None, "cannot read"),
         ("empty.csv", "", "empty"),
+        # A byte order mark alone is empty too (it said the header had no
+        # column the mapping reads, "it has ''").
+        ("bom.csv", "\ufeff", "is empty"),
+        # Not there: the extension is not what is wrong.
+        ("missing.txt", None, "no such file"),
         ("latin.csv", "case_id\n\xe9\n", "not utf-8 text"),
     ],
 )
@@ -366,7 +371,7 @@ def test_an_unreadable_log_is_one_clear_error(
 ) -> None:
     path = tmp_path / name
     if content is not None:
-        path.write_bytes(content.encode("latin-1"))
+        path.write_bytes(content.encode("utf-8" if name == "bom.csv" else "latin-1"))
     with pytest.raises(ImportLogError, match=message):
         import_log(sqlite_desk, path, load_mapping(HELPDESK_MAPPING))
     assert sqlite_desk.last_position() == 0

@@ -113,6 +113,7 @@ CommandInstant = Annotated[Instant, AfterValidator(_within_years)]
 `FIRST_YEAR` to `LAST_YEAR`. Events keep the plain `Instant`, so a store
 written before the limit still reads."""
 
+
 def _no_negative_zero(value: Decimal) -> Decimal:
     """-0.00 passes `ge=0`, and then read "-0.00" in every history."""
     return value.copy_abs() if value == 0 else value

@@ -567,6 +567,9 @@ def log_format(path: Path, mapping: ImportMapping) -> Format:
     if mapping.log.format is not None:
         return mapping.log.format
     found = _SUFFIXES.get(path.suffix.lower())
+    if found is None and not path.exists():
+        # Its extension is not what is wrong with it.
+        raise ImportLogError(f"log {path}: cannot read it (there is no such file)")
     if found is None:
         raise ImportLogError(
             f"log {path}: cannot tell CSV from JSON Lines by the extension "
@@ -650,12 +653,15 @@ def _csv_rows(
     ended = 0
     for record in _csv_records(path, reader):
         line, ended = ended + 1, reader.line_num
+        if header is None and record:
+            # Spreadsheets often save UTF-8 with a byte order mark; a file of
+            # nothing else is empty, not a header of one nameless column.
+            record[0] = record[0].removeprefix("\ufeff")
         if not record or (len(record) == 1 and not record[0].strip()):
             continue  # a blank line is not a row
         if header is None:
             # Spreadsheets often save UTF-8 with a byte order mark.
             header = [name.strip() for name in record]
-            header[0] = header[0].removeprefix("\ufeff").strip()
             read = mapping.referenced_columns()
             twice = sorted(
                 {name for name in header if name in read and header.count(name) > 1}
