@@ -547,7 +547,8 @@ def test_a_wait_on_the_customer_does_not_stop_a_regulators_clock() -> None:
             clock.now = received + timedelta(days=70)
             sla = desk.reports.sla(limit=None)
             resolves[name] = [b.due_at for b in sla.breaches if b.target == "resolve"]
-    assert resolves["fca_disp"] == [received + timedelta(weeks=8)]
+    # By the end of the eighth week: midnight in London (GMT in March).
+    assert resolves["fca_disp"] == [datetime(2026, 3, 3, tzinfo=UTC)]
     assert resolves["promise_keeping"] == []  # it sets no resolve target
 
 

@@ -85,7 +85,7 @@ def test_views_built_under_another_policy_are_refused_by_name(tmp_path: Path) ->
         desk.receive(**RECEIVE, at=START)
         desk.reports.catch_up()
     with ComplaintDesk(url, clock=clock) as other:
-        with pytest.raises(PolicyMismatch, match="fca_disp@2 #"):
+        with pytest.raises(PolicyMismatch, match="fca_disp@3 #"):
             other.reports.sla()
         other.reports.rebuild()  # the remedy the message names
         assert other.reports.sla().by_target

@@ -365,8 +365,8 @@ def test_a_target_given_as_a_bare_number_is_refused_not_read_as_seconds(
     assert Targets(resolve_within="P30D").resolve_within == 30 * DAY
 
 
-def test_counting_from_the_end_of_the_day_needs_a_business_calendar() -> None:
-    with pytest.raises(ValidationError, match="from_end_of_day needs a business"):
+def test_counting_from_the_end_of_the_day_needs_to_know_where_a_day_ends() -> None:
+    with pytest.raises(ValidationError, match="from_end_of_day on a calendar clock"):
         SlaPolicy(
             name="x",
             targets=dict.fromkeys(Severity, Targets(resolve_within=DAY)),
@@ -641,8 +641,49 @@ def test_a_deadline_counted_from_the_end_of_the_day_is_that_of_its_midnight(
 def test_calendar_deadline_without_pauses_is_start_plus_duration(
     start: datetime, duration: timedelta
 ) -> None:
-    for name in ("promise_keeping", "fca_disp", "asic_rg271", "cfpb"):
-        assert preset(name).deadline(start, duration) == start + duration
+    """From the instant, or from the end of its local day for the
+    regulators' calendar presets, which count days ("by the end of eight
+    weeks after its receipt"): before, they fell due at the hour of receipt,
+    a day early at worst, and reported breaches the rule does not."""
+    assert preset("promise_keeping").deadline(start, duration) == start + duration
+    for name in ("fca_disp", "asic_rg271", "cfpb"):
+        policy = preset(name)
+        assert policy.timezone is not None
+        zone = ZoneInfo(policy.timezone)
+        midnight = datetime.combine(
+            start.astimezone(zone).date() + timedelta(days=1), time(), tzinfo=zone
+        )
+        assert midnight > start
+        # Days counted on the local wall clock: from a midnight, whole days
+        # end on a midnight across a change of the clocks. (In UTC: Python
+        # never calls an ambiguous local time equal to another zone's.)
+        expected = midnight + duration if duration else start  # nothing to count
+        assert policy.deadline(start, duration) == expected.astimezone(UTC)
+        if duration >= DAY and duration % DAY == timedelta(0):
+            due = policy.deadline(start, duration)
+            assert due is not None
+            assert due.astimezone(zone).time() == time()
+
+
+def test_an_fca_final_response_on_the_last_day_of_eight_weeks_is_in_time() -> None:
+    """Received Wednesday 10 January at 15:00, answered Wednesday 6 March at
+    18:00: within "the end of eight weeks after its receipt" (DISP 1.6.2R).
+    The preset used to call it a breach (due at 15:00 that day)."""
+    policy = preset("fca_disp")
+    received = datetime(2024, 1, 10, 15, tzinfo=UTC)
+    due = policy.deadline(received, policy.targets_for(Severity.NORMAL).resolve_within)
+    assert due == datetime(2024, 3, 7, tzinfo=ZoneInfo("Europe/London"))
+    assert datetime(2024, 3, 6, 18, tzinfo=UTC) < due
+
+
+def test_a_calendar_day_ends_where_the_policy_says() -> None:
+    targets = every_severity(Targets(resolve_within=DAY))
+    with pytest.raises(ValidationError, match="needs a timezone"):
+        SlaPolicy(name="x", targets=targets, from_end_of_day=True)
+    with pytest.raises(ValidationError, match="used nowhere else"):
+        SlaPolicy(name="x", targets=targets, timezone="Europe/London")
+    with pytest.raises(ValidationError, match="unknown IANA time zone"):
+        SlaPolicy(name="x", targets=targets, from_end_of_day=True, timezone="Mars")
 
 
 @settings(max_examples=100)
@@ -767,6 +808,8 @@ def test_a_calendar_deadline_past_the_last_date_there_is_is_never_due() -> None:
     """Only a store written before command times were limited holds a
     receipt late enough; its reports must still be read."""
     policy = preset("cfpb")
-    start = datetime(9999, 12, 1, tzinfo=UTC)
-    assert policy.deadline(start, timedelta(days=15)) == start + timedelta(days=15)
+    start = datetime(9999, 12, 1, 12, tzinfo=UTC)
+    midnight = datetime(9999, 12, 2, tzinfo=ZoneInfo("America/New_York"))
+    assert policy.deadline(start, timedelta(days=15)) == midnight + timedelta(days=15)
     assert policy.deadline(start, timedelta(days=60)) is None
+    assert policy.deadline(datetime(9999, 12, 31, 23, tzinfo=UTC), DAY) is None

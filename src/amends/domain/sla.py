@@ -268,6 +268,14 @@ def _business_add(key: _CalendarKey, start: datetime, amount: int) -> datetime |
 # Working calendars
 
 
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA time zone {value!r}") from exc
+    return value
+
+
 class WorkingCalendar(BaseModel):
     """Where and when a team works: its public holidays and its working day.
 
@@ -294,11 +302,7 @@ class WorkingCalendar(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
-        return value
+        return _known_zone(value)
 
     @field_validator("working_hours")
     @classmethod
@@ -450,22 +454,39 @@ class SlaPolicy(BaseModel):
     regulators' presets do not pause. The wall clock never pauses, and waits
     are reported either way."""
     from_end_of_day: bool = False
-    """Deadlines are counted from the end of the day (local midnight on the
-    working calendar) on which the event that starts them happened, as rules
-    that count business days "after the day on which it received the
-    complaint" do: they fall at the end of a day, not at the hour of receipt.
-    Needs a business clock."""
+    """Deadlines are counted from the end of the day (local midnight) on which
+    the event that starts them happened, as rules that count days do ("by the
+    end of eight weeks after its receipt", "15 business days after the day on
+    which it received the complaint"): they fall at the end of a day, not at
+    the hour of receipt. The day is local to the working calendar of a
+    business clock, or to `timezone` on a calendar clock."""
+    timezone: str | None = None
+    """The IANA zone whose midnight ends a day for `from_end_of_day` on a
+    calendar clock (a business clock's working calendar names its own)."""
     description: str = ""
     """Where the figures come from, and what the policy does not model."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        return None if value is None else _known_zone(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.clock == "business" and self.calendar is None:
             raise ValueError("a business clock needs a working calendar")
-        if self.from_end_of_day and self.clock != "business":
+        if self.from_end_of_day and self.clock == "calendar" and not self.timezone:
             raise ValueError(
-                "from_end_of_day needs a business clock: its working calendar "
-                "says where a day ends"
+                "from_end_of_day on a calendar clock needs a timezone: where a "
+                "day ends (a business clock's working calendar says so itself)"
+            )
+        if self.timezone is not None and not (
+            self.clock == "calendar" and self.from_end_of_day
+        ):
+            raise ValueError(
+                "timezone says where a day ends for from_end_of_day on a "
+                "calendar clock, and is used nowhere else: a business clock's "
+                "working calendar names its own"
             )
         if self.clock == "calendar" and self.calendar is not None:
             raise ValueError(
@@ -487,8 +508,16 @@ class SlaPolicy(BaseModel):
         is after the calendars (a stored time written before command times
         were limited). Before them no business time passes, so no shift."""
         calendar = self.calendar
-        if not self.from_end_of_day or calendar is None:
+        if not self.from_end_of_day:
             return start
+        if calendar is None:
+            assert self.timezone is not None  # _consistent
+            zone = ZoneInfo(self.timezone)
+            day = start.astimezone(zone).date()
+            try:
+                return _instant(_local_instant(day + _DAY, _MIDNIGHT, zone))
+            except (OverflowError, ValueError):
+                return None  # the last day there is: never due
         if start.year > LAST_BUSINESS_YEAR + 1:
             return None
         if start.year < FIRST_BUSINESS_YEAR - 1:
@@ -544,9 +573,10 @@ class SlaPolicy(BaseModel):
         end = max(end, start)
         calendar = self.calendar
         if calendar is None:
-            total = end - start
+            wall = _Wall(self.timezone)
+            total = wall.between(start, end)
             for pause_start, pause_end in paused:
-                total -= pause_end - pause_start
+                total -= wall.between(pause_start, pause_end)
             return total
         if end == start:
             return _ZERO
@@ -580,18 +610,19 @@ class SlaPolicy(BaseModel):
         start, paused = counting
         calendar = self.calendar
         if calendar is None:
+            wall = _Wall(self.timezone)
             moment = start
             remaining = duration
-            for pause_start, pause_end in paused:
-                running = pause_start - moment
-                if remaining <= running:
-                    return moment + remaining
-                if pause_end == _NEVER:
-                    return None
-                remaining -= running
-                moment = pause_end
             try:
-                return moment + remaining
+                for pause_start, pause_end in paused:
+                    running = wall.between(moment, pause_start)
+                    if remaining <= running:
+                        return wall.after(moment, remaining)
+                    if pause_end == _NEVER:
+                        return None
+                    remaining -= running
+                    moment = pause_end
+                return wall.after(moment, remaining)
             except OverflowError:  # after the last date there is: never due
                 return None
         key = _calendar_key(calendar)
@@ -606,6 +637,30 @@ class SlaPolicy(BaseModel):
             amount -= _business_between(key, moment, pause_start)
             moment = pause_end
         return _business_add(key, moment, amount)
+
+
+@dataclass(frozen=True, slots=True)
+class _Wall:
+    """Calendar time as a policy's clock counts it: real time, or, where the
+    policy names a `timezone` (its days end at local midnight), the local
+    wall clock's, so that a deadline counted in days from a midnight falls on
+    a midnight across a change of the clocks, not an hour either side."""
+
+    timezone: str | None
+
+    def reading(self, instant: datetime) -> datetime:
+        if self.timezone is None:
+            return instant
+        return instant.astimezone(ZoneInfo(self.timezone)).replace(tzinfo=None)
+
+    def between(self, start: datetime, end: datetime) -> timedelta:
+        return self.reading(end) - self.reading(start)
+
+    def after(self, start: datetime, duration: timedelta) -> datetime:
+        if self.timezone is None:
+            return start + duration
+        local = (self.reading(start) + duration).replace(tzinfo=ZoneInfo(self.timezone))
+        return local.astimezone(UTC)
 
 
 class PolicySchedule(BaseModel):
@@ -682,17 +737,20 @@ PRESETS: dict[str, SlaPolicy] = {
         ),
         SlaPolicy(
             name="fca_disp",
-            version=2,
+            version=3,
             pause_on_await=False,
+            from_end_of_day=True,
+            timezone="Europe/London",
             targets=_for_every_severity(
-                Targets(acknowledge_within=24 * _HOUR, resolve_within=56 * _DAY)
+                Targets(acknowledge_within=1 * _DAY, resolve_within=56 * _DAY)
             ),
             description=(
                 "UK FCA Handbook DISP 1.6: a prompt written acknowledgement "
-                "(DISP 1.6.1R; 'prompt' has no figure, 24 hours is our reading), "
-                "then keep the complainant informed (no interval is named, so no "
-                "update cadence is set), and a final or holding response by the "
-                "end of eight weeks (56 days) after receipt (DISP 1.6.2R). The "
+                "(DISP 1.6.1R; 'prompt' has no figure, by the end of the next "
+                "day is our reading), then keep the complainant informed (no "
+                "interval is named, so no update cadence is set), and a final or "
+                "holding response by the end of eight weeks (56 days) after "
+                "receipt (DISP 1.6.2R): days end at midnight, London time. The "
                 "summary resolution route for complaints closed by the end of the "
                 "third business day (DISP 1.5) is not modelled. Waiting on the "
                 "customer does not stop the clock: the rule counts from receipt."
@@ -723,33 +781,41 @@ PRESETS: dict[str, SlaPolicy] = {
         ),
         SlaPolicy(
             name="asic_rg271",
-            version=2,
+            version=3,
             pause_on_await=False,
+            from_end_of_day=True,
+            timezone="Australia/Sydney",
             targets=_for_every_severity(
-                Targets(acknowledge_within=24 * _HOUR, resolve_within=30 * _DAY)
+                Targets(acknowledge_within=1 * _DAY, resolve_within=30 * _DAY)
             ),
             description=(
                 "Australia ASIC Regulatory Guide 271 (RG 271, internal dispute "
                 "resolution): acknowledge within 24 hours or one business day "
-                "(measured here as 24 hours on the calendar clock, the stricter "
-                "reading), final IDR response within 30 calendar days of receipt. "
-                "Waiting on the customer does not stop the clock. Not modelled: 45 "
-                "days for superannuation trustees and 21 days for complaints about "
-                "default notices and financial difficulty."
+                "(measured here as by the end of the next calendar day), final "
+                "IDR response within 30 calendar days of receipt, by the end of "
+                "the thirtieth: days end at midnight, Sydney time (make a policy "
+                "of your own for another state's). Waiting on the customer does "
+                "not stop the clock. Not modelled: 45 days for superannuation "
+                "trustees and 21 days for complaints about default notices and "
+                "financial difficulty."
             ),
         ),
         SlaPolicy(
             name="cfpb",
-            version=2,
+            version=3,
             pause_on_await=False,
+            from_end_of_day=True,
+            timezone="America/New_York",
             targets=_for_every_severity(
                 Targets(acknowledge_within=15 * _DAY, resolve_within=60 * _DAY)
             ),
             description=(
                 "US CFPB consumer complaint process: the company responds within "
                 "15 calendar days (counted here as the acknowledgement) and gives "
-                "its final response within 60 calendar days. Waiting on the "
-                "customer does not stop the clock."
+                "its final response within 60 calendar days, each by the end of "
+                "its last day: days end at midnight, Eastern time (make a policy "
+                "of your own for another zone). Waiting on the customer does not "
+                "stop the clock."
             ),
         ),
     )
