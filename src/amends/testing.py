@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cached_property
+from functools import cache, cached_property, lru_cache, partial
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -146,6 +146,7 @@ def people() -> st.SearchStrategy[str]:
     return _PEOPLE
 
 
+@lru_cache(maxsize=64)
 def gaps(max_hours: int = 72) -> st.SearchStrategy[timedelta]:
     """Time between two commands: from simultaneous to a few days."""
     return st.integers(min_value=0, max_value=max_hours * 3600).map(
@@ -174,7 +175,7 @@ _LATER_SECONDS = st.integers(min_value=60, max_value=30 * 86400)
 _Arguments = st.SearchStrategy[dict[str, Any]]
 
 
-def _receive(at: datetime, owner: str) -> _Arguments:
+def _receive(owner: str) -> _Arguments:
     return st.fixed_dictionaries(
         {
             "customer": texts(30),
@@ -188,29 +189,29 @@ def _receive(at: datetime, owner: str) -> _Arguments:
     )
 
 
-def _commit_plan(at: datetime, owner: str) -> _Arguments:
+def _commit_plan(owner: str) -> _Arguments:
     return st.fixed_dictionaries(
         {
             "steps": st.lists(texts(20, lines=True), min_size=1, max_size=4),
-            "due": later(at),
+            "due": _AFTER,
         }
     )
 
 
-def _post_update(at: datetime, owner: str) -> _Arguments:
+def _post_update(owner: str) -> _Arguments:
     return st.one_of(
         st.fixed_dictionaries({"note": texts(lines=True)}),
         st.fixed_dictionaries(
             {
                 "note": texts(lines=True),
-                "revised_due": later(at),
+                "revised_due": _AFTER,
                 "revision_reason": texts(lines=True),
             }
         ),
     )
 
 
-def _confirm_satisfaction(at: datetime, owner: str) -> _Arguments:
+def _confirm_satisfaction(owner: str) -> _Arguments:
     return st.one_of(
         st.fixed_dictionaries(
             {"satisfied": st.just(True)}, optional={"reason": texts(lines=True)}
@@ -221,7 +222,7 @@ def _confirm_satisfaction(at: datetime, owner: str) -> _Arguments:
     )
 
 
-def _log_prevention(at: datetime, owner: str) -> _Arguments:
+def _log_prevention(owner: str) -> _Arguments:
     return st.fixed_dictionaries(
         {
             "root_cause": texts(lines=True),
@@ -231,7 +232,7 @@ def _log_prevention(at: datetime, owner: str) -> _Arguments:
     )
 
 
-def _transfer_ownership(at: datetime, owner: str) -> _Arguments:
+def _transfer_ownership(owner: str) -> _Arguments:
     return st.fixed_dictionaries(
         {
             "to": st.sampled_from([p for p in PEOPLE if p != owner]),
@@ -241,7 +242,7 @@ def _transfer_ownership(at: datetime, owner: str) -> _Arguments:
     )
 
 
-def _offer_gesture(at: datetime, owner: str) -> _Arguments:
+def _offer_gesture(owner: str) -> _Arguments:
     return st.one_of(
         st.fixed_dictionaries({"description": texts(lines=True)}),
         st.fixed_dictionaries(
@@ -256,19 +257,19 @@ def _offer_gesture(at: datetime, owner: str) -> _Arguments:
     )
 
 
-def _customer_replied(at: datetime, owner: str) -> _Arguments:
+def _customer_replied(owner: str) -> _Arguments:
     return st.fixed_dictionaries({}, optional={"note": texts(lines=True)})
 
 
-def _text_field(name: str) -> Callable[[datetime, str], _Arguments]:
-    def arguments(at: datetime, owner: str) -> _Arguments:
+def _text_field(name: str) -> Callable[[str], _Arguments]:
+    def arguments(owner: str) -> _Arguments:
         return st.fixed_dictionaries({name: texts(lines=True)})
 
     return arguments
 
 
-def _two_text_fields(first: str, second: str) -> Callable[[datetime, str], _Arguments]:
-    def arguments(at: datetime, owner: str) -> _Arguments:
+def _two_text_fields(first: str, second: str) -> Callable[[str], _Arguments]:
+    def arguments(owner: str) -> _Arguments:
         return st.fixed_dictionaries(
             {first: texts(lines=True), second: texts(lines=True)}
         )
@@ -276,7 +277,7 @@ def _two_text_fields(first: str, second: str) -> Callable[[datetime, str], _Argu
     return arguments
 
 
-_ARGUMENTS: dict[str, Callable[[datetime, str], _Arguments]] = {
+_ARGUMENTS: dict[str, Callable[[str], _Arguments]] = {
     "receive": _receive,
     "acknowledge": _text_field("paraphrase"),
     "apologize": _text_field("apology"),
@@ -306,7 +307,37 @@ def arguments_for(
         raise LookupError(f"no argument strategy for {sorted(missing)}")
     if command not in _ARGUMENTS:
         raise LookupError(f"{command!r} is not a command of the transition table")
-    return _ARGUMENTS[command](_utc(at, "arguments_for(at=...)"), owner)
+    return _arguments(command, owner).map(
+        partial(_placed, at=_utc(at, "arguments_for(at=...)"))
+    )
+
+
+@cache
+def _arguments(command: str, owner: str) -> _Arguments:
+    """A command's arguments, times as offsets from the step's (`_After`):
+    built once per command and owner. Built afresh for every step, the
+    strategies cost hypothesis more to check than the domain cost to run,
+    and ten lifecycles an example failed its health check for slowness."""
+    return _ARGUMENTS[command](owner)
+
+
+@dataclass(frozen=True, slots=True)
+class _After:
+    """A time `seconds` after the step's own (`_placed` makes it one)."""
+
+    seconds: int
+
+
+_AFTER = _LATER_SECONDS.map(_After)
+
+
+def _placed(arguments: dict[str, Any], *, at: datetime) -> dict[str, Any]:
+    return {
+        name: at + timedelta(seconds=value.seconds)
+        if isinstance(value, _After)
+        else value
+        for name, value in arguments.items()
+    }
 
 
 @st.composite
@@ -342,36 +373,30 @@ def lifecycles(
         raise ValueError("forward_bias must lie between 0 and 1")
     if max_steps < 1:
         raise ValueError("max_steps must be at least 1")
-    drawn = draw(
-        start
-        if start is not None
-        else st.datetimes(
-            min_value=EARLIEST.replace(tzinfo=None),
-            max_value=LATEST.replace(tzinfo=None),
-            timezones=st.just(UTC),
-        )
-    )
+    drawn = draw(start if start is not None else _RECEIVED_AT)
     at = _utc(drawn, "lifecycles(start=...)")
     complaint_id = uuid4()
     by = draw(people())
-    receive = {"by": by, "at": at, **draw(arguments_for("receive", at=at))}
+    receive = {"by": by, "at": at, **_placed(draw(_arguments("receive", by)), at=at)}
     state = _advance(None, complaint_id, "receive", receive)
     steps = [Step("receive", receive)]
     stages = [state.stage]
-    budget = draw(st.integers(min_value=1, max_value=max_steps))
+    budget = draw(_budget(max_steps))
     while not is_terminal(state.stage):
         finishing = len(steps) >= budget
         if finishing and not complete:
             break
         # Once the budget is spent, only moves forward along the path remain.
         forward = finishing or (
-            forward_bias > 0
-            and draw(st.integers(0, 99), label="forward?") < forward_bias * 100
+            forward_bias > 0 and draw(_PERCENT, label="forward?") < forward_bias * 100
         )
         choices = _forward_commands(state.stage) if forward else state.allowed_commands
-        command = draw(st.sampled_from(choices))
+        command = draw(_one_of(tuple(choices)))
         at = at + draw(gaps())
-        arguments = draw(arguments_for(command, at=at, owner=state.owner))
+        # The command's cached strategy, its times placed after drawing: a
+        # strategy made for each step costs hypothesis more to check than
+        # the step costs to decide.
+        arguments = _placed(draw(_arguments(command, state.owner)), at=at)
         if finishing and command == "confirm_satisfaction":
             arguments = {"satisfied": True}  # a reopen would walk backwards
         arguments = {"by": draw(people()), "at": at, **arguments}
@@ -381,6 +406,24 @@ def lifecycles(
         steps.append(Step(command, arguments))
         stages.append(state.stage)
     return Lifecycle(tuple(steps), tuple(stages))
+
+
+_PERCENT = st.integers(0, 99)
+_RECEIVED_AT = st.datetimes(
+    min_value=EARLIEST.replace(tzinfo=None),
+    max_value=LATEST.replace(tzinfo=None),
+    timezones=st.just(UTC),
+)
+
+
+@cache
+def _budget(max_steps: int) -> st.SearchStrategy[int]:
+    return st.integers(min_value=1, max_value=max_steps)
+
+
+@cache
+def _one_of(choices: tuple[str, ...]) -> st.SearchStrategy[str]:
+    return st.sampled_from(choices)
 
 
 def _forward_commands(stage: Stage) -> tuple[str, ...]:
