@@ -466,6 +466,33 @@ def test_a_bundle_that_reads_one_way_to_amends_and_another_elsewhere_is_refused(
     assert any(detail in f.detail for f in report.findings), report.to_text()
 
 
+@pytest.mark.parametrize("written", ["upper case", "with dashes"])
+def test_an_id_rewritten_in_another_form_is_named_not_taken_for_a_reorder(
+    tmp_path: Path, written: str
+) -> None:
+    """The same complaint id stored another way sorts apart from its other
+    rows: verify reported versions missing, twice and out of order, none of
+    it true. Now that row is the finding, and the gap it leaves."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with ComplaintDesk(url) as desk:
+        complaint_id = walk_to(desk, Stage.PLAN_COMMITTED)
+    edited = complaint_id.hex.upper() if written == "upper case" else str(complaint_id)
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute(
+            "UPDATE stored_events SET originator_id = ? WHERE originator_id = ? "
+            "AND originator_version = 2",
+            (edited, complaint_id.hex),
+        )
+    with ComplaintDesk(url) as desk:
+        found = desk.verify().findings
+    assert sorted((f.version or 0, f.kind) for f in found) == [
+        (2, "unreadable"),
+        (3, "missing"),
+    ], found
+    assert {f.complaint_id for f in found} == {complaint_id}
+    assert any(f"stored as {edited!r}" in f.detail for f in found)
+
+
 def test_an_export_of_a_case_with_an_unreadable_event_names_that_event(
     tmp_path: Path,
 ) -> None:

@@ -389,6 +389,17 @@ def _stored(row: Any) -> StoredEvent | MalformedRow:
         version = stored_version(complaint_id, row["originator_version"])
     except HistoryViolation as malformed:
         return MalformedRow(complaint_id, None, malformed.problem)
+    raw = row["originator_id"]
+    if isinstance(raw, str) and raw != complaint_id.hex:
+        # The same complaint written another way (upper case, with dashes):
+        # no event wrote it so, and it sorts apart from the complaint's other
+        # rows, which then looked out of order or missing.
+        return MalformedRow(
+            complaint_id,
+            version,
+            f"its complaint id is stored as {raw!r}, not as amends stores ids "
+            f"({complaint_id.hex}): edited by hand",
+        )
     state = row["state"]
     return StoredEvent(
         originator_id=complaint_id,
