@@ -201,9 +201,7 @@ def read_case(history: History, policies: PolicySchedule) -> Case:
             waiting = True
             case.pauses.append([at, None])
         if (
-            isinstance(event, e.CustomerReplied)
-            or kind
-            in (e.PreventionLogged, e.SatisfactionConfirmed, e.SatisfactionDeclined)
+            isinstance(event, e.CustomerReplied) or kind is e.PreventionLogged
         ) and waiting:
             waiting = False
             case.pauses[-1][1] = at

@@ -63,23 +63,14 @@ _PATH: tuple[Transition, ...] = (
     Transition(c.PostUpdate, Stage.PLAN_COMMITTED, Stage.UPDATING, e.UpdatePosted),
     Transition(c.PostUpdate, Stage.UPDATING, Stage.UPDATING, e.UpdatePosted),
     Transition(c.Resolve, Stage.UPDATING, Stage.RESOLVED, e.Resolved),
-    # The customer's answer, either way, is their reply: it ends any wait
-    # on them. Left waiting, a reopened complaint's SLA clock stayed stopped
-    # until someone happened to record a reply, and its update deadline
-    # never fell due.
     Transition(
         c.ConfirmSatisfaction,
         Stage.RESOLVED,
         Stage.SATISFACTION_CONFIRMED,
         e.SatisfactionConfirmed,
-        waiting_after=False,
     ),
     Transition(
-        c.ConfirmSatisfaction,
-        Stage.RESOLVED,
-        Stage.UPDATING,
-        e.SatisfactionDeclined,
-        waiting_after=False,
+        c.ConfirmSatisfaction, Stage.RESOLVED, Stage.UPDATING, e.SatisfactionDeclined
     ),
     Transition(
         c.LogPrevention,
