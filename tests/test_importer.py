@@ -187,9 +187,14 @@ def test_dry_run_writes_nothing_and_reports_the_same(
         import_log(sqlite_desk, log, generic_mapping(), dry_run=True)
 
 
-def test_a_case_already_in_the_store_is_refused_not_duplicated(
+def test_a_case_imported_before_is_already_imported_not_duplicated(
     sqlite_desk: ComplaintDesk,
 ) -> None:
+    """The same log imported again (an interrupted import rerun): the cases
+    the store holds event for event as this import would write them are
+    already imported, no refusal. Before, each was refused as already in
+    the store (exit 3), and a script could not tell a resumed import from
+    real refusals."""
     mapping = load_mapping(HELPDESK_MAPPING)
     first = import_log(sqlite_desk, HELPDESK, mapping)
     stored = sqlite_desk.last_position()
@@ -197,12 +202,34 @@ def test_a_case_already_in_the_store_is_refused_not_duplicated(
         again = import_log(sqlite_desk, HELPDESK, mapping, dry_run=dry_run)
         assert again.imported == ()
         assert sqlite_desk.last_position() == stored
-        in_store = {
-            c.case for c in again.rejected if c.offence is Offence.ALREADY_IN_STORE
-        }
-        assert in_store == {c.case for c in first.imported}
+        assert again.already_imported == first.imported
+        assert {c.case for c in again.rejected} == {c.case for c in first.rejected}
+        assert not any(c.offence is Offence.ALREADY_IN_STORE for c in again.rejected)
+        assert (
+            again.rows_by_status[RowStatus.ALREADY_IMPORTED]
+            == (first.rows_by_status[RowStatus.IMPORTED])
+        )
         assert again.accounted == again.rows == first.rows
+        assert "already imported 4 cases" in again.to_text()
     assert sqlite_desk.verify().ok
+
+
+def test_a_case_in_the_store_with_other_events_is_refused(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """The log tells a case otherwise than the store holds it (an event more,
+    or another text): already in the store, refused, nothing written."""
+    mapping = load_mapping(HELPDESK_MAPPING)
+    import_log(sqlite_desk, HELPDESK, mapping)
+    stored = sqlite_desk.last_position()
+    log = tmp_path / "log.csv"
+    text = HELPDESK.read_text(encoding="utf-8")
+    log.write_text(text.replace("Charged twice", "Charged thrice", 1), encoding="utf-8")
+    again = import_log(sqlite_desk, log, mapping)
+    changed = {c.case for c in again.rejected if c.offence is Offence.ALREADY_IN_STORE}
+    assert changed == {"HD-1001"}
+    assert "HD-1001" not in {c.case for c in again.already_imported}
+    assert sqlite_desk.last_position() == stored
 
 
 def test_a_case_received_through_the_desk_is_not_imported_again(
@@ -846,11 +873,8 @@ def test_a_worker_that_dies_ends_the_import_and_a_second_import_finishes_it(
         }
         assert 0 < len(written) < len(walks)
         again = import_log(desk, log, generic_mapping(), workers=2)
-        assert {
-            c.complaint_id
-            for c in again.rejected
-            if c.offence is Offence.ALREADY_IN_STORE
-        } == written
+        assert {c.complaint_id for c in again.already_imported} == written
+        assert again.clean
         assert len(again.imported) + len(written) == len(walks)
         assert desk.verify().ok
 
@@ -1105,7 +1129,7 @@ def test_a_row_in_the_future_stops_its_case(tmp_path: Path) -> None:
 # ------------------------------------------------------------ stores and keys
 
 
-def test_every_store_kind_imports_once_and_refuses_the_second_time(
+def test_every_store_kind_imports_once_and_knows_it_the_second_time(
     store_url: str,
 ) -> None:
     mapping = load_mapping(HELPDESK_MAPPING)
@@ -1118,9 +1142,7 @@ def test_every_store_kind_imports_once_and_refuses_the_second_time(
         again = import_log(desk, HELPDESK, mapping, batch_size=10)
         assert again.imported == ()
         assert desk.last_position() == stored
-        assert {
-            c.case for c in again.rejected if c.offence is Offence.ALREADY_IN_STORE
-        } == {c.case for c in first.imported}
+        assert again.already_imported == first.imported
         assert desk.verify().ok
 
 

@@ -55,7 +55,7 @@ from pydantic import (
 
 from amends.domain import commands as c
 from amends.domain.complaint import Complaint, decide, evolve
-from amends.domain.digest import no_key_twice
+from amends.domain.digest import no_key_twice, stored_digest
 from amends.domain.errors import AmendsError, InvalidCommand, InvalidTransition
 from amends.domain.events import ComplaintEvent
 from amends.domain.lifecycle import TERMINAL, TRANSITIONS
@@ -63,7 +63,7 @@ from amends.domain.stages import Stage
 from amends.domain.values import FIRST_YEAR, LAST_YEAR
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE, ComplaintDesk, store_errors
 from amends.infra.errors import StoreUnavailable
-from amends.infra.mapper import ComplaintSnapshot, PydanticMapper
+from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
 from amends.infra.settings import fork_workers, redacted_url
 from amends.projections import forking
 
@@ -404,6 +404,10 @@ class RowStatus(StrEnum):
     """What became of one input row."""
 
     IMPORTED = "imported"
+    ALREADY_IMPORTED = "already_imported"
+    """Its case is in the store already, event for event as this import
+    would write it: an earlier run of the same import (one interrupted, say)
+    wrote it. Left as it is, and no refusal."""
     SKIPPED = "skipped"
     """Its activity is in `log.ignore_activities`."""
     OFFENDING = "offending"
@@ -472,6 +476,8 @@ class ImportSummary(BaseModel):
     """Rows read from the log (blank lines and the CSV header are not rows)."""
     rows_by_status: dict[RowStatus, int]
     imported: tuple[ImportedCase, ...]
+    already_imported: tuple[ImportedCase, ...] = ()
+    """Cases the store already holds exactly as this import would write them."""
     rejected: tuple[RejectedCase, ...]
     unreadable: tuple[UnreadableRow, ...]
     events: int
@@ -503,6 +509,14 @@ class ImportSummary(BaseModel):
             f"{self.rows:,} rows",
             f"  {verb} {_count(len(self.imported), 'case')}, "
             f"{_count(self.events, 'event')}{batches} ({rate})",
+            *(
+                [
+                    f"  already imported {_count(len(self.already_imported), 'case')}"
+                    " (the store holds them as this log has them; left as they were)"
+                ]
+                if self.already_imported
+                else []
+            ),
             f"  rejected {_count(len(self.rejected), 'case')}, "
             f"{_count(len(self.unreadable), 'unreadable row')}",
             "  rows: "
@@ -1364,8 +1378,9 @@ def import_log(
         judge = _Judge(mapping, now, context.clock_skew, context.snapshot_every, mapper)
         todo = list(log.cases)
         imported: list[_Decided] = []
+        already: list[_Decided] = []
         rejected: list[RejectedCase] = []
-        writer = _Writer(app, batch_size, imported, rejected)
+        writer = _Writer(app, batch_size, imported, rejected, already)
         with _store_errors(desk.store_url):
             verdicts = _verdicts(
                 judge, todo, worker_count(workers, rows), _worker_died(dry_run)
@@ -1377,7 +1392,10 @@ def import_log(
                     if isinstance(verdict, RejectedCase):
                         rejected.append(verdict)
                     elif dry_run:
-                        if _in_store(app, verdict.complaint_id):
+                        found = _found_in_store(app, verdict)
+                        if found == "same":
+                            already.append(verdict)
+                        elif found == "other":
                             rejected.append(_already_in_store(verdict))
                         else:
                             imported.append(verdict)
@@ -1390,6 +1408,7 @@ def import_log(
         statuses[RowStatus.OFFENDING] += 1
         statuses[RowStatus.CASE_REJECTED] += verdict.rows - 1
     statuses[RowStatus.IMPORTED] += sum(d.rows for d in imported)
+    statuses[RowStatus.ALREADY_IMPORTED] += sum(d.rows for d in already)
     events = sum(len(d.stored) for d in imported)
     elapsed = time.perf_counter() - started
     rejected.sort(key=lambda r: r.line)
@@ -1399,15 +1418,8 @@ def import_log(
         dry_run=dry_run,
         rows=rows,
         rows_by_status={status: statuses[status] for status in RowStatus},
-        imported=tuple(
-            ImportedCase(
-                case=d.key,
-                complaint_id=d.complaint_id,
-                events=len(d.stored),
-                stage=d.stage,
-            )
-            for d in imported
-        ),
+        imported=tuple(map(_imported_case, imported)),
+        already_imported=tuple(map(_imported_case, already)),
         rejected=tuple(rejected),
         unreadable=tuple(unreadable),
         events=events,
@@ -1417,8 +1429,49 @@ def import_log(
     )
 
 
-def _in_store(app: Application[UUID], complaint_id: UUID) -> bool:
-    return bool(app.recorder.select_events(complaint_id, limit=1))
+def _imported_case(decided: _Decided) -> ImportedCase:
+    return ImportedCase(
+        case=decided.key,
+        complaint_id=decided.complaint_id,
+        events=len(decided.stored),
+        stage=decided.stage,
+    )
+
+
+def _found_in_store(
+    app: Application[UUID], decided: _Decided
+) -> Literal["no", "same", "other"]:
+    """Whether the store holds the case's complaint, and if so whether event
+    for event as this import would write it: the same number of events, the
+    newest with the same digest (which chains every event before it). Rerun
+    after an interruption, an import used to refuse every case the first
+    run had written (exit 3), so a script could not tell a resumed import
+    from real refusals."""
+    newest = app.recorder.select_events(decided.complaint_id, desc=True, limit=1)
+    if not newest:
+        return "no"
+    mine = decided.stored[-1]
+    if newest[0].originator_version != mine.originator_version:
+        return "other"
+    mapper = app.mapper
+    assert isinstance(mapper, PydanticMapper)
+    digests = set()
+    for stored in (newest[0], mine):
+        try:
+            payload = mapper.decode_payload(stored)
+        except UnreadableRecord:
+            return "other"
+        class_version = payload.pop("class_version", 1)
+        digests.add(
+            stored_digest(
+                stored.topic,
+                class_version,
+                decided.complaint_id,
+                stored.originator_version,
+                payload,
+            )
+        )
+    return "same" if len(digests) == 1 else "other"
 
 
 def _already_in_store(decided: _Decided) -> RejectedCase:
@@ -1440,8 +1493,9 @@ class _Writer:
     No case is looked up before it is written: the store refuses a batch that
     holds a complaint it already has (version 1 exists), and rolls all of it
     back. Only then are that batch's cases looked up one by one; those found
-    are reported as already in the store and the rest written again. A
-    re-imported log costs a lookup per case; a fresh one costs none.
+    are reported as already imported (the same events) or as already in the
+    store (others), and the rest written again. A re-imported log costs a
+    lookup per case; a fresh one costs none.
     """
 
     def __init__(
@@ -1450,11 +1504,13 @@ class _Writer:
         batch_size: int,
         imported: list[_Decided],
         rejected: list[RejectedCase],
+        already: list[_Decided],
     ) -> None:
         self.app = app
         self.batch_size = batch_size
         self.imported = imported
         self.rejected = rejected
+        self.already = already
         self.pending: list[_Decided] = []
         self.size = 0
         self.batches = 0
@@ -1475,7 +1531,10 @@ class _Writer:
             except RecordConflictError:
                 fresh = []
                 for decided in todo:
-                    if _in_store(self.app, decided.complaint_id):
+                    found = _found_in_store(self.app, decided)
+                    if found == "same":
+                        self.already.append(decided)
+                    elif found == "other":
                         self.rejected.append(_already_in_store(decided))
                     else:
                         fresh.append(decided)
