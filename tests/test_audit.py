@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -644,6 +645,11 @@ def test_a_wrong_or_missing_key_is_a_clear_error(tmp_path: Path) -> None:
             lambda: missing.export_case(complaint_id),
             lambda: missing.history(complaint_id),
             missing.reports.backlog,
+            # `project`, `project --rebuild` (before it drops the views) and
+            # `project --follow`: exit 3, "cannot read this stored event".
+            missing.reports.catch_up,
+            missing.reports.rebuild,
+            lambda: missing.reports.follow(threading.Event()),
         ):
             with pytest.raises(ConfigurationError, match="events are encrypted: set"):
                 read()
@@ -656,14 +662,15 @@ def test_one_altered_event_of_an_encrypted_store_is_named_not_the_key(
     store's own key (its other events decrypt), that event is unreadable,
     named by complaint and version; before, verify, show, seal and export all
     stopped with "the cipher key does not decrypt this store's events". The
-    store's first event damaged is no exception: its newest stands in."""
+    store's first and newest events damaged are no exception: any of the
+    first and newest few that decrypts says the key fits."""
     path = tmp_path / "secret.db"
     key = new_cipher_key()
     with ComplaintDesk(f"sqlite:///{path}", cipher_key=key) as desk:
         first = walk_to(desk, Stage.APOLOGIZED)
         second = walk_to(desk, Stage.APOLOGIZED)
     with sqlite3.connect(path) as db:
-        for complaint_id, version in ((second, 2), (first, 1)):
+        for complaint_id, version in ((second, 2), (first, 1), (second, 3)):
             (state,) = db.execute(
                 "SELECT state FROM stored_events WHERE originator_id = ? "
                 "AND originator_version = ?",
@@ -680,6 +687,7 @@ def test_one_altered_event_of_an_encrypted_store_is_named_not_the_key(
         assert {(f.complaint_id, f.version, f.kind) for f in report.findings} == {
             (second, 2, "unreadable"),
             (first, 1, "unreadable"),
+            (second, 3, "unreadable"),  # the newest: a seal would pin it
         }, report.to_text()
         assert "does not decrypt with the store's key" in report.findings[0].detail
         with pytest.raises(HistoryViolation, match="version 2"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -369,9 +370,9 @@ def test_a_follower_on_views_it_cannot_write_ends_rather_than_waits(
     said "waits" twice a second for ever; it ends, saying why (exit 4)."""
     with ComplaintDesk("memory://", clock=clock) as desk:
         runner = desk.reports.runner
-        readonly = OperationalError(
-            "INSERT ...", {}, Exception("attempt to write a readonly database")
-        )
+        said = sqlite3.OperationalError("attempt to write a readonly database")
+        said.sqlite_errorcode = sqlite3.SQLITE_READONLY
+        readonly = OperationalError("INSERT ...", {}, said)
 
         def refused(**kwargs: Any) -> int:
             raise readonly
@@ -384,6 +385,31 @@ def test_a_follower_on_views_it_cannot_write_ends_rather_than_waits(
         assert isinstance(ended, StoreUnavailable)
         assert "readonly database" in str(ended)
         assert not [r for r in caplog.records if "waits" in r.getMessage()]
+
+
+def test_a_follower_waits_out_a_lock_whatever_its_statement_holds(
+    clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ "database is locked" in a batch for an owner named "read-only team"
+    is a lock to wait out: the words in the statement's parameters say
+    nothing of the database."""
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        runner = desk.reports.runner
+        catch_up = runner.catch_up
+        said = sqlite3.OperationalError("database is locked")
+        said.sqlite_errorcode = sqlite3.SQLITE_BUSY
+        failures = [OperationalError("INSERT ...", ("read-only team",), said)]
+
+        def locked_once(**kwargs: Any) -> int:
+            if failures:
+                raise failures.pop()
+            return catch_up(**kwargs)
+
+        runner.catch_up = locked_once  # type: ignore[method-assign]
+        desk.receive(**RECEIVE)
+        with following(desk, poll=timedelta(seconds=0.05)) as (_, applied):
+            wait_for(lambda: sum(applied) == 1)
+        assert any("waits" in r.getMessage() for r in caplog.records)
 
 
 def test_only_postgresql_stores_get_a_listener(postgres_url: str) -> None:

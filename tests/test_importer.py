@@ -422,6 +422,24 @@ def test_a_byte_that_is_not_utf8_deep_in_a_log_is_placed_by_line_and_byte(
     assert sqlite_desk.last_position() == 0
 
 
+@pytest.mark.parametrize("split", [0, 1, 2])
+def test_a_bad_byte_after_a_character_split_between_reads_is_placed_exactly(
+    tmp_path: Path, split: int
+) -> None:
+    """The file is read a mebibyte at a time: a character split across two
+    reads is held over, and the offset of a bad byte after it counted from
+    the held bytes, one byte off."""
+    from amends.infra.importer import _first_undecodable
+
+    data = b"a\n" * 3 + b"x" * ((1 << 20) - 6 - split) + "é".encode() + b"\xff\n"
+    path = tmp_path / "log.csv"
+    path.write_bytes(data)
+    with pytest.raises(UnicodeDecodeError) as caught:
+        data.decode("utf-8")
+    where = _first_undecodable(path, "utf-8", caught.value)
+    assert where == f"invalid start byte at line 4, byte {caught.value.start}"
+
+
 def test_a_quote_that_never_closes_refuses_the_log_naming_its_line(
     tmp_path: Path, sqlite_desk: ComplaintDesk
 ) -> None:

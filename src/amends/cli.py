@@ -29,6 +29,7 @@ prints its bundle on stdout); nothing is recorded by a refused command.
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import json
 import math
@@ -1339,8 +1340,9 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock = utc_now) -> int:
             standalone_mode=False,
             obj=Session(clock=clock),
         )
-    except SystemExit:
-        if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+    except SystemExit as exc:
+        closed = exc.__context__
+        if isinstance(closed, OSError) and closed.errno == errno.EPIPE:
             # click's answer to a closed pipe (`amends history ID | head`):
             # it wraps the streams so that nothing more is written, and
             # exits 1 with nothing said, which reads as a bug here.

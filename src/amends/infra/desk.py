@@ -188,6 +188,10 @@ class WriteContext:
     snapshot_every: int
 
 
+KEY_PROBES = 5
+"""Events at each end of the store a desk tries to read before it calls its
+cipher key (or lack of one) wrong: one that reads says the key fits."""
+
 REBUILD_WORKERS = 4
 """Processes at most that fold a large rebuild (one per core; see ADR 0008)."""
 
@@ -797,10 +801,14 @@ class ComplaintDesk:
         try:
             with store_errors(self.store_url):
                 recorder = self._app.recorder
-                first = recorder.select_notifications(start=None, limit=1)
+                first = recorder.select_notifications(start=None, limit=KEY_PROBES)
                 last = recorder.max_notification_id() or 0
                 newest = (
-                    recorder.select_notifications(start=last, limit=1) if last else []
+                    recorder.select_notifications(
+                        start=max(last - KEY_PROBES + 1, 1), limit=KEY_PROBES
+                    )
+                    if last
+                    else []
                 )
         except (StoreUnavailable, ValueError):
             # A row the driver or the library cannot read at all (a hand
@@ -812,9 +820,9 @@ class ComplaintDesk:
             # Only a store with an event says which key fits it: another
             # process may yet write the first one.
             return
-        # The store's newest event stands in when its first is damaged: one
-        # damaged row is verify()'s to name, not a reason to blame the key.
-        read = [n.state for n in (*first, *newest)]
+        # Any of the store's first and newest events will do: a damaged row,
+        # or several, is verify()'s to name, not a reason to blame the key.
+        read = [n.state for n in {n.id: n for n in (*first, *newest)}.values()]
         refusals = [r for r in map(self._key_refusal, read) if r is not None]
         if len(refusals) == len(read):
             raise refusals[0]

@@ -625,11 +625,14 @@ def _first_undecodable(path: Path, encoding: str, error: UnicodeDecodeError) -> 
     offset = line = 0
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
+            # The decoder holds the start of a character split between two
+            # chunks, and counts its error's offset from there.
+            held = len(decoder.getstate()[0])
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
-                at = offset + exc.start
-                line += chunk.count(b"\n", 0, exc.start)
+                at = offset - held + exc.start
+                line += chunk.count(b"\n", 0, max(exc.start - held, 0))
                 return f"{exc.reason} at line {line + 1}, byte {at}"
             offset += len(chunk)
             line += chunk.count(b"\n")

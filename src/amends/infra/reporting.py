@@ -477,11 +477,12 @@ class ReportDesk:
         check_store_file: Callable[[], None] = lambda: None,
     ) -> None:
         self._check_key = check_key
+        """Refuses a cipher key (or lack of one) that cannot read the store,
+        before the views are caught up, rebuilt, followed or checked from it
+        (the desk's)."""
         self._check_store_file = check_store_file
         """Refuses a store whose SQLite file was replaced or removed since the
         desk opened it (the desk's): a follower kept reading the old file."""
-        """Refuses a cipher key (or lack of one) that cannot read the store,
-        before the views are caught up or checked from it (the desk's)."""
         self._desk = desk
         """The desk these reports belong to, kept alive with them: a desk
         collected as garbage closes the store's connections (the library's
@@ -533,11 +534,13 @@ class ReportDesk:
     def catch_up(self) -> int:
         """Apply every stored event the views have not seen; returns how many."""
         with self._views_errors():
+            self._check_key()
             return self.runner.catch_up()
 
     def rebuild(self) -> int:
         """Drop the views and replay the whole store into them."""
         with self._views_errors():
+            self._check_key()  # before the views are dropped
             return self.runner.rebuild()
 
     def follow(
@@ -559,6 +562,7 @@ class ReportDesk:
         following = _Following(stop, threading.get_ident())
         with self._following_lock:
             self._check_open()
+            self._check_key()
             self._following.append(following)
         listener = self.listener()
         try:

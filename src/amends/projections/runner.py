@@ -13,6 +13,7 @@ import gc
 import hashlib
 import logging
 import multiprocessing as mp
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -1036,9 +1037,14 @@ def _hold_views_ddl_lock(conn: Connection) -> None:
 
 def _cannot_clear(error: BaseException) -> bool:
     """A failure no wait gets past: the file or database is read-only to this
-    process. Waited out, a follower said "waits" twice a second for ever."""
-    said = str(error).lower()
-    return "readonly database" in said or "read-only" in said
+    process. Waited out, a follower said "waits" twice a second for ever.
+    Told by the driver's error code, not the message, which carries the
+    statement's parameters (an owner named "read-only team")."""
+    driver = getattr(error, "orig", None)
+    return (
+        getattr(driver, "sqlite_errorcode", None) == sqlite3.SQLITE_READONLY
+        or getattr(driver, "sqlstate", None) == "25006"  # read_only_sql_transaction
+    )
 
 
 def _created_meanwhile(error: OperationalError) -> bool:
