@@ -215,7 +215,11 @@ def test_any_single_edit_is_found_given_a_seal(
 
 
 def _replace_stored(
-    desk: ComplaintDesk, complaint_id: UUID, version: int, state: Any
+    desk: ComplaintDesk,
+    complaint_id: UUID,
+    version: int,
+    state: Any,
+    topic: str | None = None,
 ) -> None:
     recorder = desk._app.recorder  # the in-memory rows, edited in place
     stored = recorder.select_events(complaint_id, lte=version, gt=version - 1)[0]
@@ -223,7 +227,7 @@ def _replace_stored(
     recorder._stored_events[index] = type(stored)(
         originator_id=stored.originator_id,
         originator_version=stored.originator_version,
-        topic=stored.topic,
+        topic=topic or stored.topic,
         state=state,
     )
 
@@ -247,6 +251,24 @@ def test_an_unreadable_event_is_the_one_finding_never_a_false_transition(
         assert [(f.kind, f.version) for f in report.findings] == [
             ("unreadable", version)
         ], report.to_text()
+
+
+def test_a_break_right_after_an_unreadable_event_is_still_found() -> None:
+    """An event after one that cannot be read is judged against every stage
+    the complaint can reach in one event: a second acknowledgement after an
+    acknowledged complaint's unreadable event is a break whatever that event
+    was. Taken for "any stage", it went unreported."""
+    with ComplaintDesk("memory://") as desk:
+        complaint_id = walk_to(desk, Stage.APOLOGIZED)
+        desk.add_note(complaint_id, by="ana", text="later")
+        recorder = desk._app.recorder
+        acknowledged = recorder.select_events(complaint_id, lte=2, gt=1)[0]
+        _replace_stored(desk, complaint_id, 3, b"\xff not json")
+        _replace_stored(desk, complaint_id, 4, acknowledged.state, acknowledged.topic)
+        found = [(f.kind, f.version) for f in desk.verify().findings]
+        assert found == [("unreadable", 3), ("transition", 4)], found
+        (transition,) = [f for f in desk.verify().findings if f.kind == "transition"]
+        assert "any stage the complaint can be in here" in transition.detail
 
 
 @settings(max_examples=60, deadline=None)

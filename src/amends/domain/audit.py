@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from amends.domain.digest import canonical_json, stored_digest
 from amends.domain.events import EVENT_TYPES, ComplaintEvent
-from amends.domain.lifecycle import TRANSITIONS, transition_for
+from amends.domain.lifecycle import transition_for, transitions_from
 from amends.domain.stages import Stage
 
 ENVELOPE_NAMES = frozenset({"topic", "originator_id", "originator_version"})
@@ -142,18 +142,16 @@ class StoredRecord:
 class _Chain:
     version: int = 0
     digest: str | None = None
-    stage: Stage | None = None
-    waiting: bool = False
+    states: frozenset[_State] = frozenset({(None, False)})
+    """Where the complaint can be (stage, waiting on the customer): one
+    state, but after an event that cannot be read, or missing, every state
+    the table reaches in that many events. An event none of them allows is a
+    break; judged against one guessed state, events after an unreadable one
+    were called breaks they were not, and a guess of "anything" let real
+    breaks through."""
     last_time: datetime | None = None
     known: bool = True
     """False after an unreadable event: the next checks cannot rely on it."""
-    stage_known: bool = True
-    """False after an unreadable or missing event, until an event that leads
-    to one stage from anywhere: until then `stage` is a guess, and no
-    transition is judged against it."""
-    waiting_known: bool = True
-    """The same for `waiting`: while unknown, a transition allowed either
-    way is allowed."""
 
 
 @dataclass(frozen=True)
@@ -248,7 +246,10 @@ class ChainVerifier:
                 else f"versions {expected_version} to {record.version - 1}"
             )
             report("missing", f"{missing} missing before this event", record.version)
-            chain.known = chain.stage_known = chain.waiting_known = False
+            chain.known = False
+            chain.states = _after_unseen(
+                chain.states, record.version - expected_version
+            )
         elif record.version < expected_version:
             report("missing", f"version {record.version} appears twice or out of order")
             return None
@@ -259,7 +260,7 @@ class ChainVerifier:
             problem = record.problem or f"unknown event topic {record.topic!r}"
             report("unreadable", problem)
             chain.known, chain.digest = False, None
-            chain.stage_known = chain.waiting_known = False
+            chain.states = _after_unseen(chain.states, 1)
             return None
         body = dict(payload)
         class_version = body.pop("class_version", 1)
@@ -319,32 +320,12 @@ class ChainVerifier:
         event_type: type[ComplaintEvent],
         report: Any,
     ) -> None:
-        if not chain.stage_known:
-            # The stage before this event is not known: only where it leads.
-            _carry_on_after(chain, event_type)
-            return
-        allowed = [
-            found
-            for waiting in _possible_waiting(chain)
-            if (found := transition_for(event_type, chain.stage, waiting)) is not None
-        ]
-        if not allowed:
-            where = str(chain.stage or "a complaint not yet received")
-            if transition_for(event_type, chain.stage, not chain.waiting):
-                where += f" while {'' if chain.waiting else 'not '}waiting"
-            report("transition", f"{event_type.__name__} is not allowed in {where}")
-            # Carry on from where this event leads, to find later breaks.
-            _carry_on_after(chain, event_type)
-            return
-        chain.stage = allowed[0].target
-        _settle_waiting(
-            chain,
-            {
-                t.waiting_then(waiting)
-                for t in allowed
-                for waiting in _possible_waiting(chain)
-            },
-        )
+        moves = _moves(chain.states, event_type)
+        if not moves:
+            report("transition", _not_allowed(event_type, chain.states))
+            # Carry on from wherever this event leads, to find later breaks.
+            moves = _moves(_EVERY_STATE, event_type)
+        chain.states = moves
 
     def _check_time(
         self, record: StoredRecord, chain: _Chain, body: dict[str, Any], report: Any
@@ -415,35 +396,53 @@ class ChainVerifier:
         return findings
 
 
-def _possible_waiting(chain: _Chain) -> tuple[bool, ...]:
-    return (chain.waiting,) if chain.waiting_known else (False, True)
+_State = tuple[Stage | None, bool]
+"""A complaint's stage (None: not received yet) and whether it waits on the
+customer: what the transition table allows depends on both."""
+
+_EVERY_STATE: frozenset[_State] = frozenset(
+    {(None, False)} | {(stage, waiting) for stage in Stage for waiting in (False, True)}
+)
+
+_UNSEEN_STEPS = 32
+"""Events unseen after which every state reachable at all is taken: the
+table's states are few, and a version edited far ahead is no count of
+events."""
 
 
-def _settle_waiting(chain: _Chain, outcomes: set[bool]) -> None:
-    chain.waiting_known = len(outcomes) == 1
-    if chain.waiting_known:
-        (chain.waiting,) = outcomes
+def _moves(
+    states: frozenset[_State], event_type: type[ComplaintEvent] | None
+) -> frozenset[_State]:
+    """Where an event of `event_type` (None: any event) leads from `states`."""
+    return frozenset(
+        (t.target, t.waiting_then(waiting))
+        for stage, waiting in states
+        for t in transitions_from(stage, waiting)
+        if event_type is None or t.event is event_type
+    )
 
 
-def _carry_on_after(chain: _Chain, event_type: type[ComplaintEvent]) -> None:
-    """Follow the chain past an event whose transition was not judged: to the
-    one stage it leads to from any stage, or else to an unknown stage (and
-    likewise the waiting flag). Guessing one (the first transition recording
-    the event) made a later event look disallowed: after an unreadable event,
-    an update was "not allowed in APOLOGIZED" in a complaint whose unreadable
-    event had committed its plan."""
-    recording = [t for t in TRANSITIONS if t.event is event_type]
-    targets = {t.target for t in recording}
-    chain.stage_known = len(targets) == 1
-    if chain.stage_known:
-        (chain.stage,) = targets
-    _settle_waiting(
-        chain,
-        {
-            t.waiting_then(waiting)
-            for t in recording
-            for waiting in _possible_waiting(chain)
-        },
+def _after_unseen(states: frozenset[_State], events: int) -> frozenset[_State]:
+    """Where the complaint can be after `events` events nobody can read."""
+    seen = set(states)
+    for _ in range(min(events, _UNSEEN_STEPS)):
+        states = _moves(states, None)
+        seen |= states
+    return states if events <= _UNSEEN_STEPS else frozenset(seen)
+
+
+def _not_allowed(event_type: type[ComplaintEvent], states: frozenset[_State]) -> str:
+    name = event_type.__name__
+    if len(states) == 1:
+        ((stage, waiting),) = states
+        where = str(stage or "a complaint not yet received")
+        if transition_for(event_type, stage, not waiting):
+            where += f" while {'' if waiting else 'not '}waiting"
+        return f"{name} is not allowed in {where}"
+    stages = sorted({str(stage or "not yet received") for stage, _ in states})
+    return (
+        f"{name} is not allowed in any stage the complaint can be in here, "
+        f"after events that cannot be read ({', '.join(stages)})"
     )
 
 
