@@ -7,6 +7,7 @@ list on both kinds of clock.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -663,6 +664,99 @@ def test_calendar_deadline_without_pauses_is_start_plus_duration(
             due = policy.deadline(start, duration)
             assert due is not None
             assert due.astimezone(zone).time() == time()
+
+
+WALL_ZONES = (
+    "America/New_York",  # clocks change at 02:00
+    "America/Havana",  # at midnight: some days have no 00:00
+    "America/Santiago",  # at midnight, southern hemisphere
+    "Australia/Lord_Howe",  # by half an hour
+    "Europe/London",
+)
+
+
+@functools.cache
+def clock_changes(zone: str) -> tuple[datetime, ...]:
+    """The instants (UTC, to the quarter hour) the zone's clocks changed in
+    2024 to 2026: where wall-clock arithmetic goes wrong, if it does."""
+    found = []
+    moment = datetime(2024, 1, 1, tzinfo=UTC)
+    offset = moment.astimezone(ZoneInfo(zone)).utcoffset()
+    while moment.year < 2027:
+        moment += timedelta(minutes=15)
+        now = moment.astimezone(ZoneInfo(zone)).utcoffset()
+        if now != offset:
+            found.append(moment)
+            offset = now
+    return tuple(found)
+
+
+@st.composite
+def near_a_clock_change(draw: st.DrawFn) -> tuple[str, datetime]:
+    zone = draw(st.sampled_from(WALL_ZONES))
+    change = draw(st.sampled_from(clock_changes(zone)))
+    before = draw(st.integers(0, 4 * 24 * 60), label="minutes before")
+    return zone, change - timedelta(minutes=before, seconds=draw(st.integers(0, 59)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    near=near_a_clock_change(),
+    around=st.integers(-150, 150).map(lambda m: timedelta(minutes=m)),
+    extra=st.one_of(
+        st.integers(0, 180).map(lambda m: timedelta(minutes=m)),
+        st.integers(0, 3).map(lambda d: timedelta(days=d)),
+    ),
+    pause=st.one_of(
+        st.none(),
+        st.tuples(st.integers(0, 4 * 24), st.integers(1, 3 * 24)).map(
+            lambda p: (timedelta(hours=p[0]), timedelta(hours=p[1]))
+        ),
+    ),
+)
+def test_a_wall_clock_deadline_is_the_first_instant_its_target_has_passed(
+    near: tuple[str, datetime],
+    around: timedelta,
+    extra: timedelta,
+    pause: tuple[timedelta, timedelta] | None,
+) -> None:
+    """A calendar clock that counts days to local midnight reads the local
+    wall clock, across every kind of change of the clocks (at 02:00, at
+    midnight, by half an hour) and with a pause: a longer target never falls
+    due earlier, the time at a deadline has reached its target, and a moment
+    before it has not. Reading the wall clock naively, a time the clocks
+    skip resolved past the jump (a 2:30 target due after a 3:00 one), the
+    repeated hour ran the clock backwards, and where the clocks change at
+    midnight every whole-day deadline fell at 01:00."""
+    zone, change = near
+    start = change - timedelta(days=2, hours=7)
+    policy = SlaPolicy(
+        name="wall",
+        targets=every_severity(Targets(resolve_within=DAY)),
+        from_end_of_day=True,
+        timezone=zone,
+    )
+    pauses: PauseList = []
+    if pause is not None:
+        pauses = [(start + pause[0], start + pause[0] + pause[1])]
+    # A target that falls due around the change of the clocks, or on a
+    # midnight next to it (whole days).
+    counted_from = policy.deadline(start, MICROSECOND) - MICROSECOND
+    short = max(change - counted_from + around, MICROSECOND)
+    if around % timedelta(hours=1) == timedelta(0):
+        short = max(DAY * round(short / DAY), DAY)
+    earlier = policy.deadline(start, short, pauses)
+    later = policy.deadline(start, short + extra, pauses)
+    assert earlier is not None
+    assert later is not None
+    assert earlier <= later
+    for target, due in ((short, earlier), (short + extra, later)):
+        assert policy.elapsed(start, due, pauses) >= target
+        assert policy.elapsed(start, due - MICROSECOND, pauses) < target
+    if short % DAY == timedelta(0) and not pauses:
+        local = earlier.astimezone(ZoneInfo(zone))
+        day_start = datetime.combine(local.date(), time(), tzinfo=ZoneInfo(zone))
+        assert earlier == day_start.astimezone(UTC) or local.time() == time()
 
 
 def test_an_fca_final_response_on_the_last_day_of_eight_weeks_is_in_time() -> None:

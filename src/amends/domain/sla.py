@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
@@ -47,6 +47,7 @@ Pause = tuple[datetime, datetime | None]
 
 _ZERO = timedelta(0)
 _HOUR = timedelta(hours=1)
+_MICROSECOND = timedelta(microseconds=1)
 _DAY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIDNIGHT = time(0)
@@ -644,23 +645,79 @@ class _Wall:
     """Calendar time as a policy's clock counts it: real time, or, where the
     policy names a `timezone` (its days end at local midnight), the local
     wall clock's, so that a deadline counted in days from a midnight falls on
-    a midnight across a change of the clocks, not an hour either side."""
+    a midnight across a change of the clocks, not an hour either side.
+
+    The wall clock is read so that it never runs backwards: the first
+    instant of a day reads as its midnight (where the clocks change at
+    midnight, 00:00 never shows), and through the second pass of an hour the
+    clocks repeat it stands still where the first pass ended. A time the clocks skip is reached when they
+    jump. So a deadline is the first instant its time has passed, and later
+    for a longer target."""
 
     timezone: str | None
 
     def reading(self, instant: datetime) -> datetime:
         if self.timezone is None:
             return instant
-        return instant.astimezone(ZoneInfo(self.timezone)).replace(tzinfo=None)
+        zone = ZoneInfo(self.timezone)
+        try:
+            local = instant.astimezone(zone)
+        except OverflowError:  # past the last date there is, in that zone
+            return instant.replace(tzinfo=None)
+        naive = local.replace(tzinfo=None)
+        if local.fold:
+            # The second pass of a repeated hour: the clock stands still where
+            # the first pass ended, so the day it belongs to ends at its real
+            # end (a 25-hour day), and the hour is counted once.
+            ended = self._first(instant, lambda at: not at.fold)
+            return self.reading(ended) - _MICROSECOND
+        day = datetime.combine(naive.date(), _MIDNIGHT)
+        if naive != day and _local_instant(naive.date(), _MIDNIGHT, zone) == (
+            _microseconds(instant)
+        ):
+            return day  # the day's first instant, after a jump over midnight
+        return naive
 
     def between(self, start: datetime, end: datetime) -> timedelta:
         return self.reading(end) - self.reading(start)
 
     def after(self, start: datetime, duration: timedelta) -> datetime:
+        """The first instant at which `duration` has passed since `start`."""
         if self.timezone is None:
             return start + duration
-        local = (self.reading(start) + duration).replace(tzinfo=ZoneInfo(self.timezone))
-        return local.astimezone(UTC)
+        zone = ZoneInfo(self.timezone)
+        target = self.reading(start) + duration
+        first = target.replace(tzinfo=zone).astimezone(UTC)
+        if self.reading(first) == target:
+            return first
+        # Skipped by the clocks, in a repeated hour's second pass, or a day's
+        # first instant read as its midnight: the first instant whose reading
+        # has reached it lies within hours either side.
+        return self._first(
+            first - _HOUR * 4,
+            lambda at: self.reading(at.astimezone(UTC)) >= target,
+            first + _HOUR * 4,
+        )
+
+    def _first(
+        self,
+        start: datetime,
+        holds: Callable[[datetime], bool],
+        end: datetime | None = None,
+    ) -> datetime:
+        """The first instant from `start` at which `holds` (read in the zone)
+        does, found by halving: within the few hours a change of the clocks
+        spans, to the microsecond."""
+        zone = ZoneInfo(self.timezone or "UTC")
+        low = start
+        high = end if end is not None else start + _HOUR * 4
+        while high - low > _MICROSECOND:
+            middle = low + (high - low) / 2
+            if holds(middle.astimezone(zone)):
+                high = middle
+            else:
+                low = middle
+        return high.astimezone(UTC)
 
 
 class PolicySchedule(BaseModel):
