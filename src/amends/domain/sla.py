@@ -650,9 +650,9 @@ class _Wall:
     The wall clock is read so that it never runs backwards: the first
     instant of a day reads as its midnight (where the clocks change at
     midnight, 00:00 never shows), and through the second pass of an hour the
-    clocks repeat it stands still where the first pass ended. A time the clocks skip is reached when they
-    jump. So a deadline is the first instant its time has passed, and later
-    for a longer target."""
+    clocks repeat it stands still where the first pass ended. A time the
+    clocks skip is reached when they jump. So a deadline is the first instant
+    its time has passed, and later for a longer target."""
 
     timezone: str | None
 
