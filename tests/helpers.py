@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -224,3 +225,31 @@ def kill_if_forked(parent: int) -> None:
     unless it is the test's own (`parent`)."""
     if os.getpid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def load_rows(store_url: str, path: Path) -> set[UUID]:
+    """Insert the stored rows of a fixture (JSON Lines of id, version, topic
+    and state, as an earlier release wrote them) with the library's recorder
+    alone; returns the complaint ids."""
+    from eventsourcing.persistence import StoredEvent
+
+    from amends.infra.settings import store_settings
+    from amends.infra.store import EventStoreApplication
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    app = EventStoreApplication(store_settings(store_url))
+    try:
+        app.recorder.insert_events(
+            [
+                StoredEvent(
+                    originator_id=UUID(r["originator_id"]),
+                    originator_version=r["originator_version"],
+                    topic=r["topic"],
+                    state=r["state"].encode("utf-8"),
+                )
+                for r in rows
+            ]
+        )
+    finally:
+        app.close()
+    return {UUID(r["originator_id"]) for r in rows}

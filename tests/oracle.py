@@ -200,8 +200,13 @@ def read_case(history: History, policies: PolicySchedule) -> Case:
         if isinstance(event, e.CustomerAwaited):
             waiting = True
             case.pauses.append([at, None])
+        answered = isinstance(
+            event, e.SatisfactionConfirmed | e.SatisfactionDeclined
+        ) and bool(event.ended_wait)
         if (
-            isinstance(event, e.CustomerReplied) or kind is e.PreventionLogged
+            isinstance(event, e.CustomerReplied)
+            or kind is e.PreventionLogged
+            or answered
         ) and waiting:
             waiting = False
             case.pauses[-1][1] = at

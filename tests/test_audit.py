@@ -26,12 +26,11 @@ from amends import (
     Stage,
 )
 from amends.audit import CaseBundle, load_seal, verify_bundle
-from amends.infra.settings import new_cipher_key, store_settings
-from amends.infra.store import EventStoreApplication
+from amends.infra.settings import new_cipher_key
 from amends.testing import Lifecycle, lifecycles
 
 from conftest import FixedClock
-from helpers import RECEIVE, RawStore, walk_to
+from helpers import RECEIVE, RawStore, load_rows, walk_to
 
 FIXTURE = Path(__file__).parent / "fixtures" / "events-v1.jsonl"
 MakeDesk = Callable[..., ComplaintDesk]
@@ -551,27 +550,7 @@ def test_a_file_that_is_no_bundle_is_one_clear_finding(tmp_path: Path) -> None:
 
 
 def load_fixture(store_url: str) -> set[UUID]:
-    from eventsourcing.persistence import StoredEvent
-
-    rows = [
-        json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()
-    ]
-    app = EventStoreApplication(store_settings(store_url))
-    try:
-        app.recorder.insert_events(
-            [
-                StoredEvent(
-                    originator_id=UUID(r["originator_id"]),
-                    originator_version=r["originator_version"],
-                    topic=r["topic"],
-                    state=r["state"].encode("utf-8"),
-                )
-                for r in rows
-            ]
-        )
-    finally:
-        app.close()
-    return {UUID(r["originator_id"]) for r in rows}
+    return load_rows(store_url, FIXTURE)
 
 
 def test_first_version_rows_load_verify_and_carry_on(

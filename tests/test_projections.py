@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import DBAPIError
 
-from amends import ComplaintDesk, Stage, WorkerDied
+from amends import ComplaintDesk, InvalidTransition, Stage, WorkerDied
 from amends.domain import values
 from amends.domain.errors import HistoryViolation
 from amends.domain.sla import PolicySchedule, preset
@@ -57,11 +57,13 @@ from helpers import (
     RECEIVE,
     RawStore,
     kill_if_forked,
+    load_rows,
     outcome_within,
     step_forward,
     walk_to,
 )
 
+FIXTURES = Path(__file__).parent / "fixtures"
 START = datetime(2024, 3, 1, tzinfo=UTC)
 SCHEDULE = PolicySchedule(
     entries=(
@@ -901,31 +903,61 @@ def test_a_rate_shows_as_1_in_a_table_only_when_every_deadline_was_met(
     assert math.isclose(float(shown_rate), rate, rel_tol=5e-3, abs_tol=1e-9), line
 
 
-@pytest.mark.parametrize("satisfied", [True, False])
-def test_a_wait_through_the_customers_answer_ends_with_their_reply(
-    satisfied: bool,
+def test_stored_waits_through_the_customers_answer_still_replay(
+    tmp_path: Path,
 ) -> None:
-    """Stores hold this path: waiting on the customer, their answer on
-    their satisfaction, then their reply ends the wait. A change that made
-    the answer end the wait itself left every such stored history
-    unreadable (the reply "not allowed while not waiting"): reports, verify
-    and the complaint itself failed. Whatever the lifecycle becomes, stored
-    histories must replay."""
+    """Version 1 satisfaction answers left a wait open until the customer's
+    reply, and stores hold such histories (written by the release before:
+    tests/fixtures/waits-through-answers-v1.jsonl). A change that made every
+    answer end the wait made those replies "not allowed while not waiting":
+    the complaints, their reports and verify failed. They replay as written,
+    and new events chain onto them."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    ids = load_rows(url, FIXTURES / "waits-through-answers-v1.jsonl")
+    clock = FixedClock(datetime(2026, 4, 1, tzinfo=UTC))
+    with ComplaintDesk(url, clock=clock) as desk:
+        assert desk.verify().ok
+        stages = {desk.get(i).stage for i in ids}
+        assert stages == {Stage.UPDATING, Stage.SATISFACTION_CONFIRMED}
+        assert not any(desk.get(i).waiting for i in ids)
+        backlog = desk.reports.backlog()
+        assert sum(row.waiting for row in backlog.open_by_stage) == 0
+        assert backlog.satisfied_first == {"yes": 1, "no": 1, "unanswered": 0}
+        for complaint_id in ids:
+            desk.add_note(complaint_id, by="ana", text="Carried on")
+        assert desk.verify().ok
+
+
+@pytest.mark.parametrize("satisfied", [True, False])
+def test_the_customers_answer_while_waiting_ends_the_wait(satisfied: bool) -> None:
+    """Resolved, then waiting on the customer ("are you happy?"), then their
+    answer: it is their reply, and the wait ends (recorded in the answer,
+    `ended_wait`, from its version 2). Before, it went on, so a complaint
+    reopened by a "no" had its SLA clock stopped for good: 35 days later
+    with no update posted, no breach and nothing at risk."""
     clock = FixedClock(datetime(2024, 6, 3, 9, tzinfo=UTC))
     with ComplaintDesk("memory://", clock=clock) as desk:
         complaint = walk_to(desk, Stage.RESOLVED)
         clock.advance(hours=1)
         desk.await_customer(complaint, by="ana", reason="happy?")
-        clock.advance(hours=1)
-        answered = desk.confirm_satisfaction(
+        clock.advance(days=1)
+        answered_at = clock.now
+        after = desk.confirm_satisfaction(
             complaint, by="ana", satisfied=satisfied, reason="why"
         )
-        assert answered.waiting
-        clock.advance(hours=1)
-        replied = desk.customer_replied(complaint, by="ana")
-        assert not replied.waiting
-        assert desk.verify().ok
+        assert not after.waiting
+        (answer,) = desk.events(complaint)[-1:]
+        assert answer.ends_wait
+        with pytest.raises(InvalidTransition, match="nobody awaits the customer"):
+            desk.customer_replied(complaint, by="ana")
+        clock.advance(days=35)
         assert sum(row.waiting for row in desk.reports.backlog().open_by_stage) == 0
+        assert desk.verify().ok
+        if not satisfied:
+            # Reopened: its next update fell due a day after the answer.
+            late = [b for b in desk.reports.sla().breaches if b.target == "update"]
+            assert [b.due_at for b in late] == [answered_at + timedelta(hours=24)]
+            assert late[0].met_at is None
 
 
 def test_an_unknown_section_is_refused_naming_the_sections_there_are() -> None:

@@ -320,11 +320,12 @@ class ChainVerifier:
         event_type: type[ComplaintEvent],
         report: Any,
     ) -> None:
-        moves = _moves(chain.states, event_type)
+        answered = (record.payload or {}).get("ended_wait") is True
+        moves = _moves(chain.states, event_type, answered)
         if not moves:
             report("transition", _not_allowed(event_type, chain.states))
             # Carry on from wherever this event leads, to find later breaks.
-            moves = _moves(_EVERY_STATE, event_type)
+            moves = _moves(_EVERY_STATE, event_type, answered)
         chain.states = moves
 
     def _check_time(
@@ -411,11 +412,14 @@ events."""
 
 
 def _moves(
-    states: frozenset[_State], event_type: type[ComplaintEvent] | None
+    states: frozenset[_State],
+    event_type: type[ComplaintEvent] | None,
+    answered: bool = False,
 ) -> frozenset[_State]:
-    """Where an event of `event_type` (None: any event) leads from `states`."""
+    """Where an event of `event_type` (None: any event) leads from `states`
+    (`answered`: see `Transition.waiting_then`)."""
     return frozenset(
-        (t.target, t.waiting_then(waiting))
+        (t.target, t.waiting_then(waiting, answered=answered))
         for stage, waiting in states
         for t in transitions_from(stage, waiting)
         if event_type is None or t.event is event_type

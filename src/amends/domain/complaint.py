@@ -204,9 +204,17 @@ def _event_for(
     differ from their event's are spelled out here.
     """
     if isinstance(command, c.ConfirmSatisfaction):
+        # Their answer is their reply: it ends a wait on them.
+        ended_wait = state is not None and state.waiting
         if command.satisfied:
-            return e.SatisfactionConfirmed, {"comment": command.reason}
-        return e.SatisfactionDeclined, {"reason": command.reason}
+            return e.SatisfactionConfirmed, {
+                "comment": command.reason,
+                "ended_wait": ended_wait,
+            }
+        return e.SatisfactionDeclined, {
+            "reason": command.reason,
+            "ended_wait": ended_wait,
+        }
     fields = command.model_dump(exclude=set(_COMMAND_ONLY))
     if isinstance(command, c.Receive) and command.preferred_contact is None:
         fields["preferred_contact"] = command.channel
@@ -291,7 +299,7 @@ def evolve(state: Complaint | None, event: e.ComplaintEvent) -> Complaint:
         "last_event_at": event.timestamp,
         "head_digest": event.digest,
     }
-    if transition.waiting_then(waiting) is not waiting:
+    if transition.waiting_then(waiting, answered=event.ends_wait) is not waiting:
         if waiting:
             changes["waiting_since"] = None
         else:

@@ -81,6 +81,12 @@ class ComplaintEvent(BaseModel):
     def name(self) -> str:
         return type(self).__name__
 
+    @property
+    def ends_wait(self) -> bool:
+        """Whether this event says the customer's answer ended a wait on
+        them (`Transition.waiting_then`'s `answered`)."""
+        return False
+
     def payload(self) -> dict[str, Any]:
         """The stored JSON body: every field but the id and version columns."""
         payload = self.model_dump(
@@ -173,17 +179,46 @@ class Resolved(ComplaintEvent):
 
 
 class SatisfactionConfirmed(ComplaintEvent):
+    """Version 2 added `ended_wait` (version 1 rows read it as False)."""
+
     topic = "amends.complaint.SatisfactionConfirmed"
+    class_version = 2
 
     comment: Text | None = None
+    ended_wait: bool = False
+    """Recorded while the team waited on the customer: their answer is their
+    reply, and ends the wait (the SLA clock runs again). Version 1 events
+    left the wait open until a `CustomerReplied`, and read so still."""
+
+    @property
+    def ends_wait(self) -> bool:
+        return self.ended_wait
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "ended_wait": False}
 
 
 class SatisfactionDeclined(ComplaintEvent):
-    """The customer is not satisfied: the case reopens; the old resolution stays."""
+    """The customer is not satisfied: the case reopens; the old resolution
+    stays. Version 2 added `ended_wait` (version 1 rows read it as False)."""
 
     topic = "amends.complaint.SatisfactionDeclined"
+    class_version = 2
 
     reason: Text
+    ended_wait: bool = False
+    """As `SatisfactionConfirmed.ended_wait`: a reopened complaint kept its
+    SLA clock stopped, and its update deadline never fell due, while a wait
+    the answer had ended stayed open."""
+
+    @property
+    def ends_wait(self) -> bool:
+        return self.ended_wait
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "ended_wait": False}
 
 
 class PreventionLogged(ComplaintEvent):

@@ -38,8 +38,13 @@ class Transition:
     def fits(self, waiting: bool) -> bool:
         return self.waiting is None or self.waiting is waiting
 
-    def waiting_then(self, waiting: bool) -> bool:
-        """Whether the complaint waits on the customer after this move."""
+    def waiting_then(self, waiting: bool, *, answered: bool = False) -> bool:
+        """Whether the complaint waits on the customer after this move;
+        `answered`: the event says the customer's answer ended a wait (a
+        satisfaction answer recorded while waiting, from that event's
+        version 2: earlier ones left the wait to the customer's reply)."""
+        if answered:
+            return False
         return waiting if self.waiting_after is None else self.waiting_after
 
     @property

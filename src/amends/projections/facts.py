@@ -345,7 +345,9 @@ class Folder:
         facts.stage = transition.target
         facts.reached.setdefault(transition.target, at)
         was_waiting = facts.waiting
-        facts.waiting = transition.waiting_then(facts.waiting)
+        facts.waiting = transition.waiting_then(
+            facts.waiting, answered=payload.get("ended_wait") is True
+        )
         if was_waiting and not facts.waiting:
             facts.pauses[-1][1] = at
         elif facts.waiting and not was_waiting:
