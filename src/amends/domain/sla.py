@@ -51,6 +51,8 @@ _MICROSECOND = timedelta(microseconds=1)
 _DAY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIDNIGHT = time(0)
+_LATEST_DAY_START = time(2)
+"""The latest a local day starts where the clocks jump over its midnight."""
 
 FIRST_BUSINESS_YEAR = FIRST_YEAR
 LAST_BUSINESS_YEAR = LAST_YEAR
@@ -671,11 +673,12 @@ class _Wall:
             # end (a 25-hour day), and the hour is counted once.
             ended = self._first(instant, lambda at: not at.fold)
             return self.reading(ended) - _MICROSECOND
-        day = datetime.combine(naive.date(), _MIDNIGHT)
-        if naive != day and _local_instant(naive.date(), _MIDNIGHT, zone) == (
-            _microseconds(instant)
-        ):
-            return day  # the day's first instant, after a jump over midnight
+        # A day's first instant, after a jump over midnight (at most a couple
+        # of hours anywhere), reads as its midnight.
+        if _MIDNIGHT < naive.time() <= _LATEST_DAY_START and _local_instant(
+            naive.date(), _MIDNIGHT, zone
+        ) == _microseconds(instant):
+            return datetime.combine(naive.date(), _MIDNIGHT)
         return naive
 
     def between(self, start: datetime, end: datetime) -> timedelta:
