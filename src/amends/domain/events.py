@@ -178,17 +178,19 @@ class Resolved(ComplaintEvent):
     explanation: Text
 
 
-class SatisfactionConfirmed(ComplaintEvent):
-    """Version 2 added `ended_wait` (version 1 rows read it as False)."""
+class _SatisfactionAnswer(ComplaintEvent):
+    """The customer's answer on their satisfaction (no topic of its own).
+    Version 2 of both answers added `ended_wait` (version 1 rows read it as
+    False)."""
 
-    topic = "amends.complaint.SatisfactionConfirmed"
     class_version = 2
 
-    comment: Text | None = None
     ended_wait: bool = False
     """Recorded while the team waited on the customer: their answer is their
-    reply, and ends the wait (the SLA clock runs again). Version 1 events
-    left the wait open until a `CustomerReplied`, and read so still."""
+    reply, and ends the wait (the SLA clock runs again). Left open, a
+    complaint reopened by a "no" kept its clock stopped and its update
+    deadline never fell due. Version 1 answers left the wait open until a
+    `CustomerReplied`, and read so still."""
 
     @property
     def ends_wait(self) -> bool:
@@ -199,26 +201,22 @@ class SatisfactionConfirmed(ComplaintEvent):
         return {**state, "ended_wait": False}
 
 
-class SatisfactionDeclined(ComplaintEvent):
+class SatisfactionConfirmed(_SatisfactionAnswer):
+    """The customer is satisfied with the resolution. Version 2 added
+    `ended_wait` (version 1 rows read it as False)."""
+
+    topic = "amends.complaint.SatisfactionConfirmed"
+
+    comment: Text | None = None
+
+
+class SatisfactionDeclined(_SatisfactionAnswer):
     """The customer is not satisfied: the case reopens; the old resolution
     stays. Version 2 added `ended_wait` (version 1 rows read it as False)."""
 
     topic = "amends.complaint.SatisfactionDeclined"
-    class_version = 2
 
     reason: Text
-    ended_wait: bool = False
-    """As `SatisfactionConfirmed.ended_wait`: a reopened complaint kept its
-    SLA clock stopped, and its update deadline never fell due, while a wait
-    the answer had ended stayed open."""
-
-    @property
-    def ends_wait(self) -> bool:
-        return self.ended_wait
-
-    @staticmethod
-    def upcast_v1_v2(state: dict[str, Any]) -> dict[str, Any]:
-        return {**state, "ended_wait": False}
 
 
 class PreventionLogged(ComplaintEvent):
