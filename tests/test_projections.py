@@ -948,6 +948,8 @@ def test_the_customers_answer_while_waiting_ends_the_wait(satisfied: bool) -> No
         assert not after.waiting
         (answer,) = desk.events(complaint)[-1:]
         assert answer.ends_wait
+        timeline = desk.history(complaint).to_text()
+        assert timeline.count("ended_wait: True") == 1  # shown only when set
         with pytest.raises(InvalidTransition, match="nobody awaits the customer"):
             desk.customer_replied(complaint, by="ana")
         clock.advance(days=35)

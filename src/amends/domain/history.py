@@ -20,6 +20,11 @@ _ENVELOPE = frozenset(
 )
 
 
+_SHOWN_WHEN_SET = frozenset({"ended_wait"})
+"""Flags the timeline shows only when they are set: an answer that did not
+end a wait (most) says nothing about waits."""
+
+
 class HistoryRecord(BaseModel):
     """One event of a case, with the stage it left and the stage it reached."""
 
@@ -77,8 +82,9 @@ class CaseHistory(BaseModel):
                 f"{r.command:<20} by {r.by}  ({moved})"
             )
             for key, value in r.payload.items():
-                if value is not None:
-                    lines.append(f"         {key}: {_short(value)}")
+                if value is None or (key in _SHOWN_WHEN_SET and not value):
+                    continue
+                lines.append(f"         {key}: {_short(value)}")
         return "\n".join(lines) + "\n"
 
 
