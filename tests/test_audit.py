@@ -231,6 +231,16 @@ def _replace_stored(
     )
 
 
+def _delete_stored(desk: ComplaintDesk, complaint_id: UUID, version: int) -> None:
+    recorder = desk._app.recorder  # the in-memory rows, edited in place
+    index = recorder._stored_events_index[str(complaint_id)].pop(version)
+    del recorder._stored_events[index]
+    for kept in recorder._stored_events_index.values():
+        for at, position in kept.items():
+            if position > index:
+                kept[at] = position - 1
+
+
 @settings(max_examples=60, deadline=None)
 @given(lifecycles(max_steps=15), st.data())
 def test_an_unreadable_event_is_the_one_finding_never_a_false_transition(
@@ -250,6 +260,38 @@ def test_an_unreadable_event_is_the_one_finding_never_a_false_transition(
         assert [(f.kind, f.version) for f in report.findings] == [
             ("unreadable", version)
         ], report.to_text()
+
+
+@pytest.mark.parametrize("damage", ["unreadable", "missing"])
+def test_an_unseen_answer_may_have_ended_a_wait(damage: str) -> None:
+    """Waiting on the customer, their "no" ended the wait, and later the team
+    waits on them again. With the answer unreadable (or gone), verify must
+    allow that it ended the wait: before, the second wait was "not allowed
+    in UPDATING while waiting", a break that never happened."""
+    clock = FixedClock()
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        complaint_id = walk_to(desk, Stage.RESOLVED)
+        desk.await_customer(complaint_id, by="ana", reason="Happy?")
+        answer = desk.confirm_satisfaction(
+            complaint_id, by="ana", satisfied=False, reason="No"
+        ).version
+        desk.post_update(complaint_id, by="ana", note="Looking again")
+        desk.await_customer(complaint_id, by="ana", reason="Which account?")
+        assert desk.verify().ok
+        if damage == "unreadable":
+            _replace_stored(desk, complaint_id, answer, b"\xff not json")
+        else:
+            _delete_stored(desk, complaint_id, answer)
+        found = [(f.kind, f.version) for f in desk.verify().findings]
+        expected = (
+            ("unreadable", answer)
+            if damage == "unreadable"
+            else (
+                "missing",
+                answer + 1,
+            )
+        )
+        assert found == [expected], found
 
 
 def test_a_break_right_after_an_unreadable_event_is_still_found() -> None:
@@ -283,13 +325,7 @@ def test_a_missing_event_is_the_one_finding_never_a_false_transition(
         events = desk.events(complaint_id)
         assume(len(events) >= 3)
         version = data.draw(st.integers(2, len(events) - 1), label="version")
-        recorder = desk._app.recorder
-        index = recorder._stored_events_index[str(complaint_id)].pop(version)
-        del recorder._stored_events[index]
-        for kept in recorder._stored_events_index.values():
-            for at, position in kept.items():
-                if position > index:
-                    kept[at] = position - 1
+        _delete_stored(desk, complaint_id, version)
         report = desk.verify()
         assert [(f.kind, f.version) for f in report.findings] == [
             ("missing", version + 1)

@@ -371,7 +371,7 @@ def test_a_follower_on_views_it_cannot_write_ends_rather_than_waits(
     with ComplaintDesk("memory://", clock=clock) as desk:
         runner = desk.reports.runner
         said = sqlite3.OperationalError("attempt to write a readonly database")
-        said.sqlite_errorcode = sqlite3.SQLITE_READONLY
+        said.sqlite_errorcode = 1544  # SQLITE_READONLY_DIRECTORY, as Python reports it
         readonly = OperationalError("INSERT ...", {}, said)
 
         def refused(**kwargs: Any) -> int:

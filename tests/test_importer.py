@@ -43,7 +43,7 @@ from amends.infra.importer import (
 from amends.infra.settings import new_cipher_key
 
 from conftest import NOW, FixedClock
-from helpers import judges_die, outcome_within
+from helpers import judges_die, load_rows, outcome_within
 
 FIXTURES = Path(__file__).parent / "fixtures" / "import"
 HELPDESK = FIXTURES / "helpdesk.csv"
@@ -212,6 +212,28 @@ def test_a_case_imported_before_is_already_imported_not_duplicated(
         assert again.accounted == again.rows == first.rows
         assert "already imported 4 cases" in again.to_text()
     assert sqlite_desk.verify().ok
+
+
+def test_cases_an_earlier_release_imported_are_already_imported(
+    sqlite_desk: ComplaintDesk,
+) -> None:
+    """The helpdesk log as the release before this one imported it
+    (fixtures/import/helpdesk-imported-v1.jsonl: its satisfaction answers
+    are version 1 events). Imported again after the upgrade, its cases are
+    the same events read back, not "already in the store": compared by
+    stored digest, every case with an answer was refused, on every run."""
+    load_rows(sqlite_desk.store_url, FIXTURES / "helpdesk-imported-v1.jsonl")
+    stored = sqlite_desk.last_position()
+    mapping = load_mapping(HELPDESK_MAPPING)
+    again = import_log(sqlite_desk, HELPDESK, mapping)
+    assert {c.case for c in again.already_imported} == {
+        "HD-1001",
+        "HD-1002",
+        "HD-1003",
+        "HD-1011",
+    }
+    assert not any(c.offence is Offence.ALREADY_IN_STORE for c in again.rejected)
+    assert sqlite_desk.last_position() == stored
 
 
 def test_a_case_in_the_store_with_other_events_is_refused(

@@ -17,7 +17,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from amends.domain.digest import canonical_json, stored_digest
-from amends.domain.events import EVENT_TYPES, ComplaintEvent
+from amends.domain.events import EVENT_TYPES, ComplaintEvent, ended_a_wait
 from amends.domain.lifecycle import transition_for, transitions_from
 from amends.domain.stages import Stage
 
@@ -320,7 +320,7 @@ class ChainVerifier:
         event_type: type[ComplaintEvent],
         report: Any,
     ) -> None:
-        answered = (record.payload or {}).get("ended_wait") is True
+        answered = ended_a_wait(record.payload or {})
         moves = _moves(chain.states, event_type, answered)
         if not moves:
             report("transition", _not_allowed(event_type, chain.states))
@@ -419,10 +419,16 @@ def _moves(
     """Where an event of `event_type` (None: any event) leads from `states`
     (`answered`: see `Transition.waiting_then`)."""
     return frozenset(
-        (t.target, t.waiting_then(waiting, answered=answered))
+        (t.target, t.waiting_then(waiting, answered=either))
         for stage, waiting in states
         for t in transitions_from(stage, waiting)
         if event_type is None or t.event is event_type
+        # An event nobody can read may have been an answer that ended a wait.
+        for either in (
+            (False, True)
+            if event_type is None and "ended_wait" in t.event.model_fields
+            else (answered,)
+        )
     )
 
 

@@ -7,10 +7,11 @@ history. `class_version` and `upcast` let a later schema read older rows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool
 
 from amends.domain.digest import stored_digest
 from amends.domain.stages import Severity
@@ -185,7 +186,7 @@ class _SatisfactionAnswer(ComplaintEvent):
 
     class_version = 2
 
-    ended_wait: bool = False
+    ended_wait: StrictBool = False
     """Recorded while the team waited on the customer: their answer is their
     reply, and ends the wait (the SLA clock runs again). Left open, a
     complaint reopened by a "no" kept its clock stopped and its update
@@ -217,6 +218,16 @@ class SatisfactionDeclined(_SatisfactionAnswer):
     topic = "amends.complaint.SatisfactionDeclined"
 
     reason: Text
+
+
+def ended_a_wait(payload: Mapping[str, Any]) -> bool:
+    """Whether a stored answer's payload says it ended a wait, read as the
+    desk reads it: a version 1 answer never did (its upcaster says so
+    whatever the row holds), and only a JSON true counts."""
+    version = payload.get("class_version", 1)
+    return (
+        isinstance(version, int) and version >= 2 and payload.get("ended_wait") is True
+    )
 
 
 class PreventionLogged(ComplaintEvent):

@@ -695,11 +695,12 @@ class _Wall:
             return first
         # Skipped by the clocks, in a repeated hour's second pass, or a day's
         # first instant read as its midnight: the first instant whose reading
-        # has reached it lies within hours either side.
+        # has reached it lies within a day either side (the largest jumps,
+        # across the date line, are a day).
         return self._first(
-            first - _HOUR * 4,
+            first - _HOUR * 26,
             lambda at: self.reading(at.astimezone(UTC)) >= target,
-            first + _HOUR * 4,
+            first + _HOUR * 26,
         )
 
     def _first(
@@ -709,11 +710,11 @@ class _Wall:
         end: datetime | None = None,
     ) -> datetime:
         """The first instant from `start` at which `holds` (read in the zone)
-        does, found by halving: within the few hours a change of the clocks
-        spans, to the microsecond."""
+        does, found by halving: within the day a change of the clocks spans
+        at most, to the microsecond."""
         zone = ZoneInfo(self.timezone or "UTC")
         low = start
-        high = end if end is not None else start + _HOUR * 4
+        high = end if end is not None else start + _HOUR * 26
         while high - low > _MICROSECOND:
             middle = low + (high - low) / 2
             if holds(middle.astimezone(zone)):

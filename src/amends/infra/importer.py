@@ -42,7 +42,7 @@ from uuid import UUID, uuid5
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import RecordConflictError, StoredEvent
+from eventsourcing.persistence import Mapper, RecordConflictError, StoredEvent
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -55,15 +55,20 @@ from pydantic import (
 
 from amends.domain import commands as c
 from amends.domain.complaint import Complaint, decide, evolve
-from amends.domain.digest import no_key_twice, stored_digest
-from amends.domain.errors import AmendsError, InvalidCommand, InvalidTransition
+from amends.domain.digest import no_key_twice
+from amends.domain.errors import (
+    AmendsError,
+    HistoryViolation,
+    InvalidCommand,
+    InvalidTransition,
+)
 from amends.domain.events import ComplaintEvent
 from amends.domain.lifecycle import TERMINAL, TRANSITIONS
 from amends.domain.stages import Stage
 from amends.domain.values import FIRST_YEAR, LAST_YEAR
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE, ComplaintDesk, store_errors
 from amends.infra.errors import StoreUnavailable
-from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
+from amends.infra.mapper import ComplaintSnapshot, PydanticMapper
 from amends.infra.settings import fork_workers, redacted_url
 from amends.projections import forking
 
@@ -1445,36 +1450,34 @@ def _found_in_store(
     app: Application[UUID], decided: _Decided
 ) -> Literal["no", "same", "other"]:
     """Whether the store holds the case's complaint, and if so whether event
-    for event as this import would write it: the same number of events, the
-    newest with the same digest (which chains every event before it). Rerun
-    after an interruption, an import used to refuse every case the first
-    run had written (exit 3), so a script could not tell a resumed import
-    from real refusals."""
-    newest = app.recorder.select_events(decided.complaint_id, desc=True, limit=1)
-    if not newest:
+    for event as this import would write it: the same events read back (as
+    the desk reads them: upcast, whatever release wrote them), but for the
+    digest each carries of the one before. Rerun after an interruption, an
+    import used to refuse every case the first run had written (exit 3), so
+    a script could not tell a resumed import from real refusals; compared by
+    stored digest, a case an earlier release wrote was "other"."""
+    if not app.recorder.select_events(decided.complaint_id, limit=1):
         return "no"
-    mine = decided.stored[-1]
-    if newest[0].originator_version != mine.originator_version:
+    stored = app.recorder.select_events(decided.complaint_id)
+    if len(stored) != len(decided.stored):
         return "other"
     mapper = app.mapper
-    assert isinstance(mapper, PydanticMapper)
-    digests = set()
-    for stored in (newest[0], mine):
-        try:
-            payload = mapper.decode_payload(stored)
-        except UnreadableRecord:
-            return "other"
-        class_version = payload.pop("class_version", 1)
-        digests.add(
-            stored_digest(
-                stored.topic,
-                class_version,
-                decided.complaint_id,
-                stored.originator_version,
-                payload,
-            )
-        )
-    return "same" if len(digests) == 1 else "other"
+    try:
+        for theirs, mine in zip(stored, decided.stored, strict=True):
+            if _as_read(mapper, theirs) != _as_read(mapper, mine):
+                return "other"
+    except HistoryViolation:
+        return "other"
+    return "same"
+
+
+def _as_read(mapper: Mapper[UUID], stored: StoredEvent) -> dict[str, Any]:
+    event = mapper.to_domain_event(stored)
+    assert isinstance(event, ComplaintEvent)
+    return {
+        "topic": event.topic,
+        **event.model_dump(mode="json", exclude={"previous_digest"}),
+    }
 
 
 def _already_in_store(decided: _Decided) -> RejectedCase:

@@ -346,7 +346,9 @@ class Folder:
         facts.reached.setdefault(transition.target, at)
         was_waiting = facts.waiting
         facts.waiting = transition.waiting_then(
-            facts.waiting, answered=payload.get("ended_wait") is True
+            # The payload is upcast: a version 1 answer reads False.
+            facts.waiting,
+            answered=payload.get("ended_wait") is True,
         )
         if was_waiting and not facts.waiting:
             facts.pauses[-1][1] = at

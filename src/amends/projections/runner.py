@@ -1041,8 +1041,11 @@ def _cannot_clear(error: BaseException) -> bool:
     Told by the driver's error code, not the message, which carries the
     statement's parameters (an owner named "read-only team")."""
     driver = getattr(error, "orig", None)
+    code = getattr(driver, "sqlite_errorcode", None)
     return (
-        getattr(driver, "sqlite_errorcode", None) == sqlite3.SQLITE_READONLY
+        # SQLite's extended codes (a read-only directory: 1544) keep the
+        # primary one in their low byte.
+        (isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_READONLY)
         or getattr(driver, "sqlstate", None) == "25006"  # read_only_sql_transaction
     )
 
