@@ -787,14 +787,16 @@ class ComplaintDesk:
             return self._app.recorder.max_notification_id() or 0
 
     def _check_cipher(self) -> None:
-        """Refuse to record new complaints in a store whose events this desk
-        cannot read: encrypted under another key, encrypted when this desk
-        has no key, or plain when it has one. A command on a complaint
-        reads its events first and is refused there; a new complaint reads
-        nothing, so without this check it was recorded, in the open or
+        """Refuse to read or write a store whose events this desk cannot
+        read (`ConfigurationError`): encrypted under another key, encrypted
+        when this desk has no key, or plain when it has one. A new complaint
+        reads nothing, so without this check it was recorded, in the open or
         under the wrong key, among the others, and then every report, seal
-        and verify of the store failed on it. The store's first event
-        stands for all: one desk writes them all with one key.
+        and verify of the store failed on it; a reader with no key called
+        every event a break. One desk writes a store with one key, so any of
+        its first and newest few events that reads says the key fits; from
+        then on an event that does not decrypt is that event's break
+        (`PydanticMapper.key_checked`), not the key's.
         """
         if self._cipher_fits:
             return
