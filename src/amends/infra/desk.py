@@ -240,7 +240,11 @@ class ComplaintDesk:
                 f"{clock_skew!r}"
             )
         self.store_url = resolve_store_url(store_url)
-        self._in_flight = InFlight(f"{self!r} is closed: open a new ComplaintDesk")
+        self._in_flight = InFlight(
+            f"{self!r} is closed: open a new ComplaintDesk",
+            # Every read and write, the reports' included, checks the key.
+            on_entry=self._check_cipher,
+        )
         self._clock = _in_utc(clock)
         self._max_attempts = max_attempts
         self._clock_skew = clock_skew
@@ -328,7 +332,6 @@ class ComplaintDesk:
                 views_where=redacted_url(self._views_url),
                 desk=self,
                 in_flight=self._in_flight,
-                check_key=self._check_cipher,
                 check_store_file=self._check_store_file,
             )
         return self._reports
@@ -371,7 +374,6 @@ class ComplaintDesk:
     def _receive(self, /, **arguments: Any) -> UUID:
         stamp_now = arguments.get("at") is None
         command = self._parse(c.Receive, uuid4(), **arguments)
-        self._check_cipher()
         if command.external_ref is not None:
             command = command.model_copy(
                 update={
@@ -673,7 +675,6 @@ class ComplaintDesk:
     @counted
     def events(self, complaint_id: UUID) -> list[ComplaintEvent]:
         """The stored events of one complaint, oldest first (empty if none)."""
-        self._check_cipher()
         with store_errors(self.store_url):
             return [
                 _as_complaint_event(event)
@@ -693,7 +694,6 @@ class ComplaintDesk:
         `seal`, also reports chains cut short or rewritten after it was taken.
         """
         only = None if complaint_id is None else _complaint_uuid(complaint_id, "verify")
-        self._check_cipher()
         verifier = ChainVerifier(seal, only=only)
         with store_errors(self.store_url):
             rows = stored_events_in_order(self._app.recorder, only)
@@ -717,7 +717,6 @@ class ComplaintDesk:
     @counted
     def seal(self) -> Seal:
         """The head (version and digest) of every complaint's chain, sealed."""
-        self._check_cipher()
         entries = []
         with store_errors(self.store_url):
             for complaint_id in self._complaint_ids():
@@ -748,7 +747,6 @@ class ComplaintDesk:
         Check it anywhere with `amends.audit.verify_bundle(path)`.
         """
         complaint_uuid = _complaint_uuid(complaint_id, "export_case")
-        self._check_cipher()
         with store_errors(self.store_url):
             records = [
                 self._stored_record(stored)
@@ -1008,7 +1006,6 @@ class ComplaintDesk:
         writer's events are never missed); otherwise, and for the past, from
         the newest usable snapshot at or before the point asked, plus events.
         """
-        self._check_cipher()
         latest = version is None and as_of is None
         with store_errors(self.store_url):
             state = self._cache.get(complaint_id) if latest else None

@@ -26,10 +26,17 @@ class InFlight:
     `ConnectionPoolClosedError`. A call made within a call of the same
     thread (a command reading the complaint) is the same call: it neither
     counts again nor is refused halfway by a close begun meanwhile.
+
+    `on_entry` runs as each call begins (not a call within one), counted:
+    what every use of the connections must check first (the desk's cipher
+    key against the store).
     """
 
-    def __init__(self, closed_message: str) -> None:
+    def __init__(
+        self, closed_message: str, on_entry: Callable[[], None] = lambda: None
+    ) -> None:
         self._closed_message = closed_message
+        self._on_entry = on_entry
         self._changed = threading.Condition()
         self._under_way = 0
         self._closed = False
@@ -49,6 +56,8 @@ class InFlight:
                 self._under_way += 1
         self._depth.value = depth + 1
         try:
+            if depth == 0:
+                self._on_entry()
             yield
         finally:
             self._depth.value = depth
@@ -56,6 +65,13 @@ class InFlight:
                 with self._changed:
                     self._under_way -= 1
                     self._changed.notify_all()
+
+    def begin(self, closed_message: str | None = None) -> None:
+        """What a call checks as it begins, for work that is no call (a
+        follower, which a close stops instead): refused once closed, and
+        `on_entry` run."""
+        with self.call(closed_message):
+            pass
 
     def close(self) -> bool:
         """Refuse calls from now on and wait for those under way (but this

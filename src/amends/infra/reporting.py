@@ -473,13 +473,8 @@ class ReportDesk:
         views_where: str = "the views' database",
         desk: object = None,
         in_flight: InFlight | None = None,
-        check_key: Callable[[], None] = lambda: None,
         check_store_file: Callable[[], None] = lambda: None,
     ) -> None:
-        self._check_key = check_key
-        """Refuses a cipher key (or lack of one) that cannot read the store,
-        before the views are caught up, rebuilt, followed or checked from it
-        (the desk's)."""
         self._check_store_file = check_store_file
         """Refuses a store whose SQLite file was replaced or removed since the
         desk opened it (the desk's): a follower kept reading the old file."""
@@ -489,7 +484,8 @@ class ReportDesk:
         `Application.__del__`), and `desk.reports` kept alone would fail."""
         self._in_flight = in_flight or InFlight(_CLOSED)
         """The desk's calls under way, this one's among them: closing the
-        desk waits for a report to end before closing its connections."""
+        desk waits for a report to end before closing its connections; each
+        call checks the desk's cipher key as it begins."""
         self.runner = runner
         self.views_where = views_where
         """The views' URL as given (password hidden), for messages: the
@@ -534,13 +530,11 @@ class ReportDesk:
     def catch_up(self) -> int:
         """Apply every stored event the views have not seen; returns how many."""
         with self._views_errors():
-            self._check_key()
             return self.runner.catch_up()
 
     def rebuild(self) -> int:
         """Drop the views and replay the whole store into them."""
         with self._views_errors():
-            self._check_key()  # before the views are dropped
             return self.runner.rebuild()
 
     def follow(
@@ -562,7 +556,7 @@ class ReportDesk:
         following = _Following(stop, threading.get_ident())
         with self._following_lock:
             self._check_open()
-            self._check_key()
+            self._in_flight.begin(_CLOSED)  # the cipher key, as any call checks
             self._following.append(following)
         listener = self.listener()
         try:
@@ -642,7 +636,6 @@ class ReportDesk:
         `ViewsBeingReplaced`). A catch-up looks again itself, and says so
         when it gives up: looking again here too would multiply its
         attempts."""
-        self._check_key()
         if catch_up:
             self.runner.catch_up()
             return True
