@@ -47,6 +47,8 @@ from helpers import judges_die, load_rows, outcome_within
 
 FIXTURES = Path(__file__).parent / "fixtures" / "import"
 HELPDESK = FIXTURES / "helpdesk.csv"
+CONFORMANT = {"HD-1001", "HD-1002", "HD-1003", "HD-1011"}
+"""The cases of the helpdesk log that follow the lifecycle."""
 HELPDESK_MAPPING = FIXTURES / "mapping.toml"
 
 
@@ -104,12 +106,7 @@ def test_mixed_log_imports_exactly_the_conformant_cases(
     mapping = load_mapping(HELPDESK_MAPPING)
     summary = import_log(sqlite_desk, HELPDESK, mapping)
 
-    assert {case.case for case in summary.imported} == {
-        "HD-1001",
-        "HD-1002",
-        "HD-1003",
-        "HD-1011",
-    }
+    assert {case.case for case in summary.imported} == CONFORMANT
     rejected = {case.case: case for case in summary.rejected}
     for case, (offence, (activity, occurrence)) in EXPECTED_REJECTIONS.items():
         assert rejected[case].offence is offence, rejected[case]
@@ -226,12 +223,7 @@ def test_cases_an_earlier_release_imported_are_already_imported(
     stored = sqlite_desk.last_position()
     mapping = load_mapping(HELPDESK_MAPPING)
     again = import_log(sqlite_desk, HELPDESK, mapping)
-    assert {c.case for c in again.already_imported} == {
-        "HD-1001",
-        "HD-1002",
-        "HD-1003",
-        "HD-1011",
-    }
+    assert {c.case for c in again.already_imported} == CONFORMANT
     assert not any(c.offence is Offence.ALREADY_IN_STORE for c in again.rejected)
     assert sqlite_desk.last_position() == stored
 

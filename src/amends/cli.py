@@ -610,6 +610,10 @@ def history(
     print(case.to_jsonl() if output is HistoryFormat.JSONL else case.to_text(), end="")
 
 
+def _seal_option(help: str) -> Any:
+    return typer.Option(metavar="FILE", exists=True, dir_okay=False, help=help)
+
+
 @app.command(
     rich_help_panel=READING,
     epilog=_examples(
@@ -622,11 +626,8 @@ def verify(
     context: typer.Context,
     seal: Annotated[
         Path | None,
-        typer.Option(
-            metavar="FILE",
-            exists=True,
-            dir_okay=False,
-            help="a seal from `amends seal`: also find chains cut or rewritten since",
+        _seal_option(
+            "a seal from `amends seal`: also find chains cut or rewritten since"
         ),
     ] = None,
     complaint: Annotated[
@@ -731,12 +732,9 @@ def verify_bundle_command(
     ],
     seal: Annotated[
         Path | None,
-        typer.Option(
-            metavar="FILE",
-            exists=True,
-            dir_okay=False,
-            help="a seal from `amends seal`, taken before the export: also find "
-            "the case's events dropped or rewritten since",
+        _seal_option(
+            "a seal from `amends seal`, taken before the export: also find "
+            "the case's events dropped or rewritten since"
         ),
     ] = None,
 ) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cache, cached_property, lru_cache, partial
+from functools import cache, cached_property, partial
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -111,6 +111,7 @@ class Lifecycle:
         return complaint_id
 
 
+@cache  # built once per shape: drawn for every field of every step
 def texts(max_size: int = 40, *, lines: bool = False) -> st.SearchStrategy[str]:
     """Non-blank text as the desk takes it and keeps it: letters, digits,
     punctuation, symbols (`<`, `€`, emoji), combining marks, spaces and format
@@ -120,33 +121,25 @@ def texts(max_size: int = 40, *, lines: bool = False) -> st.SearchStrategy[str]:
     not). Without spaces at either end, which the desk trims: text drawn here
     reads back as drawn. Format characters and separators are what break a
     report's columns, a CSV export or a terminal, so they are drawn too."""
-    key = (max_size, lines)
-    if key not in _TEXTS:
-        _TEXTS[key] = (
-            st.text(
-                alphabet=st.characters(
-                    categories=("L", "M", "N", "P", "S", "Zs", "Cf"),
-                    include_characters="\t\n\r\u2028\u2029" if lines else "",
-                ),
-                min_size=1,
-                max_size=max_size,
-            )
-            .map(str.strip)
-            .filter(bool)
+    return (
+        st.text(
+            alphabet=st.characters(
+                categories=("L", "M", "N", "P", "S", "Zs", "Cf"),
+                include_characters="\t\n\r\u2028\u2029" if lines else "",
+            ),
+            min_size=1,
+            max_size=max_size,
         )
-    return _TEXTS[key]
-
-
-_TEXTS: dict[tuple[int, bool], st.SearchStrategy[str]] = {}
-"""Built once per shape: a strategy is drawn from for every field of every
-step."""
+        .map(str.strip)
+        .filter(bool)
+    )
 
 
 def people() -> st.SearchStrategy[str]:
     return _PEOPLE
 
 
-@lru_cache(maxsize=64)
+@cache
 def gaps(max_hours: int = 72) -> st.SearchStrategy[timedelta]:
     """Time between two commands: from simultaneous to a few days."""
     return st.integers(min_value=0, max_value=max_hours * 3600).map(

@@ -565,11 +565,11 @@ class CaseBundle(BaseModel):
 
     def verify(self, seal: Seal | None = None) -> VerificationReport:
         """Check the bundle's digest, every event's digest, the chain and the
-        head; with a `seal` taken from the store since the case's last event
-        but one, also that the bundle holds the event the seal pinned, as
-        sealed. The bundle's own digests only show it is whole as exported:
-        anyone who edits an event can compute them all again, and drop the
-        newest events with them. A seal kept apart is what tells.
+        head; with a `seal` of the store taken before the export, also that
+        the bundle holds the event the seal pinned for the case, as sealed.
+        The bundle's own digests only show it is whole as exported: anyone
+        who edits an event can compute them all again, and drop the newest
+        events with them. A seal kept apart is what tells.
 
         A seal taken after the export, when the case had more events than
         the bundle holds, says nothing of it: `ValueError`.

@@ -271,6 +271,13 @@ def _business_add(key: _CalendarKey, start: datetime, amount: int) -> datetime |
 # Working calendars
 
 
+def _end_of_day(moment: datetime, timezone: str) -> datetime:
+    """The local midnight in `timezone` that ends the day `moment` falls on."""
+    zone = ZoneInfo(timezone)
+    day = moment.astimezone(zone).date()
+    return _instant(_local_instant(day + _DAY, _MIDNIGHT, zone))
+
+
 def _known_zone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -335,9 +342,7 @@ class WorkingCalendar(BaseModel):
 
     def end_of_day(self, moment: datetime) -> datetime:
         """The local midnight that ends the day `moment` falls on, in UTC."""
-        zone = ZoneInfo(self.timezone)
-        day = _utc(moment, "moment").astimezone(zone).date()
-        return _instant(_local_instant(day + _DAY, _MIDNIGHT, zone))
+        return _end_of_day(_utc(moment, "moment"), self.timezone)
 
     def is_business_day(self, day: date) -> bool:
         """A working day in this country or region: not on its weekend, nor
@@ -515,10 +520,8 @@ class SlaPolicy(BaseModel):
             return start
         if calendar is None:
             assert self.timezone is not None  # _consistent
-            zone = ZoneInfo(self.timezone)
-            day = start.astimezone(zone).date()
             try:
-                return _instant(_local_instant(day + _DAY, _MIDNIGHT, zone))
+                return _end_of_day(start, self.timezone)
             except (OverflowError, ValueError):
                 return None  # the last day there is: never due
         if start.year > LAST_BUSINESS_YEAR + 1:

@@ -871,9 +871,10 @@ class ComplaintDesk:
         desk opened it: the connections still read the old file, so a
         follower went on for ever hearing none of the writes to the new one,
         or failed on "database disk image is malformed" as "a bug"."""
-        if self._store_file is None or self._file_id() == self._store_file_id:
+        now = self._file_id()
+        if self._store_file is None or now == self._store_file_id:
             return
-        how = "removed" if self._file_id() is None else "replaced"
+        how = "removed" if now is None else "replaced"
         raise StoreUnavailable(
             f"the store file {self._store_file} was {how} since this desk "
             "opened it: open a new desk (start the follower again) to read "

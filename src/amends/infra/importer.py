@@ -1400,12 +1400,7 @@ def import_log(
                     if isinstance(verdict, RejectedCase):
                         rejected.append(verdict)
                     elif dry_run:
-                        found = _found_in_store(app, verdict)
-                        if found == "same":
-                            already.append(verdict)
-                        elif found == "other":
-                            rejected.append(_already_in_store(verdict))
-                        else:
+                        if _not_in_store(app, verdict, already, rejected):
                             imported.append(verdict)
                     else:
                         writer.add(verdict)
@@ -1456,9 +1451,9 @@ def _found_in_store(
     import used to refuse every case the first run had written (exit 3), so
     a script could not tell a resumed import from real refusals; compared by
     stored digest, a case an earlier release wrote was "other"."""
-    if not app.recorder.select_events(decided.complaint_id, limit=1):
-        return "no"
     stored = app.recorder.select_events(decided.complaint_id)
+    if not stored:
+        return "no"
     if len(stored) != len(decided.stored):
         return "other"
     mapper = app.mapper
@@ -1478,6 +1473,22 @@ def _as_read(mapper: Mapper[UUID], stored: StoredEvent) -> dict[str, Any]:
         "topic": event.topic,
         **event.model_dump(mode="json", exclude={"previous_digest"}),
     }
+
+
+def _not_in_store(
+    app: Application[UUID],
+    decided: _Decided,
+    already: list[_Decided],
+    rejected: list[RejectedCase],
+) -> bool:
+    """True when the store does not hold the case's complaint; otherwise the
+    case joins the already imported (the same events) or the refused."""
+    found = _found_in_store(app, decided)
+    if found == "same":
+        already.append(decided)
+    elif found == "other":
+        rejected.append(_already_in_store(decided))
+    return found == "no"
 
 
 def _already_in_store(decided: _Decided) -> RejectedCase:
@@ -1535,15 +1546,11 @@ class _Writer:
                     [stored for decided in todo for stored in decided.stored]
                 )
             except RecordConflictError:
-                fresh = []
-                for decided in todo:
-                    found = _found_in_store(self.app, decided)
-                    if found == "same":
-                        self.already.append(decided)
-                    elif found == "other":
-                        self.rejected.append(_already_in_store(decided))
-                    else:
-                        fresh.append(decided)
+                fresh = [
+                    decided
+                    for decided in todo
+                    if _not_in_store(self.app, decided, self.already, self.rejected)
+                ]
                 if len(fresh) == len(todo):
                     raise  # not one of ours: someone else's write is in the way
                 todo = fresh

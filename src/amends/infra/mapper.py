@@ -50,10 +50,10 @@ class UnreadableRecord(Exception):
 
 class PydanticMapper(Mapper[UUID]):
     key_checked: bool = False
-    """Set once the store's first event read under this mapper's cipher key
-    (or lack of one; `ComplaintDesk._check_cipher`): a row that then fails to
-    decrypt or to parse is that row's fault, named as unreadable, not the
-    key's."""
+    """Set once one of the store's first or newest events read under this
+    mapper's cipher key (or lack of one; `ComplaintDesk._check_cipher`): a
+    row that then fails to decrypt or to parse is that row's fault, named as
+    unreadable, not the key's."""
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         if isinstance(domain_event, ComplaintEvent):
