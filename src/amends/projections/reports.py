@@ -1659,16 +1659,36 @@ def _age_edges(now: datetime) -> dict[str, datetime]:
     return {edge: now - below for edge, _, below in _AGE_EDGES}
 
 
+_OPEN_IN_DAY = (
+    select(t.complaints.c.stage, func.count())
+    .where(
+        t.complaints.c.is_open,
+        t.complaints.c.stage.in_([stage.value for stage in Stage]),
+        t.complaints.c.received_at
+        > bindparam("edge", type_=t.complaints.c.received_at.type),
+        t.complaints.c.received_at
+        < bindparam("next_day", type_=t.complaints.c.received_at.type),
+    )
+    .group_by(t.complaints.c.stage)
+)
+"""The open complaints per stage received between an edge and the end of its
+day. Every stage named, so that the database counts them in the index of open
+complaints by stage and time received alone: found by time received, each
+complaint of the day was fetched from its (wide) row, and a day holds ten
+times as many in a store ten times as busy (the unfiltered backlog report
+took 2.2 times as long at 100,000 complaints as at 10,000)."""
+
+
 def _open_ages_of_all(conn: Connection, now: datetime) -> list[tuple[str, str, int]]:
     """The open complaints per stage and age bucket (see `_backlog_statements`)
     of every open complaint, from the running totals.
 
     Complaints received after a bucket's lower edge are those of the whole
     days after the edge's day (totals per day and stage) plus those of the
-    edge's own day after the edge (read from the rows: one day's worth).
-    Whatever is older than the last edge is the rest of each stage's total.
+    edge's own day after the edge (counted in the index of open complaints
+    by stage: see `_OPEN_IN_DAY`). Whatever is older than the last edge is
+    the rest of each stage's total.
     """
-    c = t.complaints.c
     edges = [(name, now - below) for _, name, below in _AGE_EDGES]
     oldest = edges[-1][1]
     days = summary.read_open_days(conn, oldest)
@@ -1681,20 +1701,8 @@ def _open_ages_of_all(conn: Connection, now: datetime) -> list[tuple[str, str, i
             if d > day:
                 after[stage] += n
         next_day = datetime.combine(edge.date() + timedelta(days=1), time(), UTC)
-        # Found by time received: `coalesce` keeps SQLite from choosing the
-        # index of open complaints, which would walk all of them.
         after.update(
-            dict(
-                conn.execute(
-                    select(c.stage, func.count())
-                    .where(
-                        c.received_at > edge,
-                        c.received_at < next_day,
-                        func.coalesce(c.is_open, False),
-                    )
-                    .group_by(c.stage)
-                ).all()
-            )
+            dict(conn.execute(_OPEN_IN_DAY, {"edge": edge, "next_day": next_day}).all())
         )
         newer[name] = after
     found = []
