@@ -1579,6 +1579,23 @@ def test_a_deadline_met_in_the_instant_of_a_handoff_is_the_giver_s(
         assert kept["ana"] == (1, 1)
 
 
+def query_plan(conn: Any, statement: str, parameters: Any) -> list[str]:
+    """SQLite's plan for a statement as it was run: one line per step."""
+    return [
+        str(row[-1])
+        for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+    ]
+
+
+def assert_read_through(engine: Any, seen: list[tuple[str, Any]], access: str) -> None:
+    """Every statement seen reads its table through `access` (an index named
+    with how SQLite uses it), never a scan or a fetch of each row."""
+    with engine.connect() as conn:
+        for statement, parameters in seen:
+            plan = " ".join(query_plan(conn, statement, parameters))
+            assert access in plan, (statement, plan)
+
+
 def test_the_unfiltered_sla_report_reads_unmet_deadlines_from_their_own_index(
     tmp_path: Path,
 ) -> None:
@@ -1612,18 +1629,9 @@ def test_the_unfiltered_sla_report_reads_unmet_deadlines_from_their_own_index(
         event.remove(engine, "before_cursor_execute", record)
         assert any(b.met_at is None for b in report.breaches)  # unmet, past due
         assert len(seen) >= 3  # not due yet, at risk (rows and total), past due
-        with engine.connect() as conn:
-            for statement, parameters in seen:
-                plan = " ".join(
-                    str(row[-1])
-                    for row in conn.exec_driver_sql(
-                        f"EXPLAIN QUERY PLAN {statement}", parameters
-                    )
-                )
-                assert "COVERING INDEX ix_amends_view_deadlines_unmet" in plan, (
-                    statement,
-                    plan,
-                )
+        assert_read_through(
+            engine, seen, "COVERING INDEX ix_amends_view_deadlines_unmet"
+        )
 
 
 def test_the_unfiltered_backlog_counts_open_complaints_in_an_index_alone(
@@ -1664,18 +1672,9 @@ def test_the_unfiltered_backlog_counts_open_complaints_in_an_index_alone(
             ">30d": 0,
         }
         assert seen
-        with engine.connect() as conn:
-            for statement, parameters in seen:
-                plan = " ".join(
-                    str(row[-1])
-                    for row in conn.exec_driver_sql(
-                        f"EXPLAIN QUERY PLAN {statement}", parameters
-                    )
-                )
-                assert "COVERING INDEX ix_amends_view_complaints_stage" in plan, (
-                    statement,
-                    plan,
-                )
+        assert_read_through(
+            engine, seen, "COVERING INDEX ix_amends_view_complaints_stage"
+        )
 
 
 @pytest.mark.parametrize(
@@ -1731,12 +1730,7 @@ def test_an_owner_filter_never_scans_a_view_table(tmp_path: Path, window: bool) 
         assert all(seen.values()), seen  # every report filtered by the owner
         with engine.connect() as conn:
             for statement, parameters in (s for found in seen.values() for s in found):
-                plan = [
-                    str(row[-1])
-                    for row in conn.exec_driver_sql(
-                        f"EXPLAIN QUERY PLAN {statement}", parameters
-                    )
-                ]
+                plan = query_plan(conn, statement, parameters)
                 scans = [s for s in plan if s.startswith("SCAN amends_view_")]
                 assert not scans, (statement, plan)
 
