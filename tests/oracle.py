@@ -90,6 +90,7 @@ class Case:
     gifts: list[tuple[str | None, str | None]] = field(default_factory=list)
     first_resolved: datetime | None = None
     resolver: str | None = None
+    last_resolved: datetime | None = None
     resolutions: int = 0
     reopens: int = 0
     answer_first: bool | None = None
@@ -172,10 +173,16 @@ def read_case(history: History, policies: PolicySchedule) -> Case:
         ):
             for promise in case.promises:
                 if promise.kind == "plan_due" and promise.kept_at is None:
-                    promise.kept_at, promise.kept_by = at, case.owner
+                    assert promise.fixed is not None
+                    if promise.fixed < at:  # lapsed: a breach, closed now
+                        promise.kept_at, promise.kept_by = at, case.owner
+                    else:  # restated in time: replaced by the new date
+                        case.promises.remove(promise)
+                    break
             case.promises.append(Promise("plan_due", at, fixed=event.revised_due))
         if isinstance(event, e.Resolved):
             case.resolutions += 1
+            case.last_resolved = at
             if case.first_resolved is None:
                 case.first_resolved = at
                 case.resolver = case.owner
@@ -506,9 +513,9 @@ class Oracle:
             if len(members) < min_count:
                 continue
             lags = [
-                (c.prevented - c.first_resolved).total_seconds()
+                (c.prevented - c.last_resolved).total_seconds()
                 for c in members
-                if c.prevented is not None and c.first_resolved is not None
+                if c.prevented is not None and c.last_resolved is not None
             ]
             categories.append(
                 CategoryRecurrence(

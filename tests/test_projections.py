@@ -578,6 +578,87 @@ def test_fifteen_business_days_end_with_the_fifteenth_day_after_receipt() -> Non
     assert due["resolve"] == datetime(2026, 3, 24, tzinfo=UTC)
 
 
+@examples(60)
+@given(
+    revisions=st.lists(st.tuples(st.integers(1, 10), st.integers(1, 72)), max_size=4),
+    resolved=st.integers(-48, 48),
+)
+def test_a_plan_date_restated_before_it_falls_due_is_replaced_never_kept(
+    revisions: list[tuple[int, int]], resolved: int
+) -> None:
+    """The plan's due date is a promise, and a date postponed in time is
+    replaced by the new one, never counted as kept: however often a plan is
+    postponed before each date falls due, its compliance counts one date,
+    the last, kept or not by the resolution. Counted as kept, a plan
+    postponed just before each date lapsed kept all its promises but one."""
+    received = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    clock = FixedClock(received)
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        complaint = walk_to(desk, Stage.UPDATING)  # the plan due a day later
+        due = received + timedelta(days=1)
+        for tenths, hours in revisions:
+            # Restated tenths/10 of the way to the date (10: as it falls due,
+            # still in time), to a date `hours` later.
+            clock.now += (due - clock.now) * tenths / 10
+            due = clock.now + timedelta(hours=hours)
+            desk.post_update(
+                complaint, by="ana", note="N", revised_due=due, revision_reason="R"
+            )
+        clock.now = max(clock.now, due + timedelta(hours=resolved))
+        desk.resolve(complaint, by="ana", resolution="R", explanation="E")
+        report = desk.reports.sla(limit=None)
+    kept = clock.now <= due
+    (plan,) = [c for c in report.by_target if c.key == "plan_due"]
+    assert (plan.due, plan.on_time, plan.breached) == (1, kept, not kept)
+    late = [(b.due_at, b.met_at) for b in report.breaches if b.target == "plan_due"]
+    assert late == ([] if kept else [(due, clock.now)])
+
+
+def test_a_plan_date_restated_after_it_lapsed_stays_a_breach() -> None:
+    """A date restated after it fell due was broken: a breach, which the
+    restatement closes (its `met_at`); the new date is measured on its own."""
+    received = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    clock = FixedClock(received)
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        complaint = walk_to(desk, Stage.PLAN_COMMITTED)  # due a day later
+        clock.now = received + timedelta(days=2)
+        desk.post_update(
+            complaint,
+            by="ana",
+            note="N",
+            revised_due=received + timedelta(days=3),
+            revision_reason="R",
+        )
+        clock.now = received + timedelta(days=2, hours=12)
+        desk.resolve(complaint, by="ana", resolution="R", explanation="E")
+        report = desk.reports.sla(limit=None)
+    (plan,) = [c for c in report.by_target if c.key == "plan_due"]
+    assert (plan.due, plan.on_time, plan.breached) == (2, 1, 1)
+    late = [(b.due_at, b.met_at) for b in report.breaches if b.target == "plan_due"]
+    assert late == [(received + timedelta(days=1), received + timedelta(days=2))]
+
+
+def test_time_to_prevention_runs_from_the_resolution_that_stood() -> None:
+    """After a reopen, the time from resolution to prevention runs from the
+    resolution the customer accepted, not from the first, which they turned
+    down: the weeks the case was open again are not the prevention's."""
+    received = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    clock = FixedClock(received)
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        complaint = walk_to(desk, Stage.UPDATING)
+        clock.now += timedelta(hours=10)
+        desk.resolve(complaint, by="ana", resolution="R", explanation="E")
+        desk.confirm_satisfaction(complaint, by="ana", satisfied=False, reason="No")
+        clock.now += timedelta(hours=80)
+        desk.resolve(complaint, by="ana", resolution="R2", explanation="E2")
+        clock.now += timedelta(hours=1)
+        walk_to(desk, Stage.PREVENTION_LOGGED, complaint)
+        clock.now += timedelta(hours=1)  # the report a moment later
+        (row,) = desk.reports.recurrence(min_count=1).categories
+    assert row.prevention_logged == 1
+    assert row.resolution_to_prevention_median == timedelta(hours=1).total_seconds()
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @examples(8)
 @given(workload=workloads(), f=report_filters(), data=st.data())

@@ -87,6 +87,8 @@ class ComplaintFacts:
     gestures: list[Gesture] = field(default_factory=list)
     first_resolved_at: datetime | None = None
     resolved_by: str | None = None
+    last_resolved_at: datetime | None = None
+    """The latest resolution: after a reopen, the one that stood."""
     resolutions: int = 0
     reopens: int = 0
     satisfied_first: bool | None = None
@@ -168,6 +170,7 @@ class ComplaintFacts:
             ],
             "first_resolved_at": _ts(self.first_resolved_at),
             "resolved_by": self.resolved_by,
+            "last_resolved_at": _ts(self.last_resolved_at),
             "resolutions": self.resolutions,
             "reopens": self.reopens,
             "satisfied_first": self.satisfied_first,
@@ -218,6 +221,7 @@ class ComplaintFacts:
             ],
             first_resolved_at=_maybe_time(data["first_resolved_at"]),
             resolved_by=data["resolved_by"],
+            last_resolved_at=_maybe_time(data["last_resolved_at"]),
             resolutions=data["resolutions"],
             reopens=data["reopens"],
             satisfied_first=data["satisfied_first"],
@@ -427,14 +431,24 @@ class Folder:
             return
         for deadline in facts.deadlines:
             if deadline.target == PLAN_DUE and deadline.met_at is None:
-                # The promise was restated, with a reason.
-                deadline.met_at, deadline.met_by = at, facts.owner
+                assert deadline.fixed_due is not None
+                if deadline.fixed_due < at:
+                    # Restated after it lapsed: a breach, which the new date
+                    # closes.
+                    deadline.met_at, deadline.met_by = at, facts.owner
+                else:
+                    # Restated in time: the new date replaces it. Counting it
+                    # as kept would let a plan postponed every time it fell
+                    # due keep all its promises but the last.
+                    facts.deadlines.remove(deadline)
+                break  # each date closes the one before: one is unmet at most
         facts.deadlines.append(Deadline(PLAN_DUE, at, None, _time(revised)))
 
     def _on_Resolved(  # noqa: N802
         self, facts: ComplaintFacts, at: datetime, payload: dict[str, Any]
     ) -> None:
         facts.resolutions += 1
+        facts.last_resolved_at = at
         if facts.first_resolved_at is None:
             facts.first_resolved_at = at
             facts.resolved_by = facts.owner

@@ -187,8 +187,9 @@ complaints = Table(
     Column("satisfied_first", Boolean),
     Column("satisfied_after_reopen", Boolean),
     Column("prevention_at", UtcDateTime),
-    # Seconds from first resolution to prevention, kept as the durations
-    # above are: a filtered recurrence report takes its medians in SQL.
+    # Seconds from the resolution that stood (the last) to prevention, kept
+    # as the durations above are: a filtered recurrence report takes its
+    # medians in SQL.
     Column("prevention_lag", Float),
     Column("handoffs", Integer, nullable=False),
     Column("last_event_at", UtcDateTime, nullable=False),
