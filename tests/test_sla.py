@@ -770,6 +770,51 @@ def test_an_fca_final_response_on_the_last_day_of_eight_weeks_is_in_time() -> No
     assert datetime(2024, 3, 6, 18, tzinfo=UTC) < due
 
 
+def test_acknowledging_on_the_business_clock_is_refused_where_it_cannot_count() -> None:
+    targets = every_severity(Targets(acknowledge_within=DAY, resolve_within=30 * DAY))
+    with pytest.raises(ValidationError, match="needs a working calendar"):
+        SlaPolicy(name="x", targets=targets, acknowledge_on_business_clock=True)
+    with pytest.raises(ValidationError, match="is for a calendar clock"):
+        SlaPolicy(
+            name="x",
+            targets=targets,
+            clock="business",
+            calendar=OFFICE,
+            acknowledge_on_business_clock=True,
+        )
+    with pytest.raises(ValidationError, match="another midnight"):
+        SlaPolicy(
+            name="x",
+            targets=targets,
+            from_end_of_day=True,
+            timezone="Australia/Sydney",
+            calendar=WorkingCalendar(country="AU", subdivision="NSW"),  # UTC days
+            acknowledge_on_business_clock=True,
+        )
+    with pytest.raises(ValidationError, match="acknowledge_on_business_clock"):
+        SlaPolicy(name="x", targets=targets, calendar=OFFICE)  # the flag forgotten
+    # Without the day's end: business time from the instant of receipt.
+    hours = SlaPolicy(
+        name="x", targets=targets, calendar=OFFICE, acknowledge_on_business_clock=True
+    )
+    friday = london(2026, 3, 13, 16)
+    assert hours.deadline(friday, 2 * HOUR, acknowledging=True) == london(
+        2026, 3, 16, 10
+    )
+    assert hours.deadline(friday, 2 * HOUR) == friday + 2 * HOUR
+
+
+def test_an_unset_acknowledgement_clock_is_left_out_of_the_json() -> None:
+    """The policies written before it was a field read and fingerprint as
+    they did (the views' tracking row names a schedule by its JSON's digest)."""
+    for policy in [*PRESETS.values(), OFFICE_POLICY]:
+        written = policy.model_dump_json()
+        assert ("acknowledge_on_business_clock" in written) == (
+            policy.acknowledge_on_business_clock
+        )
+        assert SlaPolicy.model_validate_json(written) == policy
+
+
 def test_a_calendar_day_ends_where_the_policy_says() -> None:
     targets = every_severity(Targets(resolve_within=DAY))
     with pytest.raises(ValidationError, match="needs a timezone"):
