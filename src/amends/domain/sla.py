@@ -914,20 +914,26 @@ PRESETS: dict[str, SlaPolicy] = {
         ),
         SlaPolicy(
             name="asic_rg271",
-            version=3,
+            version=4,
             pause_on_await=False,
             from_end_of_day=True,
             timezone="Australia/Sydney",
+            acknowledge_on_business_clock=True,
+            calendar=WorkingCalendar(
+                country="AU", subdivision="NSW", timezone="Australia/Sydney"
+            ),
             targets=_for_every_severity(
                 Targets(acknowledge_within=1 * _DAY, resolve_within=30 * _DAY)
             ),
             description=(
                 "Australia ASIC Regulatory Guide 271 (RG 271, internal dispute "
-                "resolution): acknowledge within 24 hours or one business day "
-                "(measured here as by the end of the next calendar day), final "
-                "IDR response within 30 calendar days of receipt, by the end of "
-                "the thirtieth: days end at midnight, Sydney time (make a policy "
-                "of your own for another state's). Waiting on the customer does "
+                "resolution): acknowledge within 24 hours or one business day, "
+                "measured as the later of the two, which is by the end of the "
+                "next business day after the day of receipt (weekends and NSW "
+                "public holidays are not business days); final IDR response "
+                "within 30 calendar days of receipt, by the end of the "
+                "thirtieth: days end at midnight, Sydney time (make a policy of "
+                "your own for another state's). Waiting on the customer does "
                 "not stop the clock. Not modelled: 45 days for superannuation "
                 "trustees and 21 days for complaints about default notices and "
                 "financial difficulty."
