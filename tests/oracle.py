@@ -109,7 +109,12 @@ class Case:
         if promise.fixed is not None:
             return promise.fixed
         assert promise.within is not None
-        return self.policy.deadline(promise.start, promise.within, self.pause_pairs())
+        return self.policy.deadline(
+            promise.start,
+            promise.within,
+            self.pause_pairs(),
+            acknowledging=promise.kind == "acknowledge",
+        )
 
     def owner_at(self, moment: datetime) -> str:
         for owner, start, end in self.owners:

@@ -25,6 +25,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -657,6 +658,50 @@ def test_time_to_prevention_runs_from_the_resolution_that_stood() -> None:
         (row,) = desk.reports.recurrence(min_count=1).categories
     assert row.prevention_logged == 1
     assert row.resolution_to_prevention_median == timedelta(hours=1).total_seconds()
+
+
+SYDNEY = ZoneInfo("Australia/Sydney")
+
+
+@pytest.mark.parametrize(
+    ("received", "acknowledged", "due"),
+    [
+        # The Thursday before Easter, acknowledged on the Tuesday after Easter
+        # Monday: due at the end of that Tuesday, in AEST (the clocks went
+        # back on Easter Sunday), where version 3 had it 2026-04-03T13:00Z.
+        (datetime(2026, 4, 2, 16), datetime(2026, 4, 7, 9), datetime(2026, 4, 8)),
+        # A Friday at 17:00, acknowledged on the Monday at 10:00.
+        (datetime(2026, 3, 13, 17), datetime(2026, 3, 16, 10), datetime(2026, 3, 17)),
+    ],
+)
+def test_rg271_acknowledgement_by_the_end_of_the_next_business_day_is_on_time(
+    received: datetime, acknowledged: datetime, due: datetime
+) -> None:
+    """RG 271: "within 24 hours or one business day", whichever is later:
+    by the end of the next NSW business day, Sydney time. One complaint is
+    acknowledged in time, another a microsecond after that midnight: a
+    breach due exactly there. The views equal the oracle's."""
+    received, acknowledged, due = (
+        moment.replace(tzinfo=SYDNEY).astimezone(UTC)
+        for moment in (received, acknowledged, due)
+    )
+    schedule = PolicySchedule.always(preset("asic_rg271"))
+    clock = FixedClock(received)
+    with ComplaintDesk("memory://", clock=clock, sla_policies=schedule) as desk:
+        on_time, late = desk.receive(**RECEIVE), desk.receive(**RECEIVE)
+        clock.now = acknowledged
+        desk.acknowledge(on_time, by="ana", paraphrase="P")
+        clock.now = due + timedelta(microseconds=1)
+        desk.acknowledge(late, by="ana", paraphrase="P")
+        report = desk.reports.sla(limit=None)
+        (acknowledge,) = [c for c in report.by_target if c.key == "acknowledge"]
+        assert (acknowledge.due, acknowledge.on_time) == (2, 1)
+        assert [
+            (b.complaint_id, b.due_at)
+            for b in report.breaches
+            if b.target == "acknowledge"
+        ] == [(str(late), due)]
+        assert_reports_match(desk, [on_time, late], ReportFilter(), clock(), schedule)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])

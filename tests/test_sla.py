@@ -11,6 +11,7 @@ import functools
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import holidays
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ from amends.domain.sla import (
 from amends.domain.stages import Severity
 
 LONDON = ZoneInfo("Europe/London")
+SYDNEY = ZoneInfo("Australia/Sydney")
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 MICROSECOND = timedelta(microseconds=1)
@@ -334,6 +336,16 @@ def test_presets_carry_the_regulatory_figures() -> None:
     assert payments.calendar == WorkingCalendar(
         country="GB", subdivision="ENG", timezone="Europe/London"
     )
+    # RG 271's acknowledgement alone counts in NSW business days.
+    asic = preset("asic_rg271")
+    assert asic.version == 4
+    assert asic.acknowledge_on_business_clock
+    assert asic.calendar == WorkingCalendar(
+        country="AU", subdivision="NSW", timezone="Australia/Sydney"
+    )
+    assert [n for n, p in PRESETS.items() if p.acknowledge_on_business_clock] == [
+        "asic_rg271"
+    ]
 
 
 def test_preset_descriptions_name_their_source_and_gaps() -> None:
@@ -343,6 +355,8 @@ def test_preset_descriptions_name_their_source_and_gaps() -> None:
     assert "DISP 1.6.2A" in preset("fca_disp_payments").description
     assert "35" in preset("fca_disp_payments").description
     assert "RG 271" in preset("asic_rg271").description
+    assert "later of the two" in preset("asic_rg271").description
+    assert "next business day" in preset("asic_rg271").description
     assert "45" in preset("asic_rg271").description
     assert "21" in preset("asic_rg271").description
     assert "CFPB" in preset("cfpb").description
@@ -768,6 +782,118 @@ def test_an_fca_final_response_on_the_last_day_of_eight_weeks_is_in_time() -> No
     due = policy.deadline(received, policy.targets_for(Severity.NORMAL).resolve_within)
     assert due == datetime(2024, 3, 7, tzinfo=ZoneInfo("Europe/London"))
     assert datetime(2024, 3, 6, 18, tzinfo=UTC) < due
+
+
+def sydney(*moment: int) -> datetime:
+    """A Sydney wall-clock time as the UTC instant the API takes."""
+    return datetime(*moment, tzinfo=SYDNEY).astimezone(UTC)
+
+
+@pytest.mark.parametrize(
+    ("received", "due"),
+    [
+        # Thursday before Easter: Good Friday, the weekend and Easter Monday
+        # are no NSW business days, and the clocks go back on Easter Sunday
+        # (AEDT to AEST): due at the end of Tuesday, 14:00 UTC.
+        (sydney(2026, 4, 2, 16), sydney(2026, 4, 8)),
+        # Friday evening: the end of Monday.
+        (sydney(2026, 3, 13, 17), sydney(2026, 3, 17)),
+        # Saturday, a day before the clocks go forward (Sunday 4 October),
+        # Monday 5 October is NSW Labour Day: the end of Tuesday, in AEDT.
+        (sydney(2026, 10, 3, 10), sydney(2026, 10, 7)),
+        # A weekday: the end of the next day, as before.
+        (sydney(2026, 3, 10, 23, 59), sydney(2026, 3, 12)),
+    ],
+)
+def test_rg271_acknowledgement_is_due_at_the_end_of_the_next_nsw_business_day(
+    received: datetime, due: datetime
+) -> None:
+    """RG 271: "within 24 hours or one business day", whichever is later.
+    Version 3 counted a calendar day: an acknowledgement on the Tuesday
+    after Easter, or on the Monday after a Friday, was a breach."""
+    policy = preset("asic_rg271")
+    targets = policy.targets_for(Severity.NORMAL)
+    assert targets.acknowledge_within is not None
+    assert (
+        policy.deadline(received, targets.acknowledge_within, acknowledging=True) == due
+    )
+    assert policy.elapsed(received, due, acknowledging=True) == DAY
+    # The final response stays 30 calendar days, by the end of the thirtieth.
+    assert targets.resolve_within is not None
+    received_day = received.astimezone(SYDNEY).date()
+    assert policy.deadline(received, targets.resolve_within) == datetime.combine(
+        received_day + 31 * DAY, time(), tzinfo=SYDNEY
+    )
+
+
+@settings(max_examples=300)
+@given(instants)
+def test_rg271_acknowledgement_ends_a_nsw_business_day_at_least_24_hours_on(
+    received: datetime,
+) -> None:
+    """Always the end of the first NSW business day after the day of
+    receipt (weekends and the `holidays` package's NSW public holidays are
+    not), Sydney time, and never earlier than 24 hours after receipt: the
+    later of RG 271's two readings."""
+    policy = preset("asic_rg271")
+    due = policy.deadline(received, DAY, acknowledging=True)
+    assert due is not None
+    assert due >= received + 24 * HOUR
+    assert policy.elapsed(received, due, acknowledging=True) == DAY
+    local = due.astimezone(SYDNEY)
+    assert local.time() == time()
+    nsw = holidays.country_holidays("AU", subdiv="NSW")
+    received_day = received.astimezone(SYDNEY).date()
+    last_day = local.date() - DAY
+    days = [received_day + n * DAY for n in range(1, (last_day - received_day).days)]
+    assert last_day.weekday() < 5
+    assert last_day not in nsw
+    assert all(day.weekday() >= 5 or day in nsw for day in days)
+
+
+def test_acknowledging_on_the_business_clock_is_refused_where_it_cannot_count() -> None:
+    targets = every_severity(Targets(acknowledge_within=DAY, resolve_within=30 * DAY))
+    with pytest.raises(ValidationError, match="needs a working calendar"):
+        SlaPolicy(name="x", targets=targets, acknowledge_on_business_clock=True)
+    with pytest.raises(ValidationError, match="is for a calendar clock"):
+        SlaPolicy(
+            name="x",
+            targets=targets,
+            clock="business",
+            calendar=OFFICE,
+            acknowledge_on_business_clock=True,
+        )
+    with pytest.raises(ValidationError, match="another midnight"):
+        SlaPolicy(
+            name="x",
+            targets=targets,
+            from_end_of_day=True,
+            timezone="Australia/Sydney",
+            calendar=WorkingCalendar(country="AU", subdivision="NSW"),  # UTC days
+            acknowledge_on_business_clock=True,
+        )
+    with pytest.raises(ValidationError, match="acknowledge_on_business_clock"):
+        SlaPolicy(name="x", targets=targets, calendar=OFFICE)  # the flag forgotten
+    # Without the day's end: business time from the instant of receipt.
+    hours = SlaPolicy(
+        name="x", targets=targets, calendar=OFFICE, acknowledge_on_business_clock=True
+    )
+    friday = london(2026, 3, 13, 16)
+    assert hours.deadline(friday, 2 * HOUR, acknowledging=True) == london(
+        2026, 3, 16, 10
+    )
+    assert hours.deadline(friday, 2 * HOUR) == friday + 2 * HOUR
+
+
+def test_an_unset_acknowledgement_clock_is_left_out_of_the_json() -> None:
+    """The policies written before it was a field read and fingerprint as
+    they did (the views' tracking row names a schedule by its JSON's digest)."""
+    for policy in [*PRESETS.values(), OFFICE_POLICY]:
+        written = policy.model_dump_json()
+        assert ("acknowledge_on_business_clock" in written) == (
+            policy.acknowledge_on_business_clock
+        )
+        assert SlaPolicy.model_validate_json(written) == policy
 
 
 def test_a_calendar_day_ends_where_the_policy_says() -> None:

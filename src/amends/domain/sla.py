@@ -7,7 +7,10 @@ Either clock can stand still while the team waits on the customer (pauses), so a
 pause is never counted against the team, on a policy that pauses (the team's
 own promises; a regulator's deadline runs on); reports show the wall clock
 beside it so that a pause cannot hide delay. A policy may count from the end
-of the day on which its clock starts, as rules in business days do.
+of the day on which its clock starts, as rules in business days do, and may
+count its acknowledgement in business time while its other targets run on the
+wall clock (RG 271: one business day to acknowledge, 30 calendar days to
+answer).
 
 Everything here is pure arithmetic on the instants passed in: no clock is read.
 Instants in and out are timezone-aware and in UTC. Business time is real time
@@ -451,7 +454,8 @@ class SlaPolicy(BaseModel):
     version: int = Field(default=1, ge=1)
     clock: Literal["calendar", "business"] = "calendar"
     calendar: WorkingCalendar | None = None
-    """The working calendar of a business clock; unused, so refused, otherwise."""
+    """The working calendar of a business clock, or of the acknowledgement
+    alone (`acknowledge_on_business_clock`); unused, so refused, otherwise."""
     targets: dict[Severity, Targets]
     keep_plan_due: bool = True
     """The due date the team promised in its plan is a target too."""
@@ -467,10 +471,21 @@ class SlaPolicy(BaseModel):
     end of eight weeks after its receipt", "15 business days after the day on
     which it received the complaint"): they fall at the end of a day, not at
     the hour of receipt. The day is local to the working calendar of a
-    business clock, or to `timezone` on a calendar clock."""
+    business clock, or to `timezone` on a calendar clock (and to the working
+    calendar, in the same zone, for `acknowledge_on_business_clock`)."""
     timezone: str | None = None
     """The IANA zone whose midnight ends a day for `from_end_of_day` on a
     calendar clock (a business clock's working calendar names its own)."""
+    acknowledge_on_business_clock: bool = Field(
+        default=False, exclude_if=lambda value: not value
+    )
+    """The acknowledgement target is business time in `calendar` while the
+    other targets run on the calendar clock: RG 271's "24 hours or one
+    business day", whichever is later, is the end of the next business day,
+    and its final response 30 calendar days. On a calendar without working
+    hours a day of business time is one whole business day. Left out of the
+    policy's JSON when not set, so the policies written before it existed
+    read and fingerprint (the views' tracking row) as they did."""
     description: str = ""
     """Where the figures come from, and what the policy does not model."""
 
@@ -496,10 +511,13 @@ class SlaPolicy(BaseModel):
                 "calendar clock, and is used nowhere else: a business clock's "
                 "working calendar names its own"
             )
-        if self.clock == "calendar" and self.calendar is not None:
+        if self.acknowledge_on_business_clock:
+            self._check_acknowledgement_clock()
+        elif self.clock == "calendar" and self.calendar is not None:
             raise ValueError(
-                "a calendar clock ignores the working calendar: "
-                "set clock='business' to use it"
+                "a calendar clock ignores the working calendar: set "
+                "clock='business' to use it, or acknowledge_on_business_clock "
+                "for the acknowledgement alone"
             )
         missing = [
             severity.value for severity in Severity if severity not in self.targets
@@ -510,12 +528,45 @@ class SlaPolicy(BaseModel):
             )
         return self
 
-    def _counted_from(self, start: datetime) -> datetime | None:
-        """Where this policy's clock starts for an event at `start`: there,
-        or with `from_end_of_day` the end of that local day; None when that
-        is after the calendars (a stored time written before command times
-        were limited). Before them no business time passes, so no shift."""
+    def _check_acknowledgement_clock(self) -> None:
+        """Refuse an acknowledgement on the business clock that has no
+        calendar to count in, or whose days would end at another midnight
+        than the policy's other targets'."""
         calendar = self.calendar
+        if self.clock == "business":
+            raise ValueError(
+                "acknowledge_on_business_clock is for a calendar clock: on a "
+                "business clock every target is business time already"
+            )
+        if calendar is None:
+            raise ValueError(
+                "acknowledge_on_business_clock needs a working calendar: the "
+                "business days the acknowledgement is counted in"
+            )
+        if self.timezone is not None and calendar.timezone != self.timezone:
+            raise ValueError(
+                f"the working calendar's timezone {calendar.timezone!r} is not "
+                f"the policy's {self.timezone!r}: the acknowledgement's day "
+                "would end at another midnight than the other targets'"
+            )
+
+    def _business_calendar(self, acknowledging: bool) -> WorkingCalendar | None:
+        """The working calendar a target is counted in; None on the calendar
+        clock. The acknowledgement's (`acknowledging`) may differ."""
+        if self.clock == "business" or (
+            acknowledging and self.acknowledge_on_business_clock
+        ):
+            return self.calendar
+        return None
+
+    def _counted_from(
+        self, start: datetime, calendar: WorkingCalendar | None
+    ) -> datetime | None:
+        """Where the clock (on `calendar`'s business time, or None: the
+        calendar clock) starts for an event at `start`: there, or with
+        `from_end_of_day` the end of that local day; None when that is after
+        the calendars (a stored time written before command times were
+        limited). Before them no business time passes, so no shift."""
         if not self.from_end_of_day:
             return start
         if calendar is None:
@@ -534,6 +585,7 @@ class SlaPolicy(BaseModel):
         self,
         start: datetime,
         paused: list[tuple[datetime, datetime]],
+        calendar: WorkingCalendar | None,
         end: datetime = _NEVER,
     ) -> tuple[datetime, list[tuple[datetime, datetime]]] | None:
         """Where this policy's clock starts for an event at `start`
@@ -541,7 +593,7 @@ class SlaPolicy(BaseModel):
         none on a policy that does not pause. None when it never starts."""
         if not self.pause_on_await:
             paused = []
-        counted_from = self._counted_from(start)
+        counted_from = self._counted_from(start, calendar)
         if counted_from is None:
             return None
         if counted_from != start:
@@ -552,10 +604,17 @@ class SlaPolicy(BaseModel):
         return self.targets[severity]
 
     def elapsed(
-        self, start: datetime, end: datetime, pauses: Sequence[Pause] = ()
+        self,
+        start: datetime,
+        end: datetime,
+        pauses: Sequence[Pause] = (),
+        *,
+        acknowledging: bool = False,
     ) -> timedelta:
         """SLA time from `start` to `end` on this policy's clock, minus the parts
         of `pauses` inside that window (each paused moment counted once).
+        With `acknowledging`, on the acknowledgement's clock: business time
+        where the policy counts it there (`acknowledge_on_business_clock`).
 
         With `from_end_of_day`, counted from the end of the day `start`
         falls on, as deadlines are: the time at a deadline is its target.
@@ -570,14 +629,17 @@ class SlaPolicy(BaseModel):
             end = start
         # Pauses are checked (each a well-formed interval) whether or not
         # this policy counts them.
+        calendar = self._business_calendar(acknowledging)
         counting = self._counting(
-            start, _paused_intervals(pauses, start, end) if pauses else [], end
+            start,
+            _paused_intervals(pauses, start, end) if pauses else [],
+            calendar,
+            end,
         )
         if counting is None:
             return _ZERO  # after the calendars: no business time passes
         start, paused = counting
         end = max(end, start)
-        calendar = self.calendar
         if calendar is None:
             wall = _Wall(self.timezone)
             total = wall.between(start, end)
@@ -593,9 +655,16 @@ class SlaPolicy(BaseModel):
         return timedelta(microseconds=amount)
 
     def deadline(
-        self, start: datetime, duration: timedelta, pauses: Sequence[Pause] = ()
+        self,
+        start: datetime,
+        duration: timedelta,
+        pauses: Sequence[Pause] = (),
+        *,
+        acknowledging: bool = False,
     ) -> datetime | None:
-        """The instant at which `duration` of SLA time has passed since `start`.
+        """The instant at which `duration` of SLA time has passed since `start`;
+        with `acknowledging`, the acknowledgement's deadline, on business time
+        where the policy counts it there (`acknowledge_on_business_clock`).
 
         None while a pause that is still open began before then (on a policy
         that pauses): the clock stands still, so no deadline can be named
@@ -610,11 +679,11 @@ class SlaPolicy(BaseModel):
         paused = _paused_intervals(pauses, start) if pauses else []
         if not duration:
             return start
-        counting = self._counting(start, paused)
+        calendar = self._business_calendar(acknowledging)
+        counting = self._counting(start, paused, calendar)
         if counting is None:
             return None  # after the calendars: never due
         start, paused = counting
-        calendar = self.calendar
         if calendar is None:
             wall = _Wall(self.timezone)
             moment = start
@@ -845,20 +914,26 @@ PRESETS: dict[str, SlaPolicy] = {
         ),
         SlaPolicy(
             name="asic_rg271",
-            version=3,
+            version=4,
             pause_on_await=False,
             from_end_of_day=True,
             timezone="Australia/Sydney",
+            acknowledge_on_business_clock=True,
+            calendar=WorkingCalendar(
+                country="AU", subdivision="NSW", timezone="Australia/Sydney"
+            ),
             targets=_for_every_severity(
                 Targets(acknowledge_within=1 * _DAY, resolve_within=30 * _DAY)
             ),
             description=(
                 "Australia ASIC Regulatory Guide 271 (RG 271, internal dispute "
-                "resolution): acknowledge within 24 hours or one business day "
-                "(measured here as by the end of the next calendar day), final "
-                "IDR response within 30 calendar days of receipt, by the end of "
-                "the thirtieth: days end at midnight, Sydney time (make a policy "
-                "of your own for another state's). Waiting on the customer does "
+                "resolution): acknowledge within 24 hours or one business day, "
+                "measured as the later of the two, which is by the end of the "
+                "next business day after the day of receipt (weekends and NSW "
+                "public holidays are not business days); final IDR response "
+                "within 30 calendar days of receipt, by the end of the "
+                "thirtieth: days end at midnight, Sydney time (make a policy of "
+                "your own for another state's). Waiting on the customer does "
                 "not stop the clock. Not modelled: 45 days for superannuation "
                 "trustees and 21 days for complaints about default notices and "
                 "financial difficulty."

@@ -110,7 +110,12 @@ class ComplaintFacts:
         if deadline.fixed_due is not None:
             return deadline.fixed_due
         assert deadline.within is not None
-        return policy.deadline(deadline.start, deadline.within, self.pause_list())
+        return policy.deadline(
+            deadline.start,
+            deadline.within,
+            self.pause_list(),
+            acknowledging=deadline.target == ACKNOWLEDGE,
+        )
 
     def sla_elapsed(self, policy: SlaPolicy, end: datetime) -> timedelta:
         return policy.elapsed(self.received_at, end, self.pause_list())
