@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from amends import ComplaintDesk, InvalidTransition, Stage, WorkerDied
@@ -1545,7 +1545,10 @@ def test_views_of_an_earlier_layout_are_rebuilt_when_a_runner_starts(
 ) -> None:
     """Views written by an earlier release lack the running totals the
     unfiltered reports read: a new desk must rebuild them, not answer from
-    empty totals or refuse them as built under other policies."""
+    empty totals or refuse them as built under other policies. Until they are
+    loaded again, a report that does not catch up is refused as during any
+    rebuild: it answered from the emptied views, as if the store held
+    nothing."""
 
     from amends.projections.runner import VIEWS_FORMAT
 
@@ -1565,13 +1568,45 @@ def test_views_of_an_earlier_layout_are_rebuilt_when_a_runner_starts(
         # And a table only an earlier layout had.
         db.execute("CREATE TABLE amends_view_measures (value REAL)")
     with make_desk(f"sqlite:///{store}", clock) as desk:
+        with pytest.raises(StoreUnavailable, match="being rebuilt"):
+            desk.reports.ownership(catch_up=False)
         assert desk.reports.ownership().model_dump() == before
+        assert desk.reports.ownership(catch_up=False).model_dump() == before
     with sqlite3.connect(store) as db:
         (label,) = db.execute("SELECT policies FROM amends_view_tracking").fetchone()
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
     assert label.startswith(f"{VIEWS_FORMAT} ")
     assert "amends_view_measures" not in tables
     assert "amends_view_complaints" in tables
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_views_of_the_first_layouts_without_policies_are_rebuilt(kind: str) -> None:
+    """The first layouts' tracking table kept no policies column: reading it
+    failed ("no such column"), every report and `project` stopped with the
+    store named as unavailable, and a follower waited on it for ever."""
+    clock = FixedClock(START + timedelta(days=3))
+    with fresh_store(kind) as store_url:
+        with make_desk(store_url, clock) as desk:
+            complaint = desk.receive(**RECEIVE, at=START)
+            desk.acknowledge(complaint, by="ana", paraphrase="p", at=START)
+            before = desk.reports.backlog().model_dump()
+            with desk.reports.queries.engine.begin() as conn:
+                # What those layouts left: a tracking row of name and place.
+                conn.execute(t.tracking.delete())
+                conn.execute(text(f"DROP TABLE {t.tracking.name}"))
+                conn.execute(
+                    text(
+                        f"CREATE TABLE {t.tracking.name} "
+                        "(projection VARCHAR(100) PRIMARY KEY, position INTEGER)"
+                    )
+                )
+                conn.execute(
+                    text(f"INSERT INTO {t.tracking.name} VALUES ('amends.reports', 2)")
+                )
+        with make_desk(store_url, clock) as desk:
+            assert desk.reports.backlog().model_dump() == before
+            assert desk.reports.runner.position() == 2
 
 
 def test_the_garbage_collector_is_paused_per_batch_and_restored_as_it_was() -> None:

@@ -247,7 +247,10 @@ class ProjectionRunner:
                         "release of amends; rebuilding them",
                         self.name,
                     )
-                    self._swap_in_empty_views(load_to=None)
+                    # Set up as a rebuild sets them up: a report that does not
+                    # catch up is refused until the load ends, rather than
+                    # answering from empty views as if the store held nothing.
+                    self._swap_in_empty_views(self._load_to())
                 self._tables_ready = True
             except (
                 IntegrityError,
@@ -331,10 +334,23 @@ class ProjectionRunner:
             conn.commit()
 
     def _outdated(self) -> bool:
-        """Whether the tracking row was written for another layout of the views."""
+        """Whether the views were written for another layout: the tracking
+        table lacks a column of this layout's (the first layouts kept no
+        policies), or its row names another layout."""
         with self.engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns(t.tracking.name)}
+            if not columns.issuperset(t.tracking.columns.keys()):
+                return True
             labels = conn.execute(select(t.tracking.c.policies)).scalars().all()
         return any(not label.startswith(f"{VIEWS_FORMAT} ") for label in labels)
+
+    def _load_to(self) -> int | None:
+        """Where views made empty are to be loaded complaint by complaint to:
+        the log's present end, where the feed can read the log by complaint
+        and the log holds events; None: caught up from position 0."""
+        if isinstance(self.feed, ComplaintFeed) and self.feed.reads_complaints:
+            return self.feed.last_position() or None
+        return None
 
     def position(self) -> int:
         return self._tracking().position
@@ -495,10 +511,7 @@ class ProjectionRunner:
             self._store_checked = False
             self._cache.clear()
             self._cached_at = None
-            load_to = None
-            if isinstance(self.feed, ComplaintFeed) and self.feed.reads_complaints:
-                load_to = self.feed.last_position() or None
-            self._swap_in_empty_views(load_to)
+            self._swap_in_empty_views(self._load_to())
             self._tables_ready = True
             # Another rebuild replacing these views meanwhile rebuilds them
             # from zero too: this one joins its load.
