@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -225,6 +226,46 @@ def test_cases_an_earlier_release_imported_are_already_imported(
     again = import_log(sqlite_desk, HELPDESK, mapping)
     assert {c.case for c in again.already_imported} == CONFORMANT
     assert not any(c.offence is Offence.ALREADY_IN_STORE for c in again.rejected)
+    assert sqlite_desk.last_position() == stored
+
+
+def test_an_answer_while_waiting_an_earlier_release_imported_is_already_imported(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """An answer given while waiting on the customer, imported by the release
+    before this one (a version 1 event, without `ended_wait`), reads back as
+    not ending the wait, while this release decides that it did. That field
+    was filled in reading, not decided by that release: the case is already
+    imported, not refused as another one ("already in the store")."""
+    rows = HELPDESK.read_text(encoding="utf-8").splitlines()
+    case = [r for r in rows[1:] if r.startswith("HD-1001,")]
+    fixed, answer = case[:7], case[7]
+    assert answer.startswith("HD-1001,Customer happy,")
+    waiting = "HD-1001,Waiting on customer,2026-01-07T09:00:00+00:00,Ana Ribeiro"
+    log = tmp_path / "log.csv"
+    lines = [rows[0], *fixed, waiting + ",,,,,Which account?,,,", answer]
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    mapping = load_mapping(HELPDESK_MAPPING)
+    first = import_log(sqlite_desk, log, mapping)
+    assert [c.case for c in first.imported] == ["HD-1001"]
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        # The answer as the earlier release stored it: version 1.
+        rowid, state = db.execute(
+            "SELECT rowid, state FROM stored_events WHERE topic = ?",
+            ("amends.complaint.SatisfactionConfirmed",),
+        ).fetchone()
+        payload = json.loads(state)
+        assert payload.pop("ended_wait") is True
+        del payload["class_version"]
+        older = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        db.execute(
+            "UPDATE stored_events SET state = ? WHERE rowid = ?",
+            (older.encode(), rowid),
+        )
+    stored = sqlite_desk.last_position()
+    again = import_log(sqlite_desk, log, mapping)
+    assert [c.case for c in again.already_imported] == ["HD-1001"]
+    assert again.rejected == ()
     assert sqlite_desk.last_position() == stored
 
 
