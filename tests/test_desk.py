@@ -244,20 +244,29 @@ def test_a_lost_race_that_makes_the_command_invalid_is_refused(
     assert len(desk.events(complaint_id)) == 2
 
 
+@pytest.mark.parametrize("attempts", [1, 3, 6])
 def test_endless_races_end_in_concurrency_conflict(
-    make_shared_desk: MakeDesk, monkeypatch: pytest.MonkeyPatch
+    make_shared_desk: MakeDesk, monkeypatch: pytest.MonkeyPatch, attempts: int
 ) -> None:
-    desk, rival = make_shared_desk(max_attempts=3), make_shared_desk()
+    """Each lost race but the last is followed by a random wait, up to twice
+    as long as the one before may be: retried at once, writers contending for
+    one complaint met again (`RACE_BACKOFF`)."""
+    desk, rival = make_shared_desk(max_attempts=attempts), make_shared_desk()
     complaint_id = desk.receive(**RECEIVE)
     calls = race(
         monkeypatch,
         lambda: rival.add_note(complaint_id, by="ben", text="again"),
         times=99,
     )
+    pauses: list[float] = []
+    monkeypatch.setattr(desk_module, "_pause", pauses.append)
     with pytest.raises(ConcurrencyConflict) as caught:
         desk.add_note(complaint_id, by="ana", text="mine")
-    assert calls[0] == 3 == caught.value.attempts
-    assert [ev.text for ev in desk.events(complaint_id)[1:]] == ["again"] * 3  # type: ignore[attr-defined]
+    assert calls[0] == attempts == caught.value.attempts
+    assert [ev.text for ev in desk.events(complaint_id)[1:]] == ["again"] * attempts  # type: ignore[attr-defined]
+    assert len(pauses) == attempts - 1
+    for n, pause in enumerate(pauses):
+        assert 0 <= pause <= desk_module.RACE_BACKOFF * 2**n
 
 
 def test_a_racing_duplicate_intake_returns_the_same_id(
