@@ -1426,6 +1426,46 @@ def test_any_other_operational_error_creating_the_views_is_raised(
         desk.reports.backlog()
 
 
+def test_views_waiting_out_another_writers_lock_are_not_made_again_and_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first report while another connection holds SQLite's write lock waits
+    out the busy timeout once and gives up, naming the lock: counted as views
+    made meanwhile, the wait was tried five times (150 s, not 30). A "database
+    is locked" said at once is still tried again (see `_created_meanwhile`)."""
+    from amends import StoreUnavailable
+    from amends.infra import reporting
+
+    monkeypatch.setattr(
+        reporting,
+        "SQLITE_VIEWS_PRAGMAS",
+        (*reporting.SQLITE_VIEWS_PRAGMAS, "busy_timeout=300"),
+    )
+    monkeypatch.setattr(runner_module, "LOCK_WAITED", 0.2)
+    store = tmp_path / "a.db"
+    with make_desk(f"sqlite:///{store}", FixedClock(LATER)) as desk:
+        desk.receive(**RECEIVE, at=START)
+        runner = desk.reports.runner
+        attempts: list[int] = []
+        make = runner._create_missing_tables
+
+        def counted() -> None:
+            attempts.append(1)
+            make()
+
+        monkeypatch.setattr(runner, "_create_missing_tables", counted)
+        holder = sqlite3.connect(store, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreUnavailable, match="locked"):
+                desk.reports.backlog()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert len(attempts) == 1
+        assert desk.reports.backlog().reached[Stage.RECEIVED] == 1
+
+
 def test_two_stores_starting_at_once_on_fresh_views_are_told_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -239,6 +239,7 @@ class ProjectionRunner:
         for attempt in range(1, 6):
             if self._tables_ready:
                 return
+            began = time.monotonic()
             try:
                 self._create_missing_tables()
                 if self._outdated():
@@ -264,7 +265,8 @@ class ProjectionRunner:
                 # read before the other's commit (a reader cannot then become
                 # the writer); any other OperationalError is raised.
                 if attempt == 5 or (
-                    isinstance(exc, OperationalError) and not _created_meanwhile(exc)
+                    isinstance(exc, OperationalError)
+                    and not _created_meanwhile(exc, time.monotonic() - began)
                 ):
                     raise
                 time.sleep(0.05 * attempt)
@@ -1064,9 +1066,22 @@ def _cannot_clear(error: BaseException) -> bool:
     )
 
 
-def _created_meanwhile(error: OperationalError) -> bool:
+LOCK_WAITED = 1.0
+"""Seconds: SQLite's "database is locked" after this long came from waiting
+out the busy timeout (another writer's long transaction), not from a reader
+that could not become the writer because another made the views meanwhile,
+which SQLite says at once."""
+
+
+def _created_meanwhile(error: OperationalError, waited: float) -> bool:
+    """Whether SQLite's error says another process made the views between our
+    look and our make. A lock waited for is not: trying four times more
+    waited out the busy timeout four times more (a first report beside a
+    writer holding the lock gave up after 150 s, not 30)."""
     message = str(error.orig)
-    return "already exists" in message or "database is locked" in message
+    return "already exists" in message or (
+        "database is locked" in message and waited < LOCK_WAITED
+    )
 
 
 def _tables_gone(error: ProgrammingError) -> bool:
