@@ -152,6 +152,18 @@ def test_bad_arguments_name_the_field(
     assert words in str(caught.value)
 
 
+def test_too_many_items_are_refused_in_amends_words() -> None:
+    """A list longer than allowed is named with its count and the limit, not
+    in pydantic's words ("Tuple should have at most 50 items after
+    validation"), which name a type the caller never wrote."""
+    steps = ["step"] * 51
+    with pytest.raises(InvalidCommand) as caught:
+        command(c.CommitPlan, steps=steps, due=T0 + timedelta(days=1))
+    assert caught.value.fields == ("steps",)
+    assert "steps: has 51 items, more than the 50 allowed" in str(caught.value)
+    assert "Tuple" not in str(caught.value)
+
+
 def test_naive_datetime_is_refused() -> None:
     with pytest.raises(InvalidCommand) as caught:
         command(c.Acknowledge, at=datetime(2026, 1, 5, 9, 0), paraphrase="x")

@@ -199,6 +199,13 @@ def field_problem(error: Any, command: str) -> FieldProblem:
         problem = "must be timezone-aware (a naive datetime has no zone)"
     elif kind == "too_short" and context.get("min_length") == 1:
         problem = "needs at least one item"
+    elif kind == "too_long":
+        # pydantic says "Tuple should have at most 50 items after validation":
+        # a type the caller never wrote, and a step they did not see.
+        problem = (
+            f"has {context.get('actual_length')} items, more than the "
+            f"{context.get('max_length')} allowed"
+        )
     else:
         problem = str(error["msg"]).removeprefix("Value error, ")
     return FieldProblem(field, problem)
