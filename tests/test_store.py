@@ -295,6 +295,35 @@ def test_a_pool_whose_connections_are_all_in_use_is_named_as_such(
         assert desk.get(complaint_id).version == 1
 
 
+def test_a_write_that_waits_out_the_lock_timeout_gives_up_at_once(
+    postgres_url: str,
+) -> None:
+    """`lock_timeout` is how long a write waits for the events table's lock.
+    The server's "lock timeout" is an OperationalError like a dropped
+    connection's, and the write was tried twice more: `lock_timeout=1`
+    gave up after 3 s. A lock not granted is no broken connection: the
+    command fails once, naming the lock timeout, records nothing, and the
+    next command works."""
+    from psycopg.sql import SQL, Identifier
+
+    with ComplaintDesk(f"{postgres_url}&lock_timeout=1") as desk:
+        complaint_id = desk.receive(**RECEIVE)
+        recorder = desk._app.recorder  # type: ignore[attr-defined]
+        table = Identifier(recorder.datastore.schema, recorder.events_table_name)
+        with psycopg.connect(postgres_url.partition("?")[0]) as holder:
+            holder.execute(SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(table))
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="lock timeout"):
+                desk.add_note(complaint_id, by="ana", text="waits for the lock")
+            waited = time.monotonic() - started
+            holder.rollback()
+        assert waited < 2, f"gave up after {waited:.1f} s, not about 1 s"
+        assert desk.retries == 0
+        assert desk.get(complaint_id).version == 1
+        desk.add_note(complaint_id, by="ana", text="the lock is free")
+        assert desk.get(complaint_id).version == 2
+
+
 def test_a_store_failure_is_named_in_the_first_line_of_what_the_driver_said() -> None:
     """Drivers add the statement and hints on further lines; the error names
     the store and the failure, in the one line a failure is given (as the

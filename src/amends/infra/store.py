@@ -140,7 +140,10 @@ def _retried_while_reachable(method: F) -> F:
     (dropped, or the server restarted) is tried again after the pool has
     checked its other idle connections, which broke with it; no connection
     within the connect timeout means the server cannot be reached, and fails
-    at once as `StoreUnavailable`.
+    at once as `StoreUnavailable`. So does a lock not granted within the
+    store's `lock_timeout`: the server reports it as the same kind of error,
+    on a connection that works, and tried again a write waited three times
+    the time the URL gives it.
     """
     plain: Callable[..., Any] = getattr(method, "__wrapped__", method)
 
@@ -150,7 +153,11 @@ def _retried_while_reachable(method: F) -> F:
             try:
                 return plain(self, *args, **kwargs)
             except (InterfaceError, OperationalError) as exc:
-                if attempt == RETRIES_AFTER_A_DROP or timed_out_on_the_pool(exc):
+                if (
+                    attempt == RETRIES_AFTER_A_DROP
+                    or timed_out_on_the_pool(exc)
+                    or timed_out_on_a_lock(exc)
+                ):
                     raise
                 self.datastore.pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -168,6 +175,22 @@ def timed_out_on_the_pool(error: BaseException) -> bool:
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, PoolTimeout):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's SQLSTATE for a lock not granted within `lock_timeout`."""
+
+
+def timed_out_on_a_lock(error: BaseException) -> bool:
+    """Whether `error` is, or was caused by, the server giving up waiting for
+    a lock (the store URL's `lock_timeout`): nothing was written, and the
+    connection is sound."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == LOCK_NOT_AVAILABLE:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
