@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
@@ -31,7 +32,7 @@ from amends import (
     Stage,
     StoreUnavailable,
 )
-from amends.infra import reporting
+from amends.infra import reporting, store
 from amends.infra.desk import store_errors
 from amends.infra.reporting import VIEWS_CONNECT_TIMEOUT
 from amends.infra.settings import (
@@ -293,6 +294,98 @@ def test_a_pool_whose_connections_are_all_in_use_is_named_as_such(
             desk.get(complaint_id)
         assert "couldn't get a connection" in str(caught.value)
         assert desk.get(complaint_id).version == 1
+
+
+def test_a_write_that_waits_out_the_lock_timeout_gives_up_at_once(
+    postgres_url: str,
+) -> None:
+    """`lock_timeout` is how long a write waits for the events table's lock.
+    The server's "lock timeout" is an OperationalError like a dropped
+    connection's, and the write was tried twice more: `lock_timeout=1`
+    gave up after 3 s. A lock not granted is no broken connection: the
+    command fails once, naming the lock timeout, records nothing, and the
+    next command works."""
+    from psycopg.sql import SQL, Identifier
+
+    with ComplaintDesk(f"{postgres_url}&lock_timeout=1") as desk:
+        complaint_id = desk.receive(**RECEIVE)
+        recorder = desk._app.recorder  # type: ignore[attr-defined]
+        table = Identifier(recorder.datastore.schema, recorder.events_table_name)
+        with psycopg.connect(postgres_url.partition("?")[0]) as holder:
+            holder.execute(SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(table))
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="lock timeout"):
+                desk.add_note(complaint_id, by="ana", text="waits for the lock")
+            waited = time.monotonic() - started
+            holder.rollback()
+        assert waited < 2, f"gave up after {waited:.1f} s, not about 1 s"
+        assert desk.retries == 0
+        assert desk.get(complaint_id).version == 1
+        desk.add_note(complaint_id, by="ana", text="the lock is free")
+        assert desk.get(complaint_id).version == 2
+
+
+def _drop_pooled_connections(desk: ComplaintDesk, postgres_url: str) -> int:
+    """Terminate on the server every idle connection in the desk's store pool
+    (as a restart or a proxy would cut them: the pool learns of it only when
+    it uses one), and wait until they are gone. How many there were."""
+    pool = desk._app.recorder.datastore.pool  # type: ignore[attr-defined]
+    with ExitStack() as borrowed:
+        pids = [
+            borrowed.enter_context(pool.connection()).info.backend_pid
+            for _ in range(pool.get_stats()["pool_available"])
+        ]
+    with psycopg.connect(postgres_url.partition("?")[0], autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid", [pids])
+        deadline = time.monotonic() + 5
+        while admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the connections outlived the drop"
+            time.sleep(0.02)
+    return len(pids)
+
+
+@pytest.mark.parametrize("call", ["verify one", "verify all", "seal"])
+def test_verify_and_seal_work_at_once_after_the_connections_were_dropped(
+    postgres_url: str, call: str
+) -> None:
+    """`verify()` and `seal()` read the store themselves, not through the
+    library's recorder, and those reads were not tried again after a drop:
+    each failed once for every dead connection the pool still held (five or
+    more calls in a row), where a command or `get` works at once. Now the
+    first call after a drop works, as theirs do."""
+    with ComplaintDesk(postgres_url) as desk:
+        complaint_id = walk_to(desk, Stage.RESOLVED)
+        desk.receive(**RECEIVE)
+        sealed = desk.seal().complaints
+        checks: dict[str, Callable[[], bool]] = {
+            "verify one": lambda: desk.verify(complaint_id).ok,
+            "verify all": lambda: desk.verify().ok,
+            "seal": lambda: desk.seal().complaints == sealed,
+        }
+        assert _drop_pooled_connections(desk, postgres_url) >= 2
+        assert all(checks[call]() for _ in range(3))
+
+
+def test_a_scan_whose_connection_drops_between_batches_goes_on_from_where_it_was(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan reads the store in batches, each in a transaction of its own.
+    One whose connection broke is read again from the same key; the rows
+    already handed out are not handed out again, and none is missed."""
+    monkeypatch.setattr(store, "SCAN_BATCH", 2)
+    with ComplaintDesk(postgres_url) as desk:
+        for _ in range(3):
+            walk_to(desk, Stage.ACKNOWLEDGED)
+        recorder = desk._app.recorder  # type: ignore[attr-defined]
+        whole = list(store.stored_events_in_order(recorder))
+        assert len(whole) == 6
+        scan = store.stored_events_in_order(recorder)
+        read = [next(scan), next(scan)]
+        assert _drop_pooled_connections(desk, postgres_url) >= 1
+        read.extend(scan)
+        assert read == whole
 
 
 def test_a_store_failure_is_named_in_the_first_line_of_what_the_driver_said() -> None:

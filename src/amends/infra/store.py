@@ -129,6 +129,7 @@ RETRIES_AFTER_A_DROP = 2
 """How often a read or write whose connection broke is tried again."""
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def _retried_while_reachable(method: F) -> F:
@@ -136,26 +137,45 @@ def _retried_while_reachable(method: F) -> F:
 
     The library tries a read or write 10 times on a connection error, and each
     try may wait the whole connect timeout for a connection: with the server
-    down, a command took 20 to 50 seconds to fail. Here a connection that broke
-    (dropped, or the server restarted) is tried again after the pool has
-    checked its other idle connections, which broke with it; no connection
-    within the connect timeout means the server cannot be reached, and fails
-    at once as `StoreUnavailable`.
+    down, a command took 20 to 50 seconds to fail. Here it is tried as
+    `_tried_after_a_drop` tries any call of the store's.
     """
     plain: Callable[..., Any] = getattr(method, "__wrapped__", method)
 
     @functools.wraps(plain)
     def retried(self: PostgresAggregateRecorder, *args: Any, **kwargs: Any) -> Any:
-        for attempt in range(RETRIES_AFTER_A_DROP + 1):
-            try:
-                return plain(self, *args, **kwargs)
-            except (InterfaceError, OperationalError) as exc:
-                if attempt == RETRIES_AFTER_A_DROP or timed_out_on_the_pool(exc):
-                    raise
-                self.datastore.pool.check()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return _tried_after_a_drop(self, lambda: plain(self, *args, **kwargs))
 
     return retried  # type: ignore[return-value]
+
+
+def _tried_after_a_drop(
+    recorder: PostgresAggregateRecorder, call: Callable[[], T]
+) -> T:
+    """`call`, one read or write on a connection of `recorder`'s pool, tried
+    again while its connection broke.
+
+    A connection that broke (dropped, or the server restarted) is tried again
+    after the pool has checked its other idle connections, which broke with
+    it (unchecked, each of them failed one later call in turn); no connection
+    within the connect timeout means the server cannot be reached, and fails
+    at once as `StoreUnavailable`. So does a lock not granted within the
+    store's `lock_timeout`: the server reports it as the same kind of error,
+    on a connection that works, and tried again a write waited three times
+    the time the URL gives it.
+    """
+    for attempt in range(RETRIES_AFTER_A_DROP + 1):
+        try:
+            return call()
+        except (InterfaceError, OperationalError) as exc:
+            if (
+                attempt == RETRIES_AFTER_A_DROP
+                or timed_out_on_the_pool(exc)
+                or timed_out_on_a_lock(exc)
+            ):
+                raise
+            recorder.datastore.pool.check()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 PROBE_SECONDS = 2
@@ -168,6 +188,22 @@ def timed_out_on_the_pool(error: BaseException) -> bool:
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, PoolTimeout):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's SQLSTATE for a lock not granted within `lock_timeout`."""
+
+
+def timed_out_on_a_lock(error: BaseException) -> bool:
+    """Whether `error` is, or was caused by, the server giving up waiting for
+    a lock (the store URL's `lock_timeout`): nothing was written, and the
+    connection is sound."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == LOCK_NOT_AVAILABLE:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -341,11 +377,34 @@ def stored_complaint_ids(
         table = recorder.events_table_name
     else:
         table = _postgres_table(recorder)
-    with recorder.datastore.transaction(commit=False) as cursor:
-        cursor.execute(
-            f"SELECT DISTINCT originator_id FROM {table} ORDER BY originator_id"
-        )
-        return [str(row["originator_id"]) for row in cursor.fetchall()]
+    rows = _fetched(
+        recorder, f"SELECT DISTINCT originator_id FROM {table} ORDER BY originator_id"
+    )
+    return [str(row["originator_id"]) for row in rows]
+
+
+def _fetched(
+    recorder: SQLiteAggregateRecorder | PostgresAggregateRecorder,
+    statement: str,
+    parameters: tuple[object, ...] = (),
+) -> list[Any]:
+    """Every row of one read, in a transaction of its own.
+
+    On PostgreSQL it is tried again after a drop, as the recorder's own
+    reads are (`_tried_after_a_drop`): read directly, `verify()` and
+    `seal()` were not, and after a drop each failed once for every dead
+    connection left in the pool. The rows are all fetched before any
+    reaches the caller, so a read tried again hands none of them out twice.
+    """
+
+    def read() -> list[Any]:
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, parameters)
+            return cursor.fetchall()
+
+    if isinstance(recorder, PostgresAggregateRecorder):
+        return _tried_after_a_drop(recorder, read)
+    return read()
 
 
 def complaint_rows(
@@ -471,12 +530,13 @@ def _scan(
     )
     last: tuple[object, int] | None = None
     while True:
-        with recorder.datastore.transaction(commit=False) as cursor:
-            if last is None:
-                cursor.execute(first, (*one, SCAN_BATCH))
-            else:
-                cursor.execute(more, (*one, *last, SCAN_BATCH))
-            rows = cursor.fetchall()
+        # A batch is read whole, then handed out: one that fails (a dropped
+        # connection) is read again from the same key, before any of its rows
+        # has reached the caller, and the batches before it stay handed out.
+        if last is None:
+            rows = _fetched(recorder, first, (*one, SCAN_BATCH))
+        else:
+            rows = _fetched(recorder, more, (*one, *last, SCAN_BATCH))
         for row in rows:
             yield _stored(row)
         if len(rows) < SCAN_BATCH:
