@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -416,6 +417,64 @@ def test_only_postgresql_stores_get_a_listener(postgres_url: str) -> None:
     with ComplaintDesk(postgres_url) as pg, ComplaintDesk("memory://") as memory:
         assert isinstance(store_listener(pg._app.recorder), PostgresListener)
         assert store_listener(memory._app.recorder) is None
+
+
+def test_a_follower_waiting_on_unreachable_views_stops_on_sigterm_naming_them(
+    tmp_path: Path,
+) -> None:
+    """Stopped while its views could not be reached (nothing listens on the
+    views' port), the follower's last word was "unexpected error (a bug)"
+    and exit 1: reading the views' position to print it failed unmapped. It
+    is the views' failure, exit 4, in one line."""
+    store = f"sqlite:///{tmp_path / 'a.db'}"
+    with ComplaintDesk(store) as desk:
+        desk.receive(**RECEIVE)
+    env = {
+        **os.environ,
+        "AMENDS_STORE_URL": store,
+        "AMENDS_VIEWS_URL": "postgresql://postgres@127.0.0.1:1/nowhere",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "amends", "project", "--follow", "--poll", "0.05"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert process.stdout.readline().startswith("following ")
+        assert "waits" in process.stderr.readline()  # it waits for the views
+        process.terminate()
+        assert process.wait(PROMPT) == 4
+        last = process.stderr.read().strip().splitlines()[-1]
+        assert last.startswith("amends: report views unavailable at postgresql"), last
+        assert "a bug" not in last
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_follower_of_views_in_a_database_that_does_not_exist_is_refused(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Not waited on for ever: a views database that does not exist is the
+    setting's fault, refused at the start (exit 2), as `project` refuses it."""
+    store = f"sqlite:///{tmp_path / 'a.db'}"
+    views = postgres_url.rsplit("/", 1)[0] + "/amends_no_such_database"
+    env = {**os.environ, "AMENDS_STORE_URL": store, "AMENDS_VIEWS_URL": views}
+    done = subprocess.run(
+        [sys.executable, "-m", "amends", "project", "--follow"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROMPT,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "does not exist" in done.stderr
+    assert "following" not in done.stdout
 
 
 def test_project_follow_on_postgresql_applies_each_write_at_once(

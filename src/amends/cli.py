@@ -1025,6 +1025,11 @@ def project(
         elif not follow:
             print(f"applied {reports.catch_up()} events")
         else:
+            with contextlib.suppress(StoreUnavailable):
+                # Views that can never be reached (a database that does not
+                # exist, not a SQLite file) are refused now; an outage is
+                # waited out, as the follower waits out one later.
+                reports.position()
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             print(f"following {desk.store_url} (Ctrl-C to stop)", flush=True)
@@ -1034,7 +1039,7 @@ def project(
                     poll=timedelta(seconds=poll),
                     on_batch=lambda n: print(f"applied {n} events", flush=True),
                 )
-        print(f"views at position {reports.runner.position()}")
+        print(f"views at position {reports.position()}")
 
 
 # ------------------------------------------------------------------ import

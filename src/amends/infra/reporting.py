@@ -532,6 +532,11 @@ class ReportDesk:
         with self._views_errors():
             return self.runner.catch_up()
 
+    def position(self) -> int:
+        """The notification log position the views have applied events up to."""
+        with self._views_errors():
+            return self.runner.position()
+
     def rebuild(self) -> int:
         """Drop the views and replay the whole store into them."""
         with self._views_errors():
