@@ -26,6 +26,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from amends import ComplaintDesk, StoreUnavailable
 from amends.infra.reporting import PostgresListener, store_listener
+from amends.projections import runner as runner_module
 
 from conftest import POSTGRES_URL_VARIABLE, FixedClock
 from helpers import RECEIVE
@@ -314,7 +315,8 @@ def test_a_follower_waits_out_views_a_rebuild_dropped_and_nothing_else(
         assert not follower.thread.is_alive()
         if waits:
             assert ended == []
-            (warning,) = [r.getMessage() for r in caplog.records]
+            warning, went_on = [r.getMessage() for r in caplog.records]
+            assert "goes on after" in went_on
             assert "UndefinedTable" in warning or "UndefinedObject" in warning
             assert "\n" not in warning  # the driver's first line, not the SQL
         else:
@@ -411,6 +413,73 @@ def test_a_follower_waits_out_a_lock_whatever_its_statement_holds(
         with following(desk, poll=timedelta(seconds=0.05)) as (_, applied):
             wait_for(lambda: sum(applied) == 1)
         assert any("waits" in r.getMessage() for r in caplog.records)
+
+
+def test_a_follower_waiting_out_a_failure_says_so_once_then_once_a_minute(
+    clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each look at a database still locked said "waits" again: twice a
+    second, 7,200 lines an hour's outage. Now the wait is said when it begins
+    and when the failure changes (then once a minute, `WAIT_SAID_EVERY`), and
+    its end when the follower goes on."""
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        runner = desk.reports.runner
+        catch_up = runner.catch_up
+        said = sqlite3.OperationalError("database is locked")
+        said.sqlite_errorcode = sqlite3.SQLITE_BUSY
+        other = sqlite3.OperationalError("disk I/O error")
+        failures = [
+            OperationalError("INSERT ...", (), other),
+            *(OperationalError("INSERT ...", (), said) for _ in range(6)),
+        ]
+
+        def locked(**kwargs: Any) -> int:
+            if failures:
+                raise failures.pop()
+            return catch_up(**kwargs)
+
+        runner.catch_up = locked  # type: ignore[method-assign]
+        desk.receive(**RECEIVE)
+        with following(desk, poll=timedelta(seconds=0.01)) as (_, applied):
+            wait_for(lambda: sum(applied) == 1)
+    said_lines = [
+        r.getMessage() for r in caplog.records if "amends.reports" in r.getMessage()
+    ]
+    assert len(said_lines) == 3, said_lines
+    assert said_lines[0].endswith(") database is locked")
+    assert said_lines[1].endswith(") disk I/O error (looked 7 times)")
+    assert "goes on after" in said_lines[2]
+
+
+def test_a_long_wait_is_said_again_each_time_the_interval_passes(
+    clock: FixedClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner_module, "WAIT_SAID_EVERY", 0.0)
+    with ComplaintDesk("memory://", clock=clock) as desk:
+        runner = desk.reports.runner
+        catch_up = runner.catch_up
+        said = sqlite3.OperationalError("database is locked")
+        said.sqlite_errorcode = sqlite3.SQLITE_BUSY
+        failures = [OperationalError("INSERT ...", (), said) for _ in range(3)]
+
+        def locked(**kwargs: Any) -> int:
+            if failures:
+                raise failures.pop()
+            return catch_up(**kwargs)
+
+        runner.catch_up = locked  # type: ignore[method-assign]
+        desk.receive(**RECEIVE)
+        with following(desk, poll=timedelta(seconds=0.01)) as (_, applied):
+            wait_for(lambda: sum(applied) == 1)
+    said_lines = [r.getMessage() for r in caplog.records]
+    assert [line.rsplit(" (", 1)[-1] for line in said_lines[:3]] == [
+        "sqlite3.OperationalError) database is locked",
+        "looked 2 times)",
+        "looked 3 times)",
+    ]
+    assert "goes on after" in said_lines[3]
 
 
 def test_only_postgresql_stores_get_a_listener(postgres_url: str) -> None:

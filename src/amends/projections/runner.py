@@ -94,6 +94,10 @@ part's query and commit cost little beside its folding."""
 RETRY_SECONDS = 1.0
 """The longest a follower waits before trying again after a failure it waits
 out (a locked or unreachable database, tables dropped by a rebuild)."""
+WAIT_SAID_EVERY = 60.0
+"""Seconds: a follower waiting out a failure says so when it begins, when the
+failure changes and then once a minute, not at every look (an hour's outage
+wrote 7,200 lines, twice a second), and says when it goes on."""
 REPLACED_ATTEMPTS = 5
 """How often a catch-up, or a report, reads views a rebuild in another
 process replaced meanwhile before it gives up (`ViewsBeingReplaced`)."""
@@ -539,6 +543,7 @@ class ProjectionRunner:
         """
         seconds = poll.total_seconds()
         idle = listener or _Sleeper()
+        waiting = _Waiting(self.name)
         while not stop.is_set():
             before_each_look()
             try:
@@ -554,13 +559,14 @@ class ProjectionRunner:
                     raise
                 if _cannot_clear(exc):
                     raise
-                logger.warning("projection %s waits: %s", self.name, first_line(exc))
+                waiting.failed(first_line(exc))
                 # Looked at again soon, not a whole poll later: a rebuild in
                 # another process drops and makes the tables in moments, and
                 # writes meanwhile notify no one (a follower blind for a
                 # 30-second poll fell hundreds of events behind).
                 stop.wait(min(seconds, RETRY_SECONDS))
                 continue
+            waiting.ended()
             if on_batch is not None and applied:
                 on_batch(applied)
             if not applied:
@@ -1049,6 +1055,39 @@ def _hold_views_ddl_lock(conn: Connection) -> None:
             text("SELECT pg_advisory_xact_lock(hashtext(:key || current_schema()))"),
             {"key": f"{t.tracking.name} "},
         )
+
+
+class _Waiting:
+    """What a follower says while it waits out a failure (`WAIT_SAID_EVERY`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.since: float | None = None
+        self.said: tuple[str, float] | None = None
+        self.looks = 0
+
+    def failed(self, problem: str) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        self.looks += 1
+        if (
+            self.said is None
+            or self.said[0] != problem
+            or now - self.said[1] >= WAIT_SAID_EVERY
+        ):
+            again = "" if self.looks == 1 else f" (looked {self.looks} times)"
+            logger.warning("projection %s waits: %s%s", self.name, problem, again)
+            self.said = (problem, now)
+
+    def ended(self) -> None:
+        if self.since is not None:
+            logger.warning(
+                "projection %s goes on after %.1f s of waiting",
+                self.name,
+                time.monotonic() - self.since,
+            )
+        self.since, self.said, self.looks = None, None, 0
 
 
 def _cannot_clear(error: BaseException) -> bool:
