@@ -390,6 +390,30 @@ def test_a_follower_on_views_it_cannot_write_ends_rather_than_waits(
         assert not [r for r in caplog.records if "waits" in r.getMessage()]
 
 
+def follow_through(desk: ComplaintDesk, failures: list[Exception]) -> None:
+    """Follow until one complaint received is applied, each look failing with
+    the next of `failures` (the last first) while any remain."""
+    runner = desk.reports.runner
+    catch_up = runner.catch_up
+
+    def failing(**kwargs: Any) -> int:
+        if failures:
+            raise failures.pop()
+        return catch_up(**kwargs)
+
+    runner.catch_up = failing  # type: ignore[method-assign]
+    desk.receive(**RECEIVE)
+    with following(desk, poll=timedelta(seconds=0.01)) as (_, applied):
+        wait_for(lambda: sum(applied) == 1)
+
+
+def locked(parameters: tuple[str, ...] = ()) -> OperationalError:
+    """SQLAlchemy's error for SQLite's "database is locked"."""
+    said = sqlite3.OperationalError("database is locked")
+    said.sqlite_errorcode = sqlite3.SQLITE_BUSY
+    return OperationalError("INSERT ...", parameters, said)
+
+
 def test_a_follower_waits_out_a_lock_whatever_its_statement_holds(
     clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -397,21 +421,7 @@ def test_a_follower_waits_out_a_lock_whatever_its_statement_holds(
     is a lock to wait out: the words in the statement's parameters say
     nothing of the database."""
     with ComplaintDesk("memory://", clock=clock) as desk:
-        runner = desk.reports.runner
-        catch_up = runner.catch_up
-        said = sqlite3.OperationalError("database is locked")
-        said.sqlite_errorcode = sqlite3.SQLITE_BUSY
-        failures = [OperationalError("INSERT ...", ("read-only team",), said)]
-
-        def locked_once(**kwargs: Any) -> int:
-            if failures:
-                raise failures.pop()
-            return catch_up(**kwargs)
-
-        runner.catch_up = locked_once  # type: ignore[method-assign]
-        desk.receive(**RECEIVE)
-        with following(desk, poll=timedelta(seconds=0.05)) as (_, applied):
-            wait_for(lambda: sum(applied) == 1)
+        follow_through(desk, [locked(("read-only team",))])
         assert any("waits" in r.getMessage() for r in caplog.records)
 
 
@@ -422,32 +432,15 @@ def test_a_follower_waiting_out_a_failure_says_so_once_then_once_a_minute(
     second, 7,200 lines an hour's outage. Now the wait is said when it begins
     and when the failure changes (then once a minute, `WAIT_SAID_EVERY`), and
     its end when the follower goes on."""
+    other = OperationalError("INSERT ...", (), sqlite3.OperationalError("disk I/O"))
     with ComplaintDesk("memory://", clock=clock) as desk:
-        runner = desk.reports.runner
-        catch_up = runner.catch_up
-        said = sqlite3.OperationalError("database is locked")
-        said.sqlite_errorcode = sqlite3.SQLITE_BUSY
-        other = sqlite3.OperationalError("disk I/O error")
-        failures = [
-            OperationalError("INSERT ...", (), other),
-            *(OperationalError("INSERT ...", (), said) for _ in range(6)),
-        ]
-
-        def locked(**kwargs: Any) -> int:
-            if failures:
-                raise failures.pop()
-            return catch_up(**kwargs)
-
-        runner.catch_up = locked  # type: ignore[method-assign]
-        desk.receive(**RECEIVE)
-        with following(desk, poll=timedelta(seconds=0.01)) as (_, applied):
-            wait_for(lambda: sum(applied) == 1)
+        follow_through(desk, [other, *(locked() for _ in range(6))])
     said_lines = [
         r.getMessage() for r in caplog.records if "amends.reports" in r.getMessage()
     ]
     assert len(said_lines) == 3, said_lines
     assert said_lines[0].endswith(") database is locked")
-    assert said_lines[1].endswith(") disk I/O error (looked 7 times)")
+    assert said_lines[1].endswith(") disk I/O (looked 7 times)")
     assert "goes on after" in said_lines[2]
 
 
@@ -458,21 +451,7 @@ def test_a_long_wait_is_said_again_each_time_the_interval_passes(
 ) -> None:
     monkeypatch.setattr(runner_module, "WAIT_SAID_EVERY", 0.0)
     with ComplaintDesk("memory://", clock=clock) as desk:
-        runner = desk.reports.runner
-        catch_up = runner.catch_up
-        said = sqlite3.OperationalError("database is locked")
-        said.sqlite_errorcode = sqlite3.SQLITE_BUSY
-        failures = [OperationalError("INSERT ...", (), said) for _ in range(3)]
-
-        def locked(**kwargs: Any) -> int:
-            if failures:
-                raise failures.pop()
-            return catch_up(**kwargs)
-
-        runner.catch_up = locked  # type: ignore[method-assign]
-        desk.receive(**RECEIVE)
-        with following(desk, poll=timedelta(seconds=0.01)) as (_, applied):
-            wait_for(lambda: sum(applied) == 1)
+        follow_through(desk, [locked() for _ in range(3)])
     said_lines = [r.getMessage() for r in caplog.records]
     assert [line.rsplit(" (", 1)[-1] for line in said_lines[:3]] == [
         "sqlite3.OperationalError) database is locked",
