@@ -26,11 +26,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from amends.domain.stages import Severity
 from amends.domain.values import FIRST_YEAR, LAST_YEAR, Instant, recordable
@@ -476,9 +484,7 @@ class SlaPolicy(BaseModel):
     timezone: str | None = None
     """The IANA zone whose midnight ends a day for `from_end_of_day` on a
     calendar clock (a business clock's working calendar names its own)."""
-    acknowledge_on_business_clock: bool = Field(
-        default=False, exclude_if=lambda value: not value
-    )
+    acknowledge_on_business_clock: bool = False
     """The acknowledgement target is business time in `calendar` while the
     other targets run on the calendar clock: RG 271's "24 hours or one
     business day", whichever is later, is the end of the next business day,
@@ -488,6 +494,19 @@ class SlaPolicy(BaseModel):
     read and fingerprint (the views' tracking row) as they did."""
     description: str = ""
     """Where the figures come from, and what the policy does not model."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_acknowledgement_clock(
+        self, handler: SerializerFunctionWrapHandler
+    ) -> dict[str, Any]:
+        """Leave `acknowledge_on_business_clock` out when not set: the JSON
+        and fingerprint of every policy without it stay as they were. (A
+        field's `exclude_if` would do it too, but only in pydantic releases
+        newer than the 2.7 amends asks for.)"""
+        data: dict[str, Any] = handler(self)
+        if not self.acknowledge_on_business_clock:
+            data.pop("acknowledge_on_business_clock", None)
+        return data
 
     @field_validator("timezone")
     @classmethod
