@@ -10,6 +10,7 @@ import csv
 import json
 import shlex
 import sqlite3
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from amends.audit import verify_bundle
 from amends.cli import MAX_MESSAGE, main
 from amends.domain.errors import ComplaintNotFound
 from amends.domain.lifecycle import command_names
+from amends.domain.values import UNPRINTABLE
 from amends.infra import importer
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE
 
@@ -344,6 +346,36 @@ def test_verify_refuses_a_file_that_is_no_seal(cli: Cli, tmp_path: Path) -> None
         assert result.code == 2, result
         assert "--seal" in result.err
         assert result.err.count("\n") == 1
+
+
+def printable_lines(text: str) -> bool:
+    """Whether no line of `text` holds a character of `UNPRINTABLE`."""
+    return not any(
+        unicodedata.category(ch) in UNPRINTABLE
+        for line in text.split("\n")
+        for ch in line
+    )
+
+
+@pytest.mark.parametrize("odd", ["\u202e", "\u200b", "\u2066", "\ue000"])
+def test_what_people_wrote_reaches_the_terminal_escaped(cli: Cli, odd: str) -> None:
+    """Names may hold format characters (only control characters are
+    refused): a right-to-left override in the actor's name reversed
+    "(new -> RECEIVED)" in `history`, and the owner's name in the line a
+    command prints. Every line a reader sees escapes them, as `show` does."""
+    complaint = cli.ok(
+        "receive",
+        *("--by", f"ana{odd}", "--customer", f"Jo {odd}evil", "--summary", "S"),
+        *("--channel", "web", "--category", "c", "--severity", "low"),
+        *("--expectation", f"e{odd}"),
+    ).strip()
+    escaped = odd.encode("unicode_escape").decode()
+    acknowledged = cli.ok("acknowledge", complaint, "--by", "ben", "--paraphrase", "P")
+    assert f"(owner ana{escaped}, version 2)" in acknowledged
+    timeline = cli.ok("history", complaint)
+    assert f"by ana{escaped}  (new -> RECEIVED)" in timeline
+    for printed in (acknowledged, timeline, cli.ok("show", complaint)):
+        assert printable_lines(printed), printed
 
 
 def test_export_case_is_a_bundle_an_auditor_can_check(cli: Cli, tmp_path: Path) -> None:

@@ -521,7 +521,7 @@ def _domain_command(command_type: type[c.Command]) -> Callable[..., None]:
 def _one_line_state(complaint: Complaint) -> str:
     waiting = ", waiting on the customer" if complaint.waiting else ""
     return (
-        f"complaint {complaint.id}: {complaint.stage} (owner {complaint.owner}, "
+        f"complaint {complaint.id}: {complaint.stage} (owner {shown(complaint.owner)}, "
         f"version {complaint.version}{waiting})"
     )
 
