@@ -421,6 +421,26 @@ def test_verify_bundle_checks_against_a_seal_and_says_when_it_cannot(
     assert "is not a seal written by `amends seal`" in result.err
 
 
+def test_verify_bundle_prints_a_forged_digest_escaped(cli: Cli, tmp_path: Path) -> None:
+    """The digests verify-bundle prints are as the files have them: a forged
+    bundle or seal may hold any text there, and it reaches the terminal with
+    its unprintable characters escaped, as the findings do."""
+    complaint = cli.receive("--at", iso(0))
+    seal, case = tmp_path / "seal.json", tmp_path / "case.json"
+    cli.ok("seal", "--out", str(seal))
+    cli.ok("export-case", complaint, "--out", str(case))
+    for path, where in ((case, "head"), (seal, "complaints")):
+        document = json.loads(path.read_text())
+        entry = document[where] if where == "head" else document[where][0]
+        entry["digest"] = "\u202e" + entry["digest"] + "\n\x1b[2J"
+        path.write_text(json.dumps(document), encoding="utf-8")
+    result = cli("verify-bundle", str(case), "--seal", str(seal))
+    assert result.code == 3, result
+    assert "head: version 1, digest \\u202e" in result.out
+    assert printable_lines(result.out), result.out
+    assert len(result.out.splitlines()) == result.out.count("\n")
+
+
 def test_a_broken_case_is_exported_as_stored_and_said_not_to_verify(
     cli: Cli, tmp_path: Path
 ) -> None:
