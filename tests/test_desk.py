@@ -321,6 +321,7 @@ class Backup:
         if self.sqlite:
             with closing(sqlite3.connect(self._file)) as live:
                 self.copy.backup(live)
+            self.copy.close()
             return
         import psycopg
 
@@ -427,12 +428,12 @@ def test_a_cached_desk_never_records_on_a_history_the_store_no_longer_holds(
             )
         except InvalidTransition:
             recorded = None
-        stored = uncached.get(complaint_id)  # raises HistoryViolation on a gap
+        held = uncached.get(complaint_id)  # raises HistoryViolation on a gap
         assert uncached.verify(complaint_id).ok
     if recorded is not None:
-        assert recorded == stored
+        assert recorded == held
     else:
-        assert command not in stored.allowed_commands
+        assert command not in held.allowed_commands
 
 
 def test_the_cache_keeps_only_the_most_recently_used() -> None:
