@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,8 @@ from amends import (
     Stage,
 )
 from amends.audit import CaseBundle, load_seal, verify_bundle
+from amends.domain.audit import ChainVerifier, StoredRecord
+from amends.domain.values import UNPRINTABLE
 from amends.infra.settings import new_cipher_key
 from amends.testing import Lifecycle, lifecycles
 
@@ -820,3 +823,45 @@ def test_the_whole_store_scan_pages_across_complaints(
     assert (report.complaints, report.events, report.ok) == (3, 18, True)
     raw.delete(ids[2], 4)
     assert ("missing", 5) in kinds(desk.verify(), ids[2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    version=st.integers(1, 3),
+    key=st.text(min_size=1, max_size=8),
+    topic=st.one_of(st.none(), st.text(max_size=8)),
+)
+def test_verify_text_never_contains_an_unprintable_character(
+    version: int, key: str, topic: str | None
+) -> None:
+    """A finding may quote what a stored row holds (a field its payload
+    should not have, a topic no event has): `verify` and `verify-bundle`
+    print each on one line with every `UNPRINTABLE` character escaped, so a
+    right-to-left override or a line break there cannot rewrite the report
+    on a terminal."""
+    with ComplaintDesk("memory://", clock=FixedClock()) as desk:
+        complaint_id = desk.receive(**RECEIVE)
+        desk.add_note(complaint_id, by="ana", text="n")
+        desk.add_note(complaint_id, by="ana", text="n")
+        events = desk.events(complaint_id)
+    records = [
+        StoredRecord(complaint_id, e.originator_version, e.topic, e.payload())
+        for e in events
+    ]
+    edited = records[version - 1]
+    assert edited.payload is not None
+    assume(key not in edited.payload)
+    records[version - 1] = StoredRecord(
+        complaint_id,
+        version,
+        edited.topic if topic is None else topic,
+        {**edited.payload, key: 1},
+    )
+    verifier = ChainVerifier()
+    verifier.check(records)
+    report = verifier.report()
+    assert not report.ok
+    text = report.to_text()
+    assert text.count("\n") == len(text.splitlines()) == 1 + len(report.findings)
+    for line in text.split("\n"):
+        assert not any(unicodedata.category(ch) in UNPRINTABLE for ch in line), line

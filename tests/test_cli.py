@@ -10,6 +10,7 @@ import csv
 import json
 import shlex
 import sqlite3
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from amends.audit import verify_bundle
 from amends.cli import MAX_MESSAGE, main
 from amends.domain.errors import ComplaintNotFound
 from amends.domain.lifecycle import command_names
+from amends.domain.values import UNPRINTABLE
 from amends.infra import importer
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE
 
@@ -346,6 +348,36 @@ def test_verify_refuses_a_file_that_is_no_seal(cli: Cli, tmp_path: Path) -> None
         assert result.err.count("\n") == 1
 
 
+def printable_lines(text: str) -> bool:
+    """Whether no line of `text` holds a character of `UNPRINTABLE`."""
+    return not any(
+        unicodedata.category(ch) in UNPRINTABLE
+        for line in text.split("\n")
+        for ch in line
+    )
+
+
+@pytest.mark.parametrize("odd", ["\u202e", "\u200b", "\u2066", "\ue000"])
+def test_what_people_wrote_reaches_the_terminal_escaped(cli: Cli, odd: str) -> None:
+    """Names may hold format characters (only control characters are
+    refused): a right-to-left override in the actor's name reversed
+    "(new -> RECEIVED)" in `history`, and the owner's name in the line a
+    command prints. Every line a reader sees escapes them, as `show` does."""
+    complaint = cli.ok(
+        "receive",
+        *("--by", f"ana{odd}", "--customer", f"Jo {odd}evil", "--summary", "S"),
+        *("--channel", "web", "--category", "c", "--severity", "low"),
+        *("--expectation", f"e{odd}"),
+    ).strip()
+    escaped = odd.encode("unicode_escape").decode()
+    acknowledged = cli.ok("acknowledge", complaint, "--by", "ben", "--paraphrase", "P")
+    assert f"(owner ana{escaped}, version 2)" in acknowledged
+    timeline = cli.ok("history", complaint)
+    assert f"by ana{escaped}  (new -> RECEIVED)" in timeline
+    for printed in (acknowledged, timeline, cli.ok("show", complaint)):
+        assert printable_lines(printed), printed
+
+
 def test_export_case_is_a_bundle_an_auditor_can_check(cli: Cli, tmp_path: Path) -> None:
     complaint = cli.receive("--at", iso(0))
     walk(cli, complaint)
@@ -387,6 +419,26 @@ def test_verify_bundle_checks_against_a_seal_and_says_when_it_cannot(
     result = cli("verify-bundle", str(case), "--seal", str(seal))
     assert result.code == 2
     assert "is not a seal written by `amends seal`" in result.err
+
+
+def test_verify_bundle_prints_a_forged_digest_escaped(cli: Cli, tmp_path: Path) -> None:
+    """The digests verify-bundle prints are as the files have them: a forged
+    bundle or seal may hold any text there, and it reaches the terminal with
+    its unprintable characters escaped, as the findings do."""
+    complaint = cli.receive("--at", iso(0))
+    seal, case = tmp_path / "seal.json", tmp_path / "case.json"
+    cli.ok("seal", "--out", str(seal))
+    cli.ok("export-case", complaint, "--out", str(case))
+    for path, where in ((case, "head"), (seal, "complaints")):
+        document = json.loads(path.read_text())
+        entry = document[where] if where == "head" else document[where][0]
+        entry["digest"] = "\u202e" + entry["digest"] + "\n\x1b[2J"
+        path.write_text(json.dumps(document), encoding="utf-8")
+    result = cli("verify-bundle", str(case), "--seal", str(seal))
+    assert result.code == 3, result
+    assert "head: version 1, digest \\u202e" in result.out
+    assert printable_lines(result.out), result.out
+    assert len(result.out.splitlines()) == result.out.count("\n")
 
 
 def test_a_broken_case_is_exported_as_stored_and_said_not_to_verify(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import amends.infra.desk as desk_module
@@ -304,6 +307,144 @@ def test_a_cached_complaint_still_sees_what_another_desk_wrote(
     assert desk.get(complaint_id, version=1).version == 1
 
 
+class Backup:
+    """A backup of a shared store, restored in place under running desks.
+
+    On SQLite, the online backup API both ways, as an operator does; on
+    PostgreSQL, the complaint's rows written since the backup deleted, which
+    is what restoring the database does to an append-only store."""
+
+    def __init__(self, store_url: str, complaint_id: UUID, version: int) -> None:
+        self.url, self.complaint_id, self.version = store_url, complaint_id, version
+        self.sqlite = store_url.startswith("sqlite")
+        if self.sqlite:
+            self.copy = sqlite3.connect(":memory:")
+            with closing(sqlite3.connect(self._file)) as live:
+                live.backup(self.copy)
+
+    @property
+    def _file(self) -> str:
+        return self.url.removeprefix("sqlite:///")
+
+    def restore(self) -> None:
+        if self.sqlite:
+            with closing(sqlite3.connect(self._file)) as live:
+                self.copy.backup(live)
+            self.copy.close()
+            return
+        import psycopg
+
+        base, _, schema = self.url.partition("?schema=")
+        with psycopg.connect(base, autocommit=True) as conn:
+            for table in ("amends_events", "amends_snapshots"):
+                conn.execute(
+                    f'DELETE FROM "{schema}".{table} WHERE originator_id = %s '
+                    "AND originator_version > %s",
+                    (self.complaint_id, self.version),
+                )
+
+
+FORWARD = dict(
+    zip(
+        ORDER,
+        (
+            "acknowledge",
+            "apologize",
+            "commit_plan",
+            "post_update",
+            "resolve",
+            "confirm_satisfaction",
+            "log_prevention",
+        ),
+        strict=False,
+    )
+)
+"""The command that moves a complaint on from each open stage."""
+
+Steps = st.lists(st.sampled_from(["note", "step"]), max_size=3)
+
+
+def act(desk: ComplaintDesk, complaint_id: UUID, steps: list[str], who: str) -> None:
+    for i, step in enumerate(steps):
+        if step == "note":
+            desk.add_note(complaint_id, by="ana", text=f"{who} {i}")
+        else:
+            stage = desk.get(complaint_id).stage
+            desk.execute(
+                FORWARD[stage], complaint_id, **valid_arguments(FORWARD[stage], "ana")
+            )
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    before=Steps,
+    after=Steps.filter(bool),
+    since=Steps,
+    last=st.sampled_from(["note", "step"]),
+    snapshot_every=st.sampled_from([0, 2]),
+)
+# The embedding engineer's case: the store lost the versions after the
+# cached head (4 -> 2), and apologize was decided on a stage it no longer held.
+@example(
+    before=["note"], after=["step", "note"], since=[], last="step", snapshot_every=0
+)
+# The store holds the cached head's version again, but another event: the
+# desks that used it after the restore wrote their own version 3 and 4.
+@example(
+    before=["note"],
+    after=["step", "note"],
+    since=["step", "note"],
+    last="note",
+    snapshot_every=0,
+)
+def test_a_cached_desk_never_records_on_a_history_the_store_no_longer_holds(
+    shared_store_url: str,
+    clock: FixedClock,
+    before: list[str],
+    after: list[str],
+    since: list[str],
+    last: str,
+    snapshot_every: int,
+) -> None:
+    """A desk keeps a complaint's state in its cache between commands; a
+    backup restored in place under it takes away the events after the backup,
+    and other desks may write other events at those versions since. Whatever
+    happened, its next command is decided on the history the store holds, as
+    a desk without a cache decides it: recorded right after the stored head
+    (the chain unbroken, every later desk reads it), or refused because the
+    stored stage does not allow it."""
+    with (
+        ComplaintDesk(
+            shared_store_url, clock=clock, snapshot_every=snapshot_every
+        ) as desk,
+        ComplaintDesk(shared_store_url, clock=clock, cache_size=0) as uncached,
+    ):
+        complaint_id = desk.receive(**RECEIVE)
+        act(desk, complaint_id, before, "before the backup")
+        backup = Backup(shared_store_url, complaint_id, desk.get(complaint_id).version)
+        act(desk, complaint_id, after, "after the backup")
+        believed = desk.get(complaint_id).stage  # cached: as the desk last saw it
+        backup.restore()
+        act(uncached, complaint_id, since, "since the restore")
+        command = "add_note" if last == "note" else FORWARD[believed]
+        try:
+            recorded: Complaint | None = desk.execute(
+                command, complaint_id, **valid_arguments(command, "ana")
+            )
+        except InvalidTransition:
+            recorded = None
+        held = uncached.get(complaint_id)  # raises HistoryViolation on a gap
+        assert uncached.verify(complaint_id).ok
+    if recorded is not None:
+        assert recorded == held
+    else:
+        assert command not in held.allowed_commands
+
+
 def test_the_cache_keeps_only_the_most_recently_used() -> None:
     from amends.infra.desk import ComplaintCache
 
@@ -318,6 +459,26 @@ def test_the_cache_keeps_only_the_most_recently_used() -> None:
     assert cache.get(states[1].id) is states[1]  # an older state never wins
     with pytest.raises(ValueError, match="cache_size"):
         ComplaintCache(-1)
+
+
+def test_the_cache_discards_a_state_only_while_it_is_the_one_cached() -> None:
+    """A desk that found a cached state stale discards it, so that the older,
+    true state it reads next can come in (`put` keeps the newest version);
+    a state another thread put meanwhile stays."""
+    from amends.infra.desk import ComplaintCache
+
+    with ComplaintDesk("memory://") as desk:
+        complaint_id = desk.receive(**RECEIVE)
+        first = desk.get(complaint_id)
+        second = desk.add_note(complaint_id, by="ana", text="later")
+    cache = ComplaintCache(2)
+    cache.put(second)
+    cache.discard(first)
+    assert cache.get(complaint_id) is second
+    cache.discard(second)
+    assert cache.get(complaint_id) is None
+    cache.put(first)
+    assert cache.get(complaint_id) is first
 
 
 def test_a_clock_behind_the_last_event_still_records_now(

@@ -8,6 +8,7 @@ recorded.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any
 
@@ -25,7 +26,7 @@ from amends import (
 )
 from amends.domain import values
 from amends.domain.commands import COMMAND_TYPES, field_problems
-from amends.domain.values import FIRST_YEAR, LAST_YEAR
+from amends.domain.values import FIRST_YEAR, LAST_YEAR, UNPRINTABLE, shown
 
 from conftest import NOW, FixedClock
 from helpers import ODD_TEXTS, RECEIVE
@@ -235,3 +236,48 @@ def test_a_list_too_short_as_given_is_said_to_be_whatever_its_items() -> None:
         problems = field_problems(refused.value, "plan")
         assert any(p.field == "steps" for p in problems) is too_short
         assert any(p.field.startswith("steps.1") for p in problems)
+
+
+FORMAT_CHARACTERS = ["\u202e", "\u200b", "\u2066", "\u00ad", "\ue000", "\U000e0001"]
+"""A right-to-left override, a zero-width space, an isolate, a soft hyphen, a
+private-use and a tag character: names may hold them (only control
+characters are refused)."""
+NAMES = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(FORMAT_CHARACTERS),
+        st.characters(blacklist_categories=["Cc", "Cs", "Zl", "Zp"]),
+    ),
+    min_size=1,
+    max_size=12,
+).filter(str.strip)
+TEXTS = st.text(
+    alphabet=st.one_of(
+        st.sampled_from([*FORMAT_CHARACTERS, "\n", "\t", "\u2028", "\u2029"]),
+        st.characters(blacklist_categories=["Cc", "Cs"]),
+    ),
+    min_size=1,
+    max_size=40,
+).filter(str.strip)
+
+
+@settings(max_examples=60, deadline=None)
+@given(by=NAMES, customer=NAMES, note=TEXTS, steps=st.lists(TEXTS, min_size=1))
+def test_history_text_never_contains_an_unprintable_character(
+    by: str, customer: str, note: str, steps: list[str]
+) -> None:
+    """The timeline (`amends history`) is read on a terminal: what people
+    wrote in it, names and prose, is shown with every `UNPRINTABLE`
+    character escaped, as `amends show` and the reports show it, so a
+    right-to-left override in a name cannot reverse the rest of its line
+    (its stages) nor a name pass for another it looks the same as."""
+    with ComplaintDesk("memory://", clock=FixedClock()) as desk:
+        complaint_id = desk.receive(**{**RECEIVE, "by": by, "customer": customer})
+        desk.add_note(complaint_id, by=by, text=note)
+        desk.acknowledge(complaint_id, by=by, paraphrase=note)
+        desk.apologize(complaint_id, by=by, apology=note)
+        desk.commit_plan(complaint_id, by=by, steps=steps, due=NOW + timedelta(days=1))
+        text = desk.history(complaint_id).to_text()
+    for line in text.split("\n"):
+        assert not any(unicodedata.category(ch) in UNPRINTABLE for ch in line), line
+    assert len(text.splitlines()) == text.count("\n")  # no other line breaks
+    assert f"by {shown(by.strip())}  (new -> RECEIVED)" in text

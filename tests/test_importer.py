@@ -13,6 +13,7 @@ import json
 import random
 import sqlite3
 import tempfile
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from amends import AmendsError, ComplaintDesk, Stage, WorkerDied
 from amends.domain.commands import COMMAND_TYPES
 from amends.domain.events import PlanCommitted, UpdatePosted
+from amends.domain.values import UNPRINTABLE
 from amends.infra import importer
 from amends.infra.importer import (
     RESERVED_FIELDS,
@@ -546,6 +548,38 @@ def test_a_key_named_twice_in_a_json_lines_row_makes_it_unreadable(
     summary = import_log(sqlite_desk, path, generic_mapping())
     assert summary.imported == ()
     assert "names 'by' twice" in str(summary.model_dump())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    case=st.text(min_size=1, max_size=8).filter(str.strip),
+    activity=st.text(min_size=1, max_size=8),
+    by=st.text(min_size=1, max_size=8),
+    at=st.text(max_size=8),
+)
+def test_import_text_never_contains_an_unprintable_character(
+    case: str, activity: str, by: str, at: str
+) -> None:
+    """The summary quotes the log's case ids, activities and values as the
+    source system wrote them: each of its lines is printed with every
+    `UNPRINTABLE` character escaped, so a right-to-left override in a case id
+    cannot reverse the rest of its line, nor a line break split it."""
+    rows = [
+        {"case": case, "activity": activity, "by": by, "at": at},
+        {"case": case, "activity": "acknowledge", "by": by, "at": at},
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "log.jsonl"
+        path.write_text(
+            "".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8"
+        )
+        with ComplaintDesk("memory://", clock=FixedClock()) as desk:
+            summary = import_log(desk, path, generic_mapping(), dry_run=True)
+    text = summary.to_text()
+    assert summary.rejected  # the case is named, with why
+    assert text.count("\n") == len(text.splitlines())
+    for line in text.split("\n"):
+        assert not any(unicodedata.category(ch) in UNPRINTABLE for ch in line), line
 
 
 # -------------------------------------------------- generated logs (JSON Lines)

@@ -521,7 +521,7 @@ def _domain_command(command_type: type[c.Command]) -> Callable[..., None]:
 def _one_line_state(complaint: Complaint) -> str:
     waiting = ", waiting on the customer" if complaint.waiting else ""
     return (
-        f"complaint {complaint.id}: {complaint.stage} (owner {complaint.owner}, "
+        f"complaint {complaint.id}: {complaint.stage} (owner {shown(complaint.owner)}, "
         f"version {complaint.version}{waiting})"
     )
 
@@ -755,9 +755,12 @@ def verify_bundle_command(
             raise typer.BadParameter(str(exc), param_hint="'--seal'") from None
     print(report.to_text(), end="")
     if read is not None:
+        # The digests are as the file has them: any text, if it was forged.
         print(
-            f"head: version {read.head.version}, digest {read.head.digest}; "
-            f"bundle digest {read.digest}"
+            shown(
+                f"head: version {read.head.version}, digest {read.head.digest}; "
+                f"bundle digest {read.digest}"
+            )
         )
         pinned = read.pinned_by(sealed)
         if sealed is not None and pinned is None:
@@ -768,8 +771,10 @@ def verify_bundle_command(
             )
         elif sealed is not None and pinned is not None:
             print(
-                f"seal of {sealed.sealed_at.isoformat()}: pins version "
-                f"{pinned.version}, digest {pinned.digest}"
+                shown(
+                    f"seal of {sealed.sealed_at.isoformat()}: pins version "
+                    f"{pinned.version}, digest {pinned.digest}"
+                )
             )
     if not report.ok:
         _note(

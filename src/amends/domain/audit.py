@@ -20,6 +20,7 @@ from amends.domain.digest import canonical_json, stored_digest
 from amends.domain.events import EVENT_TYPES, ComplaintEvent, ended_a_wait
 from amends.domain.lifecycle import transition_for, transitions_from
 from amends.domain.stages import Stage
+from amends.domain.values import shown
 
 ENVELOPE_NAMES = frozenset({"topic", "originator_id", "originator_version"})
 """Names the digest adds to a payload; a payload must not carry them itself."""
@@ -63,10 +64,14 @@ class VerificationReport(BaseModel):
         return not self.findings
 
     def to_text(self) -> str:
+        """One line a finding, each with its `UNPRINTABLE` characters
+        escaped: a finding may quote what a stored row or a bundle holds
+        (a payload's field names), and a right-to-left override or a line
+        break there rewrote the report on a terminal."""
         head = f"verified {self.events} events of {self.complaints} complaints: " + (
             "clean" if self.ok else f"{len(self.findings)} findings"
         )
-        return "\n".join([head, *(f"  {f}" for f in self.findings)]) + "\n"
+        return "\n".join([head, *(f"  {shown(str(f))}" for f in self.findings)]) + "\n"
 
 
 STRICT_FILE = ConfigDict(frozen=True, extra="forbid")

@@ -14,6 +14,7 @@ from amends.domain.complaint import Complaint, evolve
 from amends.domain.events import ComplaintEvent
 from amends.domain.lifecycle import transition_for
 from amends.domain.stages import Stage
+from amends.domain.values import shown
 
 _ENVELOPE = frozenset(
     {"originator_id", "originator_version", "timestamp", "by", "previous_digest"}
@@ -66,7 +67,12 @@ class CaseHistory(BaseModel):
         )
 
     def to_text(self) -> str:
-        """A timeline a person can read in a terminal or an e-mail."""
+        """A timeline a person can read in a terminal or an e-mail.
+
+        What people wrote (names, notes) is shown with its `UNPRINTABLE`
+        characters escaped: names may hold format characters, and a
+        right-to-left override in an actor's name reversed the rest of its
+        line on a terminal, stages included."""
         lines = [f"complaint {self.complaint_id}"]
         for r in self.records:
             moved = (
@@ -79,7 +85,7 @@ class CaseHistory(BaseModel):
             # the event it names.
             lines.append(
                 f"  v{r.version:<3} {r.at.isoformat()}  "
-                f"{r.command:<20} by {r.by}  ({moved})"
+                f"{r.command:<20} by {shown(r.by)}  ({moved})"
             )
             for key, value in r.payload.items():
                 if value is None or (key in _SHOWN_WHEN_SET and not value):
@@ -115,6 +121,8 @@ def history_of(complaint_id: UUID, events: Iterable[ComplaintEvent]) -> CaseHist
 
 
 def _short(value: Any, limit: int = 100) -> str:
+    """`value` on one line of at most `limit` characters before escaping
+    (cut first, so no escape is cut in half)."""
     text = "; ".join(map(str, value)) if isinstance(value, list) else str(value)
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shown(text if len(text) <= limit else text[: limit - 1] + "…")

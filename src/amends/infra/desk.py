@@ -112,9 +112,14 @@ DEFAULT_CACHE_SIZE = 1_000
 class ComplaintCache:
     """The latest known state of recently used complaints (least recent out).
 
-    States are immutable and always a true prefix of the stored history, so
-    sharing them is safe; the desk fast-forwards a cached state from the store
-    before deciding, so the cache saves reading old events, never correctness.
+    States are immutable, so sharing them is safe. A cached state was a true
+    prefix of the stored history when it was put, but the store can move
+    under it: a backup restored in place takes events away, and others may
+    be written at the same versions since. So the desk uses a cached state
+    only after finding its head event still stored as it was (same version,
+    same digest: the chain makes that the whole history up to it), then
+    fast-forwards it by the newer events; the cache saves reading old
+    events, never correctness.
     """
 
     def __init__(self, size: int) -> None:
@@ -142,6 +147,14 @@ class ComplaintCache:
             self._states.move_to_end(state.id)
             while len(self._states) > self._size:
                 self._states.popitem(last=False)
+
+    def discard(self, state: Complaint) -> None:
+        """Forget `state`, if it is still the one cached for its complaint
+        (a newer one put meanwhile stays): `put` keeps the newest version,
+        so a stale state must go before an older, true one can come in."""
+        with self._lock:
+            if self._states.get(state.id) is state:
+                del self._states[state.id]
 
 
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
@@ -1013,22 +1026,26 @@ class ComplaintDesk:
     ) -> Complaint | None:
         """The complaint now, or at a version or moment.
 
-        The latest state comes from the desk's cache when it has the complaint,
-        fast-forwarded by whatever the store holds beyond it (so a concurrent
-        writer's events are never missed); otherwise, and for the past, from
-        the newest usable snapshot at or before the point asked, plus events.
+        The latest state comes from the desk's cache when it has the complaint
+        and the store still holds the cached head (`_beyond`), fast-forwarded
+        by whatever the store holds beyond it (so a concurrent writer's events
+        are never missed); otherwise, and for the past, from the newest usable
+        snapshot at or before the point asked, plus events.
         """
         latest = version is None and as_of is None
         with store_errors(self.store_url):
             state = self._cache.get(complaint_id) if latest else None
-            if state is None:
+            events = self._beyond(state) if state is not None else None
+            if events is None:
+                if state is not None:
+                    self._cache.discard(state)
                 snapshot = self._snapshot(complaint_id, version, as_of)
                 state = snapshot.state if snapshot is not None else None
-            events = self._app.events.get(
-                complaint_id,
-                gt=state.version if state is not None else None,
-                lte=version,
-            )
+                events = self._app.events.get(
+                    complaint_id,
+                    gt=state.version if state is not None else None,
+                    lte=version,
+                )
             for event in events:
                 complaint_event = _as_complaint_event(event)
                 if as_of is not None and complaint_event.timestamp > as_of:
@@ -1037,6 +1054,51 @@ class ComplaintDesk:
         if latest and state is not None:
             self._cache.put(state)
         return state
+
+    def _beyond(self, cached: Complaint) -> Iterator[object] | None:
+        """The stored events after a cached state, or None when the store no
+        longer holds its head event as it was (missing, or another event at
+        that version): then the cached state is no prefix of the stored
+        history, and deciding on it would record an event at a version the
+        store skips, or chained to an event it does not hold.
+
+        A backup restored in place under a running desk does both: it takes
+        away the events after the backup, and the desks that use the store
+        afterwards may write others at the same versions. The head's digest
+        covers the whole chain up to it, so one row, read in the same query
+        as the newer ones, tells; its payload is decoded for the digest
+        alone, not made an event."""
+        stored = self._app.recorder.select_events(cached.id, gt=cached.version - 1)
+        head = stored[0] if stored else None
+        if (
+            head is None
+            or head.originator_version != cached.version
+            or self._digest_of(head) != cached.head_digest
+        ):
+            logger.warning(
+                "complaint %s: the store no longer holds version %d as this "
+                "desk last read it (a backup restored?); reading it afresh",
+                cached.id,
+                cached.version,
+            )
+            return None
+        return map(self._mapper.to_domain_event, stored[1:])
+
+    def _digest_of(self, stored: StoredEvent) -> str | None:
+        """The digest of a stored event, None if its payload cannot be read
+        (reading it afresh then names the row)."""
+        try:
+            payload = self._mapper.decode_payload(stored)
+        except UnreadableRecord:
+            return None
+        class_version = payload.pop("class_version", 1)
+        return stored_digest(
+            stored.topic,
+            class_version,
+            stored.originator_id,
+            stored.originator_version,
+            payload,
+        )
 
     def _snapshot(
         self, complaint_id: UUID, version: int | None, as_of: datetime | None

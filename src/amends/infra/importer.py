@@ -65,7 +65,7 @@ from amends.domain.errors import (
 from amends.domain.events import ComplaintEvent
 from amends.domain.lifecycle import TERMINAL, TRANSITIONS
 from amends.domain.stages import Stage
-from amends.domain.values import FIRST_YEAR, LAST_YEAR
+from amends.domain.values import FIRST_YEAR, LAST_YEAR, shown
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE, ComplaintDesk, store_errors
 from amends.infra.errors import StoreUnavailable
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper
@@ -505,7 +505,11 @@ class ImportSummary(BaseModel):
         return self.model_dump_json(indent=2)
 
     def to_text(self, limit: int = 20) -> str:
-        """A report for a terminal; `limit` caps each list (JSON has them all)."""
+        """A report for a terminal; `limit` caps each list (JSON has them all).
+
+        Each line with its `UNPRINTABLE` characters escaped: it quotes the
+        log's case ids and activity names as the source system wrote them,
+        and a right-to-left override in one reversed the rest of its line."""
         verb = "would import" if self.dry_run else "imported"
         batches = "" if self.dry_run else f" in {_count(self.batches, 'batch')}"
         rate = f"{self.elapsed_seconds:.2f} s, {self.events_per_second:,.0f} events/s"
@@ -553,7 +557,7 @@ class ImportSummary(BaseModel):
                 lines.append(f"  line {row.line}: {row.reason}")
             if len(self.unreadable) > limit:
                 lines.append(f"  ... and {len(self.unreadable) - limit:,} more")
-        return "\n".join(lines) + "\n"
+        return "\n".join(map(shown, lines)) + "\n"
 
 
 def _count(n: int, noun: str) -> str:
