@@ -24,10 +24,13 @@ from eventsourcing.persistence import (
     OperationalError,
     ProgrammingError,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 from amends import (
     ComplaintDesk,
     ConfigurationError,
+    DeskClosed,
     HistoryViolation,
     Stage,
     StoreUnavailable,
@@ -543,6 +546,70 @@ def test_an_unescaped_at_sign_in_a_password_is_refused_and_never_shown(
     assert redacted_url("postgresql://ana:p%40ss@h/db?x=1@2") == (
         "postgresql://ana:***@h/db?x=1@2"
     )
+
+
+_SECRET = st.text(
+    st.characters(codec="ascii", categories=["L", "N"]), min_size=6, max_size=20
+).map(lambda text: f"S3{text}")
+
+
+@given(
+    secret=_SECRET,
+    scheme=st.sampled_from(["postgresql", "postgres", "postgresql+psycopg2", "x"]),
+    where=st.sampled_from(["netloc", "query first", "query after"]),
+)
+def test_a_url_is_never_shown_with_its_password(
+    secret: str, scheme: str, where: str
+) -> None:
+    """Hidden wherever the URL names it: in the network location, or as
+    libpq's `?password=`, which a refusal for naming an option amends does
+    not take printed whole; and in every message of a refused URL."""
+    url = {
+        "netloc": f"{scheme}://ana:{secret}@db.internal:5432/amends",
+        "query first": f"{scheme}://ana@db/amends?password={secret}&schema=s",
+        "query after": f"{scheme}://ana@db/amends?schema=s&PassWord={secret}#x",
+    }[where]
+    assert secret not in redacted_url(url)
+    refusal = ""
+    try:
+        store_settings(url)
+    except ConfigurationError as exc:
+        refusal = str(exc)
+    # Refused for its scheme or its password option; taken with its password
+    # in the network location (a scheme amends reads).
+    assert bool(refusal) == (
+        where != "netloc" or scheme.startswith(("x", "postgresql+"))
+    )
+    assert secret not in refusal
+
+
+def test_a_desk_is_named_without_its_password(postgres_url: str) -> None:
+    """Its name is in logs and in `DeskClosed`, which requests arriving during
+    a shutdown raise; the CLI's follower prints its URL too. (The server
+    trusts local connections: it never asks for the password given.)"""
+    parts = urlsplit(postgres_url)
+    user, _, host = parts.netloc.rpartition("@")
+    url = urlunsplit(parts._replace(netloc=f"{user}:S3cretPW@{host}"))
+    desk = ComplaintDesk(url)
+    assert "S3cretPW" not in repr(desk)
+    assert f"{user}:***@" in repr(desk)
+    desk.close()
+    with pytest.raises(DeskClosed) as closed:
+        desk.get(uuid.uuid4())
+    assert "S3cretPW" not in str(closed.value)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "amends", "--store", url, "project", "--follow"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first = follower.stdout.readline()
+    finally:
+        follower.terminate()
+        follower.wait(30)
+    assert first.startswith("following postgresql://")
+    assert "S3cretPW" not in first
 
 
 def test_a_views_url_that_cannot_work_is_refused_before_the_store_is_opened(

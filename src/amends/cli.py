@@ -61,7 +61,12 @@ from amends.infra.desk import Clock, ComplaintDesk, utc_now
 from amends.infra.docs import lifecycle_markdown, write_docs
 from amends.infra.errors import ConfigurationError, StoreUnavailable
 from amends.infra.reporting import MAX_COUNT, MAX_HORIZON, policy_schedule
-from amends.infra.settings import new_cipher_key, resolve_store_url, store_settings
+from amends.infra.settings import (
+    new_cipher_key,
+    redacted_url,
+    resolve_store_url,
+    store_settings,
+)
 from amends.projections.facts import PolicyMismatch
 from amends.projections.forking import WorkerDied
 from amends.projections.reports import DEFAULT_LIMIT, UnknownSection
@@ -1037,7 +1042,10 @@ def project(
                 reports.position()
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            print(f"following {desk.store_url} (Ctrl-C to stop)", flush=True)
+            print(
+                f"following {redacted_url(desk.store_url)} (Ctrl-C to stop)",
+                flush=True,
+            )
             with contextlib.suppress(KeyboardInterrupt):
                 reports.follow(
                     stop,
@@ -1201,7 +1209,8 @@ def run_demo(
         print(
             f"simulated {summary.complaints} complaints, {summary.commands} commands "
             f"({summary.first:%Y-%m-%d} to {summary.last:%Y-%m-%d}) into "
-            f"{desk.store_url}; views caught up {applied} events; {elapsed:.1f} s\n"
+            f"{redacted_url(desk.store_url)}; views caught up {applied} events; "
+            f"{elapsed:.1f} s\n"
         )
         print(desk.reports.ownership(limit=DEMO_LISTED).to_table())
         print(desk.reports.time_to_resolution(limit=DEMO_LISTED).to_table())
@@ -1290,7 +1299,7 @@ def walkthrough(context: typer.Context) -> None:
     with ComplaintDesk(store_url, clock=session.clock) as reread:
         complaint = reread.get(cid)
     print(
-        f"read back from {store_url}: stage {complaint.stage}, "
+        f"read back from {redacted_url(store_url)}: stage {complaint.stage}, "
         f"owner {complaint.owner}, "
         f"version {complaint.version}, reopened {complaint.reopen_count} times"
     )

@@ -935,7 +935,8 @@ class ComplaintDesk:
         self.close()
 
     def __repr__(self) -> str:
-        return f"ComplaintDesk({self.store_url!r})"
+        # Its password hidden: the name is in logs, and in `DeskClosed`.
+        return f"ComplaintDesk({redacted_url(self.store_url)!r})"
 
     # ------------------------------------------------------------ internals
 

@@ -67,7 +67,9 @@ def unpadded(url: str, what: str) -> str:
     store file whose name ends in one, which the next command, given the
     URL as meant, could not find."""
     if url != url.strip():
-        raise ConfigurationError(f"{what} {url!r} starts or ends with a space")
+        raise ConfigurationError(
+            f"{what} {redacted_url(url)!r} starts or ends with a space"
+        )
     return url
 
 
@@ -114,6 +116,7 @@ def store_settings(store_url: str) -> dict[str, str]:
     """The eventsourcing environment for `store_url`, or a `ConfigurationError`."""
     parts = urlsplit(store_url)
     scheme = parts.scheme.lower()
+    where = f"store URL {redacted_url(store_url)!r}"
     if scheme == "memory":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     if scheme == "sqlite":
@@ -121,19 +124,16 @@ def store_settings(store_url: str) -> dict[str, str]:
         path = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
         if not path or parts.netloc:
             raise ConfigurationError(
-                f"store URL {store_url!r}: write sqlite:///relative/file.db "
+                f"{where}: write sqlite:///relative/file.db "
                 "or sqlite:////absolute/file.db"
             )
         if Path(path).is_dir():
             # The driver's "unable to open database file" read as an outage.
-            raise ConfigurationError(
-                f"store URL {store_url!r}: {path} is a directory, not a file"
-            )
+            raise ConfigurationError(f"{where}: {path} is a directory, not a file")
         if parts.query:
             # The library opens the file itself: ?mode=ro was silently ignored.
             raise ConfigurationError(
-                f"store URL {store_url!r}: a SQLite store takes no options "
-                f"(?{parts.query})"
+                f"{where}: a SQLite store takes no options (?{parts.query})"
             )
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -143,7 +143,7 @@ def store_settings(store_url: str) -> dict[str, str]:
     if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
         return _postgres_settings(store_url, parts.query)
     raise ConfigurationError(
-        f"store URL {store_url!r}: the scheme must be memory, sqlite or postgresql"
+        f"{where}: the scheme must be memory, sqlite or postgresql"
     )
 
 
@@ -254,13 +254,23 @@ def redacted_url(store_url: str) -> str:
     whole."""
     scheme, slashes, rest = store_url.partition("//")
     if not slashes:
-        return store_url
+        return _without_password_option(store_url)
     netloc, path_start, path = _split_netloc(rest)
     credentials, at, host = netloc.rpartition("@")
-    if not at or ":" not in credentials:
-        return store_url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}//{user}:***@{host}{path_start}{path}"
+    if at and ":" in credentials:
+        user = credentials.split(":", 1)[0]
+        netloc = f"{user}:***@{host}"
+    return _without_password_option(f"{scheme}//{netloc}{path_start}{path}")
+
+
+_PASSWORD_OPTION = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def _without_password_option(url: str) -> str:
+    """`?password=...`, which libpq takes as well as the network location's,
+    hidden too: a URL refused for naming it (an option amends does not take)
+    printed it whole."""
+    return _PASSWORD_OPTION.sub(r"\1***", url)
 
 
 def _split_netloc(rest: str) -> tuple[str, str, str]:
