@@ -46,7 +46,7 @@ from amends.infra.importer import (
 from amends.infra.settings import new_cipher_key
 
 from conftest import NOW, FixedClock
-from helpers import judges_die, load_rows, outcome_within
+from helpers import RECEIVE, judges_die, load_rows, outcome_within
 
 FIXTURES = Path(__file__).parent / "fixtures" / "import"
 HELPDESK = FIXTURES / "helpdesk.csv"
@@ -392,6 +392,22 @@ expectation = { value = "A fix" }
             "fields.close",
         ),
         (("[columns]", "[columns"), "not valid TOML"),
+        (
+            ("[columns]", '[log]\ntimestamp_format = "%d%d/%m/%Y"\n\n[columns]'),
+            "log.timestamp_format: '%d%d/%m/%Y' is not a strptime pattern",
+        ),
+        (
+            ("[columns]", '[log]\ntimestamp_format = "%Q"\n\n[columns]'),
+            "'%Q' is not a strptime pattern",
+        ),
+        (
+            ("[columns]", '[log]\ntimestamp_format = "%H:%M"\n\n[columns]'),
+            "does not name a whole date",
+        ),
+        (
+            ("[columns]", "x = " + "[" * 5000 + "]" * 5000 + "\n\n[columns]"),
+            "nested too deeply",
+        ),
     ],
 )
 def test_a_malformed_mapping_is_one_clear_error(
@@ -548,6 +564,29 @@ def test_a_key_named_twice_in_a_json_lines_row_makes_it_unreadable(
     summary = import_log(sqlite_desk, path, generic_mapping())
     assert summary.imported == ()
     assert "names 'by' twice" in str(summary.model_dump())
+
+
+def test_a_json_lines_row_nested_too_deeply_is_unreadable_and_the_rest_imported(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """Arrays nested a hundred thousand deep ran the parser's stack out: the
+    whole import ended as "a bug" (exit 1). The row is unreadable, counted,
+    and the other rows are imported."""
+    path = tmp_path / "log.jsonl"
+    deep = "[" * 100_000 + "]" * 100_000
+    received = {
+        "case": "A",
+        "activity": "receive",
+        "by": "ana",
+        "at": "2025-01-01T00:00:00Z",
+        **{k: v for k, v in RECEIVE.items() if k != "by"},
+    }
+    rows = [json.dumps(received), f'{{"case": "B", "x": {deep}}}']
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    summary = import_log(sqlite_desk, path, generic_mapping())
+    ((line, reason),) = [(u.line, u.reason) for u in summary.unreadable]
+    assert (line, reason) == (2, "nested too deeply to read")
+    assert [c.case for c in summary.imported] == ["A"]
 
 
 @settings(max_examples=40, deadline=None)

@@ -220,6 +220,27 @@ class LogOptions(BaseModel):
                 ) from None
         return name
 
+    @field_validator("timestamp_format")
+    @classmethod
+    def _usable_pattern(cls, pattern: str | None) -> str | None:
+        """A pattern `strptime` cannot use ("%d%d", "%Q") was taken, then
+        ended the import as "a bug" or refused every row: a time it writes
+        must read back as that time."""
+        if pattern is None:
+            return None
+        sample = datetime(2026, 11, 28, 14, 35, 59, tzinfo=UTC)
+        try:
+            read = datetime.strptime(sample.strftime(pattern), pattern)
+        except (ValueError, re.error) as exc:
+            raise ValueError(
+                f"{pattern!r} is not a strptime pattern it can read ({exc})"
+            ) from None
+        if read.date() != sample.date():
+            raise ValueError(
+                f"{pattern!r} does not name a whole date (day, month and year)"
+            )
+        return pattern
+
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, name: str) -> str:
@@ -267,9 +288,13 @@ def load_mapping(path: str | Path) -> ImportMapping:
         raise ImportMappingError(f"mapping {path}: is not UTF-8 text") from None
     try:
         data = tomllib.loads(text)
+        return parse_mapping(data, source=str(path))
     except tomllib.TOMLDecodeError as exc:
         raise ImportMappingError(f"mapping {path}: not valid TOML: {exc}") from None
-    return parse_mapping(data, source=str(path))
+    except RecursionError:
+        # Arrays nested thousands deep: no mapping needs that, and reading
+        # it ended with "a bug" (exit 1).
+        raise ImportMappingError(f"mapping {path}: nested too deeply") from None
 
 
 def parse_mapping(data: Mapping[str, Any], *, source: str = "mapping") -> ImportMapping:
@@ -774,6 +799,11 @@ def _jsonl_rows(
             values = json.loads(text, object_pairs_hook=no_key_twice)
         except ValueError as exc:
             yield _Unreadable(line, f"not JSON ({exc})")
+            continue
+        except RecursionError:
+            # Arrays or objects nested thousands deep: the parser's stack
+            # ran out, which ended the whole import as "a bug".
+            yield _Unreadable(line, "nested too deeply to read")
             continue
         if not isinstance(values, dict):
             yield _Unreadable(line, "not a JSON object")
