@@ -16,7 +16,8 @@ from amends.domain.stages import Stage
 
 def lifecycle_markdown() -> str:
     rows = "\n".join(
-        f"| {stage} | {', '.join(allowed_commands(stage)) or '(none: closed)'} |"
+        f"| {stage} | {', '.join(allowed_commands(stage)) or '(none: closed)'} "
+        f"| {', '.join(allowed_commands(stage, waiting=True)) or '(none: closed)'} |"
         for stage in Stage
     )
     moves = "\n".join(
@@ -35,8 +36,12 @@ do not edit by hand (a test compares this file with the table).
 
 ## Commands allowed in each stage
 
-| stage | allowed commands |
-|---|---|
+From `await_customer` until `customer_replied` (or the customer's answer to a
+resolution) a complaint waits on the customer, which changes what a stage
+allows.
+
+| stage | allowed commands | while waiting on the customer |
+|---|---|---|
 {rows}
 
 ## Moves along the path

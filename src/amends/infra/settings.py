@@ -220,8 +220,8 @@ _OPTION_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
             and not any("A" <= ch <= "Z" for ch in v)
             and len(v.encode()) <= 63
         ),
-        "a lower-case name of letters, digits and underscores, not starting with "
-        "a digit, at most 63 bytes (the library does not quote it)",
+        "a lower-case name of letters, digits, underscores and dollar signs, not "
+        "starting with a digit, at most 63 bytes (the library does not quote it)",
     ),
 }
 
