@@ -3,6 +3,7 @@ first-version fixtures and encryption at rest."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sqlite3
@@ -683,7 +684,7 @@ def test_a_wrong_or_missing_key_is_a_clear_error(tmp_path: Path) -> None:
         wrong.get(complaint_id)
     # No key is a setting to fix too (exit 2): before, each event read was
     # "not JSON", a break in the record (verify listed every one, exit 3).
-    missing = ComplaintDesk(f"sqlite:///{path}", cipher_key="")
+    missing = ComplaintDesk(f"sqlite:///{path}")
     with missing:
         for read in (
             lambda: missing.get(complaint_id),
@@ -799,7 +800,7 @@ def test_no_complaint_is_recorded_under_a_key_that_does_not_fit_the_store(
             "cipher_settings",
             lambda key: {**cipher_settings(key), "COMPRESSOR_TOPIC": ZLIB},
         )
-    keys = {"key": new_cipher_key(), "other": new_cipher_key(), "none": ""}
+    keys = {"key": new_cipher_key(), "other": new_cipher_key(), "none": None}
     url = shared_store_url
     with ComplaintDesk(url, cipher_key=keys[written_with]) as desk:
         complaint_id = desk.receive(**RECEIVE)
@@ -830,7 +831,7 @@ def test_a_desk_that_found_the_store_empty_checks_its_key_again(
     that met the store empty (an import's dry run) must not write in the
     open once another process has written encrypted events."""
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    with ComplaintDesk(url, cipher_key="") as keyless:
+    with ComplaintDesk(url) as keyless:
         keyless.write_context()  # the store is empty: nothing to say yet
         with ComplaintDesk(url, cipher_key=new_cipher_key()) as keyed:
             keyed.receive(**RECEIVE)
@@ -945,6 +946,39 @@ def test_the_key_comes_from_the_environment_and_is_checked(
     keyless = ComplaintDesk(f"sqlite:///{tmp_path / 'x.db'}")
     with keyless, pytest.raises(ConfigurationError, match="are encrypted"):
         keyless.get(complaint_id)
+
+
+@pytest.mark.parametrize("blank", ["", "  ", "\n"])
+def test_a_blank_cipher_key_is_refused_not_taken_for_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, blank: str
+) -> None:
+    """A blank key is refused, not taken for unset: as the variable it was,
+    but `cipher_key=""` (say `os.environ.get("VAULT_KEY", "")`, the secret
+    missing) turned encryption off even with AMENDS_CIPHER_KEY set, and the
+    customer's name was stored in the clear. None still means the variable."""
+    monkeypatch.setenv("AMENDS_CIPHER_KEY", new_cipher_key())
+    path = tmp_path / "blank.db"
+    with pytest.raises(ConfigurationError, match="cipher_key= is blank"):
+        ComplaintDesk(f"sqlite:///{path}", cipher_key=blank)
+    assert not path.exists()
+    with ComplaintDesk(f"sqlite:///{path}", cipher_key=None) as desk:
+        desk.receive(**RECEIVE)
+    assert b"Jo Smith" not in path.read_bytes()
+
+
+@pytest.mark.parametrize("encoded", [True, False], ids=["base64", "raw"])
+def test_a_cipher_key_given_as_bytes_is_refused_naming_the_type(
+    tmp_path: Path, encoded: bool
+) -> None:
+    """The key is the text keygen prints. Given as bytes (its base64, or the
+    raw key, which could not be told apart) it failed as an AttributeError
+    ('bytes' object has no attribute 'encode'), a bug, not a setting to fix."""
+    key = new_cipher_key()
+    given = key.encode() if encoded else base64.b64decode(key)
+    path = tmp_path / "bytes.db"
+    with pytest.raises(ConfigurationError, match=r"as text .*not bytes"):
+        ComplaintDesk(f"sqlite:///{path}", cipher_key=given)  # type: ignore[arg-type]
+    assert not path.exists()
 
 
 def test_seals_round_trip_through_json(desk: ComplaintDesk) -> None:

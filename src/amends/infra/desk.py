@@ -228,8 +228,10 @@ class ComplaintDesk:
     decided again before `ConcurrencyConflict`. `clock_skew` is how far ahead
     of the clock an explicit `at` may lie (history may be backfilled, not
     written in advance). `cipher_key` (else `AMENDS_CIPHER_KEY`) encrypts
-    every stored payload. Every `snapshot_every` events a snapshot of the
-    complaint is stored, so reading a long history stays fast (0: never).
+    every stored payload: the key as text, as `python -m amends keygen`
+    prints it (blank, or bytes, is refused, not taken for no key). Every
+    `snapshot_every` events a snapshot of the complaint is stored, so
+    reading a long history stays fast (0: never).
     The latest states of `cache_size` recently used complaints stay in memory
     (0: none), so a command reads only the events newer than those.
     `views_url` (else `AMENDS_VIEWS_URL`, else the store's own database) holds
