@@ -153,18 +153,27 @@ class RawStore:
         return table, p, where, (cid, version)
 
     def state(self, complaint_id: UUID, version: int) -> dict[str, Any]:
+        return dict(json.loads(self.stored_state(complaint_id, version)))
+
+    def stored_state(self, complaint_id: UUID, version: int) -> bytes:
+        """The event's state as stored (encrypted, if the store is)."""
         table, _, where, key = self._event(complaint_id, version)
         with self._cursor() as cur:
             cur.execute(f"SELECT state FROM {table} {where}", key)
             (state,) = cur.fetchone()
-        return dict(json.loads(bytes(state)))
+        return bytes(state)
 
     def set_state(
-        self, complaint_id: UUID, version: int, state: dict[str, Any], topic: str = ""
+        self,
+        complaint_id: UUID,
+        version: int,
+        state: dict[str, Any] | bytes,
+        topic: str = "",
     ) -> None:
+        """Store `state` as the event's (a dict as plain JSON, bytes as given)."""
         table, p, where, key = self._event(complaint_id, version)
         changes = {
-            "state": json.dumps(state).encode(),
+            "state": state if isinstance(state, bytes) else json.dumps(state).encode(),
             **({"topic": topic} if topic else {}),
         }
         assignments = ", ".join(f"{column} = {p}" for column in changes)

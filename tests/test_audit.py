@@ -3,20 +3,27 @@ first-version fixtures and encryption at rest."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import sqlite3
+import tempfile
 import threading
 import unicodedata
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 from uuid import UUID
 
 import pytest
+from eventsourcing.cryptography import AESCipher
+from eventsourcing.utils import Environment
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import amends.infra.desk as desk_module
 from amends import (
     ComplaintDesk,
     ComplaintNotFound,
@@ -29,13 +36,14 @@ from amends import (
 from amends.audit import CaseBundle, load_seal, verify_bundle
 from amends.domain.audit import ChainVerifier, StoredRecord
 from amends.domain.values import UNPRINTABLE
-from amends.infra.settings import new_cipher_key
+from amends.infra.settings import cipher_settings, new_cipher_key
 from amends.testing import Lifecycle, lifecycles
 
 from conftest import FixedClock
 from helpers import RECEIVE, RawStore, load_rows, walk_to
 
 FIXTURE = Path(__file__).parent / "fixtures" / "events-v1.jsonl"
+ZLIB = "eventsourcing.compressor:ZlibCompressor"
 MakeDesk = Callable[..., ComplaintDesk]
 
 
@@ -676,7 +684,7 @@ def test_a_wrong_or_missing_key_is_a_clear_error(tmp_path: Path) -> None:
         wrong.get(complaint_id)
     # No key is a setting to fix too (exit 2): before, each event read was
     # "not JSON", a break in the record (verify listed every one, exit 3).
-    missing = ComplaintDesk(f"sqlite:///{path}", cipher_key="")
+    missing = ComplaintDesk(f"sqlite:///{path}")
     with missing:
         for read in (
             lambda: missing.get(complaint_id),
@@ -734,6 +742,33 @@ def test_one_altered_event_of_an_encrypted_store_is_named_not_the_key(
             desk.get(second)
 
 
+def test_an_event_that_does_not_decompress_is_named_not_a_crash(
+    shared_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the library's compression on, a stored payload that does not
+    decompress is that event's break, as one that does not parse: before,
+    zlib's error stopped verify (and every read of the complaint)."""
+    monkeypatch.setattr(
+        desk_module,
+        "cipher_settings",
+        lambda key: {**cipher_settings(key), "COMPRESSOR_TOPIC": ZLIB},
+    )
+    with ComplaintDesk(shared_store_url) as desk:
+        whole = desk.receive(**RECEIVE)
+        damaged = desk.receive(**RECEIVE)
+    RawStore(shared_store_url).set_state(damaged, 1, b"\x00\x11\x22\x33")
+    with ComplaintDesk(shared_store_url) as desk:
+        report = desk.verify()
+        assert [(f.complaint_id, f.version, f.kind) for f in report.findings] == [
+            (damaged, 1, "unreadable")
+        ], report.to_text()
+        assert "does not decompress" in report.findings[0].detail
+        assert desk.get(whole).customer == RECEIVE["customer"]
+        with pytest.raises(HistoryViolation, match="does not decompress"):
+            desk.get(damaged)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["", "compressed"])
 @pytest.mark.parametrize(
     ("written_with", "opened_with", "said"),
     [
@@ -743,19 +778,36 @@ def test_one_altered_event_of_an_encrypted_store_is_named_not_the_key(
     ],
 )
 def test_no_complaint_is_recorded_under_a_key_that_does_not_fit_the_store(
-    shared_store_url: str, written_with: str, opened_with: str, said: str
+    shared_store_url: str,
+    written_with: str,
+    opened_with: str,
+    said: str,
+    compressed: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A process that forgot AMENDS_CIPHER_KEY, or has another key, or has a
     key for a plain store, receives a new complaint: it reads nothing first,
     so it used to be recorded, in the open or under the wrong key, and then
     every report, seal and verify of the store failed on it. It is refused
     (exit 2 from the command line), nothing is recorded, and the store's
-    own reports, seal and verify stay whole; so is an import."""
-    keys = {"key": new_cipher_key(), "other": new_cipher_key(), "none": ""}
+    own reports, seal and verify stay whole; so is an import. So too with
+    the library's compression on (the mapper decompresses what it decrypts):
+    an encrypted payload that does not decompress was a zlib.error, not a
+    refusal, and a plain compressed one did not look plain."""
+    if compressed:
+        monkeypatch.setattr(
+            desk_module,
+            "cipher_settings",
+            lambda key: {**cipher_settings(key), "COMPRESSOR_TOPIC": ZLIB},
+        )
+    keys = {"key": new_cipher_key(), "other": new_cipher_key(), "none": None}
     url = shared_store_url
     with ComplaintDesk(url, cipher_key=keys[written_with]) as desk:
-        desk.receive(**RECEIVE)
+        complaint_id = desk.receive(**RECEIVE)
         before = desk.last_position()
+    if written_with == "none":
+        stored = RawStore(url).stored_state(complaint_id, 1)
+        assert stored.startswith(b"{") is not compressed
     with ComplaintDesk(url, cipher_key=keys[opened_with]) as misfit:
         with pytest.raises(ConfigurationError, match=said):
             misfit.receive(**{**RECEIVE, "customer": "Secret Person"})
@@ -779,12 +831,105 @@ def test_a_desk_that_found_the_store_empty_checks_its_key_again(
     that met the store empty (an import's dry run) must not write in the
     open once another process has written encrypted events."""
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    with ComplaintDesk(url, cipher_key="") as keyless:
+    with ComplaintDesk(url) as keyless:
         keyless.write_context()  # the store is empty: nothing to say yet
         with ComplaintDesk(url, cipher_key=new_cipher_key()) as keyed:
             keyed.receive(**RECEIVE)
         with pytest.raises(ConfigurationError, match="are encrypted"):
             keyless.receive(**RECEIVE)
+
+
+def encrypted_beginning_with(prefix: bytes, plaintext: bytes, key: str) -> bytes:
+    """`plaintext` encrypted under `key` by the library's own AES-GCM cipher,
+    with a nonce chosen to begin with `prefix`: what the cipher writes, at
+    random, about once in 256 events for a one-byte prefix."""
+    cipher = AESCipher(Environment(env={"CIPHER_KEY": key}))
+
+    def nonce(size: int) -> bytes:
+        return prefix + os.urandom(size - len(prefix))
+
+    with patch.object(AESCipher, "random_bytes", staticmethod(nonce)):
+        sealed = cipher.encrypt(plaintext)
+    assert sealed.startswith(prefix)
+    assert cipher.decrypt(sealed) == plaintext
+    return sealed
+
+
+def encrypt_again_beginning_with(
+    prefix: bytes, url: str, key: str, complaint_id: UUID, version: int
+) -> None:
+    """The stored event encrypted afresh, with the same payload and key,
+    into a ciphertext that begins with `prefix`."""
+    raw = RawStore(url)
+    cipher = AESCipher(Environment(env={"CIPHER_KEY": key}))
+    plaintext = cipher.decrypt(raw.stored_state(complaint_id, version))
+    raw.set_state(
+        complaint_id, version, encrypted_beginning_with(prefix, plaintext, key)
+    )
+
+
+@pytest.mark.parametrize("events", [1, 7])
+def test_an_encrypted_event_that_begins_as_json_does_lets_no_keyless_desk_write(
+    shared_store_url: str, events: int
+) -> None:
+    """AES-GCM output begins with a random nonce, so about one encrypted
+    event in 256 begins with "{". A desk without the key took it for plain
+    JSON, damaged, and so for a sign that its lack of a key fitted the
+    store: it received the complaint and stored the customer's name in the
+    open among the encrypted events (about one encrypted store in 25 had
+    such an event among its first five). Only an event that decodes says
+    the key fits: here the store's first event, and for one event its only
+    one, begins with "{", and the desk without the key is still refused."""
+    url, key = shared_store_url, new_cipher_key()
+    with ComplaintDesk(url, cipher_key=key) as desk:
+        complaint_id = desk.receive(**RECEIVE)
+        for _ in range(events - 1):
+            desk.add_note(complaint_id, by="ana", text="Called back")
+        before = desk.last_position()
+    encrypt_again_beginning_with(b"{", url, key, complaint_id, 1)
+    with ComplaintDesk(url) as keyless:
+        with pytest.raises(ConfigurationError, match="set AMENDS_CIPHER_KEY"):
+            keyless.receive(**{**RECEIVE, "customer": "Secret Person"})
+        with pytest.raises(ConfigurationError, match="set AMENDS_CIPHER_KEY"):
+            keyless.write_context()  # what an import writes with
+    with ComplaintDesk(url, cipher_key=key) as desk:
+        assert desk.last_position() == before
+        # The rewritten event is the same payload, encrypted as the cipher
+        # might have: the store is whole, with its key.
+        assert desk.verify().ok
+        assert desk.get(complaint_id).customer == RECEIVE["customer"]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    events=st.integers(1, 13),
+    begin_as_json=st.sets(st.integers(1, 13)),
+    prefix=st.sampled_from([b"{", b" {", b"\n\t{"]),
+)
+def test_a_desk_without_the_key_never_writes_among_encrypted_events(
+    events: int, begin_as_json: set[int], prefix: bytes
+) -> None:
+    """Whichever of a store's events happen to begin as JSON does (after
+    white space, as a plain payload might), a desk without the key neither
+    writes to an encrypted store nor reads it."""
+    key = new_cipher_key()
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{Path(folder) / 'store.db'}"
+        with ComplaintDesk(url, cipher_key=key, clock=FixedClock()) as desk:
+            complaint_id = desk.receive(**RECEIVE)
+            for _ in range(events - 1):
+                desk.add_note(complaint_id, by="ana", text="Called back")
+            before = desk.last_position()
+        for version in sorted(begin_as_json):
+            if version <= events:
+                encrypt_again_beginning_with(prefix, url, key, complaint_id, version)
+        with ComplaintDesk(url, clock=FixedClock()) as keyless:
+            with pytest.raises(ConfigurationError, match="AMENDS_CIPHER_KEY"):
+                keyless.receive(**{**RECEIVE, "customer": "Secret Person"})
+            with pytest.raises(ConfigurationError, match="AMENDS_CIPHER_KEY"):
+                keyless.get(complaint_id)
+        with ComplaintDesk(url, cipher_key=key) as desk:
+            assert desk.last_position() == before
 
 
 def test_the_key_comes_from_the_environment_and_is_checked(
@@ -801,6 +946,39 @@ def test_the_key_comes_from_the_environment_and_is_checked(
     keyless = ComplaintDesk(f"sqlite:///{tmp_path / 'x.db'}")
     with keyless, pytest.raises(ConfigurationError, match="are encrypted"):
         keyless.get(complaint_id)
+
+
+@pytest.mark.parametrize("blank", ["", "  ", "\n"])
+def test_a_blank_cipher_key_is_refused_not_taken_for_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, blank: str
+) -> None:
+    """A blank key is refused, not taken for unset: as the variable it was,
+    but `cipher_key=""` (say `os.environ.get("VAULT_KEY", "")`, the secret
+    missing) turned encryption off even with AMENDS_CIPHER_KEY set, and the
+    customer's name was stored in the clear. None still means the variable."""
+    monkeypatch.setenv("AMENDS_CIPHER_KEY", new_cipher_key())
+    path = tmp_path / "blank.db"
+    with pytest.raises(ConfigurationError, match="cipher_key= is blank"):
+        ComplaintDesk(f"sqlite:///{path}", cipher_key=blank)
+    assert not path.exists()
+    with ComplaintDesk(f"sqlite:///{path}", cipher_key=None) as desk:
+        desk.receive(**RECEIVE)
+    assert b"Jo Smith" not in path.read_bytes()
+
+
+@pytest.mark.parametrize("encoded", [True, False], ids=["base64", "raw"])
+def test_a_cipher_key_given_as_bytes_is_refused_naming_the_type(
+    tmp_path: Path, encoded: bool
+) -> None:
+    """The key is the text keygen prints. Given as bytes (its base64, or the
+    raw key, which could not be told apart) it failed as an AttributeError
+    ('bytes' object has no attribute 'encode'), a bug, not a setting to fix."""
+    key = new_cipher_key()
+    given = key.encode() if encoded else base64.b64decode(key)
+    path = tmp_path / "bytes.db"
+    with pytest.raises(ConfigurationError, match=r"as text .*not bytes"):
+        ComplaintDesk(f"sqlite:///{path}", cipher_key=given)  # type: ignore[arg-type]
+    assert not path.exists()
 
 
 def test_seals_round_trip_through_json(desk: ComplaintDesk) -> None:

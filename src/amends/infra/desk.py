@@ -212,7 +212,7 @@ class WriteContext:
 
 KEY_PROBES = 5
 """Events at each end of the store a desk tries to read before it calls its
-cipher key (or lack of one) wrong: one that reads says the key fits."""
+cipher key (or lack of one) wrong: one that decodes says the key fits."""
 
 REBUILD_WORKERS = 4
 """Processes at most that fold a large rebuild (one per core; see ADR 0008)."""
@@ -228,8 +228,10 @@ class ComplaintDesk:
     decided again before `ConcurrencyConflict`. `clock_skew` is how far ahead
     of the clock an explicit `at` may lie (history may be backfilled, not
     written in advance). `cipher_key` (else `AMENDS_CIPHER_KEY`) encrypts
-    every stored payload. Every `snapshot_every` events a snapshot of the
-    complaint is stored, so reading a long history stays fast (0: never).
+    every stored payload: the key as text, as `python -m amends keygen`
+    prints it (blank, or bytes, is refused, not taken for no key). Every
+    `snapshot_every` events a snapshot of the complaint is stored, so
+    reading a long history stays fast (0: never).
     The latest states of `cache_size` recently used complaints stay in memory
     (0: none), so a command reads only the events newer than those.
     `views_url` (else `AMENDS_VIEWS_URL`, else the store's own database) holds
@@ -299,8 +301,8 @@ class ComplaintDesk:
         self._mapper = mapper
         self._reports: ReportDesk | None = None
         self._cipher_fits = False
-        """Whether the store's first event was found readable with this
-        desk's cipher key, or lack of one (see `_check_cipher`)."""
+        """Whether one of the store's first or newest events was found to
+        decode with this desk's cipher key, or lack of one (`_check_cipher`)."""
         database = settings.get("SQLITE_DBNAME")
         self._store_file = (
             None
@@ -814,7 +816,8 @@ class ComplaintDesk:
         under the wrong key, among the others, and then every report, seal
         and verify of the store failed on it; a reader with no key called
         every event a break. One desk writes a store with one key, so any of
-        its first and newest few events that reads says the key fits; from
+        its first and newest few events that reads (decrypts with the key, or
+        needs none, and decodes to a JSON object) says the key fits; from
         then on an event that does not decrypt is that event's break
         (`PydanticMapper.key_checked`), not the key's.
         """
@@ -844,31 +847,32 @@ class ComplaintDesk:
             return
         # Any of the store's first and newest events will do: a damaged row,
         # or several, is verify()'s to name, not a reason to blame the key.
+        # But one must decode (decrypt, decompress, parse as an object): a
+        # row that merely looks readable says nothing. AES-GCM output begins
+        # with a random nonce, so about one encrypted event in 256 begins
+        # with "{"; a desk without the key took such an event for plain JSON
+        # that happened to be damaged, called its lack of a key fitting, and
+        # stored customers' names in the open among the encrypted events.
         read = [n.state for n in {n.id: n for n in (*first, *newest)}.values()]
-        refusals = [r for r in map(self._key_refusal, read) if r is not None]
-        if len(refusals) == len(read):
-            raise refusals[0]
-        self._cipher_fits = self._mapper.key_checked = True
+        failures: list[tuple[Any, Exception]] = []
+        for state in read:
+            try:
+                self._mapper.decode_state(state)
+            except (ConfigurationError, UnreadableRecord) as exc:
+                failures.append((state, exc))
+            else:
+                self._cipher_fits = self._mapper.key_checked = True
+                return
+        raise self._key_refusal(failures)
 
-    def _key_refusal(self, state: bytes) -> ConfigurationError | None:
-        """Why this desk's key (or lack of one) cannot read a stored state,
-        or None if it can (or the state is unreadable for another reason)."""
-        plain = isinstance(state, bytes | bytearray | memoryview) and (
-            bytes(state).lstrip()[:1] == b"{"
-        )
-        try:
-            self._mapper.decode_state(state)
-        except ConfigurationError as exc:
-            if plain:
-                return ConfigurationError(
-                    "this store's events are not encrypted: open it without "
-                    f"a cipher key ({CIPHER_KEY_VARIABLE}, cipher_key=); with "
-                    "one, its events cannot be read, and new complaints would "
-                    "be encrypted among them"
-                )
-            return exc
-        except UnreadableRecord:
-            if not plain and self._mapper.cipher is None:
+    def _key_refusal(self, failures: list[tuple[Any, Exception]]) -> ConfigurationError:
+        """Why this desk's key (or lack of one) reads none of the store's
+        probed events, each given with why it did not decode. Whether the
+        events look like plain JSON only chooses the words: it cannot say
+        that one reads (see `_check_cipher`)."""
+        plain = [self._looks_plain(state) for state, _ in failures]
+        if self._mapper.cipher is None:
+            if not all(plain):
                 return ConfigurationError(
                     "this store's events are encrypted: set "
                     f"{CIPHER_KEY_VARIABLE} (or cipher_key=) to the key they "
@@ -876,7 +880,44 @@ class ComplaintDesk:
                     "read, and new complaints would be stored in the open "
                     "among them"
                 )
-        return None
+            return ConfigurationError(
+                "none of this store's first and newest events reads without "
+                "a cipher key (they begin as JSON does, yet do not parse: "
+                "encrypted, or damaged): if they are encrypted, set "
+                f"{CIPHER_KEY_VARIABLE} (or cipher_key=) to the key they were "
+                "written with; without it, new complaints would be stored in "
+                "the open among them"
+            )
+        wrong_key = [exc for _, exc in failures if isinstance(exc, ConfigurationError)]
+        if wrong_key and all(plain):
+            return ConfigurationError(
+                "this store's events are not encrypted: open it without "
+                f"a cipher key ({CIPHER_KEY_VARIABLE}, cipher_key=); with "
+                "one, its events cannot be read, and new complaints would "
+                "be encrypted among them"
+            )
+        if wrong_key:
+            return wrong_key[0]
+        # Decrypted, yet not a JSON object (or no payload at all): the key
+        # cannot be told to fit by rows such as these.
+        return ConfigurationError(
+            "none of this store's first and newest events reads with this "
+            f"cipher key ({failures[0][1]}), so whether the key fits cannot "
+            "be told: nothing is read or written"
+        )
+
+    def _looks_plain(self, state: Any) -> bool:
+        """Whether a stored state begins as a JSON object does, decompressed
+        first if this store compresses (a guess, for a refusal's words)."""
+        if not isinstance(state, bytes | bytearray | memoryview):
+            return False
+        data = bytes(state)
+        if self._mapper.compressor:
+            try:
+                data = self._mapper.compressor.decompress(data)
+            except Exception:
+                return False
+        return data.lstrip()[:1] == b"{"
 
     def _file_id(self) -> tuple[int, int] | None:
         if self._store_file is None:

@@ -44,6 +44,9 @@ class ComplaintSnapshot(BaseModel):
     state: Complaint
 
 
+_KEYLESS_HINT = " (encrypted? set AMENDS_CIPHER_KEY)"
+
+
 class UnreadableRecord(Exception):
     """A stored row that cannot be turned back into JSON (why is the message)."""
 
@@ -145,19 +148,23 @@ class PydanticMapper(Mapper[UUID]):
                     "the cipher key does not decrypt this store's events "
                     "(is AMENDS_CIPHER_KEY the key the store was written with?)"
                 ) from exc
+        hint = "" if self.cipher or self.key_checked else _KEYLESS_HINT
         if self.compressor:
-            data = self.compressor.decompress(data)
+            try:
+                data = self.compressor.decompress(data)
+            except Exception:
+                # zlib.error, or whatever another compressor raises: the
+                # row's break (or the key's, says `_check_cipher`), named as
+                # such, not a crash in whatever was reading it.
+                raise UnreadableRecord(
+                    f"the payload does not decompress{hint}"
+                ) from None
         try:
             # pydantic's parser: the same objects as json.loads for anything
             # amends writes (canonical UTF-8 JSON), about four times faster,
             # which the views' catch-up and verify() pay once per event.
             payload = from_json(data)
         except (UnicodeDecodeError, ValueError):
-            hint = (
-                ""
-                if self.cipher or self.key_checked
-                else " (encrypted? set AMENDS_CIPHER_KEY)"
-            )
             raise UnreadableRecord(f"the payload is not JSON{hint}") from None
         if not isinstance(payload, dict):
             raise UnreadableRecord("the payload is not a JSON object")

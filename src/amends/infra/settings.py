@@ -76,22 +76,38 @@ def unpadded(url: str, what: str) -> str:
 def cipher_settings(cipher_key: str | None) -> dict[str, str]:
     """Settings that encrypt every stored payload with AES-GCM, if a key is given.
 
-    The key (from `python -m amends keygen`) is base64 of 16, 24 or 32 bytes.
+    The key (from `python -m amends keygen`) is base64 of 16, 24 or 32 bytes,
+    as text. `cipher_key=None` means `AMENDS_CIPHER_KEY`, else no encryption;
+    any other value is the key. A blank one is refused, not taken for None:
+    `cipher_key=os.environ.get("VAULT_KEY", "")` with the secret missing
+    turned encryption off even where `AMENDS_CIPHER_KEY` was set, and stored
+    customers' names in the clear. Bytes are refused too, whatever they hold
+    (the key's raw bytes, or its base64): the key is the text keygen prints.
     """
-    key = (
-        cipher_key
-        if cipher_key is not None
-        else from_environment(CIPHER_KEY_VARIABLE, "payloads stored in the clear")
-    )
-    if not key:
-        return {}
+    if cipher_key is None:
+        key = from_environment(CIPHER_KEY_VARIABLE, "payloads stored in the clear")
+        if key is None:
+            return {}
+        source = CIPHER_KEY_VARIABLE
+    elif not isinstance(cipher_key, str):
+        raise ConfigurationError(
+            "cipher_key= must be the key as text (base64, as python -m amends "
+            f"keygen prints it), not {type(cipher_key).__name__}"
+        )
+    elif not cipher_key.strip():
+        raise ConfigurationError(
+            f"cipher_key= is blank ({cipher_key!r}): give the key, or leave it "
+            f"out (None) to use {CIPHER_KEY_VARIABLE}, else store in the clear"
+        )
+    else:
+        key, source = cipher_key, "cipher_key="
     try:
         raw = base64.b64decode(key, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) not in (16, 24, 32):
         raise ConfigurationError(
-            f"{CIPHER_KEY_VARIABLE} must be base64 of 16, 24 or 32 bytes "
+            f"{source} must be base64 of 16, 24 or 32 bytes "
             "(make one with: python -m amends keygen)"
         )
     return {"CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher", "CIPHER_KEY": key}
