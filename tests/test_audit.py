@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import unicodedata
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -456,7 +456,7 @@ def test_a_bundle_cut_short_with_its_digests_redone_is_caught_by_a_seal(
     assert verify_bundle(path).ok  # the bundle alone cannot tell
     found = verify_bundle(path, seal=seal).findings
     assert [(f.kind, f.version) for f in found] == [("sealed", 5)]
-    assert "removed after the seal" in found[0].detail
+    assert "either events were dropped from the bundle" in found[0].detail
     # The pinned event rewritten and every digest redone: the same.
     data = json.loads(path.read_text())
     data["events"].append(dict(data["events"][-1]))
@@ -470,19 +470,67 @@ def test_a_bundle_cut_short_with_its_digests_redone_is_caught_by_a_seal(
     assert ("sealed", 6) in kinds_found
 
 
-def test_a_seal_taken_after_the_export_of_a_case_that_grew_is_refused(
+def test_a_seal_taken_after_the_export_of_a_case_that_grew_is_a_finding(
     desk: ComplaintDesk, clock: FixedClock, tmp_path: Path
 ) -> None:
-    """A bundle exported before the case's last events is not "cut short": a
-    seal taken once they were recorded cannot judge it, and says so."""
+    """A bundle exported before the case's last events, checked against a
+    seal taken once they were recorded, cannot be told from a bundle cut
+    short and backdated: a finding that gives both readings, never a clean
+    report or a refusal that blames the seal."""
     complaint_id = walk_to(desk, Stage.ACKNOWLEDGED)
     path = tmp_path / "case.json"
     desk.export_case(complaint_id, path)
     clock.advance(hours=1)
     desk.add_note(complaint_id, by="ana", text="later")
     later = desk.seal()
-    with pytest.raises(ValueError, match="taken before its export"):
-        verify_bundle(path, seal=later)
+    found = verify_bundle(path, seal=later).findings
+    assert [(f.kind, f.version) for f in found] == [("sealed", 2)]
+    assert "either events were dropped from the bundle" in found[0].detail
+    assert "the seal was taken after the export" in found[0].detail
+    assert "its own claim" in found[0].detail
+
+
+_CUT_CASE: dict[str, Any] = {}
+
+
+def _cut_case() -> tuple[dict[str, Any], Any]:
+    """A case of six events exported as it was sealed: the bundle's JSON
+    and the seal, made once for every example."""
+    if not _CUT_CASE:
+        with ComplaintDesk("memory://") as desk:
+            complaint_id = walk_to(desk, Stage.RESOLVED)
+            seal = desk.seal()
+            _CUT_CASE.update(
+                bundle=desk.export_case(complaint_id).model_dump(mode="json"),
+                seal=seal,
+            )
+    return _CUT_CASE["bundle"], _CUT_CASE["seal"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dropped=st.integers(1, 5),
+    exported_at=st.datetimes(
+        timezones=st.integers(-14 * 60, 14 * 60).map(
+            lambda minutes: timezone(timedelta(minutes=minutes))
+        )
+    ),
+)
+def test_a_bundle_with_events_removed_never_verifies_against_a_seal_that_held_them(
+    dropped: int, exported_at: Any
+) -> None:
+    """Whatever `exported_at` says, a bundle missing events the seal pinned
+    is a `sealed` finding: the export time is the bundle's own claim. Before,
+    a bundle cut short and backdated before the seal (digests redone) made
+    `verify` raise, and the CLI called the auditor's seal the mistake."""
+    original, seal = _cut_case()
+    data = json.loads(json.dumps(original))
+    del data["events"][-dropped:]
+    data["exported_at"] = exported_at.isoformat()
+    bundle = CaseBundle.model_validate(_redigested(data))
+    report = bundle.verify(seal)
+    kept = len(original["events"]) - dropped
+    assert ("sealed", kept) in {(f.kind, f.version) for f in report.findings}
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import shlex
 import sqlite3
 import unicodedata
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
@@ -406,12 +406,13 @@ def test_verify_bundle_checks_against_a_seal_and_says_when_it_cannot(
     pinned = json.loads(seal.read_text())["complaints"][0]
     out = cli.ok("verify-bundle", str(case), "--seal", str(seal))
     assert f"pins version 1, digest {pinned['digest']}\n" in out
-    # A case received after the seal: checked without it, and told so.
+    # A case received after the seal: the seal cannot check it, and a clean
+    # report would also pass a bundle whose complaint id was rewritten.
     other = cli.receive("--at", iso(1))
     cli.ok("export-case", other, "--out", str(case))
     result = cli("verify-bundle", str(case), "--seal", str(seal))
-    assert result.code == 0
-    assert f"does not name complaint {other} (received after it?)" in result.err
+    assert result.code == 2
+    assert f"does not name complaint {other}, so it cannot check" in result.err
     # A seal edited by hand is no seal.
     seal.write_text(
         seal.read_text().replace('"digest"', '"digest", "extra": 1, "x"', 1)
@@ -419,6 +420,42 @@ def test_verify_bundle_checks_against_a_seal_and_says_when_it_cannot(
     result = cli("verify-bundle", str(case), "--seal", str(seal))
     assert result.code == 2
     assert "is not a seal written by `amends seal`" in result.err
+
+
+def test_verify_bundle_finds_a_bundle_cut_short_and_backdated(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The newest event dropped, `exported_at` set before the seal and the
+    digests redone: code 3, a finding that says either events were dropped
+    or the seal came after the export. Before, code 2, "check the bundle
+    against a seal taken before its export", as if the seal were wrong."""
+    from amends.audit import CaseBundle
+
+    complaint = cli.receive("--at", iso(0))
+    cli.ok("acknowledge", complaint, "--by", "ana", "--paraphrase", "P", "--at", iso(1))
+    cli.ok("apologize", complaint, "--by", "ana", "--apology", "A", "--at", iso(2))
+    seal, case = tmp_path / "seal.json", tmp_path / "case.json"
+    cli.ok("seal", "--out", str(seal))
+    cli.ok("export-case", complaint, "--out", str(case))
+    assert cli("verify-bundle", str(case), "--seal", str(seal)).code == 0
+    bundle = CaseBundle.model_validate_json(case.read_text(encoding="utf-8"))
+    kept = bundle.events[:-1]
+    forged = bundle.model_copy(
+        update={
+            "events": kept,
+            "head": bundle.head.model_copy(
+                update={"version": kept[-1].version, "digest": kept[-1].digest}
+            ),
+            "exported_at": datetime.fromisoformat(iso(1.5)),
+        }
+    )
+    forged = forged.model_copy(update={"digest": forged.content_digest()})
+    case.write_text(forged.model_dump_json(), encoding="utf-8")
+    assert cli("verify-bundle", str(case)).code == 0  # alone, it cannot tell
+    result = cli("verify-bundle", str(case), "--seal", str(seal))
+    assert result.code == 3, result
+    assert f"complaint {complaint} version 2: sealed: " in result.out
+    assert "either events were dropped from the bundle" in result.out
 
 
 def test_verify_bundle_prints_a_forged_digest_escaped(cli: Cli, tmp_path: Path) -> None:

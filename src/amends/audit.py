@@ -53,9 +53,10 @@ def verify_bundle(
     """Check a case bundle offline: its digest, each event's, the chain, the
     head, the lifecycle and the times; with a `seal` (or a seal's path) taken
     before the export, also that the bundle holds the event the seal pinned
-    for the case, unchanged. A file that is no bundle is one finding; a seal
-    that cannot be read, or that was taken after the export when the case
-    had grown, raises `ValueError` (`UnreadableFile` for the former)."""
+    for the case, unchanged (a bundle that lacks it is a finding, whatever
+    its `exported_at` claims: see `CaseBundle.verify`). A file that is no
+    bundle is one finding; a seal that cannot be read, or that does not name
+    the case, raises `ValueError` (`UnreadableFile` for the former)."""
     if seal is not None and not isinstance(seal, Seal):
         seal = load_seal(seal)
     try:

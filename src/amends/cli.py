@@ -752,6 +752,8 @@ def verify_bundle_command(
         try:
             report = read.verify(sealed)
         except ValueError as exc:
+            # Only a seal that does not name the case: it cannot check it.
+            # One that pins more events than the bundle holds is a finding.
             raise typer.BadParameter(str(exc), param_hint="'--seal'") from None
     print(report.to_text(), end="")
     if read is not None:
@@ -763,13 +765,7 @@ def verify_bundle_command(
             )
         )
         pinned = read.pinned_by(sealed)
-        if sealed is not None and pinned is None:
-            _note(
-                f"the seal of {sealed.sealed_at.isoformat()} does not name complaint "
-                f"{read.complaint_id} (received after it?): the bundle was checked "
-                "without it"
-            )
-        elif sealed is not None and pinned is not None:
+        if sealed is not None and pinned is not None:
             print(
                 shown(
                     f"seal of {sealed.sealed_at.isoformat()}: pins version "
