@@ -533,6 +533,27 @@ def test_a_bundle_with_events_removed_never_verifies_against_a_seal_that_held_th
     assert ("sealed", kept) in {(f.kind, f.version) for f in report.findings}
 
 
+@settings(max_examples=40, deadline=None)
+@given(index=st.integers(0, 5), listed=st.integers(-3, 20))
+def test_a_listed_class_version_other_than_the_payloads_never_verifies_clean(
+    index: int, listed: int
+) -> None:
+    """An event listed under a `class_version` its payload does not carry,
+    its digest and the bundle's redone with it, is a finding: before, it
+    verified clean, its listed digest no longer the one the next event's
+    `previous_digest` records."""
+    original, _ = _cut_case()
+    data = json.loads(json.dumps(original))
+    event = data["events"][index]
+    assume(listed != event["payload"].get("class_version", 1))
+    event["class_version"] = listed
+    report = CaseBundle.model_validate(_redigested(data)).verify()
+    assert ("altered", index + 1) in {(f.kind, f.version) for f in report.findings}
+    if index + 1 < len(data["events"]):
+        following = data["events"][index + 1]["payload"]
+        assert following["previous_digest"] != event["digest"]
+
+
 @pytest.mark.parametrize(
     "edit",
     ["duplicate key", "unknown field", "head of another case", "exported too early"],

@@ -497,7 +497,11 @@ BUNDLE_FORMAT = "amends.case-bundle/1"
 
 
 class BundledEvent(BaseModel):
-    """One event as stored: its payload is the stored JSON object, untouched."""
+    """One event as stored: its payload is the stored JSON object, untouched.
+
+    `class_version` and `digest` are listed for the auditor's tools; verify
+    holds both to the payload (its `class_version`, 1 when it has none) and
+    to the chain."""
 
     model_config = STRICT_FILE
 
@@ -662,10 +666,27 @@ class CaseBundle(BaseModel):
                 )
             )
         for event in self.events:
+            # The listed digest is checked against the event's stored form,
+            # its payload with the payload's own `class_version`, the one the
+            # next event's `previous_digest` vouches for. Checked with the
+            # listed `class_version`, both could be edited together and
+            # verify clean, a listed digest no successor ever recorded.
             body = dict(event.payload)
-            body.pop("class_version", None)
+            stored_class = body.pop("class_version", 1)
+            if event.class_version != stored_class:
+                extra.append(
+                    Finding(
+                        complaint_id=self.complaint_id,
+                        version=event.version,
+                        kind="altered",
+                        detail=(
+                            f"listed as class_version {event.class_version!r}, "
+                            f"its payload says {stored_class!r}"
+                        ),
+                    )
+                )
             actual = stored_digest(
-                event.topic, event.class_version, self.complaint_id, event.version, body
+                event.topic, stored_class, self.complaint_id, event.version, body
             )
             if actual != event.digest:
                 extra.append(
