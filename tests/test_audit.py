@@ -26,14 +26,14 @@ from amends import (
     Seal,
     Stage,
 )
-from amends.audit import CaseBundle, load_seal, verify_bundle
+from amends.audit import CaseBundle, UnreadableFile, load_seal, verify_bundle
 from amends.domain.audit import ChainVerifier, StoredRecord
 from amends.domain.values import UNPRINTABLE
 from amends.infra.settings import new_cipher_key
 from amends.testing import Lifecycle, lifecycles
 
 from conftest import FixedClock
-from helpers import RECEIVE, RawStore, load_rows, walk_to
+from helpers import RECEIVE, RawStore, fifo, load_rows, outcome_within, walk_to
 
 FIXTURE = Path(__file__).parent / "fixtures" / "events-v1.jsonl"
 MakeDesk = Callable[..., ComplaintDesk]
@@ -552,6 +552,44 @@ def test_a_listed_class_version_other_than_the_payloads_never_verifies_clean(
     if index + 1 < len(data["events"]):
         following = data["events"][index + 1]["payload"]
         assert following["previous_digest"] != event["digest"]
+
+
+def test_a_bundle_or_seal_that_is_no_regular_file_is_refused_unread(
+    tmp_path: Path,
+) -> None:
+    """A pipe (or a device: /dev/zero) is refused before anything is read.
+    Before, a pipe with no writer waited for ever, /dev/zero was read until
+    memory ran out."""
+    with fifo(tmp_path / "pipe") as pipe:
+        report = outcome_within(10, lambda: verify_bundle(pipe))
+        assert [f.detail for f in report.findings] == [
+            f"{pipe} is not a readable case bundle: not a regular file (a pipe): "
+            "a bundle is read from a regular file only"
+        ]
+        refused = outcome_within(10, lambda: load_seal(pipe))
+        assert isinstance(refused, UnreadableFile), refused
+        assert "not a regular file (a pipe)" in str(refused)
+
+
+def test_a_bundle_or_seal_above_the_limit_is_refused_unread(tmp_path: Path) -> None:
+    """A file larger than any case bundle amends writes (a case of 10,000
+    events of the longest notes exports to 54 MB) is refused by its size,
+    unread. Before, any size was read whole: 200 MB took 700 MB of memory."""
+    from amends.audit import MAX_BUNDLE_BYTES, MAX_SEAL_BYTES
+
+    assert (MAX_BUNDLE_BYTES, MAX_SEAL_BYTES) == (64 << 20, 256 << 20)
+    path = tmp_path / "huge.json"
+    with path.open("wb") as file:
+        file.truncate(MAX_BUNDLE_BYTES + 1)  # sparse: no disk, no memory
+    (finding,) = verify_bundle(path).findings
+    assert finding.detail == (
+        f"{path} is not a readable case bundle: {MAX_BUNDLE_BYTES + 1} bytes, "
+        "above the 64 MiB a bundle is read up to"
+    )
+    with path.open("r+b") as file:
+        file.truncate(MAX_SEAL_BYTES + 1)
+    with pytest.raises(UnreadableFile, match="above the 256 MiB a seal is read up"):
+        load_seal(path)
 
 
 @pytest.mark.parametrize(

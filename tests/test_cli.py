@@ -30,7 +30,7 @@ from amends.infra import importer
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE
 
 from conftest import NOW, FixedClock
-from helpers import RECEIVE, judges_die, outcome_within
+from helpers import RECEIVE, fifo, judges_die, outcome_within
 
 
 @dataclass(frozen=True)
@@ -456,6 +456,26 @@ def test_verify_bundle_finds_a_bundle_cut_short_and_backdated(
     assert result.code == 3, result
     assert f"complaint {complaint} version 2: sealed: " in result.out
     assert "either events were dropped from the bundle" in result.out
+
+
+def test_verify_bundle_refuses_a_pipe_for_a_bundle_or_a_seal(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Neither is read from anything but a regular file: code 2, at once.
+    Before, a pipe waited for ever for a writer, /dev/zero was read until
+    the machine ran out of memory."""
+    complaint = cli.receive("--at", iso(0))
+    case = tmp_path / "case.json"
+    cli.ok("export-case", complaint, "--out", str(case))
+    with fifo(tmp_path / "pipe") as pipe:
+        result = outcome_within(10, lambda: cli("verify-bundle", str(pipe)))
+        assert result.code == 2, result
+        assert f"{pipe} is not a regular file" in result.err
+        result = outcome_within(
+            10, lambda: cli("verify-bundle", str(case), "--seal", str(pipe))
+        )
+        assert result.code == 2, result
+        assert "not a regular file (a pipe)" in result.err
 
 
 def test_verify_bundle_prints_a_forged_digest_escaped(cli: Cli, tmp_path: Path) -> None:

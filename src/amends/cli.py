@@ -741,6 +741,14 @@ def verify_bundle_command(
     """Check a case bundle with no store: its digests, chain, lifecycle and
     times; exits 3 if there is a break, or if the file does not read as a
     bundle (the evidence is damaged)."""
+    if not bundle.is_file():
+        # A device or a pipe is no bundle at all, as a directory is not:
+        # refused as the argument, as typer refuses those (/dev/zero was
+        # read for ever). A regular file too large is read as no bundle.
+        raise typer.BadParameter(
+            f"{bundle} is not a regular file: a bundle is read from one",
+            param_hint="'FILE'",
+        )
     sealed = _read_seal(seal)
     try:
         read: CaseBundle | None = load_bundle(bundle)
