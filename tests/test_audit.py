@@ -420,6 +420,60 @@ def test_an_edited_bundle_is_reported(desk: ComplaintDesk, tmp_path: Path) -> No
     assert ("seal", None) in found  # nor does the bundle's own digest
 
 
+def test_a_bundle_or_seal_is_written_private_whole_and_new(
+    desk: ComplaintDesk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`export_case(..., path)` and `seal(path)` write a new file of mode
+    0600 (customer data in the clear), never over one that exists unless
+    `overwrite=True`, never through a symbolic link, and never half: a
+    failure while writing leaves nothing under the name."""
+    import os
+    import stat
+
+    import amends.infra.files
+
+    complaint_id = walk_to(desk, Stage.ACKNOWLEDGED)
+    tmp_path = tmp_path / "out"  # beside the store's own file
+    tmp_path.mkdir()
+    case, seal = tmp_path / "case.json", tmp_path / "seal.json"
+    old_umask = os.umask(0o022)
+    try:
+        bundle = desk.export_case(complaint_id, case)
+        sealed = desk.seal(seal)
+    finally:
+        os.umask(old_umask)
+    for path in (case, seal):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert CaseBundle.model_validate_json(case.read_text()) == bundle
+    assert load_seal(seal) == sealed
+    with pytest.raises(FileExistsError, match="exists"):
+        desk.export_case(complaint_id, case)
+    with pytest.raises(FileExistsError, match="exists"):
+        desk.seal(seal)
+    desk.add_note(complaint_id, by="ana", text="later")
+    assert desk.export_case(complaint_id, case, overwrite=True).head.version == 3
+    assert verify_bundle(case).events == 3
+    link = tmp_path / "link.json"
+    link.symlink_to(seal)
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="symbolic link"):
+            desk.export_case(complaint_id, link, overwrite=overwrite)
+        assert load_seal(seal) == sealed
+        assert link.is_symlink()
+
+    def failing(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(amends.infra.files.os, "fsync", failing)
+    with pytest.raises(OSError, match="No space left"):
+        desk.export_case(complaint_id, tmp_path / "half.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "case.json",
+        "link.json",
+        "seal.json",
+    ]
+
+
 def _redigested(data: dict[str, Any]) -> dict[str, Any]:
     """A bundle's JSON with every digest computed again, as anyone editing it
     could: its events' own, its head's and the whole bundle's."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shlex
 import sqlite3
+import stat
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -409,7 +411,7 @@ def test_verify_bundle_checks_against_a_seal_and_says_when_it_cannot(
     # A case received after the seal: the seal cannot check it, and a clean
     # report would also pass a bundle whose complaint id was rewritten.
     other = cli.receive("--at", iso(1))
-    cli.ok("export-case", other, "--out", str(case))
+    cli.ok("export-case", other, "--out", str(case), "--force")
     result = cli("verify-bundle", str(case), "--seal", str(seal))
     assert result.code == 2
     assert f"does not name complaint {other}, so it cannot check" in result.err
@@ -476,6 +478,48 @@ def test_verify_bundle_refuses_a_pipe_for_a_bundle_or_a_seal(
         )
         assert result.code == 2, result
         assert "not a regular file (a pipe)" in result.err
+
+
+@pytest.mark.parametrize("command", ["export-case", "seal"])
+def test_bundles_and_seals_are_written_private_new_and_never_through_a_link(
+    cli: Cli, tmp_path: Path, command: str
+) -> None:
+    """Mode 0600 whatever the umask (a bundle holds customer data in the
+    clear), an existing file replaced only with --force, a symbolic link
+    never written through. Before: 0644, overwritten silently, and the
+    link's target overwritten."""
+    complaint = cli.receive("--at", iso(0))
+    args = [command, complaint] if command == "export-case" else [command]
+    out = tmp_path / "out.json"
+    old_umask = os.umask(0o022)
+    try:
+        cli.ok(*args, "--out", str(out))
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+        first = out.read_bytes()
+        result = cli(*args, "--out", str(out))
+        assert result.code == 2, result
+        assert f"{out} exists: --force replaces it" in result.err
+        assert out.read_bytes() == first
+        out.chmod(0o644)
+        cli.ok(*args, "--out", str(out), "--force")
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+        target, link = tmp_path / "target.txt", tmp_path / "link.json"
+        target.write_text("keep me\n", encoding="utf-8")
+        link.symlink_to(target)
+        for force in ([], ["--force"]):
+            result = cli(*args, "--out", str(link), *force)
+            assert result.code == 2, result
+            assert f"{link} is a symbolic link" in result.err
+            assert target.read_text(encoding="utf-8") == "keep me\n"
+            assert link.is_symlink()
+    finally:
+        os.umask(old_umask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "amends.db",
+        "link.json",
+        "out.json",
+        "target.txt",
+    ]
 
 
 def test_verify_bundle_prints_a_forged_digest_escaped(cli: Cli, tmp_path: Path) -> None:

@@ -654,17 +654,22 @@ def seal(
     context: typer.Context,
     out: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", dir_okay=False, help="write the seal there"),
+        typer.Option(
+            metavar="FILE",
+            dir_okay=False,
+            help="write the seal there (a new file, mode 0600)",
+        ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace the --out file if it exists")
+    ] = False,
 ) -> None:
     """Seal the head of every complaint's chain (JSON), to keep outside the store."""
-    with _session(context).desk() as desk:
-        sealed = desk.seal()
-    text = sealed.model_dump_json(indent=2)
+    with _session(context).desk() as desk, _writing(out, force):
+        sealed = desk.seal(out, overwrite=force)
     if out is None:
-        print(text)
+        print(sealed.model_dump_json(indent=2))
         return
-    out.write_text(text + "\n", encoding="utf-8")
     print(
         f"sealed {len(sealed.complaints)} complaints at "
         f"{sealed.sealed_at.isoformat()} into {out} (digest {sealed.digest})"
@@ -685,13 +690,21 @@ def export_case(
     complaint_id: ComplaintId,
     out: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", dir_okay=False, help="write the bundle there"),
+        typer.Option(
+            metavar="FILE",
+            dir_okay=False,
+            help="write the bundle there (a new file, mode 0600: it holds "
+            "customer data in the clear)",
+        ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace the --out file if it exists")
+    ] = False,
 ) -> None:
     """One complaint's evidence as JSON: its events, digests, schemas and head;
     exits 3 if the case does not verify (the bundle is written all the same)."""
-    with _session(context).desk() as desk:
-        bundle = desk.export_case(complaint_id, out)
+    with _session(context).desk() as desk, _writing(out, force):
+        bundle = desk.export_case(complaint_id, out, overwrite=force)
     if out is None:
         print(bundle.model_dump_json(indent=2))
     else:
@@ -785,6 +798,19 @@ def verify_bundle_command(
             f"{bundle} holds {len(report.findings)} breaks in the record (listed above)"
         )
         raise typer.Exit(EXIT_REFUSED)
+
+
+@contextlib.contextmanager
+def _writing(out: Path | None, force: bool) -> Iterator[None]:
+    """An --out file refused (it exists, or is a symbolic link) as a usage
+    error naming the option, and --force where it would help."""
+    try:
+        yield
+    except FileExistsError as exc:
+        message = str(exc)
+        if out is not None and not force and not out.is_symlink():
+            message = f"{out} exists: --force replaces it"
+        raise typer.BadParameter(message, param_hint="'--out'") from None
 
 
 def _read_seal(path: Path | None) -> Seal | None:
