@@ -430,8 +430,6 @@ def test_a_bundle_or_seal_is_written_private_whole_and_new(
     import os
     import stat
 
-    import amends.infra.files
-
     complaint_id = walk_to(desk, Stage.ACKNOWLEDGED)
     tmp_path = tmp_path / "out"  # beside the store's own file
     tmp_path.mkdir()
@@ -439,11 +437,11 @@ def test_a_bundle_or_seal_is_written_private_whole_and_new(
     old_umask = os.umask(0o022)
     try:
         bundle = desk.export_case(complaint_id, case)
+        assert stat.S_IMODE(case.stat().st_mode) == 0o600
         sealed = desk.seal(seal)
+        assert stat.S_IMODE(seal.stat().st_mode) == 0o600
     finally:
         os.umask(old_umask)
-    for path in (case, seal):
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert CaseBundle.model_validate_json(case.read_text()) == bundle
     assert load_seal(seal) == sealed
     with pytest.raises(FileExistsError, match="exists"):
@@ -460,6 +458,8 @@ def test_a_bundle_or_seal_is_written_private_whole_and_new(
             desk.export_case(complaint_id, link, overwrite=overwrite)
         assert load_seal(seal) == sealed
         assert link.is_symlink()
+
+    import amends.infra.files
 
     def failing(fd: int) -> None:
         raise OSError(28, "No space left on device")
@@ -629,19 +629,17 @@ def test_a_bundle_or_seal_above_the_limit_is_refused_unread(tmp_path: Path) -> N
     """A file larger than any case bundle amends writes (a case of 10,000
     events of the longest notes exports to 54 MB) is refused by its size,
     unread. Before, any size was read whole: 200 MB took 700 MB of memory."""
-    from amends.audit import MAX_BUNDLE_BYTES, MAX_SEAL_BYTES
-
-    assert (MAX_BUNDLE_BYTES, MAX_SEAL_BYTES) == (64 << 20, 256 << 20)
+    bundle_limit, seal_limit = 64 << 20, 256 << 20  # MAX_BUNDLE_BYTES, MAX_SEAL_BYTES
     path = tmp_path / "huge.json"
     with path.open("wb") as file:
-        file.truncate(MAX_BUNDLE_BYTES + 1)  # sparse: no disk, no memory
+        file.truncate(bundle_limit + 1)  # sparse: no disk, no memory
     (finding,) = verify_bundle(path).findings
     assert finding.detail == (
-        f"{path} is not a readable case bundle: {MAX_BUNDLE_BYTES + 1} bytes, "
+        f"{path} is not a readable case bundle: {bundle_limit + 1} bytes, "
         "above the 64 MiB a bundle is read up to"
     )
     with path.open("r+b") as file:
-        file.truncate(MAX_SEAL_BYTES + 1)
+        file.truncate(seal_limit + 1)
     with pytest.raises(UnreadableFile, match="above the 256 MiB a seal is read up"):
         load_seal(path)
 
