@@ -8,7 +8,7 @@ import signal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,18 @@ def outcome_within(seconds: float, call: Callable[[], Any]) -> Any:
     thread.join(seconds)
     assert not thread.is_alive(), f"still running after {seconds} s"
     return outcome[0]
+
+
+@contextmanager
+def fifo(path: Path) -> Iterator[Path]:
+    """A named pipe nobody writes to; on leaving, a reader still waiting on
+    it (a regression) is let go: it reads the end of an empty pipe."""
+    os.mkfifo(path)
+    try:
+        yield path
+    finally:
+        with suppress(OSError):  # no reader waiting: nothing to let go
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
 
 
 def judges_die(monkeypatch: pytest.MonkeyPatch, case: str | None = None) -> Any:

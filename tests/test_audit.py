@@ -11,7 +11,7 @@ import tempfile
 import threading
 import unicodedata
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -33,14 +33,14 @@ from amends import (
     Seal,
     Stage,
 )
-from amends.audit import CaseBundle, load_seal, verify_bundle
+from amends.audit import CaseBundle, UnreadableFile, load_seal, verify_bundle
 from amends.domain.audit import ChainVerifier, StoredRecord
 from amends.domain.values import UNPRINTABLE
 from amends.infra.settings import cipher_settings, new_cipher_key
 from amends.testing import Lifecycle, lifecycles
 
 from conftest import FixedClock
-from helpers import RECEIVE, RawStore, load_rows, walk_to
+from helpers import RECEIVE, RawStore, fifo, load_rows, outcome_within, walk_to
 
 FIXTURE = Path(__file__).parent / "fixtures" / "events-v1.jsonl"
 ZLIB = "eventsourcing.compressor:ZlibCompressor"
@@ -428,6 +428,60 @@ def test_an_edited_bundle_is_reported(desk: ComplaintDesk, tmp_path: Path) -> No
     assert ("seal", None) in found  # nor does the bundle's own digest
 
 
+def test_a_bundle_or_seal_is_written_private_whole_and_new(
+    desk: ComplaintDesk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`export_case(..., path)` and `seal(path)` write a new file of mode
+    0600 (customer data in the clear), never over one that exists unless
+    `overwrite=True`, never through a symbolic link, and never half: a
+    failure while writing leaves nothing under the name."""
+    import os
+    import stat
+
+    complaint_id = walk_to(desk, Stage.ACKNOWLEDGED)
+    tmp_path = tmp_path / "out"  # beside the store's own file
+    tmp_path.mkdir()
+    case, seal = tmp_path / "case.json", tmp_path / "seal.json"
+    old_umask = os.umask(0o022)
+    try:
+        bundle = desk.export_case(complaint_id, case)
+        assert stat.S_IMODE(case.stat().st_mode) == 0o600
+        sealed = desk.seal(seal)
+        assert stat.S_IMODE(seal.stat().st_mode) == 0o600
+    finally:
+        os.umask(old_umask)
+    assert CaseBundle.model_validate_json(case.read_text()) == bundle
+    assert load_seal(seal) == sealed
+    with pytest.raises(FileExistsError, match="exists"):
+        desk.export_case(complaint_id, case)
+    with pytest.raises(FileExistsError, match="exists"):
+        desk.seal(seal)
+    desk.add_note(complaint_id, by="ana", text="later")
+    assert desk.export_case(complaint_id, case, overwrite=True).head.version == 3
+    assert verify_bundle(case).events == 3
+    link = tmp_path / "link.json"
+    link.symlink_to(seal)
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="symbolic link"):
+            desk.export_case(complaint_id, link, overwrite=overwrite)
+        assert load_seal(seal) == sealed
+        assert link.is_symlink()
+
+    import amends.infra.files
+
+    def failing(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(amends.infra.files.os, "fsync", failing)
+    with pytest.raises(OSError, match="No space left"):
+        desk.export_case(complaint_id, tmp_path / "half.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "case.json",
+        "link.json",
+        "seal.json",
+    ]
+
+
 def _redigested(data: dict[str, Any]) -> dict[str, Any]:
     """A bundle's JSON with every digest computed again, as anyone editing it
     could: its events' own, its head's and the whole bundle's."""
@@ -464,7 +518,7 @@ def test_a_bundle_cut_short_with_its_digests_redone_is_caught_by_a_seal(
     assert verify_bundle(path).ok  # the bundle alone cannot tell
     found = verify_bundle(path, seal=seal).findings
     assert [(f.kind, f.version) for f in found] == [("sealed", 5)]
-    assert "removed after the seal" in found[0].detail
+    assert "either events were dropped from the bundle" in found[0].detail
     # The pinned event rewritten and every digest redone: the same.
     data = json.loads(path.read_text())
     data["events"].append(dict(data["events"][-1]))
@@ -478,19 +532,124 @@ def test_a_bundle_cut_short_with_its_digests_redone_is_caught_by_a_seal(
     assert ("sealed", 6) in kinds_found
 
 
-def test_a_seal_taken_after_the_export_of_a_case_that_grew_is_refused(
+def test_a_seal_taken_after_the_export_of_a_case_that_grew_is_a_finding(
     desk: ComplaintDesk, clock: FixedClock, tmp_path: Path
 ) -> None:
-    """A bundle exported before the case's last events is not "cut short": a
-    seal taken once they were recorded cannot judge it, and says so."""
+    """A bundle exported before the case's last events, checked against a
+    seal taken once they were recorded, cannot be told from a bundle cut
+    short and backdated: a finding that gives both readings, never a clean
+    report or a refusal that blames the seal."""
     complaint_id = walk_to(desk, Stage.ACKNOWLEDGED)
     path = tmp_path / "case.json"
     desk.export_case(complaint_id, path)
     clock.advance(hours=1)
     desk.add_note(complaint_id, by="ana", text="later")
     later = desk.seal()
-    with pytest.raises(ValueError, match="taken before its export"):
-        verify_bundle(path, seal=later)
+    found = verify_bundle(path, seal=later).findings
+    assert [(f.kind, f.version) for f in found] == [("sealed", 2)]
+    assert "either events were dropped from the bundle" in found[0].detail
+    assert "the seal was taken after the export" in found[0].detail
+    assert "its own claim" in found[0].detail
+
+
+_CUT_CASE: dict[str, Any] = {}
+
+
+def _cut_case() -> tuple[dict[str, Any], Any]:
+    """A case of six events exported as it was sealed: the bundle's JSON
+    and the seal, made once for every example."""
+    if not _CUT_CASE:
+        with ComplaintDesk("memory://") as desk:
+            complaint_id = walk_to(desk, Stage.RESOLVED)
+            seal = desk.seal()
+            _CUT_CASE.update(
+                bundle=desk.export_case(complaint_id).model_dump(mode="json"),
+                seal=seal,
+            )
+    return _CUT_CASE["bundle"], _CUT_CASE["seal"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dropped=st.integers(1, 5),
+    exported_at=st.datetimes(
+        timezones=st.integers(-14 * 60, 14 * 60).map(
+            lambda minutes: timezone(timedelta(minutes=minutes))
+        )
+    ),
+)
+def test_a_bundle_with_events_removed_never_verifies_against_a_seal_that_held_them(
+    dropped: int, exported_at: Any
+) -> None:
+    """Whatever `exported_at` says, a bundle missing events the seal pinned
+    is a `sealed` finding: the export time is the bundle's own claim. Before,
+    a bundle cut short and backdated before the seal (digests redone) made
+    `verify` raise, and the CLI called the auditor's seal the mistake."""
+    original, seal = _cut_case()
+    data = json.loads(json.dumps(original))
+    del data["events"][-dropped:]
+    data["exported_at"] = exported_at.isoformat()
+    bundle = CaseBundle.model_validate(_redigested(data))
+    report = bundle.verify(seal)
+    kept = len(original["events"]) - dropped
+    assert ("sealed", kept) in {(f.kind, f.version) for f in report.findings}
+
+
+@settings(max_examples=40, deadline=None)
+@given(index=st.integers(0, 5), listed=st.integers(-3, 20))
+def test_a_listed_class_version_other_than_the_payloads_never_verifies_clean(
+    index: int, listed: int
+) -> None:
+    """An event listed under a `class_version` its payload does not carry,
+    its digest and the bundle's redone with it, is a finding: before, it
+    verified clean, its listed digest no longer the one the next event's
+    `previous_digest` records."""
+    original, _ = _cut_case()
+    data = json.loads(json.dumps(original))
+    event = data["events"][index]
+    assume(listed != event["payload"].get("class_version", 1))
+    event["class_version"] = listed
+    report = CaseBundle.model_validate(_redigested(data)).verify()
+    assert ("altered", index + 1) in {(f.kind, f.version) for f in report.findings}
+    if index + 1 < len(data["events"]):
+        following = data["events"][index + 1]["payload"]
+        assert following["previous_digest"] != event["digest"]
+
+
+def test_a_bundle_or_seal_that_is_no_regular_file_is_refused_unread(
+    tmp_path: Path,
+) -> None:
+    """A pipe (or a device: /dev/zero) is refused before anything is read.
+    Before, a pipe with no writer waited for ever, /dev/zero was read until
+    memory ran out."""
+    with fifo(tmp_path / "pipe") as pipe:
+        report = outcome_within(10, lambda: verify_bundle(pipe))
+        assert [f.detail for f in report.findings] == [
+            f"{pipe} is not a readable case bundle: not a regular file (a pipe): "
+            "a bundle is read from a regular file only"
+        ]
+        refused = outcome_within(10, lambda: load_seal(pipe))
+        assert isinstance(refused, UnreadableFile), refused
+        assert "not a regular file (a pipe)" in str(refused)
+
+
+def test_a_bundle_or_seal_above_the_limit_is_refused_unread(tmp_path: Path) -> None:
+    """A file larger than any case bundle amends writes (a case of 10,000
+    events of the longest notes exports to 54 MB) is refused by its size,
+    unread. Before, any size was read whole: 200 MB took 700 MB of memory."""
+    bundle_limit, seal_limit = 64 << 20, 256 << 20  # MAX_BUNDLE_BYTES, MAX_SEAL_BYTES
+    path = tmp_path / "huge.json"
+    with path.open("wb") as file:
+        file.truncate(bundle_limit + 1)  # sparse: no disk, no memory
+    (finding,) = verify_bundle(path).findings
+    assert finding.detail == (
+        f"{path} is not a readable case bundle: {bundle_limit + 1} bytes, "
+        "above the 64 MiB a bundle is read up to"
+    )
+    with path.open("r+b") as file:
+        file.truncate(seal_limit + 1)
+    with pytest.raises(UnreadableFile, match="above the 256 MiB a seal is read up"):
+        load_seal(path)
 
 
 @pytest.mark.parametrize(

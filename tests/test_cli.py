@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shlex
 import sqlite3
+import stat
 import unicodedata
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
@@ -30,7 +32,7 @@ from amends.infra import importer
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE
 
 from conftest import NOW, FixedClock
-from helpers import RECEIVE, judges_die, outcome_within
+from helpers import RECEIVE, fifo, judges_die, outcome_within
 
 
 @dataclass(frozen=True)
@@ -406,12 +408,13 @@ def test_verify_bundle_checks_against_a_seal_and_says_when_it_cannot(
     pinned = json.loads(seal.read_text())["complaints"][0]
     out = cli.ok("verify-bundle", str(case), "--seal", str(seal))
     assert f"pins version 1, digest {pinned['digest']}\n" in out
-    # A case received after the seal: checked without it, and told so.
+    # A case received after the seal: the seal cannot check it, and a clean
+    # report would also pass a bundle whose complaint id was rewritten.
     other = cli.receive("--at", iso(1))
-    cli.ok("export-case", other, "--out", str(case))
+    cli.ok("export-case", other, "--out", str(case), "--force")
     result = cli("verify-bundle", str(case), "--seal", str(seal))
-    assert result.code == 0
-    assert f"does not name complaint {other} (received after it?)" in result.err
+    assert result.code == 2
+    assert f"does not name complaint {other}, so it cannot check" in result.err
     # A seal edited by hand is no seal.
     seal.write_text(
         seal.read_text().replace('"digest"', '"digest", "extra": 1, "x"', 1)
@@ -419,6 +422,104 @@ def test_verify_bundle_checks_against_a_seal_and_says_when_it_cannot(
     result = cli("verify-bundle", str(case), "--seal", str(seal))
     assert result.code == 2
     assert "is not a seal written by `amends seal`" in result.err
+
+
+def test_verify_bundle_finds_a_bundle_cut_short_and_backdated(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The newest event dropped, `exported_at` set before the seal and the
+    digests redone: code 3, a finding that says either events were dropped
+    or the seal came after the export. Before, code 2, "check the bundle
+    against a seal taken before its export", as if the seal were wrong."""
+    from amends.audit import CaseBundle
+
+    complaint = cli.receive("--at", iso(0))
+    cli.ok("acknowledge", complaint, "--by", "ana", "--paraphrase", "P", "--at", iso(1))
+    cli.ok("apologize", complaint, "--by", "ana", "--apology", "A", "--at", iso(2))
+    seal, case = tmp_path / "seal.json", tmp_path / "case.json"
+    cli.ok("seal", "--out", str(seal))
+    cli.ok("export-case", complaint, "--out", str(case))
+    assert cli("verify-bundle", str(case), "--seal", str(seal)).code == 0
+    bundle = CaseBundle.model_validate_json(case.read_text(encoding="utf-8"))
+    kept = bundle.events[:-1]
+    forged = bundle.model_copy(
+        update={
+            "events": kept,
+            "head": bundle.head.model_copy(
+                update={"version": kept[-1].version, "digest": kept[-1].digest}
+            ),
+            "exported_at": datetime.fromisoformat(iso(1.5)),
+        }
+    )
+    forged = forged.model_copy(update={"digest": forged.content_digest()})
+    case.write_text(forged.model_dump_json(), encoding="utf-8")
+    assert cli("verify-bundle", str(case)).code == 0  # alone, it cannot tell
+    result = cli("verify-bundle", str(case), "--seal", str(seal))
+    assert result.code == 3, result
+    assert f"complaint {complaint} version 2: sealed: " in result.out
+    assert "either events were dropped from the bundle" in result.out
+
+
+def test_verify_bundle_refuses_a_pipe_for_a_bundle_or_a_seal(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Neither is read from anything but a regular file: code 2, at once.
+    Before, a pipe waited for ever for a writer, /dev/zero was read until
+    the machine ran out of memory."""
+    complaint = cli.receive("--at", iso(0))
+    case = tmp_path / "case.json"
+    cli.ok("export-case", complaint, "--out", str(case))
+    with fifo(tmp_path / "pipe") as pipe:
+        result = outcome_within(10, lambda: cli("verify-bundle", str(pipe)))
+        assert result.code == 2, result
+        assert f"{pipe} is not a regular file" in result.err
+        result = outcome_within(
+            10, lambda: cli("verify-bundle", str(case), "--seal", str(pipe))
+        )
+        assert result.code == 2, result
+        assert "not a regular file (a pipe)" in result.err
+
+
+@pytest.mark.parametrize("command", ["export-case", "seal"])
+def test_bundles_and_seals_are_written_private_new_and_never_through_a_link(
+    cli: Cli, tmp_path: Path, command: str
+) -> None:
+    """Mode 0600 whatever the umask (a bundle holds customer data in the
+    clear), an existing file replaced only with --force, a symbolic link
+    never written through. Before: 0644, overwritten silently, and the
+    link's target overwritten."""
+    complaint = cli.receive("--at", iso(0))
+    args = [command, complaint] if command == "export-case" else [command]
+    out = tmp_path / "out.json"
+    old_umask = os.umask(0o022)
+    try:
+        cli.ok(*args, "--out", str(out))
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+        first = out.read_bytes()
+        result = cli(*args, "--out", str(out))
+        assert result.code == 2, result
+        assert f"{out} exists: --force replaces it" in result.err
+        assert out.read_bytes() == first
+        out.chmod(0o644)
+        cli.ok(*args, "--out", str(out), "--force")
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+        target, link = tmp_path / "target.txt", tmp_path / "link.json"
+        target.write_text("keep me\n", encoding="utf-8")
+        link.symlink_to(target)
+        for force in ([], ["--force"]):
+            result = cli(*args, "--out", str(link), *force)
+            assert result.code == 2, result
+            assert f"{link} is a symbolic link" in result.err
+            assert target.read_text(encoding="utf-8") == "keep me\n"
+            assert link.is_symlink()
+    finally:
+        os.umask(old_umask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "amends.db",
+        "link.json",
+        "out.json",
+        "target.txt",
+    ]
 
 
 def test_verify_bundle_prints_a_forged_digest_escaped(cli: Cli, tmp_path: Path) -> None:

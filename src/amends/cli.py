@@ -659,17 +659,22 @@ def seal(
     context: typer.Context,
     out: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", dir_okay=False, help="write the seal there"),
+        typer.Option(
+            metavar="FILE",
+            dir_okay=False,
+            help="write the seal there (a new file, mode 0600)",
+        ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace the --out file if it exists")
+    ] = False,
 ) -> None:
     """Seal the head of every complaint's chain (JSON), to keep outside the store."""
-    with _session(context).desk() as desk:
-        sealed = desk.seal()
-    text = sealed.model_dump_json(indent=2)
+    with _session(context).desk() as desk, _writing(out, force):
+        sealed = desk.seal(out, overwrite=force)
     if out is None:
-        print(text)
+        print(sealed.model_dump_json(indent=2))
         return
-    out.write_text(text + "\n", encoding="utf-8")
     print(
         f"sealed {len(sealed.complaints)} complaints at "
         f"{sealed.sealed_at.isoformat()} into {out} (digest {sealed.digest})"
@@ -690,13 +695,21 @@ def export_case(
     complaint_id: ComplaintId,
     out: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", dir_okay=False, help="write the bundle there"),
+        typer.Option(
+            metavar="FILE",
+            dir_okay=False,
+            help="write the bundle there (a new file, mode 0600: it holds "
+            "customer data in the clear)",
+        ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace the --out file if it exists")
+    ] = False,
 ) -> None:
     """One complaint's evidence as JSON: its events, digests, schemas and head;
     exits 3 if the case does not verify (the bundle is written all the same)."""
-    with _session(context).desk() as desk:
-        bundle = desk.export_case(complaint_id, out)
+    with _session(context).desk() as desk, _writing(out, force):
+        bundle = desk.export_case(complaint_id, out, overwrite=force)
     if out is None:
         print(bundle.model_dump_json(indent=2))
     else:
@@ -746,6 +759,14 @@ def verify_bundle_command(
     """Check a case bundle with no store: its digests, chain, lifecycle and
     times; exits 3 if there is a break, or if the file does not read as a
     bundle (the evidence is damaged)."""
+    if not bundle.is_file():
+        # A device or a pipe is no bundle at all, as a directory is not:
+        # refused as the argument, as typer refuses those (/dev/zero was
+        # read for ever). A regular file too large is read as no bundle.
+        raise typer.BadParameter(
+            f"{bundle} is not a regular file: a bundle is read from one",
+            param_hint="'FILE'",
+        )
     sealed = _read_seal(seal)
     try:
         read: CaseBundle | None = load_bundle(bundle)
@@ -757,6 +778,8 @@ def verify_bundle_command(
         try:
             report = read.verify(sealed)
         except ValueError as exc:
+            # Only a seal that does not name the case: it cannot check it.
+            # One that pins more events than the bundle holds is a finding.
             raise typer.BadParameter(str(exc), param_hint="'--seal'") from None
     print(report.to_text(), end="")
     if read is not None:
@@ -768,13 +791,7 @@ def verify_bundle_command(
             )
         )
         pinned = read.pinned_by(sealed)
-        if sealed is not None and pinned is None:
-            _note(
-                f"the seal of {sealed.sealed_at.isoformat()} does not name complaint "
-                f"{read.complaint_id} (received after it?): the bundle was checked "
-                "without it"
-            )
-        elif sealed is not None and pinned is not None:
+        if sealed is not None and pinned is not None:
             print(
                 shown(
                     f"seal of {sealed.sealed_at.isoformat()}: pins version "
@@ -786,6 +803,19 @@ def verify_bundle_command(
             f"{bundle} holds {len(report.findings)} breaks in the record (listed above)"
         )
         raise typer.Exit(EXIT_REFUSED)
+
+
+@contextlib.contextmanager
+def _writing(out: Path | None, force: bool) -> Iterator[None]:
+    """An --out file refused (it exists, or is a symbolic link) as a usage
+    error naming the option, and --force where it would help."""
+    try:
+        yield
+    except FileExistsError as exc:
+        message = str(exc)
+        if out is not None and not force and not out.is_symlink():
+            message = f"{out} exists: --force replaces it"
+        raise typer.BadParameter(message, param_hint="'--out'") from None
 
 
 def _read_seal(path: Path | None) -> Seal | None:

@@ -177,8 +177,18 @@ class ChainVerifier:
     without a seal; records vouched for are exactly as the engine wrote them.
     """
 
-    def __init__(self, seal: Seal | None = None, *, only: UUID | None = None) -> None:
+    def __init__(
+        self,
+        seal: Seal | None = None,
+        *,
+        only: UUID | None = None,
+        exported_at: datetime | None = None,
+    ) -> None:
+        """`exported_at`: the records are a case bundle's, which says it was
+        exported then; a chain ending before the seal's version is then
+        reported as a bundle cut short, or a seal taken after the export."""
         self._seal = seal
+        self._exported_at = exported_at
         self._sealed = {
             e.complaint_id: e
             for e in (seal.complaints if seal is not None else ())
@@ -391,15 +401,31 @@ class ChainVerifier:
                 detail = f"sealed at version {entry.version}, now has no events"
                 findings.append(_sealed(entry, None, detail))
             elif chain.version < entry.version:
-                detail = (
-                    f"sealed at version {entry.version}, now ends at {chain.version}: "
-                    "events were removed after the seal"
-                )
-                findings.append(_sealed(entry, chain.version, detail))
+                findings.append(_sealed(entry, chain.version, self._cut_short(entry)))
             elif chain.digests.get(entry.version) != entry.digest:
                 detail = "the event the seal pinned was changed after the seal"
                 findings.append(_sealed(entry, entry.version, detail))
         return findings
+
+    def _cut_short(self, entry: SealEntry) -> str:
+        chain = self._heads[entry.complaint_id]
+        assert self._seal is not None
+        if self._exported_at is None:
+            return (
+                f"sealed at version {entry.version}, now ends at {chain.version}: "
+                "events were removed after the seal"
+            )
+        # A bundle's export time is its own claim, as editable as the rest:
+        # a bundle cut short and backdated must not pass for an honest one
+        # checked against a later seal, so both readings are given.
+        return (
+            f"the seal of {self._seal.sealed_at.isoformat()} pins version "
+            f"{entry.version}, the bundle ends at {chain.version}: either events "
+            "were dropped from the bundle, or the seal was taken after the "
+            "export, when the case had grown (the bundle says it was exported "
+            f"at {self._exported_at.isoformat()}: its own claim, which nothing "
+            "checks)"
+        )
 
 
 _State = tuple[Stage | None, bool]
@@ -471,7 +497,11 @@ BUNDLE_FORMAT = "amends.case-bundle/1"
 
 
 class BundledEvent(BaseModel):
-    """One event as stored: its payload is the stored JSON object, untouched."""
+    """One event as stored: its payload is the stored JSON object, untouched.
+
+    `class_version` and `digest` are listed for the auditor's tools; verify
+    holds both to the payload (its `class_version`, 1 when it has none) and
+    to the chain."""
 
     model_config = STRICT_FILE
 
@@ -550,7 +580,8 @@ class CaseBundle(BaseModel):
 
     def pinned_by(self, seal: Seal | None) -> SealEntry | None:
         """The seal's entry for this case (None: the seal does not name it,
-        as when the case was received after the seal was taken)."""
+        as when the case was received after the seal was taken, or the seal
+        is of another store; `verify` refuses such a seal)."""
         if seal is None:
             return None
         return next(
@@ -576,24 +607,30 @@ class CaseBundle(BaseModel):
         who edits an event can compute them all again, and drop the newest
         events with them. A seal kept apart is what tells.
 
-        A seal taken after the export, when the case had more events than
-        the bundle holds, says nothing of it: `ValueError`.
+        A seal that pins a version the bundle does not hold is a `sealed`
+        finding, whatever `exported_at` says: the bundle was cut short, or
+        the seal taken after the export, and only the first is a break. The
+        export time cannot tell them apart: it is the bundle's own claim,
+        and anyone who drops the newest events can backdate it too (before,
+        a seal later than `exported_at` was refused as a usage error, which
+        turned exactly that forgery into the auditor's mistake).
+
+        A seal that does not name the case at all cannot check it: that is
+        `ValueError`, not a clean report (see `pinned_by`).
         """
-        pinned = self.pinned_by(seal)
-        if (
-            seal is not None
-            and pinned is not None
-            and seal.sealed_at > self.exported_at
-            and self.events
-            and pinned.version > self.events[-1].version
-        ):
+        if seal is not None and seal.is_intact and self.pinned_by(seal) is None:
+            # Received after the seal, or a seal of another store; or the
+            # bundle's complaint id was rewritten with every digest redone,
+            # which a clean report would have let slip out of the seal.
             raise ValueError(
-                f"the seal was taken at {seal.sealed_at.isoformat()}, after this "
-                f"bundle was exported ({self.exported_at.isoformat()}), when the "
-                f"case had {pinned.version} events, not {self.events[-1].version}: "
-                "check the bundle against a seal taken before its export"
+                f"the seal of {seal.sealed_at.isoformat()} does not name complaint "
+                f"{self.complaint_id}, so it cannot check this bundle (a case "
+                "received after the seal, or a seal of another store): check it "
+                "without the seal, or against one that names it"
             )
-        verifier = ChainVerifier(seal, only=self.complaint_id)
+        verifier = ChainVerifier(
+            seal, only=self.complaint_id, exported_at=self.exported_at
+        )
         verifier.check(self.records())
         report = verifier.report()
         extra: list[Finding] = []
@@ -629,10 +666,27 @@ class CaseBundle(BaseModel):
                 )
             )
         for event in self.events:
+            # The listed digest is checked against the event's stored form,
+            # its payload with the payload's own `class_version`, the one the
+            # next event's `previous_digest` vouches for. Checked with the
+            # listed `class_version`, both could be edited together and
+            # verify clean, a listed digest no successor ever recorded.
             body = dict(event.payload)
-            body.pop("class_version", None)
+            stored_class = body.pop("class_version", 1)
+            if event.class_version != stored_class:
+                extra.append(
+                    Finding(
+                        complaint_id=self.complaint_id,
+                        version=event.version,
+                        kind="altered",
+                        detail=(
+                            f"listed as class_version {event.class_version!r}, "
+                            f"its payload says {stored_class!r}"
+                        ),
+                    )
+                )
             actual = stored_digest(
-                event.topic, event.class_version, self.complaint_id, event.version, body
+                event.topic, stored_class, self.complaint_id, event.version, body
             )
             if actual != event.digest:
                 extra.append(

@@ -60,6 +60,7 @@ from amends.infra.errors import (
     names_a_missing_schema,
     names_no_database,
 )
+from amends.infra.files import write_private
 from amends.infra.inflight import InFlight, counted
 from amends.infra.mapper import ComplaintSnapshot, PydanticMapper, UnreadableRecord
 from amends.infra.reporting import (
@@ -739,8 +740,11 @@ class ComplaintDesk:
         return report
 
     @counted
-    def seal(self) -> Seal:
-        """The head (version and digest) of every complaint's chain, sealed."""
+    def seal(self, path: str | Path | None = None, *, overwrite: bool = False) -> Seal:
+        """The head (version and digest) of every complaint's chain, sealed;
+        written to `path` as JSON if given, as `export_case` writes a bundle
+        (mode 0600, never over an existing file unless `overwrite`, never
+        through a symbolic link: `FileExistsError`)."""
         entries = []
         with store_errors(self.store_url):
             for complaint_id in self._complaint_ids():
@@ -760,15 +764,28 @@ class ComplaintDesk:
                         digest=_record_digest(record),
                     )
                 )
-        return Seal.create(self._clock(), entries)
+        sealed = Seal.create(self._clock(), entries)
+        if path is not None:
+            write_private(
+                path, sealed.model_dump_json(indent=2) + "\n", overwrite=overwrite
+            )
+        return sealed
 
     @counted
     def export_case(
-        self, complaint_id: UUID | str, path: str | Path | None = None
+        self,
+        complaint_id: UUID | str,
+        path: str | Path | None = None,
+        *,
+        overwrite: bool = False,
     ) -> CaseBundle:
         """A self-contained JSON bundle of one case; written to `path` if given.
 
-        Check it anywhere with `amends.audit.verify_bundle(path)`.
+        Check it anywhere with `amends.audit.verify_bundle(path)`. The bundle
+        holds every customer field in the clear, even from an encrypted
+        store, so the file is its owner's alone (mode 0600). It is written
+        whole or not at all, never through a symbolic link, and never over
+        an existing file unless `overwrite` (`FileExistsError`).
         """
         complaint_uuid = _complaint_uuid(complaint_id, "export_case")
         with store_errors(self.store_url):
@@ -795,7 +812,7 @@ class ComplaintDesk:
                 complaint_uuid, records[-1].version, str(exc)
             ) from None
         if path is not None:
-            Path(path).write_text(bundle.model_dump_json(indent=2), encoding="utf-8")
+            write_private(path, bundle.model_dump_json(indent=2), overwrite=overwrite)
         return bundle
 
     @counted
