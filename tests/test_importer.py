@@ -289,6 +289,37 @@ def test_a_case_in_the_store_with_other_events_is_refused(
     assert sqlite_desk.last_position() == stored
 
 
+def test_a_case_in_the_store_with_another_kind_of_event_is_refused_not_a_crash(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """The log tells one event as another kind (a note where the store holds
+    an update, at the same place): already in the store, refused. Compared
+    field by field, the note's text had no counterpart in the update, and the
+    import ended as "a bug" (KeyError), in some runs and not others."""
+    rows = HELPDESK.read_text(encoding="utf-8").splitlines()
+    update = next(r for r in rows if r.startswith("HD-1001,Progress update,"))
+    later = update.replace("T11:00:00", "T11:30:00", 1)
+    assert later != update
+
+    def log_with(extra: str) -> Path:
+        path = tmp_path / f"{len(extra)}.csv"
+        at = rows.index(update) + 1
+        path.write_text(
+            "\n".join([*rows[:at], extra, *rows[at:]]) + "\n", encoding="utf-8"
+        )
+        return path
+
+    first = log_with(later.replace(",Progress update,", ",Internal note,", 1))
+    second = log_with(later)
+    mapping = load_mapping(HELPDESK_MAPPING)
+    import_log(sqlite_desk, first, mapping)
+    stored = sqlite_desk.last_position()
+    again = import_log(sqlite_desk, second, mapping)
+    refused = {c.case for c in again.rejected if c.offence is Offence.ALREADY_IN_STORE}
+    assert "HD-1001" in refused
+    assert sqlite_desk.last_position() == stored
+
+
 def test_a_case_received_through_the_desk_is_not_imported_again(
     sqlite_desk: ComplaintDesk,
 ) -> None:
@@ -430,6 +461,17 @@ def test_the_base_mapping_loads(tmp_path: Path) -> None:
     path.write_text(BASE_MAPPING, encoding="utf-8")
     mapping = load_mapping(path)
     assert mapping.activities["Opened"].command == "receive"
+
+
+def test_a_blank_timestamp_format_means_iso_8601_as_it_always_did(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "mapping.toml"
+    blank = BASE_MAPPING.replace(
+        "[columns]", '[log]\ntimestamp_format = ""\n\n[columns]'
+    )
+    path.write_text(blank, encoding="utf-8")
+    assert load_mapping(path).log.timestamp_format is None
 
 
 def test_a_missing_mapping_file_is_named(tmp_path: Path) -> None:

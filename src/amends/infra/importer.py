@@ -226,8 +226,8 @@ class LogOptions(BaseModel):
         """A pattern `strptime` cannot use ("%d%d", "%Q") was taken, then
         ended the import as "a bug" or refused every row: a time it writes
         must read back as that time."""
-        if pattern is None:
-            return None
+        if pattern is None or not pattern.strip():
+            return None  # as the rows read it: ISO 8601
         sample = datetime(2026, 11, 28, 14, 35, 59, tzinfo=UTC)
         try:
             read = datetime.strptime(sample.strftime(pattern), pattern)
@@ -1503,7 +1503,7 @@ def _found_in_store(
             # release decides that it did: every such case was refused.
             filled = read.keys() - mapper.decode_payload(theirs).keys() - _COLUMNS
             mine_read = _as_read(mapper, mine)
-            if any(read[k] != mine_read[k] for k in read.keys() - filled):
+            if _without(read, filled) != _without(mine_read, filled):
                 return "other"
     except HistoryViolation:
         return "other"
@@ -1512,6 +1512,10 @@ def _found_in_store(
 
 _COLUMNS = {"topic", "originator_id", "originator_version"}
 """What a stored event holds beside its payload, not in it."""
+
+
+def _without(event: dict[str, Any], fields: set[str]) -> dict[str, Any]:
+    return {name: value for name, value in event.items() if name not in fields}
 
 
 def _as_read(mapper: Mapper[UUID], stored: StoredEvent) -> dict[str, Any]:
