@@ -1059,6 +1059,27 @@ def test_an_encrypted_event_that_begins_as_json_does_lets_no_keyless_desk_write(
         assert desk.get(complaint_id).customer == RECEIVE["customer"]
 
 
+def test_a_plain_store_damaged_wherever_the_key_check_looks_is_still_verified(
+    shared_store_url: str,
+) -> None:
+    """Every event the key check reads is plain JSON, damaged: UTF-8 text
+    that begins as an object does, which ciphertext is about never. The
+    store is plain, and verify() names each damaged row; refused as perhaps
+    encrypted, such a store could not be verified at all."""
+    url = shared_store_url
+    with ComplaintDesk(url) as desk:
+        complaint_id = desk.receive(**RECEIVE)
+        desk.add_note(complaint_id, by="ana", text="Called back")
+    raw = RawStore(url)
+    for version in (1, 2):
+        raw.set_state(complaint_id, version, b'{"broken')
+    with ComplaintDesk(url) as keyless:
+        report = keyless.verify()
+    assert not report.ok
+    assert len(report.findings) == 2
+    assert all("unreadable" in str(finding) for finding in report.findings)
+
+
 @settings(max_examples=20, deadline=None)
 @given(
     events=st.integers(1, 13),

@@ -880,6 +880,15 @@ class ComplaintDesk:
             else:
                 self._cipher_fits = self._mapper.key_checked = True
                 return
+        if self._mapper.cipher is None and any(
+            self._damaged_text(state) for state, _ in failures
+        ):
+            # Plain JSON damaged where probed: ciphertext is no UTF-8 text
+            # (random bytes past a few dozen are not), so the store is plain
+            # and verify() names the rows; refused, a store whose probed
+            # events were all damaged could not even be verified.
+            self._cipher_fits = self._mapper.key_checked = True
+            return
         raise self._key_refusal(failures)
 
     def _key_refusal(self, failures: list[tuple[Any, Exception]]) -> ConfigurationError:
@@ -926,15 +935,32 @@ class ComplaintDesk:
     def _looks_plain(self, state: Any) -> bool:
         """Whether a stored state begins as a JSON object does, decompressed
         first if this store compresses (a guess, for a refusal's words)."""
-        if not isinstance(state, bytes | bytearray | memoryview):
+        data = self._uncompressed(state)
+        return data is not None and data.lstrip()[:1] == b"{"
+
+    def _damaged_text(self, state: Any) -> bool:
+        """Whether a stored state that did not decode is UTF-8 text that
+        begins as a JSON object does: plain JSON, damaged. AES-GCM output
+        begins with "{" once in 256, but is UTF-8 text about never."""
+        data = self._uncompressed(state)
+        if data is None or data.lstrip()[:1] != b"{":
             return False
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    def _uncompressed(self, state: Any) -> bytes | None:
+        if not isinstance(state, bytes | bytearray | memoryview):
+            return None
         data = bytes(state)
         if self._mapper.compressor:
             try:
                 data = self._mapper.compressor.decompress(data)
             except Exception:
-                return False
-        return data.lstrip()[:1] == b"{"
+                return None
+        return data
 
     def _file_id(self) -> tuple[int, int] | None:
         if self._store_file is None:
