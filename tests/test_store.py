@@ -556,7 +556,9 @@ _SECRET = st.text(
 @given(
     secret=_SECRET,
     scheme=st.sampled_from(["postgresql", "postgres", "postgresql+psycopg2", "x"]),
-    where=st.sampled_from(["netloc", "query first", "query after"]),
+    where=st.sampled_from(
+        ["netloc", "query first", "query after", "ssl", "encoded", "sqlite"]
+    ),
 )
 def test_a_url_is_never_shown_with_its_password(
     secret: str, scheme: str, where: str
@@ -568,6 +570,9 @@ def test_a_url_is_never_shown_with_its_password(
         "netloc": f"{scheme}://ana:{secret}@db.internal:5432/amends",
         "query first": f"{scheme}://ana@db/amends?password={secret}&schema=s",
         "query after": f"{scheme}://ana@db/amends?schema=s&PassWord={secret}#x",
+        "ssl": f"{scheme}://ana@db/amends?sslpassword={secret}",
+        "encoded": f"{scheme}://ana@db/amends?pass%77ord={secret}",
+        "sqlite": f"sqlite:///amends.db?password={secret}",
     }[where]
     assert secret not in redacted_url(url)
     refusal = ""

@@ -149,7 +149,8 @@ def store_settings(store_url: str) -> dict[str, str]:
         if parts.query:
             # The library opens the file itself: ?mode=ro was silently ignored.
             raise ConfigurationError(
-                f"{where}: a SQLite store takes no options (?{parts.query})"
+                f"{where}: a SQLite store takes no options "
+                f"(?{urlsplit(redacted_url(store_url)).query})"
             )
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -279,14 +280,22 @@ def redacted_url(store_url: str) -> str:
     return _without_password_option(f"{scheme}//{netloc}{path_start}{path}")
 
 
-_PASSWORD_OPTION = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_OPTION = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
 
 
 def _without_password_option(url: str) -> str:
-    """`?password=...`, which libpq takes as well as the network location's,
-    hidden too: a URL refused for naming it (an option amends does not take)
-    printed it whole."""
-    return _PASSWORD_OPTION.sub(r"\1***", url)
+    """`?password=...` (or `sslpassword=`), which libpq takes as well as the
+    network location's, hidden too, however its name is written (`pass%77ord`
+    reads as `password`): a URL refused for naming it (an option amends does
+    not take) printed it whole."""
+
+    def hidden(option: re.Match[str]) -> str:
+        name = unquote(option.group(2)).lower()
+        if name.endswith("password"):
+            return f"{option.group(1)}{option.group(2)}=***"
+        return option.group(0)
+
+    return _OPTION.sub(hidden, url)
 
 
 def _split_netloc(rest: str) -> tuple[str, str, str]:
