@@ -201,10 +201,13 @@ def field_problem(error: Any, command: str) -> FieldProblem:
         problem = "needs at least one item"
     elif kind == "too_long":
         # pydantic says "Tuple should have at most 50 items after validation":
-        # a type the caller never wrote, and a step they did not see.
+        # a type the caller never wrote, and a step they did not see. (It
+        # knows no length for an iterator, which it stopped reading.)
+        given, most = context.get("actual_length"), context.get("max_length")
         problem = (
-            f"has {context.get('actual_length')} items, more than the "
-            f"{context.get('max_length')} allowed"
+            f"has more than the {most} items allowed"
+            if given is None
+            else f"has {given} items, more than the {most} allowed"
         )
     else:
         problem = str(error["msg"]).removeprefix("Value error, ")

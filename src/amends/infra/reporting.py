@@ -622,9 +622,11 @@ class ReportDesk:
                             return
                 if tracking is not None and not catch_up:
                     raise StoreUnavailable(
-                        "the report views are being rebuilt and hold only some "
-                        "complaints so far: ask again once the rebuild ends, or "
-                        "with catch_up=True to finish it first"
+                        "the report views are being rebuilt (by a rebuild, or "
+                        "after an upgrade to a new layout of the views) and "
+                        "hold only some complaints so far: ask again once a "
+                        "catch-up (a report, `project`, a follower) has loaded "
+                        "them, or with catch_up=True to load them first"
                     )
                 # Replaced since the check, or a load begun since the catch-up
                 # (a rebuild in another process): the catch-up finishes it.
