@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from amends import (
     HistoryViolation,
@@ -162,6 +165,45 @@ def test_too_many_items_are_refused_in_amends_words() -> None:
     assert caught.value.fields == ("steps",)
     assert "steps: has 51 items, more than the 50 allowed" in str(caught.value)
     assert "Tuple" not in str(caught.value)
+
+
+_SPELLED = st.text(
+    st.characters(categories=["L", "M", "Nd"]),
+    min_size=1,
+    max_size=12,
+).filter(lambda text: unicodedata.category(text[0]) != "Mn")
+
+
+@given(name=_SPELLED, category=_SPELLED)
+def test_a_name_or_grouping_spelled_two_ways_is_always_recorded_one_way(
+    name: str, category: str
+) -> None:
+    """Who acts or owns, and a channel or category, are recorded composed
+    (NFC): "José" typed with a combining accent and typed precomposed look
+    alike, and were two owners, two categories, in every report."""
+    received = [
+        command(
+            c.Receive,
+            by=unicodedata.normalize(form, name),
+            customer="Jo",
+            summary="s",
+            channel=unicodedata.normalize(form, category),
+            category=unicodedata.normalize(form, category),
+            severity="low",
+            expectation="e",
+        )
+        for form in ("NFD", "NFC")
+    ]
+    first, second = (cmd.model_dump() for cmd in received)
+    assert first == second
+    assert first["by"] == unicodedata.normalize("NFC", name.strip())
+    handoff = command(
+        c.TransferOwnership,
+        to=unicodedata.normalize("NFD", name),
+        reason="r",
+        customer_told=True,
+    )
+    assert handoff.to == first["by"]
 
 
 def test_naive_datetime_is_refused() -> None:

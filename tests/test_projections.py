@@ -722,6 +722,23 @@ def test_views_equal_the_oracle_on_durable_stores(
         assert_reports_match(desk, ids, ReportFilter(), now)
 
 
+def test_an_owner_and_a_category_spelled_two_ways_are_one_in_the_reports() -> None:
+    """ "José" typed with a combining accent and typed precomposed: one owner,
+    one category, and a filter spelled either way finds both complaints."""
+    clock = FixedClock(START + timedelta(days=1))
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"
+    with make_desk("memory://", clock) as desk:
+        for spelling in (composed, decomposed):
+            desk.receive(
+                **{**RECEIVE, "by": spelling, "category": f"r{spelling}"}, at=START
+            )
+        (owner,) = desk.reports.ownership().owners
+        assert (owner.owner, owner.received_first) == (composed, 2)
+        for spelling in (composed, decomposed):
+            filtered = desk.reports.backlog(owner=spelling, category=f"r{spelling}")
+            assert filtered.reached[Stage.RECEIVED] == 2
+
+
 def test_reports_catch_up_before_answering_unless_told_not_to(
     tmp_path: Path,
 ) -> None:

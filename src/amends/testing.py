@@ -17,6 +17,7 @@ by construction and follow any change to the table. Install with
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -118,9 +119,11 @@ def texts(max_size: int = 40, *, lines: bool = False) -> st.SearchStrategy[str]:
     characters (a zero-width joiner, a right-to-left override) in any script;
     with `lines`, also tabs, line breaks (CR too) and Unicode's line and
     paragraph separators (the prose fields take them, names and labels do
-    not). Without spaces at either end, which the desk trims: text drawn here
-    reads back as drawn. Format characters and separators are what break a
-    report's columns, a CSV export or a terminal, so they are drawn too."""
+    not). Without spaces at either end, which the desk trims, and composed
+    (NFC), as the desk records who acts and owns and a channel or category:
+    text drawn here reads back as drawn, in any field. Format characters and
+    separators are what break a report's columns, a CSV export or a
+    terminal, so they are drawn too."""
     return (
         st.text(
             alphabet=st.characters(
@@ -130,7 +133,7 @@ def texts(max_size: int = 40, *, lines: bool = False) -> st.SearchStrategy[str]:
             min_size=1,
             max_size=max_size,
         )
-        .map(str.strip)
+        .map(lambda text: unicodedata.normalize("NFC", text).strip())
         .filter(bool)
     )
 

@@ -16,10 +16,12 @@ from amends.domain.stages import Severity
 from amends.domain.values import (
     CommandInstant,
     Currency,
+    Grouping,
     Label,
     Money,
     Name,
     NameList,
+    Owner,
     Text,
     TextList,
 )
@@ -36,7 +38,7 @@ class Command(BaseModel):
     name: ClassVar[str]
 
     complaint_id: UUID
-    by: Name
+    by: Owner
     at: CommandInstant
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -51,8 +53,8 @@ class Receive(Command):
 
     customer: Name
     summary: Text
-    channel: Label
-    category: Label
+    channel: Grouping
+    category: Grouping
     severity: Severity
     expectation: Text
     external_ref: Label | None = None
@@ -113,7 +115,7 @@ class LogPrevention(Command):
 class TransferOwnership(Command):
     name = "transfer_ownership"
 
-    to: Name
+    to: Owner
     reason: Text
     customer_told: StrictBool
 

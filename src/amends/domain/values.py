@@ -83,6 +83,21 @@ Label = Annotated[
 ]
 """A short tag used to group reports: channel, category, external reference."""
 
+
+def _composed(value: str) -> str:
+    return unicodedata.normalize("NFC", value)
+
+
+Owner = Annotated[Name, AfterValidator(_composed)]
+"""A name a command records as who acted or who owns: composed (NFC), one
+spelling for each. "José" typed with a combining accent and "José" typed
+precomposed look alike and are one person; kept as typed, they were two
+owners in every report. Stored events keep what they hold."""
+
+Grouping = Annotated[Label, AfterValidator(_composed)]
+"""A channel or category as a command records it: composed (NFC), as
+`Owner`, since reports group by it."""
+
 Text = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_LENGTH),

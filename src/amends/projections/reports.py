@@ -66,7 +66,7 @@ from sqlalchemy import (
 from amends.domain.errors import AmendsError
 from amends.domain.sla import PolicySchedule
 from amends.domain.stages import Stage
-from amends.domain.values import Instant, Label, Name, display_width, shown
+from amends.domain.values import Grouping, Instant, Owner, display_width, shown
 from amends.projections import summary
 from amends.projections import tables as t
 from amends.projections.facts import Folder, StageClock
@@ -108,8 +108,8 @@ class ReportFilter(BaseModel):
 
     since: Instant | None = None
     until: Instant | None = None
-    owner: Name | None = None
-    category: Label | None = None
+    owner: Owner | None = None
+    category: Grouping | None = None
 
     @field_validator("until")
     @classmethod
