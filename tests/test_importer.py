@@ -271,6 +271,41 @@ def test_an_answer_while_waiting_an_earlier_release_imported_is_already_imported
     assert sqlite_desk.last_position() == stored
 
 
+def test_names_an_earlier_release_kept_decomposed_are_already_imported(
+    tmp_path: Path, sqlite_desk: ComplaintDesk
+) -> None:
+    """A log whose agent is "José" typed with a combining accent: an earlier
+    release stored the name as typed, this one stores it composed. Imported
+    again, the case is the same as read, names composed: already imported,
+    not refused as another case."""
+    decomposed = "Jose\u0301 Ribeiro"
+    rows = HELPDESK.read_text(encoding="utf-8").splitlines()
+    case = [
+        r.replace("Ana Ribeiro", decomposed) for r in rows if r.startswith("HD-1001,")
+    ]
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join([rows[0], *case]) + "\n", encoding="utf-8")
+    mapping = load_mapping(HELPDESK_MAPPING)
+    first = import_log(sqlite_desk, log, mapping)
+    assert [c.case for c in first.imported] == ["HD-1001"]
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        # As the earlier release stored them: the names as typed.
+        for rowid, state in db.execute("SELECT rowid, state FROM stored_events"):
+            payload = json.loads(state)
+            if payload.get("by") == "Jos\u00e9 Ribeiro":
+                payload["by"] = decomposed
+                older = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+                db.execute(
+                    "UPDATE stored_events SET state = ? WHERE rowid = ?",
+                    (older.encode(), rowid),
+                )
+    stored = sqlite_desk.last_position()
+    again = import_log(sqlite_desk, log, mapping)
+    assert [c.case for c in again.already_imported] == ["HD-1001"]
+    assert again.rejected == ()
+    assert sqlite_desk.last_position() == stored
+
+
 def test_a_case_in_the_store_with_other_events_is_refused(
     tmp_path: Path, sqlite_desk: ComplaintDesk
 ) -> None:

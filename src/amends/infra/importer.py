@@ -30,6 +30,7 @@ import time
 import tomllib
 import types
 import typing
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
@@ -1518,13 +1519,22 @@ def _without(event: dict[str, Any], fields: set[str]) -> dict[str, Any]:
     return {name: value for name, value in event.items() if name not in fields}
 
 
+_COMPOSED = ("by", "to_owner", "from_owner", "channel", "category")
+"""Fields commands now record composed (NFC, `values.Owner`): an earlier
+release kept them as typed, so they are compared composed."""
+
+
 def _as_read(mapper: Mapper[UUID], stored: StoredEvent) -> dict[str, Any]:
     event = mapper.to_domain_event(stored)
     assert isinstance(event, ComplaintEvent)
-    return {
+    read = {
         "topic": event.topic,
         **event.model_dump(mode="json", exclude={"previous_digest"}),
     }
+    for name in _COMPOSED:
+        if isinstance(read.get(name), str):
+            read[name] = unicodedata.normalize("NFC", read[name])
+    return read
 
 
 def _not_in_store(
