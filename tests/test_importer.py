@@ -14,7 +14,7 @@ import random
 import sqlite3
 import tempfile
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,6 +231,36 @@ def test_cases_an_earlier_release_imported_are_already_imported(
     assert sqlite_desk.last_position() == stored
 
 
+def imported_again_as_stored_before(
+    desk: ComplaintDesk,
+    tmp_path: Path,
+    lines: list[str],
+    older: Callable[[dict[str, Any]], bool],
+) -> ImportSummary:
+    """Import `lines` (one case, HD-1001), rewrite each stored payload that
+    `older` changes (in place, saying so) as an earlier release stored it,
+    and import the log again: nothing more may be written."""
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    mapping = load_mapping(HELPDESK_MAPPING)
+    first = import_log(desk, log, mapping)
+    assert [c.case for c in first.imported] == ["HD-1001"]
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        rows = db.execute("SELECT rowid, state FROM stored_events").fetchall()
+        for rowid, state in rows:
+            payload = json.loads(state)
+            if older(payload):
+                stored = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+                db.execute(
+                    "UPDATE stored_events SET state = ? WHERE rowid = ?",
+                    (stored.encode(), rowid),
+                )
+    before = desk.last_position()
+    again = import_log(desk, log, mapping)
+    assert desk.last_position() == before
+    return again
+
+
 def test_an_answer_while_waiting_an_earlier_release_imported_is_already_imported(
     tmp_path: Path, sqlite_desk: ComplaintDesk
 ) -> None:
@@ -244,31 +274,20 @@ def test_an_answer_while_waiting_an_earlier_release_imported_is_already_imported
     fixed, answer = case[:7], case[7]
     assert answer.startswith("HD-1001,Customer happy,")
     waiting = "HD-1001,Waiting on customer,2026-01-07T09:00:00+00:00,Ana Ribeiro"
-    log = tmp_path / "log.csv"
     lines = [rows[0], *fixed, waiting + ",,,,,Which account?,,,", answer]
-    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    mapping = load_mapping(HELPDESK_MAPPING)
-    first = import_log(sqlite_desk, log, mapping)
-    assert [c.case for c in first.imported] == ["HD-1001"]
-    with sqlite3.connect(tmp_path / "events.db") as db:
-        # The answer as the earlier release stored it: version 1.
-        rowid, state = db.execute(
-            "SELECT rowid, state FROM stored_events WHERE topic = ?",
-            ("amends.complaint.SatisfactionConfirmed",),
-        ).fetchone()
-        payload = json.loads(state)
-        assert payload.pop("ended_wait") is True
+    answers: list[bool] = []
+
+    def version_1(payload: dict[str, Any]) -> bool:
+        if "ended_wait" not in payload:
+            return False
+        answers.append(payload.pop("ended_wait"))
         del payload["class_version"]
-        older = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        db.execute(
-            "UPDATE stored_events SET state = ? WHERE rowid = ?",
-            (older.encode(), rowid),
-        )
-    stored = sqlite_desk.last_position()
-    again = import_log(sqlite_desk, log, mapping)
+        return True
+
+    again = imported_again_as_stored_before(sqlite_desk, tmp_path, lines, version_1)
+    assert answers == [True]
     assert [c.case for c in again.already_imported] == ["HD-1001"]
     assert again.rejected == ()
-    assert sqlite_desk.last_position() == stored
 
 
 def test_names_an_earlier_release_kept_decomposed_are_already_imported(
@@ -283,27 +302,18 @@ def test_names_an_earlier_release_kept_decomposed_are_already_imported(
     case = [
         r.replace("Ana Ribeiro", decomposed) for r in rows if r.startswith("HD-1001,")
     ]
-    log = tmp_path / "log.csv"
-    log.write_text("\n".join([rows[0], *case]) + "\n", encoding="utf-8")
-    mapping = load_mapping(HELPDESK_MAPPING)
-    first = import_log(sqlite_desk, log, mapping)
-    assert [c.case for c in first.imported] == ["HD-1001"]
-    with sqlite3.connect(tmp_path / "events.db") as db:
-        # As the earlier release stored them: the names as typed.
-        for rowid, state in db.execute("SELECT rowid, state FROM stored_events"):
-            payload = json.loads(state)
-            if payload.get("by") == "Jos\u00e9 Ribeiro":
-                payload["by"] = decomposed
-                older = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-                db.execute(
-                    "UPDATE stored_events SET state = ? WHERE rowid = ?",
-                    (older.encode(), rowid),
-                )
-    stored = sqlite_desk.last_position()
-    again = import_log(sqlite_desk, log, mapping)
+
+    def as_typed(payload: dict[str, Any]) -> bool:
+        if payload.get("by") != "Jos\u00e9 Ribeiro":
+            return False
+        payload["by"] = decomposed
+        return True
+
+    again = imported_again_as_stored_before(
+        sqlite_desk, tmp_path, [rows[0], *case], as_typed
+    )
     assert [c.case for c in again.already_imported] == ["HD-1001"]
     assert again.rejected == ()
-    assert sqlite_desk.last_position() == stored
 
 
 def test_a_case_in_the_store_with_other_events_is_refused(
