@@ -22,7 +22,15 @@ from amends.domain import events as e
 from amends.domain.commands import parse_command
 from amends.domain.complaint import Complaint, decide, evolve, replay
 from amends.domain.errors import ComplaintNotFound
-from amends.domain.values import MAX_LABEL_LENGTH, MAX_NAME_LENGTH, MAX_TEXT_LENGTH
+from amends.domain.values import (
+    MAX_LABEL_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_TEXT_LENGTH,
+    UNPRINTABLE,
+    _width_by_character,
+    display_width,
+    shown,
+)
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CID = UUID("00000000-0000-4000-8000-000000000001")
@@ -204,6 +212,24 @@ def test_a_name_or_grouping_spelled_two_ways_is_always_recorded_one_way(
         customer_told=True,
     )
     assert handoff.to == first["by"]
+
+
+@given(text=st.text())
+def test_width_and_escaping_take_no_shortcut_that_changes_them(text: str) -> None:
+    """ASCII text is measured by its length and shown as it is, without
+    asking Unicode about each letter: never another width or another
+    escaping than the letter by letter rules give."""
+    assert display_width(text) == _width_by_character(text)
+    assert display_width(text.encode("ascii", "ignore").decode()) == len(
+        text.encode("ascii", "ignore")
+    )
+    letter_by_letter = "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in UNPRINTABLE
+        else ch
+        for ch in text
+    )
+    assert shown(text) == letter_by_letter
 
 
 def test_naive_datetime_is_refused() -> None:

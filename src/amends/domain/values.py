@@ -159,6 +159,8 @@ def shown(text: str) -> str:
     """`text` for a reader's screen: each `UNPRINTABLE` character escaped
     (`\\u202e`), so a name cannot reverse the rest of a line or pass for
     another name it looks the same as."""
+    if text.isascii() and text.isprintable():
+        return text  # most text, whose every letter was looked up (`display_width`)
     return "".join(
         ch.encode("unicode_escape").decode("ascii")
         if unicodedata.category(ch) in UNPRINTABLE
@@ -173,7 +175,15 @@ def display_width(text: str) -> int:
     before it (an accent, a Thai or Devanagari vowel sign, an emoji's
     variation selector: categories Mn and Me, whatever their combining
     class) nor for a Hangul vowel or final consonant joining a syllable,
-    one for the rest."""
+    one for the rest: `len` for ASCII, most text. Asking Unicode about each
+    letter of it made the time-to-resolution table of 12,500 complaints with
+    every row (92,669 of them) take 5.3 s to render, 1.0 s without."""
+    if text.isascii():
+        return len(text)
+    return _width_by_character(text)
+
+
+def _width_by_character(text: str) -> int:
     return sum(
         0
         if unicodedata.category(ch) in ("Mn", "Me") or "\u1160" <= ch <= "\u11ff"
