@@ -16,7 +16,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
-from amends.domain.digest import canonical_json, stored_digest
+from amends.domain.digest import canonical_json, payload_digest, stored_digest
 from amends.domain.events import EVENT_TYPES, ComplaintEvent, ended_a_wait
 from amends.domain.lifecycle import transition_for, transitions_from
 from amends.domain.stages import Stage
@@ -540,16 +540,14 @@ class CaseBundle(BaseModel):
                     f"complaint {complaint_id} version {record.version} cannot be "
                     f"read ({record.problem}); verify the store before exporting"
                 )
-            body = dict(record.payload)
-            class_version = body.pop("class_version", 1)
             events.append(
                 BundledEvent(
                     version=record.version,
                     topic=record.topic,
-                    class_version=class_version,
+                    class_version=record.payload.get("class_version", 1),
                     payload=record.payload,
-                    digest=stored_digest(
-                        record.topic, class_version, complaint_id, record.version, body
+                    digest=payload_digest(
+                        record.topic, complaint_id, record.version, record.payload
                     ),
                 )
             )
@@ -671,8 +669,7 @@ class CaseBundle(BaseModel):
             # next event's `previous_digest` vouches for. Checked with the
             # listed `class_version`, both could be edited together and
             # verify clean, a listed digest no successor ever recorded.
-            body = dict(event.payload)
-            stored_class = body.pop("class_version", 1)
+            stored_class = event.payload.get("class_version", 1)
             if event.class_version != stored_class:
                 extra.append(
                     Finding(
@@ -685,8 +682,8 @@ class CaseBundle(BaseModel):
                         ),
                     )
                 )
-            actual = stored_digest(
-                event.topic, stored_class, self.complaint_id, event.version, body
+            actual = payload_digest(
+                event.topic, self.complaint_id, event.version, event.payload
             )
             if actual != event.digest:
                 extra.append(

@@ -43,6 +43,16 @@ def stored_digest(
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
+def payload_digest(
+    topic: str, complaint_id: UUID | str, version: int, payload: dict[str, Any]
+) -> str:
+    """`stored_digest` of a payload as stored, `class_version` inside it
+    (absent: 1, as the first events were written)."""
+    body = dict(payload)
+    class_version = body.pop("class_version", 1)
+    return stored_digest(topic, class_version, complaint_id, version, body)
+
+
 def no_key_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """`json.loads(..., object_pairs_hook=no_key_twice)`: an object that names
     a key twice is a `ValueError`. JSON readers disagree on which value counts

@@ -38,7 +38,7 @@ from amends.domain.audit import (
     VerificationReport,
 )
 from amends.domain.complaint import Complaint, decide, evolve
-from amends.domain.digest import stored_digest
+from amends.domain.digest import payload_digest
 from amends.domain.errors import (
     ComplaintNotFound,
     ConcurrencyConflict,
@@ -1154,11 +1154,12 @@ class ComplaintDesk:
         as the newer ones, tells; its payload is decoded for the digest
         alone, not made an event."""
         stored = self._app.recorder.select_events(cached.id, gt=cached.version - 1)
-        head = stored[0] if stored else None
+        head = self._stored_record(stored[0]) if stored else None
         if (
             head is None
-            or head.originator_version != cached.version
-            or self._digest_of(head) != cached.head_digest
+            or head.version != cached.version
+            or head.payload is None
+            or _record_digest(head) != cached.head_digest
         ):
             logger.warning(
                 "complaint %s: the store no longer holds version %d as this "
@@ -1168,22 +1169,6 @@ class ComplaintDesk:
             )
             return None
         return map(self._mapper.to_domain_event, stored[1:])
-
-    def _digest_of(self, stored: StoredEvent) -> str | None:
-        """The digest of a stored event, None if its payload cannot be read
-        (reading it afresh then names the row)."""
-        try:
-            payload = self._mapper.decode_payload(stored)
-        except UnreadableRecord:
-            return None
-        class_version = payload.pop("class_version", 1)
-        return stored_digest(
-            stored.topic,
-            class_version,
-            stored.originator_id,
-            stored.originator_version,
-            payload,
-        )
 
     def _snapshot(
         self, complaint_id: UUID, version: int | None, as_of: datetime | None
@@ -1260,10 +1245,8 @@ def _as_uuid(value: UUID | str) -> UUID:
 
 def _record_digest(record: StoredRecord) -> str:
     assert record.payload is not None
-    body = dict(record.payload)
-    class_version = body.pop("class_version", 1)
-    return stored_digest(
-        record.topic, class_version, record.complaint_id, record.version, body
+    return payload_digest(
+        record.topic, record.complaint_id, record.version, record.payload
     )
 
 
