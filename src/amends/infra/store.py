@@ -183,14 +183,19 @@ PROBE_SECONDS = 2
 `why_no_connection`)."""
 
 
-def timed_out_on_the_pool(error: BaseException) -> bool:
-    """Whether `error` is, or was caused by, no pooled connection coming."""
+def _caused_by(error: BaseException, cause: Callable[[BaseException], bool]) -> bool:
+    """Whether `error`, or an error in the chain that led to it, is `cause`."""
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, PoolTimeout):
+        if cause(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def timed_out_on_the_pool(error: BaseException) -> bool:
+    """Whether `error` is, or was caused by, no pooled connection coming."""
+    return _caused_by(error, lambda seen: isinstance(seen, PoolTimeout))
 
 
 LOCK_NOT_AVAILABLE = "55P03"
@@ -201,12 +206,9 @@ def timed_out_on_a_lock(error: BaseException) -> bool:
     """Whether `error` is, or was caused by, the server giving up waiting for
     a lock (the store URL's `lock_timeout`): nothing was written, and the
     connection is sound."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if getattr(seen, "sqlstate", None) == LOCK_NOT_AVAILABLE:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return _caused_by(
+        error, lambda seen: getattr(seen, "sqlstate", None) == LOCK_NOT_AVAILABLE
+    )
 
 
 def why_no_connection(
