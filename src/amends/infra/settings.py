@@ -132,7 +132,7 @@ def store_settings(store_url: str) -> dict[str, str]:
     """The eventsourcing environment for `store_url`, or a `ConfigurationError`."""
     parts = urlsplit(store_url)
     scheme = parts.scheme.lower()
-    where = f"store URL {redacted_url(store_url)!r}"
+    where = _where(store_url)
     if scheme == "memory":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     if scheme == "sqlite":
@@ -164,20 +164,21 @@ def store_settings(store_url: str) -> dict[str, str]:
     )
 
 
+def _where(store_url: str) -> str:
+    """The URL as a refusal names it: its password hidden."""
+    return f"store URL {redacted_url(store_url)!r}"
+
+
 def _postgres_settings(store_url: str, query: str) -> dict[str, str]:
+    where = _where(store_url)
     parts = urlsplit(store_url)
     dbname = unquote(parts.path.lstrip("/"))
     if not parts.hostname or not dbname:
-        raise ConfigurationError(
-            f"store URL {redacted_url(store_url)!r}: write "
-            "postgresql://user@host:port/dbname"
-        )
+        raise ConfigurationError(f"{where}: write postgresql://user@host:port/dbname")
     try:
         port = parts.port or 5432
     except ValueError as exc:
-        raise ConfigurationError(
-            f"store URL {redacted_url(store_url)!r}: {exc}"
-        ) from None
+        raise ConfigurationError(f"{where}: {exc}") from None
     settings = {
         # The library's, with retries that end (see amends.infra.store).
         "PERSISTENCE_MODULE": POSTGRES_MODULE,
@@ -195,8 +196,7 @@ def _postgres_settings(store_url: str, query: str) -> dict[str, str]:
         if key is None:
             known = ", ".join(sorted(_POSTGRES_OPTIONS))
             raise ConfigurationError(
-                f"store URL {redacted_url(store_url)!r}: unknown option {name!r} "
-                f"(known: {known})"
+                f"{where}: unknown option {name!r} (known: {known})"
             )
         settings[key] = values[-1]
     check_postgres_url(store_url, "store URL")
@@ -205,8 +205,7 @@ def _postgres_settings(store_url: str, query: str) -> dict[str, str]:
     )
     if pool_size + max_overflow < 1:
         raise ConfigurationError(
-            f"store URL {redacted_url(store_url)!r}: pool_size and max_overflow "
-            "allow no connection at all"
+            f"{where}: pool_size and max_overflow allow no connection at all"
         )
     return settings
 
