@@ -1983,6 +1983,20 @@ def log_order_rows(store_url: str, clock: FixedClock) -> dict[str, Any]:
             return view_rows(runner)
 
 
+def assert_loaded_whole(
+    desk: ComplaintDesk,
+    runner: ProjectionRunner,
+    ids: list[uuid.UUID],
+    store_url: str,
+    clock: FixedClock,
+) -> None:
+    """The load ended, and the views it left report as the oracle does and
+    hold the rows of a rebuild that read the log in order."""
+    assert not runner.loading()
+    assert_reports_match(desk, ids, ReportFilter(), clock.now)
+    assert view_rows(runner) == log_order_rows(store_url, clock)
+
+
 class LogOnly:
     """A feed that reads the log in order only."""
 
@@ -2107,9 +2121,7 @@ def test_a_load_another_runner_finished_first_is_not_written_twice(
         runner.fold_complaints = interleaved  # type: ignore[method-assign]
         # Its second part finds the load finished: it writes nothing more.
         assert runner.rebuild() == loads[0]
-        assert not runner.loading()
-        assert_reports_match(desk, ids, ReportFilter(), clock.now)
-        assert view_rows(runner) == log_order_rows(store, clock)
+        assert_loaded_whole(desk, runner, ids, store, clock)
 
 
 def test_a_part_another_runner_loaded_meanwhile_is_not_written_twice(
@@ -2138,9 +2150,7 @@ def test_a_part_another_runner_loaded_meanwhile_is_not_written_twice(
         runner.fold_complaints = racing  # type: ignore[method-assign]
         assert runner.rebuild() == 0, "this runner wrote its part too"
         assert raced == [runner.feed.last_position()]
-        assert not runner.loading()
-        assert_reports_match(desk, ids, ReportFilter(), clock.now)
-        assert view_rows(runner) == log_order_rows(store, clock)
+        assert_loaded_whole(desk, runner, ids, store, clock)
 
 
 def test_a_runner_that_joined_a_replaced_load_writes_nothing_into_the_new_one(
@@ -2190,10 +2200,8 @@ def test_a_runner_that_joined_a_replaced_load_writes_nothing_into_the_new_one(
         runner.catch_up()
         assert replaced == [True]
         assert runner._tracking().load_id is None
-        assert not runner.loading()
         assert first_load is not None
-        assert_reports_match(desk, ids, ReportFilter(), clock.now)
-        assert view_rows(runner) == log_order_rows(store, clock)
+        assert_loaded_whole(desk, runner, ids, store, clock)
         desk.reports.backlog()  # the store check finds them this store's
 
 
@@ -2227,9 +2235,7 @@ def test_a_rebuild_whose_views_another_rebuild_replaced_joins_its_load(
         desk.reports.rebuild()
         assert len(replaced) == 1
         assert replaced[0] is not None
-        assert not runner.loading()
-        assert_reports_match(desk, ids, ReportFilter(), clock.now)
-        assert view_rows(runner) == log_order_rows(store, clock)
+        assert_loaded_whole(desk, runner, ids, store, clock)
 
 
 def test_rebuilds_started_at_once_on_brand_new_views_all_end_well(
