@@ -619,6 +619,19 @@ def _seal_option(help: str) -> Any:
     return typer.Option(metavar="FILE", exists=True, dir_okay=False, help=help)
 
 
+def _out_option(what: str, why: str = "") -> Any:
+    return typer.Option(
+        metavar="FILE",
+        dir_okay=False,
+        help=f"write the {what} there (a new file, mode 0600{why})",
+    )
+
+
+Force = Annotated[
+    bool, typer.Option("--force", help="replace the --out file if it exists")
+]
+
+
 @app.command(
     rich_help_panel=READING,
     epilog=_examples(
@@ -657,17 +670,8 @@ def verify(
 )
 def seal(
     context: typer.Context,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE",
-            dir_okay=False,
-            help="write the seal there (a new file, mode 0600)",
-        ),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="replace the --out file if it exists")
-    ] = False,
+    out: Annotated[Path | None, _out_option("seal")] = None,
+    force: Force = False,
 ) -> None:
     """Seal the head of every complaint's chain (JSON), to keep outside the store."""
     with _session(context).desk() as desk, _writing(out, force):
@@ -694,17 +698,9 @@ def export_case(
     context: typer.Context,
     complaint_id: ComplaintId,
     out: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE",
-            dir_okay=False,
-            help="write the bundle there (a new file, mode 0600: it holds "
-            "customer data in the clear)",
-        ),
+        Path | None, _out_option("bundle", ": it holds customer data in the clear")
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="replace the --out file if it exists")
-    ] = False,
+    force: Force = False,
 ) -> None:
     """One complaint's evidence as JSON: its events, digests, schemas and head;
     exits 3 if the case does not verify (the bundle is written all the same)."""
