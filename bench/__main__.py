@@ -193,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in part.rows:
             ratio = f", ratio {row.ratio:.2f}" if row.ratio is not None else ""
             met = {True: ", target met", False: ", target missed", None: ""}[row.met]
+            if row.context and row.met is not None:
+                met += f" (context: {row.context})"
             print(f"{row.key}: {row.value:,.0f} {row.unit}{ratio}{met}")
     print(f"wrote {out}")
     return 0

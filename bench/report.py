@@ -77,6 +77,10 @@ class Row:
     """The ratio when the section measured it pair by pair (the median of
     each round's figure over the baseline measured beside it), which a slow
     spell of the machine moves less than the ratio of the two medians."""
+    context: str = ""
+    """Why the row is shown beside its target but not judged by it (an ADR),
+    if so: whether it meets the target still shows, so a miss is never
+    hidden by the decision not to judge it."""
 
     @property
     def ratio(self) -> float | None:
@@ -467,6 +471,8 @@ def _render_section(number: int, section: Section) -> list[str]:
             ratio = f"{row.ratio:.2f}" if row.ratio is not None else "—"
             target = row.target.describe(row.unit) if row.target else "— (context)"
             met = {True: "yes", False: "**no**", None: "—"}[row.met]
+            if row.context and row.met is not None:
+                met += f" (context: {row.context})"
             out.append(
                 f"| {row.figure} | {_number(row.value)} {row.unit} | {baseline} "
                 f"| {ratio} | {target} | {met} |"

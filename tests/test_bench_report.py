@@ -113,3 +113,25 @@ def test_a_report_without_section_marks_carries_nothing(tmp_path: Path) -> None:
     assert previous.carried("alpha") is None
     # Its figures still serve the repeatability note.
     assert previous.ratios(section("alpha", 1, 1)) == {"alpha.row": 0.9}
+
+
+def test_a_row_shown_as_context_still_shows_that_it_misses(tmp_path: Path) -> None:
+    """Rows a decision leaves unjudged (ADR 0013) keep their target and say
+    whether they meet it: the decision never turns a miss into a dash."""
+    judged = section("latency", 30, 1)
+    judged.rows.append(
+        Row(
+            key="latency.broad",
+            figure="a broad filter's p95",
+            value=30,
+            unit="ms",
+            target=Target(20, on_ratio=False, higher_is_better=False),
+            context="ADR 0013",
+        )
+    )
+    out = tmp_path / "benchmarks.md"
+    write(out, [judged], FIRST)
+    line = next(
+        line for line in out.read_text(encoding="utf-8").splitlines() if "broad" in line
+    )
+    assert line.endswith("| ≤ 20 ms | **no** (context: ADR 0013) |")
