@@ -82,7 +82,7 @@ DEFAULT_BATCH_COMPLAINTS = 10_000
 READ_SIZE = 5_000
 """Events per read of the log: a batch is read and folded this many at a time,
 so its events are never held all at once."""
-VIEWS_FORMAT = "views/16"
+VIEWS_FORMAT = "views/17"
 """The layout of the view tables; views of another layout are rebuilt."""
 DEFAULT_CACHE_SIZE = 10_000
 """Open complaints whose facts a runner keeps between batches."""
@@ -1001,7 +1001,15 @@ class ProjectionRunner:
         return {
             t.complaints.name: [complaint],
             t.spans.name: [
-                (key, seq, span.owner, span.start, span.end, span.via)
+                (
+                    key,
+                    seq,
+                    span.owner,
+                    span.start,
+                    span.end,
+                    span.via,
+                    facts.received_at,
+                )
                 for seq, span in enumerate(facts.spans)
             ],
             t.deadlines.name: deadline_rows,

@@ -234,7 +234,11 @@ spans = Table(
     Column("start_at", UtcDateTime, nullable=False),
     Column("end_at", UtcDateTime),
     Column("via", String(10), nullable=False),
-    Index("ix_amends_view_owner_spans_owner", "owner"),
+    # The complaint's receipt, beside each of its spans: an owner filter with
+    # a window reads the owner's spans received in it from this index, not
+    # every complaint in the window (ADR 0012).
+    Column("received_at", UtcDateTime, nullable=False),
+    Index("ix_amends_view_owner_spans_owner", "owner", "received_at", "complaint_id"),
     sqlite_with_rowid=False,
 )
 
