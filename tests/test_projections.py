@@ -1965,6 +1965,12 @@ def test_an_owner_filter_never_scans_a_view_table(tmp_path: Path, window: bool) 
                 window_read = "owner=? AND received_at>? AND received_at<?"
                 assert read, (statement, plan)
                 assert all((window_read in s) == window for s in read), plan
+                # and each of them is then read by its key, not found by
+                # walking another index (all open complaints, say) and asking
+                # whether the owner had it.
+                complaints = "SEARCH amends_view_complaints "
+                found = [s for s in plan if s.startswith(complaints)]
+                assert all(s.endswith("(id=?)") for s in found), (statement, plan)
 
 
 # ------------------------------------------------------------ a rebuild's load
