@@ -367,18 +367,18 @@ def store_filters(
     largest store's."""
     typical = typical_filter(now)
 
-    def week_of(store_complaints: int) -> dict[str, Any]:
+    def window_for(store_complaints: int) -> dict[str, Any]:
         return {
             **typical,
             "until": typical["since"]
             + timedelta(days=7) * store_complaints / complaints,
         }
 
-    wide = week_of(largest)
+    wide = window_for(largest)
     return {
         "none": {},
         "typical": typical,
-        "narrow": week_of(smallest),
+        "narrow": window_for(smallest),
         "wide": wide,
         "owner_week": {**_without_category(typical), "owner": OWNER},
         "owner_wide": {**_without_category(wide), "owner": OWNER},
