@@ -1027,3 +1027,29 @@ def test_import_with_a_broken_mapping_is_a_usage_error(
     assert len(result.err.strip().splitlines()) == 1
     assert "columns" in result.err
     assert cli.events() == 0
+
+
+def test_views_of_a_later_release_are_refused_in_one_line(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A process of an earlier release meets views a later one wrote (a
+    rolling deploy): it says which layouts, and exits 2 without rebuilding
+    them."""
+    from amends.projections.runner import VIEWS_FORMAT
+
+    cli.receive()
+    cli.ok("report", "backlog")
+    later = "views/" + str(int(VIEWS_FORMAT.removeprefix("views/")) + 1)
+    with sqlite3.connect(tmp_path / "amends.db") as db:
+        db.execute(
+            "UPDATE amends_view_tracking SET policies = ? || substr(policies, ?)",
+            (later, len(VIEWS_FORMAT) + 1),
+        )
+    for command in (["report", "backlog"], ["project"]):
+        result = cli(*command)
+        assert result.code == 2, result
+        assert result.err.count("\n") == 1, result
+        assert f"later release of amends (layout {later}; this one" in result.err
+    with sqlite3.connect(tmp_path / "amends.db") as db:
+        (label,) = db.execute("SELECT policies FROM amends_view_tracking").fetchone()
+    assert label.startswith(f"{later} ")

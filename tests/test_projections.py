@@ -2653,3 +2653,72 @@ def test_the_parts_left_to_load_are_every_complaint_not_loaded_and_no_other(
     assert all(
         0 < sum(first <= i.hex <= last for i in ids) <= size for first, last in parts
     )
+
+
+def _relabel(store: Path, layout: str) -> None:
+    """Make the views' tracking row name `layout`, as a release writing that
+    layout would have left it."""
+    from amends.projections.runner import VIEWS_FORMAT
+
+    with sqlite3.connect(store) as db:
+        db.execute(
+            "UPDATE amends_view_tracking SET policies = ? || substr(policies, ?)",
+            (layout, len(VIEWS_FORMAT) + 1),
+        )
+
+
+def test_views_of_a_later_layout_are_refused_not_rebuilt(tmp_path: Path) -> None:
+    """Views a later release wrote are left to it: rebuilding them in this
+    release's layout made each release rebuild them in turn for as long as
+    both ran (a rolling deploy), and stopped the other's follower."""
+    from amends import ViewsOfLaterRelease
+    from amends.projections.runner import VIEWS_FORMAT
+
+    store = tmp_path / "a.db"
+    clock = FixedClock(START + timedelta(days=3))
+    with make_desk(f"sqlite:///{store}", clock) as desk:
+        desk.receive(**RECEIVE, at=START)
+        desk.reports.backlog()
+    later = "views/" + str(int(VIEWS_FORMAT.removeprefix("views/")) + 1)
+    _relabel(store, later)
+    for caught_up in (True, False):
+        with (
+            make_desk(f"sqlite:///{store}", clock) as desk,
+            pytest.raises(ViewsOfLaterRelease, match=f"layout {later}; this one"),
+        ):
+            desk.reports.backlog(catch_up=caught_up)
+    with sqlite3.connect(store) as db:
+        (label,) = db.execute("SELECT policies FROM amends_view_tracking").fetchone()
+    assert label.startswith(f"{later} ")
+
+
+def test_a_running_desk_rebuilds_views_an_earlier_release_rebuilt_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """A desk that made sure of the views, then finds an earlier release
+    rebuilt them in its layout, rebuilds them again and answers (a follower
+    waits the look out); it said they were built under other SLA policies,
+    and refused them until it was restarted."""
+    store = tmp_path / "a.db"
+    clock = FixedClock(START + timedelta(days=3))
+    with make_desk(f"sqlite:///{store}", clock) as desk:
+        complaint = desk.receive(**RECEIVE, at=START)
+        before = desk.reports.ownership().model_dump()
+        _relabel(store, "views/16")
+        assert desk.reports.ownership().model_dump() == before
+        desk.transfer_ownership(
+            complaint,
+            by="ana",
+            to="ben",
+            reason="r",
+            customer_told=True,
+            at=START + timedelta(hours=1),
+        )
+        after = desk.reports.ownership().model_dump()
+    assert after != before
+    with sqlite3.connect(store) as db:
+        (label,) = db.execute("SELECT policies FROM amends_view_tracking").fetchone()
+    assert label.startswith(f"{runner_module.VIEWS_FORMAT} ")
+    with make_desk(f"sqlite:///{store}", clock) as desk:
+        desk.reports.rebuild()
+        assert desk.reports.ownership().model_dump() == after

@@ -30,7 +30,7 @@ from amends.infra.errors import ConfigurationError, DeskClosed, StoreUnavailable
 from amends.projections.facts import PolicyMismatch
 from amends.projections.forking import WorkerDied
 from amends.projections.reports import UnknownSection
-from amends.projections.runner import ViewsOfAnotherStore
+from amends.projections.runner import ViewsOfAnotherStore, ViewsOfLaterRelease
 
 __version__ = "0.1.0"
 
@@ -63,6 +63,7 @@ __all__ = [
     "UnknownSection",
     "VerificationReport",
     "ViewsOfAnotherStore",
+    "ViewsOfLaterRelease",
     "WorkerDied",
     "__version__",
     "allowed_commands",

@@ -70,7 +70,7 @@ from amends.infra.settings import (
 from amends.projections.facts import PolicyMismatch
 from amends.projections.forking import WorkerDied
 from amends.projections.reports import DEFAULT_LIMIT, UnknownSection
-from amends.projections.runner import ViewsOfAnotherStore
+from amends.projections.runner import ViewsOfAnotherStore, ViewsOfLaterRelease
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -1397,7 +1397,13 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock = utc_now) -> int:
     except typer.Abort:
         _note("aborted")
         return EXIT_USAGE
-    except (ConfigurationError, PolicyMismatch, ViewsOfAnotherStore, OSError) as exc:
+    except (
+        ConfigurationError,
+        PolicyMismatch,
+        ViewsOfAnotherStore,
+        ViewsOfLaterRelease,
+        OSError,
+    ) as exc:
         _note(str(exc) or type(exc).__name__)
         return EXIT_USAGE
     except (StoreUnavailable, WorkerDied) as exc:  # not refusals: run it again

@@ -83,7 +83,8 @@ READ_SIZE = 5_000
 """Events per read of the log: a batch is read and folded this many at a time,
 so its events are never held all at once."""
 VIEWS_FORMAT = "views/17"
-"""The layout of the view tables; views of another layout are rebuilt."""
+"""The layout of the view tables; views of an earlier layout are rebuilt, and
+views of a later one refused (`ViewsOfLaterRelease`)."""
 DEFAULT_CACHE_SIZE = 10_000
 """Open complaints whose facts a runner keeps between batches."""
 LOAD_COMPLAINTS = 500
@@ -183,6 +184,34 @@ class _Sleeper:
 
 class ProjectionConflict(Exception):
     """Another runner applied this batch first; this one rolled back."""
+
+
+class ViewsOfLaterRelease(AmendsError):
+    """The views were written by a later release of amends, in a layout this
+    one does not know. Rebuilding them in this one's layout would make the
+    later release rebuild them again, each process undoing the other's for
+    as long as both run (a rolling deploy); so this one leaves them alone."""
+
+    def __init__(self, layout: str) -> None:
+        super().__init__(
+            f"the report views were written by a later release of amends "
+            f"(layout {layout}; this one writes {VIEWS_FORMAT}): run this "
+            "process with that release, or give it views of its own "
+            "(AMENDS_VIEWS_URL)"
+        )
+
+
+def _layout_of(label: str) -> str:
+    """The layout a tracking row's label names ("views/17"): its first word."""
+    return label.split(" ", 1)[0]
+
+
+def _is_later(layout: str) -> bool:
+    """Whether `layout` is a later one than this release's (a layout not
+    named "views/N" is an earlier one's: the first layouts named none)."""
+    number = layout.removeprefix("views/")
+    mine = int(VIEWS_FORMAT.removeprefix("views/"))
+    return number.isdigit() and int(number) > mine
 
 
 class ViewsBeingReplaced(AmendsError):
@@ -340,15 +369,20 @@ class ProjectionRunner:
             conn.commit()
 
     def _outdated(self) -> bool:
-        """Whether the views were written for another layout: the tracking
+        """Whether the views were written for an earlier layout: the tracking
         table lacks a column of this layout's (the first layouts kept no
-        policies), or its row names another layout."""
+        policies), or its row names another layout. Views of a later layout
+        are refused (`ViewsOfLaterRelease`), never rebuilt in this one's."""
         with self.engine.connect() as conn:
             columns = {c["name"] for c in inspect(conn).get_columns(t.tracking.name)}
             if not columns.issuperset(t.tracking.columns.keys()):
                 return True
             labels = conn.execute(select(t.tracking.c.policies)).scalars().all()
-        return any(not label.startswith(f"{VIEWS_FORMAT} ") for label in labels)
+        layouts = {_layout_of(label) for label in labels}
+        for layout in layouts:
+            if _is_later(layout):
+                raise ViewsOfLaterRelease(layout)
+        return any(layout != VIEWS_FORMAT for layout in layouts)
 
     def _load_to(self) -> int | None:
         """Where views made empty are to be loaded complaint by complaint to:
@@ -875,6 +909,15 @@ class ProjectionRunner:
         if found is None:
             return None
         position, policies, load_to, stored_event, load_id = found
+        layout = _layout_of(policies)
+        if layout != VIEWS_FORMAT:
+            # Another release rebuilt them since this process made sure of
+            # them (a rolling deploy): a later one's are left to it; an
+            # earlier one's are rebuilt once more on the next look.
+            if _is_later(layout):
+                raise ViewsOfLaterRelease(layout)
+            self._tables_ready = False
+            raise ViewsBeingReplaced(self.name)
         if policies != self._policies:
             built, given = (
                 label.removeprefix(f"{VIEWS_FORMAT} ")
@@ -1556,6 +1599,7 @@ __all__ = [
     "ProjectionRunner",
     "Stage",
     "ViewsOfAnotherStore",
+    "ViewsOfLaterRelease",
     "owner_at",
     "week_of",
 ]
