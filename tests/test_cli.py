@@ -1053,3 +1053,6 @@ def test_views_of_a_later_release_are_refused_in_one_line(
     with sqlite3.connect(tmp_path / "amends.db") as db:
         (label,) = db.execute("SELECT policies FROM amends_view_tracking").fetchone()
     assert label.startswith(f"{later} ")
+    # After a rollback, an explicit rebuild makes them this release's.
+    cli.ok("project", "--rebuild")
+    assert "open" in cli.ok("report", "backlog")

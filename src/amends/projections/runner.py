@@ -196,8 +196,9 @@ class ViewsOfLaterRelease(AmendsError):
         super().__init__(
             f"the report views were written by a later release of amends "
             f"(layout {layout}; this one writes {VIEWS_FORMAT}): run this "
-            "process with that release, or give it views of its own "
-            "(AMENDS_VIEWS_URL)"
+            "process with that release, give it views of its own "
+            "(AMENDS_VIEWS_URL), or, if that release is gone, rebuild them "
+            "for this one (amends project --rebuild)"
         )
 
 
