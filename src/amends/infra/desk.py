@@ -935,15 +935,14 @@ class ComplaintDesk:
     def _looks_plain(self, state: Any) -> bool:
         """Whether a stored state begins as a JSON object does, decompressed
         first if this store compresses (a guess, for a refusal's words)."""
-        data = self._uncompressed(state)
-        return data is not None and data.lstrip()[:1] == b"{"
+        return self._as_json_start(state) is not None
 
     def _damaged_text(self, state: Any) -> bool:
         """Whether a stored state that did not decode is UTF-8 text that
         begins as a JSON object does: plain JSON, damaged. AES-GCM output
         begins with "{" once in 256, but is UTF-8 text about never."""
-        data = self._uncompressed(state)
-        if data is None or data.lstrip()[:1] != b"{":
+        data = self._as_json_start(state)
+        if data is None:
             return False
         try:
             data.decode("utf-8")
@@ -951,7 +950,9 @@ class ComplaintDesk:
             return False
         return True
 
-    def _uncompressed(self, state: Any) -> bytes | None:
+    def _as_json_start(self, state: Any) -> bytes | None:
+        """A stored state's bytes, decompressed if this store compresses,
+        when they begin as a JSON object does; else None."""
         if not isinstance(state, bytes | bytearray | memoryview):
             return None
         data = bytes(state)
@@ -960,7 +961,7 @@ class ComplaintDesk:
                 data = self._mapper.compressor.decompress(data)
             except Exception:
                 return None
-        return data
+        return data if data.lstrip()[:1] == b"{" else None
 
     def _file_id(self) -> tuple[int, int] | None:
         if self._store_file is None:
