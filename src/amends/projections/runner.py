@@ -207,12 +207,15 @@ def _layout_of(label: str) -> str:
     return label.split(" ", 1)[0]
 
 
-def _is_later(layout: str) -> bool:
-    """Whether `layout` is a later one than this release's (a layout not
-    named "views/N" is an earlier one's: the first layouts named none)."""
+def _is_earlier(layout: str) -> bool:
+    """Whether `layout` is an earlier one than this release's (a layout not
+    named "views/N" is: the first layouts named none); a later one is
+    refused (`ViewsOfLaterRelease`)."""
     number = layout.removeprefix("views/")
     mine = int(VIEWS_FORMAT.removeprefix("views/"))
-    return number.isdigit() and int(number) > mine
+    if number.isdigit() and int(number) > mine:
+        raise ViewsOfLaterRelease(layout)
+    return layout != VIEWS_FORMAT
 
 
 class ViewsBeingReplaced(AmendsError):
@@ -379,11 +382,10 @@ class ProjectionRunner:
             if not columns.issuperset(t.tracking.columns.keys()):
                 return True
             labels = conn.execute(select(t.tracking.c.policies)).scalars().all()
-        layouts = {_layout_of(label) for label in labels}
-        for layout in layouts:
-            if _is_later(layout):
-                raise ViewsOfLaterRelease(layout)
-        return any(layout != VIEWS_FORMAT for layout in layouts)
+        # Every label judged before answering, so that a later layout is
+        # refused even beside an earlier one.
+        earlier = [_is_earlier(_layout_of(label)) for label in labels]
+        return any(earlier)
 
     def _load_to(self) -> int | None:
         """Where views made empty are to be loaded complaint by complaint to:
@@ -910,13 +912,10 @@ class ProjectionRunner:
         if found is None:
             return None
         position, policies, load_to, stored_event, load_id = found
-        layout = _layout_of(policies)
-        if layout != VIEWS_FORMAT:
-            # Another release rebuilt them since this process made sure of
-            # them (a rolling deploy): a later one's are left to it; an
-            # earlier one's are rebuilt once more on the next look.
-            if _is_later(layout):
-                raise ViewsOfLaterRelease(layout)
+        if _is_earlier(_layout_of(policies)):
+            # An earlier release rebuilt them since this process made sure of
+            # them (a rolling deploy): rebuilt once more on the next look (a
+            # later release's are refused in `_is_earlier`).
             self._tables_ready = False
             raise ViewsBeingReplaced(self.name)
         if policies != self._policies:
