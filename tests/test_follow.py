@@ -295,16 +295,7 @@ def test_a_follower_waits_out_views_a_rebuild_dropped_and_nothing_else(
     Before, the PostgreSQL follower died with exit 1 (a bug). It looks again
     within a second, not a whole poll later (writes meanwhile notify no one)."""
     with ComplaintDesk("memory://", clock=clock) as desk:
-        runner = desk.reports.runner
-        catch_up = runner.catch_up
-        failures = [ProgrammingError("SELECT ...", {}, said)]
-
-        def flaky(**kwargs: Any) -> int:
-            if failures:
-                raise failures.pop()
-            return catch_up(**kwargs)
-
-        runner.catch_up = flaky  # type: ignore[method-assign]
+        failing_catch_ups(desk, [ProgrammingError("SELECT ...", {}, said)])
         desk.receive(**RECEIVE)
         follower = start_following(desk)
         applied, ended = follower.applied, follower.failed
@@ -390,9 +381,9 @@ def test_a_follower_on_views_it_cannot_write_ends_rather_than_waits(
         assert not [r for r in caplog.records if "waits" in r.getMessage()]
 
 
-def follow_through(desk: ComplaintDesk, failures: list[Exception]) -> None:
-    """Follow until one complaint received is applied, each look failing with
-    the next of `failures` (the last first) while any remain."""
+def failing_catch_ups(desk: ComplaintDesk, failures: list[Exception]) -> None:
+    """Make each of the desk's catch-ups fail with the next of `failures`
+    (the last first) while any remain, then catch up as before."""
     runner = desk.reports.runner
     catch_up = runner.catch_up
 
@@ -402,6 +393,12 @@ def follow_through(desk: ComplaintDesk, failures: list[Exception]) -> None:
         return catch_up(**kwargs)
 
     runner.catch_up = failing  # type: ignore[method-assign]
+
+
+def follow_through(desk: ComplaintDesk, failures: list[Exception]) -> None:
+    """Follow until one complaint received is applied, each look failing with
+    the next of `failures` (the last first) while any remain."""
+    failing_catch_ups(desk, failures)
     desk.receive(**RECEIVE)
     with following(desk, poll=timedelta(seconds=0.01)) as (_, applied):
         wait_for(lambda: sum(applied) == 1)
