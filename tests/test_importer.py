@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from amends import AmendsError, ComplaintDesk, Stage, WorkerDied
 from amends.domain.commands import COMMAND_TYPES
 from amends.domain.events import PlanCommitted, UpdatePosted
-from amends.domain.values import UNPRINTABLE
+from amends.domain.values import UNPRINTABLE, shown
 from amends.infra import importer
 from amends.infra.importer import (
     RESERVED_FIELDS,
@@ -702,7 +702,8 @@ def test_import_text_never_contains_an_unprintable_character(
         with ComplaintDesk("memory://", clock=FixedClock()) as desk:
             summary = import_log(desk, path, generic_mapping(), dry_run=True)
     text = summary.to_text()
-    assert summary.rejected  # the case is named, with why
+    assert summary.rejected  # the case is named, with why, its id escaped
+    assert shown(case.strip()) in text
     assert text.count("\n") == len(text.splitlines())
     for line in text.split("\n"):
         assert not any(unicodedata.category(ch) in UNPRINTABLE for ch in line), line
