@@ -274,3 +274,22 @@ def load_rows(store_url: str, path: Path) -> set[UUID]:
     finally:
         app.close()
     return {UUID(r["originator_id"]) for r in rows}
+
+
+def layout_beside(step: int) -> str:
+    """The views layout `step` releases after this one's (before, if negative)."""
+    from amends.projections.runner import VIEWS_FORMAT
+
+    return f"views/{int(VIEWS_FORMAT.removeprefix('views/')) + step}"
+
+
+def relabel_views(store: Path, layout: str) -> None:
+    """Make a SQLite store's views' tracking row name `layout`, as a release
+    writing that layout would have left it."""
+    from amends.projections.runner import VIEWS_FORMAT
+
+    with sqlite3.connect(store) as db:
+        db.execute(
+            "UPDATE amends_view_tracking SET policies = ? || substr(policies, ?)",
+            (layout, len(VIEWS_FORMAT) + 1),
+        )

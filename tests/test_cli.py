@@ -32,7 +32,14 @@ from amends.infra import importer
 from amends.infra.desk import EXTERNAL_REF_NAMESPACE
 
 from conftest import NOW, FixedClock
-from helpers import RECEIVE, fifo, judges_die, outcome_within
+from helpers import (
+    RECEIVE,
+    fifo,
+    judges_die,
+    layout_beside,
+    outcome_within,
+    relabel_views,
+)
 
 
 @dataclass(frozen=True)
@@ -1035,16 +1042,10 @@ def test_views_of_a_later_release_are_refused_in_one_line(
     """A process of an earlier release meets views a later one wrote (a
     rolling deploy): it says which layouts, and exits 2 without rebuilding
     them."""
-    from amends.projections.runner import VIEWS_FORMAT
-
     cli.receive()
     cli.ok("report", "backlog")
-    later = "views/" + str(int(VIEWS_FORMAT.removeprefix("views/")) + 1)
-    with sqlite3.connect(tmp_path / "amends.db") as db:
-        db.execute(
-            "UPDATE amends_view_tracking SET policies = ? || substr(policies, ?)",
-            (later, len(VIEWS_FORMAT) + 1),
-        )
+    later = layout_beside(+1)
+    relabel_views(tmp_path / "amends.db", later)
     for command in (["report", "backlog"], ["project"]):
         result = cli(*command)
         assert result.code == 2, result

@@ -58,8 +58,10 @@ from helpers import (
     RECEIVE,
     RawStore,
     kill_if_forked,
+    layout_beside,
     load_rows,
     outcome_within,
+    relabel_views,
     step_forward,
     walk_to,
 )
@@ -2655,32 +2657,19 @@ def test_the_parts_left_to_load_are_every_complaint_not_loaded_and_no_other(
     )
 
 
-def _relabel(store: Path, layout: str) -> None:
-    """Make the views' tracking row name `layout`, as a release writing that
-    layout would have left it."""
-    from amends.projections.runner import VIEWS_FORMAT
-
-    with sqlite3.connect(store) as db:
-        db.execute(
-            "UPDATE amends_view_tracking SET policies = ? || substr(policies, ?)",
-            (layout, len(VIEWS_FORMAT) + 1),
-        )
-
-
 def test_views_of_a_later_layout_are_refused_not_rebuilt(tmp_path: Path) -> None:
     """Views a later release wrote are left to it: rebuilding them in this
     release's layout made each release rebuild them in turn for as long as
     both ran (a rolling deploy), and stopped the other's follower."""
     from amends import ViewsOfLaterRelease
-    from amends.projections.runner import VIEWS_FORMAT
 
     store = tmp_path / "a.db"
     clock = FixedClock(START + timedelta(days=3))
     with make_desk(f"sqlite:///{store}", clock) as desk:
         desk.receive(**RECEIVE, at=START)
         desk.reports.backlog()
-    later = "views/" + str(int(VIEWS_FORMAT.removeprefix("views/")) + 1)
-    _relabel(store, later)
+    later = layout_beside(+1)
+    relabel_views(store, later)
     for caught_up in (True, False):
         with (
             make_desk(f"sqlite:///{store}", clock) as desk,
@@ -2704,7 +2693,7 @@ def test_a_running_desk_rebuilds_views_an_earlier_release_rebuilt_meanwhile(
     with make_desk(f"sqlite:///{store}", clock) as desk:
         complaint = desk.receive(**RECEIVE, at=START)
         before = desk.reports.ownership().model_dump()
-        _relabel(store, "views/16")
+        relabel_views(store, layout_beside(-1))
         assert desk.reports.ownership().model_dump() == before
         desk.transfer_ownership(
             complaint,
